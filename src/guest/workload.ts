@@ -1,0 +1,49 @@
+/**
+ * Workloads of the built-in guest, parsed from what a user types:
+ *   idle | memory:<MiB/s> | tcp | tcp-client:<VM>
+ */
+import { errors } from '../errors.js';
+import { NAME_PATTERN } from '../model.js';
+
+export type Workload =
+  | { kind: 'idle' }
+  | { kind: 'memory'; mibPerSec: number }
+  | { kind: 'tcp' }
+  | { kind: 'tcp-client'; peer: string };
+
+export const TCP_SERVICE_PORT = 7000;
+
+export function parseWorkload(text: string): Workload {
+  if (text === 'idle') return { kind: 'idle' };
+  if (text === 'tcp') return { kind: 'tcp' };
+  const memory = /^memory:(\d+)$/.exec(text);
+  if (memory) {
+    const mibPerSec = Number(memory[1]);
+    if (mibPerSec < 1 || mibPerSec > 100_000) {
+      throw errors.invalid('workload', `workload '${text}': memory rate must be 1..100000 MiB/s`);
+    }
+    return { kind: 'memory', mibPerSec };
+  }
+  const client = /^tcp-client:(.+)$/.exec(text);
+  if (client) {
+    const peer = client[1]!;
+    if (!NAME_PATTERN.test(peer)) throw errors.invalid('workload', `workload '${text}': '${peer}' is not a valid VM name`);
+    return { kind: 'tcp-client', peer };
+  }
+  throw errors.invalid(
+    'workload',
+    `workload '${text}' does not parse: use idle, memory:<MiB/s>, tcp or tcp-client:<VM>`,
+  );
+}
+
+export function formatWorkload(w: Workload): string {
+  switch (w.kind) {
+    case 'idle':
+    case 'tcp':
+      return w.kind;
+    case 'memory':
+      return `memory:${w.mibPerSec}`;
+    case 'tcp-client':
+      return `tcp-client:${w.peer}`;
+  }
+}

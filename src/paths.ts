@@ -1,0 +1,51 @@
+/**
+ * Where Ferry's files live: the project's own files, and the layout of a
+ * cluster's state directory.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+let root: string | undefined;
+
+/** The directory holding Ferry's package.json (works from src/ and dist/src/). */
+export function projectRoot(): string {
+  if (root) return root;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find Ferry package.json');
+    dir = up;
+  }
+  root = dir;
+  return dir;
+}
+
+export function defaultStateDir(): string {
+  return process.env.FERRY_STATE ?? path.join(os.homedir(), '.ferry');
+}
+
+/** The layout of one cluster's state directory. */
+export class StateLayout {
+  constructor(readonly dir: string) {}
+  get token(): string { return path.join(this.dir, 'token'); }
+  get cluster(): string { return path.join(this.dir, 'cluster.json'); }
+  get store(): string { return path.join(this.dir, 'store.db'); }
+  /** 0700: pid files, endpoints, sockets of the daemons. */
+  get run(): string { return path.join(this.dir, 'run'); }
+  get logs(): string { return path.join(this.dir, 'logs'); }
+  /** The cluster's shared volume: disks, saved states, console logs. */
+  get shared(): string { return path.join(this.dir, 'shared'); }
+  get disks(): string { return path.join(this.shared, 'disks'); }
+  get consoles(): string { return path.join(this.shared, 'consoles'); }
+  get switchDir(): string { return path.join(this.run, 'switch'); }
+  daemonFile(name: string): string { return path.join(this.run, `${name}.json`); }
+  daemonLog(name: string): string { return path.join(this.logs, `${name}.log`); }
+  /** One switch socket per node: the port a VM's NIC connects to on that host. */
+  switchSocket(node: string): string { return path.join(this.switchDir, `${node}.sock`); }
+  /** 0700 directory of a node's QMP and serial sockets. */
+  nodeRun(node: string): string { return path.join(this.run, 'nodes', node); }
+  diskPath(vm: string): string { return path.join(this.disks, `${vm}.qcow2`); }
+  consoleLog(vm: string): string { return path.join(this.consoles, `${vm}.log`); }
+}
