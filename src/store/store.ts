@@ -1,0 +1,67 @@
+/**
+ * The cluster store: one interface, shaped like etcd's v3 API so an etcd
+ * backend can sit behind it (a SQLite file is the embedded default).
+ *
+ * - Every write bumps one cluster-wide revision; each key remembers the
+ *   revision of its last change (`modRevision`).
+ * - Compare-and-set: `put(k, v, { expectRevision })` succeeds only if the
+ *   key's modRevision is still `expectRevision` (0 = the key must not exist).
+ * - Leases: keys attached to a lease vanish when it expires unrenewed.
+ * - Watch: every change after a revision, in order, for a key prefix.
+ */
+
+export interface Entry<T> {
+  key: string;
+  value: T;
+  modRevision: number;
+  createRevision: number;
+  lease?: string;
+}
+
+export interface Change<T = unknown> {
+  type: 'put' | 'delete';
+  key: string;
+  value?: T;
+  revision: number;
+}
+
+export interface PutOptions {
+  /** modRevision the key must have now; 0 means it must not exist. */
+  expectRevision?: number;
+  lease?: string;
+}
+
+export interface ClusterStore {
+  get<T>(key: string): Promise<Entry<T> | undefined>;
+  list<T>(prefix: string): Promise<Entry<T>[]>;
+  /** Returns the new revision; throws a `conflict` FerryError when the compare fails. */
+  put<T>(key: string, value: T, options?: PutOptions): Promise<number>;
+  /** Returns whether a key was deleted; throws `conflict` when the compare fails. */
+  delete(key: string, options?: { expectRevision?: number }): Promise<boolean>;
+  revision(): Promise<number>;
+  grantLease(ttlMs: number): Promise<string>;
+  keepAlive(lease: string): Promise<void>;
+  revokeLease(lease: string): Promise<void>;
+  /** Calls `onChange` for every change under `prefix` after `afterRevision`. */
+  watch(prefix: string, afterRevision: number, onChange: (change: Change) => void): () => void;
+  close(): Promise<void>;
+}
+
+/** Reads, changes and writes back a key with compare-and-set, retrying on conflict. */
+export async function update<T>(
+  store: ClusterStore,
+  key: string,
+  change: (current: T | undefined) => T,
+  attempts = 10,
+): Promise<T> {
+  for (let i = 0; ; i++) {
+    const entry = await store.get<T>(key);
+    const next = change(entry?.value);
+    try {
+      await store.put(key, next, { expectRevision: entry?.modRevision ?? 0 });
+      return next;
+    } catch (e) {
+      if (i + 1 >= attempts || !(e instanceof Error && (e as { code?: string }).code === 'conflict')) throw e;
+    }
+  }
+}
