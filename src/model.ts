@@ -60,7 +60,9 @@ export interface VmRecord {
   node: string;
   state: VmState;
   createdAtMs: number;
-  /** When state is error: why. */
+  /** When `state` last changed. */
+  stateSinceMs?: number;
+  /** Why the last operation on the VM failed, if it did. */
   error?: string;
   /** Running migration, if any. */
   migrationId?: string;

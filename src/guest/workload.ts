@@ -1,6 +1,7 @@
 /**
  * Workloads of the built-in guest, parsed from what a user types:
  *   idle | memory:<MiB/s> | tcp | tcp-client:<VM>
+ * several joined with '+' run side by side, e.g. memory:32+tcp.
  */
 import { errors } from '../errors.js';
 import { NAME_PATTERN } from '../model.js';
@@ -13,7 +14,7 @@ export type Workload =
 
 export const TCP_SERVICE_PORT = 7000;
 
-export function parseWorkload(text: string): Workload {
+function parseOne(text: string): Workload {
   if (text === 'idle') return { kind: 'idle' };
   if (text === 'tcp') return { kind: 'tcp' };
   const memory = /^memory:(\d+)$/.exec(text);
@@ -34,6 +35,22 @@ export function parseWorkload(text: string): Workload {
     'workload',
     `workload '${text}' does not parse: use idle, memory:<MiB/s>, tcp or tcp-client:<VM>`,
   );
+}
+
+/** Parses a workload list ('+'-joined); refuses empty parts, repeats and idle mixed with others. */
+export function parseWorkloads(text: string): Workload[] {
+  if (typeof text !== 'string' || text === '') throw errors.invalid('workload', 'workload must not be empty');
+  const parts = text.split('+').map((p) => parseOne(p));
+  const kinds = parts.map((p) => p.kind);
+  if (new Set(kinds).size !== kinds.length) throw errors.invalid('workload', `workload '${text}' names the same kind twice`);
+  if (parts.length > 1 && kinds.includes('idle')) throw errors.invalid('workload', `workload '${text}': idle cannot be combined`);
+  return parts;
+}
+
+/** The tcp-client peer of a workload list, if it has one. */
+export function tcpPeer(text: string): string | undefined {
+  const c = parseWorkloads(text).find((w) => w.kind === 'tcp-client');
+  return c?.kind === 'tcp-client' ? c.peer : undefined;
 }
 
 export function formatWorkload(w: Workload): string {

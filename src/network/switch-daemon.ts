@@ -23,7 +23,7 @@ export interface SwitchDaemon {
   close(): Promise<void>;
 }
 
-export async function startSwitch(opts: { socketFor: (node: string) => string; nodes: string[]; ageingMs?: number }): Promise<SwitchDaemon> {
+export async function startSwitch(opts: { socketFor: (node: string) => string; nodes: string[]; token?: string; ageingMs?: number }): Promise<SwitchDaemon> {
   const conns = new Map<string, net.Socket>();
   const servers = new Map<string, net.Server>();
   let nextPort = 1;
@@ -78,7 +78,11 @@ export async function startSwitch(opts: { socketFor: (node: string) => string; n
   for (const node of opts.nodes) await addNode(node);
   const ageTimer = setInterval(() => sw.age(), 1000);
 
-  const router = new Router()
+  const router = new Router();
+  router.guard = (req) => {
+    if (opts.token && req.path !== '/v1/health' && req.headers.authorization !== `Bearer ${opts.token}`) throw errors.unauthorized();
+  };
+  router
     .on('GET', '/v1/health', () => ({ ok: true }))
     .on('GET', '/v1/macs', () => sw.macTable().map((e) => ({ ...e, ageMs: Date.now() - e.lastSeenMs })))
     .on('GET', '/v1/ports', () => sw.portList())

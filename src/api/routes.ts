@@ -1,0 +1,130 @@
+/**
+ * The controller's REST API (bearer token on every route).
+ *
+ *   GET  /api/v1/status
+ *   GET  /api/v1/nodes
+ *   POST /api/v1/agents/heartbeat               (agents)
+ *   GET  /api/v1/vms            POST /api/v1/vms
+ *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name
+ *   POST /api/v1/vms/:name/start | stop
+ *   GET  /api/v1/vms/:name/console              (stream; ?follow=1)
+ *   POST /api/v1/vms/:name/console              (input)
+ *   POST /api/v1/vms/:name/migrate              → a migration record (task)
+ *   GET  /api/v1/migrations     GET /api/v1/migrations/:id
+ *   POST /api/v1/migrations/:id/cancel
+ *   GET  /api/v1/switch/macs
+ *   GET  /api/v1/events
+ *   POST /api/v1/cluster/down
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import { errors, toFerryError } from '../errors.js';
+import type { Controller, Heartbeat } from '../cluster/controller.js';
+import type { VmCreateRequest } from '../cluster/validate.js';
+import type { MigrationService } from '../migration/service.js';
+import { Router } from './http.js';
+
+export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void): Router {
+  const r = new Router();
+  r.guard = (req) => {
+    if (req.headers.authorization !== `Bearer ${token}`) throw errors.unauthorized();
+  };
+
+  r.on('GET', '/api/v1/status', async () => {
+    const nodes = await c.nodes();
+    const vms = await c.vms();
+    return {
+      cluster: { id: c.config.id, name: c.config.name, createdAtMs: c.config.createdAtMs },
+      controller: { pid: process.pid },
+      nodes: { total: nodes.length, up: nodes.filter((n) => n.state === 'up').length },
+      vms: { total: vms.length, running: vms.filter((v) => v.state === 'running').length },
+      migrations: { running: (await migrations.list()).filter((m) => !m.finishedAtMs).length },
+    };
+  });
+
+  r.on('GET', '/api/v1/nodes', async () => {
+    const loads = await c.loads();
+    return loads.map((l) => ({
+      ...l.node,
+      vmCount: l.vmCount,
+      memoryFreeMiB: (l.node.capabilities?.memoryTotalMiB ?? 0) - l.committedMiB,
+    }));
+  });
+  r.on('POST', '/api/v1/agents/heartbeat', (req) => c.heartbeat(req.body as Heartbeat));
+
+  r.on('GET', '/api/v1/vms', async () => Promise.all((await c.vms()).map((vm) => migrations.decorate(vm))));
+  r.on('POST', '/api/v1/vms', (req) => {
+    const body = req.body as VmCreateRequest | undefined;
+    if (!body || typeof body !== 'object') throw errors.invalid('body', 'a VM needs at least a name');
+    return c.createVm(body);
+  });
+  r.on('GET', '/api/v1/vms/:name', async (req) => migrations.decorate(await c.vm(req.params.name!)));
+  r.on('DELETE', '/api/v1/vms/:name', async (req) => {
+    await c.deleteVm(req.params.name!);
+    return { deleted: req.params.name };
+  });
+  r.on('POST', '/api/v1/vms/:name/start', (req) => c.startVm(req.params.name!, (req.body as { node?: string } | undefined) ?? {}));
+  r.on('POST', '/api/v1/vms/:name/stop', (req) => c.stopVm(req.params.name!));
+  r.on('POST', '/api/v1/vms/:name/console', async (req) => {
+    const vm = await c.vm(req.params.name!);
+    if (vm.state !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);
+    await (await c.agentFor(vm.node)).consoleInput(vm.name, (req.body as { data?: string } | undefined)?.data ?? '');
+    return {};
+  });
+  r.raw('GET', '/api/v1/vms/:name/console', (req, res, params) => void streamConsole(c, req, res, params.name!));
+
+  r.on('POST', '/api/v1/vms/:name/migrate', (req) => migrations.request(req.params.name!, req.body as never));
+  r.on('GET', '/api/v1/migrations', () => migrations.list());
+  r.on('GET', '/api/v1/migrations/:id', (req) => migrations.get(req.params.id!));
+  r.on('POST', '/api/v1/migrations/:id/cancel', (req) => migrations.cancel(req.params.id!));
+
+  r.on('GET', '/api/v1/switch/macs', async () => {
+    const vms = await c.vms();
+    return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));
+  });
+  r.on('GET', '/api/v1/events', (req) => c.events(Number(req.query.get('since') ?? 0)));
+  r.on('POST', '/api/v1/cluster/down', async () => {
+    await migrations.cancelAll();
+    const stopped = await c.stopAll();
+    setImmediate(onDown);
+    return { stopped };
+  });
+  return r;
+}
+
+/** Console: the log so far, then (with ?follow=1) what the VM prints next, until the client goes. */
+async function streamConsole(c: Controller, req: http.IncomingMessage, res: http.ServerResponse, name: string): Promise<void> {
+  try {
+    await c.vm(name);
+  } catch (e) {
+    const err = toFerryError(e);
+    res.writeHead(err.httpStatus, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: err.toJSON() }));
+    return;
+  }
+  const follow = new URL(req.url ?? '/', 'http://x').searchParams.get('follow') === '1';
+  const path = c.layout.consoleLog(name);
+  res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  let offset = 0;
+  const pump = () => {
+    if (!fs.existsSync(path)) return;
+    const size = fs.statSync(path).size;
+    if (size < offset) offset = 0;
+    if (size === offset) return;
+    const fd = fs.openSync(path, 'r');
+    const buf = Buffer.alloc(size - offset);
+    fs.readSync(fd, buf, 0, buf.length, offset);
+    fs.closeSync(fd);
+    offset = size;
+    res.write(buf);
+  };
+  pump();
+  if (!follow) {
+    res.end();
+    return;
+  }
+  // The log is appended by whichever node runs the VM, so following the file
+  // keeps the console attached across a migration.
+  const timer = setInterval(pump, 100);
+  req.on('close', () => clearInterval(timer));
+}

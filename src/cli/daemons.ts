@@ -1,0 +1,156 @@
+/**
+ * Starting and stopping a local cluster's daemons (`ferry up` / `ferry down`).
+ * Each daemon runs detached with its log in logs/; run/<name>.json says it is
+ * ready. `up` starts only what is missing, so it also restarts a dead agent.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { callJson } from '../api/http.js';
+import {
+  type ClusterConfig,
+  type NodeMember,
+  defaultMembers,
+  ensureToken,
+  readConfig,
+  readEndpoint,
+  readToken,
+  writeConfig,
+} from '../cluster/config.js';
+import { errors } from '../errors.js';
+import { ensureImage } from '../guest/image.js';
+import type { NodeRecord } from '../model.js';
+import { StateLayout, projectRoot } from '../paths.js';
+import { pidAlive } from '../qemu/qemu-vm.js';
+
+export interface UpOptions {
+  nodes?: number;
+  nodeMemoryMiB?: number;
+  cpuModels?: string[];
+  progress?: (line: string) => void;
+}
+
+export interface UpResult {
+  alreadyRunning: boolean;
+  started: string[];
+  config: ClusterConfig;
+  controllerUrl: string;
+}
+
+function daemonNames(config: ClusterConfig): string[] {
+  return ['switch', 'controller', ...config.nodes.map((n) => n.name)];
+}
+
+export function daemonAlive(layout: StateLayout, name: string): boolean {
+  const e = readEndpoint(layout, name);
+  return e !== undefined && pidAlive(e.pid);
+}
+
+function spawnDaemon(layout: StateLayout, role: string, name: string): void {
+  const out = fs.openSync(layout.daemonLog(name), 'a');
+  const args = [path.join(projectRoot(), 'dist', 'src', 'daemon', 'main.js'), role, '--state', layout.dir];
+  if (role === 'agent') args.push('--node', name);
+  fs.rmSync(layout.daemonFile(name), { force: true });
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
+  fs.closeSync(out);
+  child.unref();
+}
+
+async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw errors.timeout(what, timeoutMs);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpResult> {
+  const progress = opts.progress ?? (() => {});
+  for (const d of [layout.dir, layout.logs, layout.shared, layout.disks, layout.consoles]) fs.mkdirSync(d, { recursive: true });
+  fs.mkdirSync(layout.run, { recursive: true, mode: 0o700 });
+  fs.chmodSync(layout.run, 0o700);
+  fs.mkdirSync(layout.switchDir, { recursive: true, mode: 0o700 });
+  const token = ensureToken(layout);
+  let config = readConfig(layout);
+  if (!config) {
+    const members: NodeMember[] = defaultMembers(opts.nodes ?? 3, opts.nodeMemoryMiB);
+    opts.cpuModels?.forEach((model, i) => {
+      if (members[i]) members[i]!.cpuModel = model;
+    });
+    config = writeConfig(layout, members);
+  }
+  const names = daemonNames(config);
+  const missing = names.filter((n) => !daemonAlive(layout, n));
+  if (missing.length === 0) {
+    return { alreadyRunning: true, started: [], config, controllerUrl: readEndpoint(layout, 'controller')!.url };
+  }
+  await ensureImage(progress);
+  for (const name of missing) {
+    const role = name === 'switch' || name === 'controller' ? name : 'agent';
+    progress(`starting ${name}`);
+    spawnDaemon(layout, role, name);
+    if (role !== 'agent') {
+      await waitUntil(() => daemonAlive(layout, name), 20_000, `starting ${name} (see ${layout.daemonLog(name)})`);
+    }
+  }
+  const controllerUrl = readEndpoint(layout, 'controller')!.url;
+  progress('waiting for the nodes to report');
+  await waitUntil(
+    async () => {
+      const nodes = await callJson<NodeRecord[]>(controllerUrl, 'GET', '/api/v1/nodes', undefined, { token, timeoutMs: 3000 }).catch(() => []);
+      return config!.nodes.every((m) => nodes.some((n) => n.name === m.name && n.state !== 'down'));
+    },
+    90_000,
+    `the nodes to report (see ${layout.logs})`,
+  );
+  return { alreadyRunning: false, started: missing, config, controllerUrl };
+}
+
+/** Stops VMs, daemons and any QEMU left behind; removes every socket and endpoint. */
+export async function down(layout: StateLayout): Promise<{ stoppedVms: string[]; stoppedDaemons: string[] }> {
+  const config = readConfig(layout);
+  const token = readToken(layout);
+  let stoppedVms: string[] = [];
+  const controller = readEndpoint(layout, 'controller');
+  if (controller && token && pidAlive(controller.pid)) {
+    const res = await callJson<{ stopped: string[] }>(controller.url, 'POST', '/api/v1/cluster/down', {}, { token, timeoutMs: 120_000 }).catch(() => ({ stopped: [] }));
+    stoppedVms = res.stopped;
+  }
+  const stoppedDaemons: string[] = [];
+  const names = config ? daemonNames(config).reverse() : [];
+  for (const name of names) {
+    const e = readEndpoint(layout, name);
+    if (e && pidAlive(e.pid)) {
+      process.kill(e.pid, 'SIGTERM');
+      stoppedDaemons.push(name);
+    }
+  }
+  for (const name of names) {
+    const e = readEndpoint(layout, name);
+    if (!e) continue;
+    await waitUntil(() => !pidAlive(e.pid), 10_000, `${name} to exit`).catch(() => {
+      try {
+        process.kill(e.pid, 'SIGKILL');
+      } catch { /* gone */ }
+    });
+  }
+  killLeftoverQemu(layout);
+  fs.rmSync(layout.run, { recursive: true, force: true });
+  return { stoppedVms, stoppedDaemons };
+}
+
+/** QEMU processes whose agent is gone would otherwise outlive the cluster. */
+function killLeftoverQemu(layout: StateLayout): void {
+  const nodesDir = path.join(layout.run, 'nodes');
+  if (!fs.existsSync(nodesDir)) return;
+  for (const node of fs.readdirSync(nodesDir)) {
+    const dir = path.join(nodesDir, node);
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.endsWith('.json')) continue;
+      try {
+        const { pid } = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { pid: number };
+        if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+      } catch { /* unreadable or gone */ }
+    }
+  }
+}

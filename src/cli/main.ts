@@ -1,0 +1,399 @@
+#!/usr/bin/env node
+/**
+ * The `ferry` command. Exit codes: 0 success, 1 the operation failed, 2 bad
+ * usage or invalid input. Errors are one line on stderr starting `error:`.
+ */
+import path from 'node:path';
+import { callJson } from '../api/http.js';
+import { readEndpoint, readToken } from '../cluster/config.js';
+import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
+import { buildImage } from '../guest/image.js';
+import type { MigrationRecord, MigrationReport } from '../migration/record.js';
+import { STEPS } from '../migration/record.js';
+import type { NodeRecord, VmRecord } from '../model.js';
+import { StateLayout, defaultStateDir } from '../paths.js';
+import { pidAlive } from '../qemu/qemu-vm.js';
+import { Args, parseArgs } from './args.js';
+import { daemonAlive, down, up } from './daemons.js';
+import { runDemo } from './demo.js';
+import { Progress, bytes, ms, table } from './output.js';
+
+const USAGE = `ferry: a virtualization cluster manager
+
+usage: ferry [--state DIR] COMMAND ...
+
+cluster
+  up [--nodes N] [--node-memory MiB]    start a local cluster (default 3 nodes)
+  down                                  stop every VM and daemon
+  status [--json]
+  node list [--json]
+  switch show [--json]                  the virtual switch's MAC table
+  events [--json]
+VMs
+  vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE]
+  vm start|stop|delete NAME
+  vm list [--json]
+  vm show NAME [--json]
+  vm console NAME                       attach to the serial console (Ctrl-] detaches)
+  vm migrate NAME --to NODE [--json]    live migration
+migrations
+  migration list [--json]
+  migration show ID [--json]
+  migration cancel ID
+other
+  image build                           build the built-in guest image
+  demo [--json]                         a self-contained tour: live-migrate a VM under load
+
+workloads: idle | memory:<MiB/s> | tcp | tcp-client:<VM>
+state directory: --state DIR, or $FERRY_STATE, default ~/.ferry`;
+
+export class Client {
+  constructor(
+    readonly layout: StateLayout,
+    private readonly url: string,
+    private readonly token: string,
+  ) {}
+
+  static connect(layout: StateLayout): Client {
+    const endpoint = readEndpoint(layout, 'controller');
+    const token = readToken(layout);
+    if (!endpoint || !token || !pidAlive(endpoint.pid)) throw errors.clusterNotRunning(layout.dir);
+    return new Client(layout, endpoint.url, token);
+  }
+
+  call<T>(method: string, p: string, body?: unknown, timeoutMs = 60_000): Promise<T> {
+    return callJson<T>(this.url, method, p, body, { token: this.token, timeoutMs }).catch((e: unknown) => {
+      if (e instanceof FerryError && e.code === ErrorCode.AgentUnreachable && e.details.url === this.url) {
+        throw errors.clusterNotRunning(this.layout.dir);
+      }
+      throw e;
+    });
+  }
+
+  get baseUrl(): string {
+    return this.url;
+  }
+
+  get authToken(): string {
+    return this.token;
+  }
+}
+
+function print(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+function json(v: unknown): void {
+  print(JSON.stringify(v, null, 2));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parseArgs(argv);
+  const stateFlag = parsed.flags.get('state');
+  const layout = new StateLayout(path.resolve(typeof stateFlag === 'string' ? stateFlag : defaultStateDir()));
+  const [cmd, sub] = parsed.positionals;
+  if (!cmd || parsed.flags.has('help') || cmd === 'help') {
+    print(USAGE);
+    return cmd ? 0 : 2;
+  }
+  // Drop the command words so positionals start at the command's arguments.
+  const words = ['vm', 'node', 'migration', 'switch', 'image'].includes(cmd) ? 2 : 1;
+  const rest = { positionals: parsed.positionals.slice(words), flags: parsed.flags };
+  const a = new Args(rest, words === 2 ? `${cmd} ${sub ?? ''}`.trim() : cmd);
+  const client = () => Client.connect(layout);
+
+  switch (cmd) {
+    case 'up': {
+      a.allow('nodes', 'node-memory', 'cpu-models').maxPositionals(0);
+      const nodes = a.int('nodes');
+      if (nodes !== undefined && (nodes < 1 || nodes > 16)) throw errors.invalid('nodes', `--nodes must be from 1 to 16, got ${nodes}`);
+      const progress = new Progress();
+      const res = await up(layout, {
+        nodes, nodeMemoryMiB: a.int('node-memory'),
+        cpuModels: a.string('cpu-models')?.split(',').filter(Boolean),
+        progress: (l) => progress.update(l),
+      });
+      progress.done();
+      if (res.alreadyRunning) print(`cluster already running in ${layout.dir} (${res.config.nodes.length} nodes)`);
+      else print(`cluster up in ${layout.dir}: ${res.config.nodes.map((n) => n.name).join(', ')} (started ${res.started.join(', ')})`);
+      return 0;
+    }
+    case 'down': {
+      a.allow().maxPositionals(0);
+      const res = await down(layout);
+      print(res.stoppedDaemons.length ? `cluster down: stopped ${res.stoppedVms.length} VM(s) and ${res.stoppedDaemons.length} daemon(s)` : 'no cluster was running');
+      return 0;
+    }
+    case 'status': {
+      a.allow('json').maxPositionals(0);
+      const s = await client().call<Record<string, Record<string, unknown>>>('GET', '/api/v1/status');
+      if (a.bool('json')) json(s);
+      else {
+        print(`cluster ${String(s.cluster!.id)} in ${layout.dir}`);
+        print(`nodes: ${String(s.nodes!.up)}/${String(s.nodes!.total)} up   VMs: ${String(s.vms!.running)}/${String(s.vms!.total)} running   migrations running: ${String(s.migrations!.running)}`);
+      }
+      return 0;
+    }
+    case 'node':
+      return nodeCommand(sub, a, client);
+    case 'vm':
+      return vmCommand(sub, a, client);
+    case 'migration':
+      return migrationCommand(sub, a, client);
+    case 'switch': {
+      if (sub !== 'show') throw errors.usage(`unknown command 'switch ${sub ?? ''}' (try: switch show)`);
+      a.allow('json').maxPositionals(0);
+      const macs = await client().call<{ mac: string; port: string; node: string; vm: string | null; ageMs: number }[]>('GET', '/api/v1/switch/macs');
+      if (a.bool('json')) json(macs);
+      else print(table(['MAC', 'PORT', 'NODE', 'VM', 'AGE'], macs.map((m) => [m.mac, m.port, m.node, m.vm, ms(m.ageMs)])));
+      return 0;
+    }
+    case 'events': {
+      a.allow('json', 'since').maxPositionals(0);
+      const events = await client().call<{ atMs: number; type: string; message: string }[]>('GET', `/api/v1/events?since=${a.int('since') ?? 0}`);
+      if (a.bool('json')) json(events);
+      else for (const e of events) print(`${new Date(e.atMs).toISOString()}  ${e.type.padEnd(22)} ${e.message}`);
+      return 0;
+    }
+    case 'image': {
+      if (sub !== 'build') throw errors.usage(`unknown command 'image ${sub ?? ''}' (try: image build)`);
+      a.allow().maxPositionals(0);
+      const img = await buildImage((l) => process.stderr.write(l + '\n'));
+      print(`guest image: ${img.kernelPath}, ${img.initrdPath} (${img.kernelPackage})`);
+      return 0;
+    }
+    case 'demo': {
+      a.allow('json', 'keep').maxPositionals(0);
+      return runDemo({ json: a.bool('json') });
+    }
+    default:
+      throw errors.usage(`unknown command '${cmd}' (see 'ferry help')`);
+  }
+}
+
+async function nodeCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
+  if (sub !== 'list') throw errors.usage(`unknown command 'node ${sub ?? ''}' (try: node list)`);
+  a.allow('json').maxPositionals(0);
+  const nodes = await client().call<(NodeRecord & { vmCount: number; memoryFreeMiB: number })[]>('GET', '/api/v1/nodes');
+  if (a.bool('json')) json(nodes);
+  else {
+    print(table(
+      ['NAME', 'STATE', 'ACCEL', 'CPU VENDOR', 'CPU MODEL', 'VMS', 'MEM FREE', 'MIGRATION ADDR'],
+      nodes.map((n) => [n.name, n.state, n.capabilities?.accelerator, n.capabilities?.cpu.vendor, n.capabilities?.cpu.model, n.vmCount,
+        `${n.memoryFreeMiB} MiB`, n.migrationAddress]),
+    ));
+  }
+  return 0;
+}
+
+type VmView = VmRecord & { migration?: Partial<MigrationRecord> };
+
+async function vmCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
+  switch (sub) {
+    case 'create': {
+      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'json').maxPositionals(1);
+      const body: Record<string, unknown> = { name: a.positional(0, 'a VM name') };
+      for (const [flag, field] of [['memory', 'memoryMiB'], ['cpus', 'cpus'], ['disk', 'diskGiB']] as const) {
+        const v = a.string(flag);
+        if (v !== undefined) body[field] = /^\d+$/.test(v) ? Number(v) : v;
+      }
+      if (a.string('workload') !== undefined) body.workload = a.string('workload');
+      if (a.string('node') !== undefined) body.node = a.string('node');
+      const vm = await client().call<VmRecord>('POST', '/api/v1/vms', body);
+      if (a.bool('json')) json(vm);
+      else print(`VM ${vm.name} created: ${vm.memoryMiB} MiB, ${vm.cpus} CPU, ${vm.diskGiB} GiB disk, ip ${vm.ip}, mac ${vm.mac}, workload ${vm.workload}`);
+      return 0;
+    }
+    case 'start':
+    case 'stop': {
+      a.allow('node', 'json').maxPositionals(1);
+      const name = a.positional(0, 'a VM name');
+      const body = sub === 'start' && a.string('node') ? { node: a.string('node') } : {};
+      const vm = await client().call<VmRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/${sub}`, body, 120_000);
+      if (a.bool('json')) json(vm);
+      else print(sub === 'start' ? `VM ${vm.name} running on ${vm.node}` : `VM ${vm.name} stopped`);
+      return 0;
+    }
+    case 'delete': {
+      a.allow().maxPositionals(1);
+      const name = a.positional(0, 'a VM name');
+      await client().call('DELETE', `/api/v1/vms/${encodeURIComponent(name)}`);
+      print(`VM ${name} deleted`);
+      return 0;
+    }
+    case 'list': {
+      a.allow('json').maxPositionals(0);
+      const vms = await client().call<VmView[]>('GET', '/api/v1/vms');
+      if (a.bool('json')) json(vms);
+      else print(table(['NAME', 'STATE', 'NODE', 'MEMORY', 'CPUS', 'IP', 'WORKLOAD'],
+        vms.map((v) => [v.name, v.state + (v.migration ? ` (${v.migration.phase} → ${v.migration.to})` : ''), v.node || '-', `${v.memoryMiB} MiB`, v.cpus, v.ip, v.workload])));
+      return 0;
+    }
+    case 'show': {
+      a.allow('json').maxPositionals(1);
+      const vm = await client().call<VmView>('GET', `/api/v1/vms/${encodeURIComponent(a.positional(0, 'a VM name'))}`);
+      if (a.bool('json')) {
+        json({ ...vm, disk: vm.diskPath });
+        return 0;
+      }
+      const rows: [string, string][] = [
+        ['name', vm.name], ['state', vm.state], ['node', vm.node || '-'], ['memoryMiB', String(vm.memoryMiB)], ['cpus', String(vm.cpus)],
+        ['mac', vm.mac], ['ip', vm.ip], ['workload', vm.workload], ['disk', `${vm.diskPath} (${vm.diskGiB} GiB)`],
+      ];
+      if (vm.error) rows.push(['error', vm.error]);
+      if (vm.migration) {
+        const p = vm.migration.progress;
+        rows.push(['migration', `${vm.migration.id}: ${vm.migration.from} → ${vm.migration.to}, step ${vm.migration.phase}`]);
+        if (p) rows.push(['progress', progressLine(p)]);
+      }
+      for (const [k, v] of rows) print(`${k.padEnd(10)} ${v}`);
+      return 0;
+    }
+    case 'console':
+      a.allow().maxPositionals(1);
+      return attachConsole(client(), a.positional(0, 'a VM name'));
+    case 'migrate': {
+      a.allow('to', 'json').maxPositionals(1);
+      const name = a.positional(0, 'a VM name');
+      const to = a.string('to');
+      if (!to) throw errors.usage("'vm migrate' needs --to NODE");
+      return migrate(client(), name, to, a.bool('json'));
+    }
+    default:
+      throw errors.usage(`unknown command 'vm ${sub ?? ''}' (see 'ferry help')`);
+  }
+}
+
+function progressLine(p: NonNullable<MigrationRecord['progress']>): string {
+  return `round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s, ` +
+    `${bytes(p.throughputBytesPerSec)}/s` + (p.estimatedRemainingMs !== undefined ? `, ~${ms(p.estimatedRemainingMs)} left` : '');
+}
+
+export async function followMigration(c: Client, id: string, onUpdate: (m: MigrationRecord) => void, signal?: AbortSignal): Promise<MigrationRecord & { report: MigrationReport }> {
+  for (;;) {
+    const m = await c.call<MigrationRecord & { report?: MigrationReport }>('GET', `/api/v1/migrations/${id}`);
+    onUpdate(m);
+    if (m.report) return m as MigrationRecord & { report: MigrationReport };
+    await new Promise((r) => setTimeout(r, signal?.aborted ? 100 : 200));
+  }
+}
+
+async function migrate(c: Client, name: string, to: string, asJson: boolean): Promise<number> {
+  const started = await c.call<MigrationRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { to });
+  const progress = new Progress();
+  const ac = new AbortController();
+  const onSigint = () => {
+    if (ac.signal.aborted) return;
+    ac.abort();
+    progress.done();
+    process.stderr.write(`cancelling migration ${started.id}…\n`);
+    void c.call('POST', `/api/v1/migrations/${started.id}/cancel`, {}).catch(() => {});
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    const final = await followMigration(c, started.id, (m) => {
+      const stepNo = STEPS.indexOf(m.phase as (typeof STEPS)[number]) + 1;
+      const step = stepNo > 0 ? `step ${stepNo}/7 ${m.phase}` : m.phase;
+      progress.update(`migrating ${name} ${m.from} → ${m.to}: ${step}${m.phase === 'memory' && m.progress ? ` — ${progressLine(m.progress)}` : ''}`);
+    }, ac.signal);
+    progress.done();
+    const r = final.report;
+    if (asJson) json(r);
+    else {
+      print(`migration ${r.id}: ${r.vm} ${r.from} → ${r.to} ${r.status}${r.error ? `: ${r.error}` : ''}`);
+      print(`  total ${ms(r.totalMs)}, downtime ${ms(r.downtimeMs)} (QEMU), guest blackout ${ms(r.guestBlackoutMs)} (probe), ${bytes(r.transferredBytes)} in ${r.rounds} rounds`);
+      print(`  steps: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`);
+      for (const w of r.warnings ?? []) print(`  warning: ${w}`);
+    }
+    return r.status === 'completed' ? 0 : 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+async function migrationCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
+  switch (sub) {
+    case 'list': {
+      a.allow('json').maxPositionals(0);
+      const list = await client().call<MigrationRecord[]>('GET', '/api/v1/migrations');
+      if (a.bool('json')) json(list);
+      else print(table(['ID', 'VM', 'MODE', 'FROM', 'TO', 'STATUS', 'STEP', 'TOTAL', 'DOWNTIME', 'BLACKOUT'],
+        list.map((m) => [m.id, m.vm, m.mode, m.from, m.to, m.status, m.phase, ms(m.totalMs), ms(m.downtimeMs), ms(m.guestBlackoutMs)])));
+      return 0;
+    }
+    case 'show': {
+      a.allow('json').maxPositionals(1);
+      const m = await client().call<MigrationRecord & { report?: MigrationReport }>('GET', `/api/v1/migrations/${encodeURIComponent(a.positional(0, 'a migration id'))}`);
+      if (a.bool('json')) json(m);
+      else {
+        print(`${m.id}: ${m.vm} ${m.from} → ${m.to} (${m.mode}) ${m.status}, step ${m.phase}`);
+        if (m.progress && m.status === 'running') print(`  ${progressLine(m.progress)}`);
+        for (const s of m.steps) print(`  ${s.name.padEnd(8)} ${ms(s.ms)}`);
+        if (m.report) print(`  total ${ms(m.totalMs)}, downtime ${ms(m.downtimeMs)}, guest blackout ${ms(m.guestBlackoutMs)}, ${bytes(m.transferredBytes)}`);
+        if (m.error) print(`  error: ${m.error}`);
+      }
+      return 0;
+    }
+    case 'cancel': {
+      a.allow().maxPositionals(1);
+      const id = a.positional(0, 'a migration id');
+      await client().call('POST', `/api/v1/migrations/${encodeURIComponent(id)}/cancel`, {});
+      print(`migration ${id}: cancel requested`);
+      return 0;
+    }
+    default:
+      throw errors.usage(`unknown command 'migration ${sub ?? ''}' (see 'ferry help')`);
+  }
+}
+
+async function attachConsole(c: Client, name: string): Promise<number> {
+  const vm = await c.call<VmRecord>('GET', `/api/v1/vms/${encodeURIComponent(name)}`);
+  if (vm.state !== 'running') throw errors.invalidState(`VM '${name}' is ${vm.state}`);
+  const res = await fetch(`${c.baseUrl}/api/v1/vms/${encodeURIComponent(name)}/console?follow=1`, {
+    headers: { authorization: `Bearer ${c.authToken}` },
+  });
+  if (!res.ok || !res.body) throw errors.internal(`console: HTTP ${res.status}`);
+  process.stderr.write(`attached to ${name}'s console (Ctrl-] detaches)\n`);
+  const stdin = process.stdin;
+  const detach = new Promise<void>((resolve) => {
+    if (stdin.isTTY) stdin.setRawMode(true);
+    stdin.on('data', (d: Buffer) => {
+      if (d.includes(0x1d)) return resolve();
+      void c.call('POST', `/api/v1/vms/${encodeURIComponent(name)}/console`, { data: d.toString('utf8') }).catch(() => {});
+    });
+    stdin.on('end', () => resolve());
+  });
+  const reader = res.body.getReader();
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      process.stdout.write(value);
+    }
+  })();
+  await Promise.race([detach, pump]);
+  if (stdin.isTTY) stdin.setRawMode(false);
+  await reader.cancel().catch(() => {});
+  process.stderr.write('\ndetached\n');
+  return 0;
+}
+
+export async function cli(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } catch (e) {
+    const err = toFerryError(e);
+    process.stderr.write(`error: ${err.message}\n`);
+    return err.exitCode;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/ferry') || process.argv[1]?.endsWith('cli/main.js')) {
+  void cli(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+    // Let pending writes flush, then leave even if a console socket lingers.
+    setTimeout(() => process.exit(code), 50).unref();
+  });
+}
+
+export { daemonAlive };

@@ -1,0 +1,110 @@
+/**
+ * The controller's typed view of one node agent's HTTP API.
+ */
+import { callJson, type CallOptions } from '../api/http.js';
+import { ErrorCode, FerryError } from '../errors.js';
+import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
+import type { TransferProgress, TransferTuning } from '../migration/transfer.js';
+
+export class AgentClient {
+  constructor(
+    readonly node: string,
+    readonly url: string,
+    private readonly token: string,
+  ) {}
+
+  private call<T>(method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<T> {
+    return callJson<T>(this.url, method, path, body, { token: this.token, timeoutMs: 20_000, ...options }).catch((e: unknown) => {
+      if (e instanceof FerryError && e.code === ErrorCode.AgentUnreachable) {
+        throw new FerryError(ErrorCode.AgentUnreachable, `agent of node '${this.node}' is unreachable`, { details: { node: this.node }, cause: e });
+      }
+      throw e;
+    });
+  }
+
+  health(options?: CallOptions): Promise<{ node: string; clusterId: string; pid: number }> {
+    return this.call('GET', '/v1/health', undefined, { timeoutMs: 3000, ...options });
+  }
+  capabilities(): Promise<NodeCapabilities> {
+    return this.call('GET', '/v1/capabilities');
+  }
+  list(options?: CallOptions): Promise<VmInstance[]> {
+    return this.call('GET', '/v1/vms', undefined, options);
+  }
+  get(name: string, options?: CallOptions): Promise<VmInstance> {
+    return this.call('GET', `/v1/vms/${name}`, undefined, options);
+  }
+  config(name: string, options?: CallOptions): Promise<VmSpec> {
+    return this.call('GET', `/v1/vms/${name}/config`, undefined, options);
+  }
+  start(spec: VmSpec, incoming = false, options?: CallOptions): Promise<VmInstance> {
+    return this.call('POST', '/v1/vms', { spec, incoming }, { timeoutMs: 30_000, ...options });
+  }
+  stop(name: string): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/stop`, {});
+  }
+  /** SIGKILL the VM's QEMU on this node; false when none ran. */
+  async kill(name: string, options?: CallOptions): Promise<boolean> {
+    return (await this.call<{ killed: boolean }>('DELETE', `/v1/vms/${name}`, undefined, options)).killed;
+  }
+  pause(name: string): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/pause`, {});
+  }
+  resume(name: string, options?: CallOptions): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/resume`, {}, options);
+  }
+  listenIncoming(name: string, tuning: TransferTuning, options?: CallOptions): Promise<{ address: string; port: number }> {
+    return this.call('POST', `/v1/vms/${name}/incoming`, { tuning }, options);
+  }
+  startMigration(name: string, target: { address: string; port: number }, tuning: TransferTuning, options?: CallOptions): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/migration`, { ...target, tuning }, options);
+  }
+  migration(name: string, options?: CallOptions): Promise<TransferProgress> {
+    return this.call('GET', `/v1/vms/${name}/migration`, undefined, { timeoutMs: 5000, ...options });
+  }
+  cancelMigration(name: string, options?: CallOptions): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/migration/cancel`, {}, options);
+  }
+  announce(name: string): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/announce`, {});
+  }
+  consoleInput(name: string, data: string): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/console`, { data });
+  }
+}
+
+/** The controller's view of the switch daemon. */
+export class SwitchClient {
+  constructor(readonly url: string, private readonly token: string) {}
+  private call<T>(method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<T> {
+    return callJson<T>(this.url, method, path, body, { timeoutMs, token: this.token });
+  }
+  macs(): Promise<{ mac: string; port: string; node: string; lastSeenMs: number; ageMs: number }[]> {
+    return this.call('GET', '/v1/macs');
+  }
+  moves(mac: string, sinceMs: number): Promise<{ mac: string; toNode: string; fromNode?: string; atMs: number; etherType: number }[]> {
+    return this.call('GET', `/v1/moves?mac=${encodeURIComponent(mac)}&since=${sinceMs}`);
+  }
+  ping(ip: string, mac: string, timeoutMs = 2000): Promise<{ answered: boolean; rttMs: number | null }> {
+    return this.call('POST', '/v1/ping', { ip, mac, timeoutMs }, timeoutMs + 5000);
+  }
+  startProbe(id: string, ip: string, mac: string, intervalMs = 1): Promise<void> {
+    return this.call('POST', `/v1/probes/${id}`, { ip, mac, intervalMs });
+  }
+  probe(id: string): Promise<ProbeResult> {
+    return this.call('GET', `/v1/probes/${id}`);
+  }
+  stopProbe(id: string): Promise<ProbeResult> {
+    return this.call('DELETE', `/v1/probes/${id}`);
+  }
+}
+
+export interface ProbeResult {
+  id: string;
+  ip: string;
+  sent: number;
+  received: number;
+  maxGapMs: number;
+  maxGapAtMs: number;
+  durationMs: number;
+}

@@ -1,0 +1,401 @@
+/**
+ * The controller: the cluster's brain. It owns desired state in the store,
+ * knows which agents are alive (heartbeats), decides placement and drives
+ * every operation through the agents. Agents never write the store.
+ *
+ * Store keys:
+ *   nodes/<name>        NodeRecord (membership, endpoint, capabilities, state)
+ *   vms/<name>          VmRecord
+ *   migrations/<id>     MigrationRecord (a saved state machine, see migration/)
+ *   counters/vm-index   the next VM index (addresses and MACs)
+ *   events/<time>-<n>   the event log
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import type { Clock } from '../clock.js';
+import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
+import { tcpPeer } from '../guest/workload.js';
+import { type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
+import type { StateLayout } from '../paths.js';
+import { type ClusterStore, update } from '../store/store.js';
+import { AgentClient, SwitchClient } from './agent-client.js';
+import type { ClusterConfig } from './config.js';
+import { type NodeLoad, placeVm } from './placement.js';
+import { type VmCreateRequest, ipFor, macFor, validateName, validateVmCreate } from './validate.js';
+
+const run = promisify(execFile);
+
+/** An agent not heard from for this long is down. */
+export const NODE_DOWN_AFTER_MS = 5_000;
+
+export interface Heartbeat {
+  name: string;
+  url: string;
+  clusterId: string;
+  migrationAddress: string;
+  capabilities: NodeCapabilities;
+  vms: VmInstance[];
+}
+
+interface Liveness {
+  lastSeenMs: number;
+  vms: VmInstance[];
+}
+
+export interface ClusterEvent {
+  atMs: number;
+  type: string;
+  message: string;
+  vm?: string;
+  node?: string;
+  migration?: string;
+  data?: Record<string, unknown>;
+}
+
+export interface ControllerOptions {
+  layout: StateLayout;
+  config: ClusterConfig;
+  token: string;
+  store: ClusterStore;
+  clock: Clock;
+  switchUrl: string;
+  log?: (line: string) => void;
+}
+
+export class Controller {
+  readonly store: ClusterStore;
+  readonly clock: Clock;
+  readonly layout: StateLayout;
+  readonly config: ClusterConfig;
+  readonly switch: SwitchClient;
+  private readonly liveness = new Map<string, Liveness>();
+  private readonly token: string;
+  private eventSeq = 0;
+  private timer: NodeJS.Timeout | undefined;
+  /** VMs with an operation in flight in this process: reconcile leaves them alone. */
+  private readonly busy = new Set<string>();
+  readonly log: (line: string) => void;
+
+  constructor(opts: ControllerOptions) {
+    this.store = opts.store;
+    this.clock = opts.clock;
+    this.layout = opts.layout;
+    this.config = opts.config;
+    this.token = opts.token;
+    this.switch = new SwitchClient(opts.switchUrl, opts.token);
+    this.log = opts.log ?? (() => {});
+  }
+
+  async start(): Promise<void> {
+    for (const member of this.config.nodes) {
+      const existing = await this.store.get<NodeRecord>(`nodes/${member.name}`);
+      if (!existing) {
+        await this.store.put<NodeRecord>(`nodes/${member.name}`, {
+          name: member.name, url: '', migrationAddress: member.migrationAddress, state: 'down',
+        });
+      }
+    }
+    this.timer = setInterval(() => void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`)), 1000);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  // ---- events -------------------------------------------------------------
+
+  async event(e: Omit<ClusterEvent, 'atMs'>): Promise<void> {
+    const atMs = this.clock.nowMs();
+    const key = `events/${String(atMs).padStart(15, '0')}-${String(this.eventSeq++).padStart(6, '0')}`;
+    await this.store.put<ClusterEvent>(key, { atMs, ...e });
+  }
+
+  async events(sinceMs = 0, limit = 1000): Promise<ClusterEvent[]> {
+    const all = await this.store.list<ClusterEvent>('events/');
+    return all.map((e) => e.value).filter((e) => e.atMs >= sinceMs).slice(-limit);
+  }
+
+  // ---- nodes --------------------------------------------------------------
+
+  isMember(name: string): boolean {
+    return this.config.nodes.some((n) => n.name === name);
+  }
+
+  async heartbeat(hb: Heartbeat): Promise<{ ok: true }> {
+    if (hb.clusterId !== this.config.id || !this.isMember(hb.name)) throw errors.notClusterMember(hb.name);
+    const now = this.clock.nowMs();
+    this.liveness.set(hb.name, { lastSeenMs: now, vms: hb.vms });
+    const key = `nodes/${hb.name}`;
+    const current = await this.store.get<NodeRecord>(key);
+    const prev = current?.value;
+    const changed =
+      !prev || prev.url !== hb.url || prev.state === 'down' || JSON.stringify(prev.capabilities) !== JSON.stringify(hb.capabilities);
+    if (changed) {
+      const state = prev?.state === 'maintenance' ? 'maintenance' : 'up';
+      await this.store.put<NodeRecord>(key, {
+        name: hb.name, url: hb.url, migrationAddress: hb.migrationAddress, state, capabilities: hb.capabilities, lastSeenMs: now,
+      });
+      if (prev?.state !== state) await this.event({ type: 'node.up', node: hb.name, message: `node ${hb.name} is ${state}` });
+    }
+    return { ok: true };
+  }
+
+  async nodes(): Promise<NodeRecord[]> {
+    return (await this.store.list<NodeRecord>('nodes/')).map((e) => {
+      const live = this.liveness.get(e.value.name);
+      if (live) return { ...e.value, lastSeenMs: live.lastSeenMs };
+      // Not heard from since this controller started: not up, whatever the store says.
+      return e.value.state === 'up' ? { ...e.value, state: 'down' } : e.value;
+    });
+  }
+
+  async node(name: string): Promise<NodeRecord> {
+    const n = (await this.nodes()).find((x) => x.name === name);
+    if (!n) throw errors.nodeNotFound(name);
+    return n;
+  }
+
+  /** VMs the node's agent reported in its last heartbeat. */
+  reportedVms(node: string): VmInstance[] {
+    return this.liveness.get(node)?.vms ?? [];
+  }
+
+  agent(node: NodeRecord): AgentClient {
+    if (!node.url) throw errors.agentUnreachable(node.name);
+    return new AgentClient(node.name, node.url, this.token);
+  }
+
+  async agentFor(nodeName: string): Promise<AgentClient> {
+    return this.agent(await this.node(nodeName));
+  }
+
+  async loads(): Promise<NodeLoad[]> {
+    const vms = await this.vms();
+    return (await this.nodes()).map((node) => {
+      const placed = vms.filter((v) => v.node === node.name && isActive(v.state));
+      return { node, committedMiB: placed.reduce((s, v) => s + v.memoryMiB, 0), vmCount: placed.length };
+    });
+  }
+
+  private async reconcile(): Promise<void> {
+    const now = this.clock.nowMs();
+    for (const entry of await this.store.list<NodeRecord>('nodes/')) {
+      const node = entry.value;
+      const live = this.liveness.get(node.name);
+      if (node.state !== 'down' && (!live || now - live.lastSeenMs > NODE_DOWN_AFTER_MS)) {
+        this.liveness.delete(node.name);
+        await this.store.put<NodeRecord>(entry.key, { ...node, state: 'down' }, { expectRevision: entry.modRevision }).catch(() => {});
+        await this.event({ type: 'node.down', node: node.name, message: `node ${node.name} stopped answering` });
+      }
+    }
+    // A running VM whose QEMU its node no longer reports has exited.
+    for (const entry of await this.store.list<VmRecord>('vms/')) {
+      const vm = entry.value;
+      if (vm.state !== VmState.Running || this.busy.has(vm.name) || vm.migrationId) continue;
+      const live = this.liveness.get(vm.node);
+      if (!live || live.lastSeenMs < (vm.stateSinceMs ?? 0) + 1500) continue;
+      if (!live.vms.some((i) => i.name === vm.name)) {
+        await this.store
+          .put<VmRecord>(entry.key, { ...vm, state: VmState.Stopped, stateSinceMs: now, error: 'QEMU exited' }, { expectRevision: entry.modRevision })
+          .catch(() => {});
+        await this.event({ type: 'vm.exited', vm: vm.name, node: vm.node, message: `VM ${vm.name} exited on ${vm.node}` });
+      }
+    }
+  }
+
+  // ---- VMs ----------------------------------------------------------------
+
+  async vms(): Promise<VmRecord[]> {
+    return (await this.store.list<VmRecord>('vms/')).map((e) => e.value);
+  }
+
+  async vm(name: string): Promise<VmRecord> {
+    const e = await this.store.get<VmRecord>(`vms/${name}`);
+    if (!e) throw errors.vmNotFound(name);
+    return e.value;
+  }
+
+  /** Changes a VM record with compare-and-set. */
+  async updateVm(name: string, change: (vm: VmRecord) => VmRecord): Promise<VmRecord> {
+    return update<VmRecord>(this.store, `vms/${name}`, (cur) => {
+      if (!cur) throw errors.vmNotFound(name);
+      return change(cur);
+    });
+  }
+
+  async setVmState(name: string, state: VmState, extra: Partial<VmRecord> = {}): Promise<VmRecord> {
+    return this.updateVm(name, (vm) => {
+      const next: VmRecord = { ...vm, ...extra, state, stateSinceMs: this.clock.nowMs() };
+      if (!('error' in extra)) delete next.error;
+      return next;
+    });
+  }
+
+  async createVm(req: VmCreateRequest): Promise<VmRecord> {
+    const v = validateVmCreate(req);
+    if (v.node !== undefined) {
+      if (!this.isMember(v.node)) throw errors.nodeNotFound(v.node);
+    }
+    if (await this.store.get(`vms/${v.name}`)) throw errors.alreadyExists('VM', v.name);
+    const index = await update<number>(this.store, 'counters/vm-index', (n) => (n ?? 0) + 1);
+    const diskPath = this.layout.diskPath(v.name);
+    const now = this.clock.nowMs();
+    const record: VmRecord = {
+      name: v.name, memoryMiB: v.memoryMiB, cpus: v.cpus, diskGiB: v.diskGiB, diskPath,
+      mac: macFor(index), ip: ipFor(index), workload: v.workload, node: v.node ?? '',
+      state: VmState.Stopped, createdAtMs: now, stateSinceMs: now,
+    };
+    try {
+      fs.mkdirSync(this.layout.disks, { recursive: true });
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', diskPath, `${v.diskGiB}G`]);
+      await this.store.put(`vms/${v.name}`, record, { expectRevision: 0 });
+    } catch (e) {
+      fs.rmSync(diskPath, { force: true });
+      if (e instanceof FerryError && e.code === ErrorCode.Conflict) throw errors.alreadyExists('VM', v.name);
+      throw toFerryError(e);
+    }
+    fs.mkdirSync(this.layout.consoles, { recursive: true });
+    fs.writeFileSync(this.layout.consoleLog(v.name), '');
+    await this.event({ type: 'vm.created', vm: v.name, message: `VM ${v.name} created` });
+    return record;
+  }
+
+  async specFor(vm: VmRecord): Promise<VmSpec> {
+    const spec: VmSpec = {
+      name: vm.name, memoryMiB: vm.memoryMiB, cpus: vm.cpus, diskPath: vm.diskPath, mac: vm.mac, ip: vm.ip,
+      workload: vm.workload, consoleLogPath: this.layout.consoleLog(vm.name),
+    };
+    const peerName = tcpPeer(vm.workload);
+    if (peerName) {
+      const peer = await this.store.get<VmRecord>(`vms/${peerName}`);
+      if (!peer) throw errors.invalid('workload', `VM '${vm.name}' is a tcp-client of '${peerName}', which does not exist`);
+      spec.peerIp = peer.value.ip.split('/')[0]!;
+    }
+    return spec;
+  }
+
+  /** Runs `fn` with the VM marked busy so reconcile does not act on half-done state. */
+  async withBusy<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy.has(name)) throw errors.invalidState(`VM '${name}' has another operation in progress`, { vm: name });
+    this.busy.add(name);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(name);
+    }
+  }
+
+  async startVm(name: string, options: { node?: string } = {}): Promise<VmRecord> {
+    return this.withBusy(name, async () => {
+      const vm = await this.vm(name);
+      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
+        throw errors.invalidState(`VM '${name}' is ${vm.state}, not stopped`, { vm: name, state: vm.state });
+      }
+      const spec = await this.specFor(vm);
+      const wanted = options.node ?? (vm.node || undefined);
+      let target: string;
+      if (wanted) {
+        const node = await this.node(wanted);
+        if (node.state !== 'up') throw errors.invalidState(`node '${wanted}' is ${node.state}`, { node: wanted });
+        const load = (await this.loads()).find((l) => l.node.name === wanted)!;
+        const free = (node.capabilities?.memoryTotalMiB ?? 0) - load.committedMiB;
+        if (free < vm.memoryMiB) {
+          throw errors.insufficientResources(`node '${wanted}' has ${free} MiB free, VM '${name}' needs ${vm.memoryMiB} MiB`);
+        }
+        target = wanted;
+      } else {
+        const placed = placeVm(vm.memoryMiB, await this.loads());
+        if (!placed.node) {
+          throw errors.insufficientResources(
+            `no node can run VM '${name}': ${placed.blockers.map((b) => `${b.node}: ${b.reason}`).join('; ') || 'no nodes are up'}`,
+          );
+        }
+        target = placed.node;
+      }
+      await this.setVmState(name, VmState.Starting, { node: target });
+      try {
+        await (await this.agentFor(target)).start(spec);
+      } catch (e) {
+        const err = toFerryError(e);
+        await this.setVmState(name, VmState.Stopped, { error: err.message });
+        throw err;
+      }
+      const started = await this.setVmState(name, VmState.Running);
+      await this.event({ type: 'vm.started', vm: name, node: target, message: `VM ${name} started on ${target}` });
+      return started;
+    });
+  }
+
+  async stopVm(name: string): Promise<VmRecord> {
+    return this.withBusy(name, async () => {
+      const vm = await this.vm(name);
+      if (vm.state === VmState.Migrating || vm.migrationId) {
+        throw errors.invalidState(`VM '${name}' is migrating; cancel the migration first`, { vm: name });
+      }
+      if (vm.state === VmState.Stopped) return vm;
+      if (vm.node) {
+        const node = await this.node(vm.node);
+        try {
+          await this.agent(node).stop(name);
+        } catch (e) {
+          if (!(e instanceof FerryError && e.code === ErrorCode.VmNotFound)) throw e;
+        }
+      }
+      const stopped = await this.setVmState(name, VmState.Stopped);
+      await this.event({ type: 'vm.stopped', vm: name, node: vm.node, message: `VM ${name} stopped` });
+      return stopped;
+    });
+  }
+
+  async deleteVm(name: string): Promise<void> {
+    validateName('VM', name);
+    const vm = await this.vm(name);
+    if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
+      throw errors.invalidState(`VM '${name}' is ${vm.state}; stop it before deleting it`, { vm: name });
+    }
+    await this.store.delete(`vms/${name}`);
+    fs.rmSync(vm.diskPath, { force: true });
+    fs.rmSync(this.layout.consoleLog(name), { force: true });
+    await this.event({ type: 'vm.deleted', vm: name, message: `VM ${name} deleted` });
+  }
+
+  /** Stops every VM (for `ferry down`). */
+  async stopAll(): Promise<string[]> {
+    const stopped: string[] = [];
+    for (const vm of await this.vms()) {
+      if (vm.state === VmState.Stopped || vm.state === VmState.Saved) continue;
+      try {
+        if (vm.migrationId) await this.cancelMigrationOf?.(vm.name);
+        await this.stopVm(vm.name);
+        stopped.push(vm.name);
+      } catch (e) {
+        this.log(`stopAll: ${vm.name}: ${String(e)}`);
+      }
+    }
+    return stopped;
+  }
+
+  /** Installed by the migration module so stopAll can cancel a migration first. */
+  cancelMigrationOf: ((vm: string) => Promise<void>) | undefined;
+
+  async consoleTail(name: string, bytes = 4096): Promise<string> {
+    await this.vm(name);
+    const path = this.layout.consoleLog(name);
+    if (!fs.existsSync(path)) return '';
+    const size = fs.statSync(path).size;
+    const fd = fs.openSync(path, 'r');
+    try {
+      const len = Math.min(bytes, size);
+      const buf = Buffer.alloc(len);
+      fs.readSync(fd, buf, 0, len, size - len);
+      return buf.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+export function isActive(state: VmState): boolean {
+  return state === VmState.Running || state === VmState.Starting || state === VmState.Migrating || state === VmState.Stopping;
+}

@@ -1,0 +1,70 @@
+/**
+ * Validation of what a user asks for. Pure: every rule here runs before
+ * anything is created, so bad input leaves nothing behind.
+ */
+import { errors } from '../errors.js';
+import { tcpPeer } from '../guest/workload.js';
+import { LIMITS, NAME_PATTERN } from '../model.js';
+
+export interface VmCreateRequest {
+  name: string;
+  memoryMiB?: number;
+  cpus?: number;
+  diskGiB?: number;
+  workload?: string;
+  node?: string;
+}
+
+export interface ValidVmCreate {
+  name: string;
+  memoryMiB: number;
+  cpus: number;
+  diskGiB: number;
+  workload: string;
+  node?: string;
+}
+
+export const VM_DEFAULTS = { memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' } as const;
+
+export function validateName(kind: 'VM' | 'node', name: unknown): string {
+  if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
+    throw errors.invalid(
+      'name',
+      `${kind} name '${String(name)}' is malformed: use 1-32 lowercase letters, digits and '-', starting with a letter`,
+    );
+  }
+  return name;
+}
+
+function intInRange(field: string, label: string, value: unknown, range: { min: number; max: number }): number {
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < range.min || n > range.max) {
+    throw errors.invalid(field, `${label} must be a whole number from ${range.min} to ${range.max}, got '${String(value)}'`);
+  }
+  return n;
+}
+
+export function validateVmCreate(req: VmCreateRequest): ValidVmCreate {
+  const name = validateName('VM', req.name);
+  const out: ValidVmCreate = {
+    name,
+    memoryMiB: intInRange('memoryMiB', 'memory (MiB)', req.memoryMiB ?? VM_DEFAULTS.memoryMiB, LIMITS.memoryMiB),
+    cpus: intInRange('cpus', 'CPUs', req.cpus ?? VM_DEFAULTS.cpus, LIMITS.cpus),
+    diskGiB: intInRange('diskGiB', 'disk (GiB)', req.diskGiB ?? VM_DEFAULTS.diskGiB, LIMITS.diskGiB),
+    workload: req.workload ?? VM_DEFAULTS.workload,
+  };
+  if (tcpPeer(out.workload) === name) throw errors.invalid('workload', `VM '${name}' cannot be its own tcp-client peer`);
+  if (req.node !== undefined) out.node = validateName('node', req.node);
+  return out;
+}
+
+/** The n-th VM's MAC: locally administered, unique in the cluster. */
+export function macFor(index: number): string {
+  return `52:54:00:99:${((index >> 8) & 0xff).toString(16).padStart(2, '0')}:${(index & 0xff).toString(16).padStart(2, '0')}`;
+}
+
+/** The n-th VM's address in 10.99.0.0/16 (index 1 → 10.99.0.1; .255.254 is the probe). */
+export function ipFor(index: number): string {
+  if (index < 1 || index > 65000) throw errors.insufficientResources('the VM address range 10.99.0.0/16 is exhausted');
+  return `10.99.${(index >> 8) & 0xff}.${index & 0xff}/16`;
+}

@@ -1,0 +1,114 @@
+/**
+ * A live migration as a saved state machine. Every phase change is written to
+ * the store (with its time) before the phase's effects run, so a restarted
+ * controller knows where an unfinished migration stood.
+ *
+ *   pending ─► connect ─► config ─► create ─► memory ─► disks ─► resume ─► network ─► completed
+ *      │          │          │         │         │  ╲
+ *      └──────────┴──────────┴─────────┴─────────┴───► rolling-back ─► failed | cancelled
+ *
+ * Ownership of the VM moves to the target between `resume` and `network`,
+ * only once the source QEMU reported completion and the target QEMU runs.
+ * Before that, rollback = cancel the transfer, make sure the source runs,
+ * destroy the target. After it, nothing rolls back: the VM lives on the target.
+ */
+import type { TransferProgress } from './transfer.js';
+
+/** R3's seven steps, in order. */
+export const STEPS = ['connect', 'config', 'create', 'memory', 'disks', 'resume', 'network'] as const;
+export type StepName = (typeof STEPS)[number];
+
+export type MigrationPhase = 'pending' | StepName | 'rolling-back' | 'completed' | 'failed' | 'cancelled';
+export type MigrationStatus = 'running' | 'completed' | 'failed' | 'cancelled';
+export type MigrationMode = 'live';
+
+export interface StepRecord {
+  name: StepName;
+  startedAtMs: number;
+  endedAtMs?: number;
+  ms?: number;
+}
+
+export interface MigrationProgress extends TransferProgress {
+  /** Estimated time left in the memory step, from remaining bytes and throughput. */
+  estimatedRemainingMs?: number;
+  sampledAtMs: number;
+}
+
+export interface MigrationRecord {
+  id: string;
+  vm: string;
+  mode: MigrationMode;
+  from: string;
+  to: string;
+  phase: MigrationPhase;
+  status: MigrationStatus;
+  requestedAtMs: number;
+  finishedAtMs?: number;
+  steps: StepRecord[];
+  progress?: MigrationProgress;
+  /** Where the target QEMU listens for the stream. */
+  target?: { address: string; port: number };
+  /** Set when the VM's owner changed to `to`. */
+  ownerMovedAtMs?: number;
+  cancelRequested?: boolean;
+  // report figures
+  totalMs?: number;
+  downtimeMs?: number;
+  guestBlackoutMs?: number;
+  transferredBytes?: number;
+  rounds?: number;
+  error?: string;
+  /** Problems during cleanup, recorded beside the cause, never instead of it. */
+  cleanupErrors?: string[];
+  /** Non-fatal trouble after the handover (e.g. the MAC move was late). */
+  warnings?: string[];
+}
+
+export interface MigrationReport {
+  id: string;
+  vm: string;
+  mode: MigrationMode;
+  from: string;
+  to: string;
+  status: MigrationStatus;
+  totalMs: number;
+  downtimeMs: number | null;
+  guestBlackoutMs: number | null;
+  transferredBytes: number;
+  rounds: number;
+  steps: { name: StepName; ms: number }[];
+  error?: string;
+  warnings?: string[];
+  cleanupErrors?: string[];
+}
+
+export function isFinal(status: MigrationStatus): boolean {
+  return status !== 'running';
+}
+
+/** Phases in which the VM may already be paused on the source for switchover. */
+export function pastPointOfNoReturn(r: MigrationRecord): boolean {
+  return r.ownerMovedAtMs !== undefined;
+}
+
+export function toReport(r: MigrationRecord): MigrationReport {
+  const report: MigrationReport = {
+    id: r.id,
+    vm: r.vm,
+    mode: r.mode,
+    from: r.from,
+    to: r.to,
+    status: r.status,
+    totalMs: r.totalMs ?? 0,
+    downtimeMs: r.downtimeMs ?? null,
+    guestBlackoutMs: r.guestBlackoutMs ?? null,
+    transferredBytes: r.transferredBytes ?? 0,
+    rounds: r.rounds ?? 0,
+    steps: r.steps.filter((s) => s.ms !== undefined).map((s) => ({ name: s.name, ms: s.ms! })),
+  };
+  if (r.error) report.error = r.error;
+  if (r.warnings?.length) report.warnings = r.warnings;
+  if (r.cleanupErrors?.length) report.cleanupErrors = r.cleanupErrors;
+  return report;
+}

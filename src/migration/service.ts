@@ -1,0 +1,475 @@
+/**
+ * Live migration orchestration on the controller (R1, R3, R4).
+ *
+ * `request()` runs every refusal check synchronously, saves a record and
+ * starts `run()` in the background; the caller follows the record. `run()`
+ * walks R3's seven steps, saving each phase change before acting on it.
+ * Any failure before the handover rolls back (cancel the transfer, make sure
+ * the source runs, kill the target); `finish()` always runs last and records
+ * cleanup trouble beside the cause, never instead of it.
+ */
+import { randomUUID } from 'node:crypto';
+import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
+import { type NodeRecord, type VmRecord, VmState } from '../model.js';
+import type { AgentClient } from '../cluster/agent-client.js';
+import type { Controller } from '../cluster/controller.js';
+import { validateName } from '../cluster/validate.js';
+import { update } from '../store/store.js';
+import {
+  type MigrationPhase,
+  type MigrationRecord,
+  type MigrationStatus,
+  type StepName,
+  isFinal,
+  toReport,
+} from './record.js';
+import { type TransferProgress, type TransferTuning, isTransferFinal } from './transfer.js';
+import { DEFAULT_TUNING } from './tuning.js';
+
+export interface MigrateRequest {
+  to?: string;
+  mode?: 'live';
+}
+
+const POLL_MS = 100;
+const SAVE_PROGRESS_EVERY_MS = 250;
+/** How long the network step waits for the switch to see the MAC on the target. */
+const MAC_MOVE_TIMEOUT_MS = 3_000;
+
+class MigrationAborted extends Error {}
+
+export class MigrationService {
+  private readonly running = new Map<string, AbortController>();
+
+  constructor(
+    private readonly c: Controller,
+    private readonly tuning: TransferTuning = DEFAULT_TUNING,
+  ) {
+    c.cancelMigrationOf = async (vm) => {
+      const m = (await this.list()).find((r) => r.vm === vm && !isFinal(r.status));
+      if (m) await this.cancelAndWait(m.id);
+    };
+  }
+
+  private key(id: string): string {
+    return `migrations/${id}`;
+  }
+
+  async list(): Promise<MigrationRecord[]> {
+    return (await this.c.store.list<MigrationRecord>('migrations/'))
+      .map((e) => e.value)
+      .sort((a, b) => a.requestedAtMs - b.requestedAtMs);
+  }
+
+  async get(id: string): Promise<MigrationRecord & { report?: ReturnType<typeof toReport> }> {
+    const e = await this.c.store.get<MigrationRecord>(this.key(id));
+    if (!e) throw errors.migrationNotFound(id);
+    return isFinal(e.value.status) ? { ...e.value, report: toReport(e.value) } : e.value;
+  }
+
+  /** The VM record plus its running migration's step and progress, for `vm show`. */
+  async decorate(vm: VmRecord): Promise<VmRecord & { migration?: Partial<MigrationRecord> }> {
+    if (!vm.migrationId) return vm;
+    const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
+    if (!m) return vm;
+    const { id, phase, to, from, progress } = m.value;
+    return { ...vm, migration: { id, phase, from, to, ...(progress ? { progress } : {}) } };
+  }
+
+  private async save(id: string, change: (r: MigrationRecord) => MigrationRecord): Promise<MigrationRecord> {
+    return update<MigrationRecord>(this.c.store, this.key(id), (cur) => {
+      if (!cur) throw errors.migrationNotFound(id);
+      return change(cur);
+    });
+  }
+
+  /** Resolves the target node; a node of another cluster is named and refused (R4). */
+  private async resolveTarget(to: string): Promise<NodeRecord> {
+    if (/^https?:\/\//.test(to)) {
+      let health: { node: string; clusterId: string };
+      try {
+        const res = await fetch(new URL('/v1/health', to), { signal: AbortSignal.timeout(3000) });
+        health = (await res.json()) as { node: string; clusterId: string };
+      } catch {
+        throw errors.invalid('to', `no Ferry node answers at ${to}`);
+      }
+      if (health.clusterId !== this.c.config.id || !this.c.isMember(health.node)) {
+        throw new FerryError(
+          ErrorCode.NotClusterMember,
+          `node '${health.node}' at ${to} is not a member of this cluster (it belongs to cluster ${health.clusterId}): live migration only moves VMs between hosts of the same cluster`,
+          { details: { node: health.node, clusterId: health.clusterId } },
+        );
+      }
+      to = health.node;
+    }
+    validateName('node', to);
+    if (!this.c.isMember(to)) {
+      const known = await this.c.store.get<NodeRecord>(`nodes/${to}`);
+      if (known) throw errors.notClusterMember(to);
+      throw errors.nodeNotFound(to);
+    }
+    return this.c.node(to);
+  }
+
+  async request(vmName: string, req: MigrateRequest | undefined): Promise<MigrationRecord> {
+    validateName('VM', vmName);
+    if (!req?.to) throw errors.invalid('to', 'a migration needs a target node (--to NODE)');
+    const vm = await this.c.vm(vmName);
+    const target = await this.resolveTarget(req.to);
+    if (vm.migrationId) {
+      const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
+      if (m && !isFinal(m.value.status)) {
+        throw errors.invalidState(`a migration of VM '${vmName}' is already running (${m.value.id})`, { vm: vmName, migration: m.value.id });
+      }
+    }
+    if (vm.state !== VmState.Running) {
+      throw errors.invalidState(`VM '${vmName}' is ${vm.state}: only a running VM can be live-migrated`, { vm: vmName, state: vm.state });
+    }
+    if (target.name === vm.node) {
+      throw errors.invalid('to', `VM '${vmName}' already runs on node '${target.name}'`);
+    }
+    if (target.state !== 'up') throw errors.invalidState(`node '${target.name}' is ${target.state}`, { node: target.name });
+    const source = await this.c.node(vm.node);
+    if (source.state === 'down') throw errors.invalidState(`node '${source.name}' (the VM's node) is down`, { node: source.name });
+    const load = (await this.c.loads()).find((l) => l.node.name === target.name)!;
+    const free = (target.capabilities?.memoryTotalMiB ?? 0) - load.committedMiB;
+    if (free < vm.memoryMiB) {
+      throw errors.insufficientResources(
+        `node '${target.name}' has ${free} MiB free, VM '${vmName}' needs ${vm.memoryMiB} MiB`,
+        { node: target.name, freeMiB: free, neededMiB: vm.memoryMiB },
+      );
+    }
+    const now = this.c.clock.nowMs();
+    const record: MigrationRecord = {
+      id: `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`,
+      vm: vmName, mode: 'live', from: vm.node, to: target.name,
+      phase: 'pending', status: 'running', requestedAtMs: now, steps: [],
+    };
+    // Claim the VM with compare-and-set: two requests at once cannot both win.
+    await this.c.updateVm(vmName, (cur) => {
+      if (cur.migrationId && cur.migrationId !== record.id) {
+        throw errors.invalidState(`a migration of VM '${vmName}' is already running (${cur.migrationId})`, { vm: vmName });
+      }
+      if (cur.state !== VmState.Running) throw errors.invalidState(`VM '${vmName}' is ${cur.state}`, { vm: vmName });
+      return { ...cur, migrationId: record.id };
+    });
+    await this.c.store.put(this.key(record.id), record, { expectRevision: 0 });
+    await this.c.event({ type: 'migration.requested', vm: vmName, migration: record.id, message: `live migration of ${vmName} from ${vm.node} to ${target.name} requested` });
+    this.launch(record.id);
+    return record;
+  }
+
+  private launch(id: string): void {
+    const ac = new AbortController();
+    this.running.set(id, ac);
+    void this.run(id, ac.signal).finally(() => this.running.delete(id));
+  }
+
+  async cancel(id: string): Promise<MigrationRecord> {
+    const r = await this.get(id);
+    if (isFinal(r.status)) throw errors.invalidState(`migration ${id} already ended (${r.status})`, { migration: id });
+    const saved = await this.save(id, (cur) => ({ ...cur, cancelRequested: true }));
+    this.running.get(id)?.abort();
+    return saved;
+  }
+
+  async cancelAndWait(id: string, timeoutMs = 30_000): Promise<MigrationRecord> {
+    await this.cancel(id).catch(() => {});
+    const deadline = this.c.clock.nowMs() + timeoutMs;
+    for (;;) {
+      const r = await this.get(id);
+      if (isFinal(r.status) || this.c.clock.nowMs() > deadline) return r;
+      await this.c.clock.sleep(POLL_MS);
+    }
+  }
+
+  async cancelAll(): Promise<void> {
+    for (const m of await this.list()) if (!isFinal(m.status)) await this.cancelAndWait(m.id);
+  }
+
+  // ---- the state machine ----------------------------------------------------
+
+  private async enterStep(id: string, step: StepName): Promise<void> {
+    const now = this.c.clock.nowMs();
+    await this.save(id, (r) => {
+      const steps = r.steps.map((s) => (s.endedAtMs === undefined ? { ...s, endedAtMs: now, ms: now - s.startedAtMs } : s));
+      steps.push({ name: step, startedAtMs: now });
+      return { ...r, phase: step, steps };
+    });
+    await this.c.event({ type: 'migration.step', migration: id, message: `migration ${id}: ${step}`, data: { step } });
+  }
+
+  private async run(id: string, signal: AbortSignal): Promise<void> {
+    let r = await this.get(id);
+    const vm = await this.c.vm(r.vm);
+    let source: AgentClient | undefined;
+    let target: AgentClient | undefined;
+    let probeId: string | undefined;
+    let targetCreated = false;
+    const check = async () => {
+      if (signal.aborted || (await this.get(id)).cancelRequested) throw new MigrationAborted();
+    };
+    try {
+      // 1. connect: both agents answer and the VM runs on the source.
+      await this.enterStep(id, 'connect');
+      source = await this.c.agentFor(r.from);
+      target = await this.c.agentFor(r.to);
+      await Promise.all([source.health({ signal }), target.health({ signal })]);
+      const onSource = await source.get(vm.name, { signal });
+      if (onSource.runState !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${onSource.runState} on ${r.from}`);
+      await check();
+
+      // 2. config: the source's running configuration is what the target gets.
+      await this.enterStep(id, 'config');
+      const spec = await source.config(vm.name, { signal });
+      await check();
+
+      // 3. create: an empty VM on the target, waiting for the stream.
+      await this.enterStep(id, 'create');
+      targetCreated = true;
+      await target.start(spec, true, { signal });
+      const listen = await target.listenIncoming(vm.name, this.tuning, { signal });
+      r = await this.save(id, (cur) => ({ ...cur, target: listen }));
+      await check();
+
+      // 4. memory: QEMU to QEMU over the target's migration address.
+      await this.enterStep(id, 'memory');
+      probeId = `mig-${id}`;
+      await this.c.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1).catch(() => (probeId = undefined));
+      await source.startMigration(vm.name, listen, this.tuning, { signal });
+      const final = await this.followTransfer(id, source, target, signal);
+      if (final.status !== 'completed') {
+        throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
+      }
+      r = await this.save(id, (cur) => ({
+        ...cur,
+        downtimeMs: final.downtimeMs ?? 0,
+        transferredBytes: final.transferredBytes,
+        rounds: final.rounds,
+      }));
+
+      // 5. disks: the target took over the images at switchover (QEMU
+      // inactivates them on the source and activates them on the target once
+      // the device state is in); wait until the target says it got everything.
+      await this.enterStep(id, 'disks');
+      await this.waitTarget(target, vm.name, (s) => s.status === 'completed', 'the target to take over the disks', signal);
+
+      // 6. resume: the target runs the guest.
+      await this.enterStep(id, 'resume');
+      await this.waitTargetRunning(target, vm.name, signal);
+      // Handover: the VM now lives on the target.
+      const moved = this.c.clock.nowMs();
+      await this.c.updateVm(vm.name, (cur) => ({ ...cur, node: r.to, state: VmState.Running, stateSinceMs: moved }));
+      r = await this.save(id, (cur) => ({ ...cur, ownerMovedAtMs: moved }));
+      await source.kill(vm.name).catch((e: unknown) => this.addCleanupError(id, `source QEMU: ${toFerryError(e).message}`));
+
+      // 7. network: the switch learnt the MAC on the target's port.
+      await this.enterStep(id, 'network');
+      if (!(await this.waitMacOn(vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
+        await target.announce(vm.name).catch(() => {});
+        if (!(await this.waitMacOn(vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
+          await this.save(id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), `the switch did not see ${vm.mac} on ${r.to} after the announce`] }));
+        }
+      }
+      const blackout = probeId ? await this.c.switch.stopProbe(probeId).catch(() => undefined) : undefined;
+      probeId = undefined;
+      await this.finish(id, 'completed', { guestBlackoutMs: blackout?.maxGapMs });
+    } catch (e) {
+      const cancelled = e instanceof MigrationAborted || signal.aborted || (await this.get(id)).cancelRequested === true;
+      const err = cancelled ? undefined : toFerryError(e);
+      const after = await this.get(id);
+      if (after.ownerMovedAtMs !== undefined) {
+        // Past the handover nothing rolls back: the VM runs on the target.
+        await this.finish(id, 'completed', { warnings: [`after handover: ${err?.message ?? 'cancel came too late'}`] });
+      } else {
+        await this.save(id, (cur) => ({ ...cur, phase: 'rolling-back' }));
+        await this.rollback(id, vm.name, source, target, targetCreated);
+        await this.finish(id, cancelled ? 'cancelled' : 'failed', cancelled ? { error: 'cancelled by user' } : { error: err!.message });
+      }
+    } finally {
+      if (probeId) await this.c.switch.stopProbe(probeId).catch(() => {});
+    }
+  }
+
+  /** Polls the source's transfer until it ends; cancels it on abort or when the target goes away. */
+  private async followTransfer(id: string, source: AgentClient, target: AgentClient, signal: AbortSignal): Promise<TransferProgress> {
+    let lastSave = 0;
+    let targetFailures = 0;
+    for (;;) {
+      const p = await source.migration((await this.c.vm((await this.get(id)).vm)).name);
+      const now = this.c.clock.nowMs();
+      if (isTransferFinal(p.status)) {
+        await this.saveProgress(id, p, now);
+        return p;
+      }
+      if (now - lastSave >= SAVE_PROGRESS_EVERY_MS) {
+        await this.saveProgress(id, p, now);
+        lastSave = now;
+      }
+      const cancelRequested = signal.aborted || (await this.get(id)).cancelRequested === true;
+      // The target's agent must stay reachable: if it is gone, nobody could
+      // confirm the target runs, so stop the transfer while the source still can.
+      const targetAlive = await target.health().then(() => true, () => false);
+      targetFailures = targetAlive ? 0 : targetFailures + 1;
+      if (cancelRequested || targetFailures >= 2) {
+        await source.cancelMigration((await this.get(id)).vm).catch(() => {});
+        if (cancelRequested) throw new MigrationAborted();
+        throw errors.agentUnreachable(target.node);
+      }
+      await this.c.clock.sleep(POLL_MS);
+    }
+  }
+
+  private async saveProgress(id: string, p: TransferProgress, now: number): Promise<void> {
+    const progress = { ...p, sampledAtMs: now } as MigrationRecord['progress'] & object;
+    if (p.throughputBytesPerSec > 0 && p.remainingBytes > 0) {
+      progress.estimatedRemainingMs = Math.round((p.remainingBytes / p.throughputBytesPerSec) * 1000);
+    }
+    await this.save(id, (cur) => ({ ...cur, progress }));
+  }
+
+  private async waitTarget(
+    target: AgentClient,
+    vm: string,
+    done: (p: TransferProgress) => boolean,
+    what: string,
+    signal: AbortSignal,
+    timeoutMs = 30_000,
+  ): Promise<void> {
+    const deadline = this.c.clock.nowMs() + timeoutMs;
+    for (;;) {
+      const p = await target.migration(vm, { signal });
+      if (done(p)) return;
+      if (p.status === 'failed' || p.status === 'cancelled') {
+        throw new FerryError(ErrorCode.MigrationFailed, `the target's incoming migration ${p.status}${p.error ? `: ${p.error}` : ''}`);
+      }
+      if (this.c.clock.nowMs() > deadline) throw errors.timeout(`waiting for ${what}`, timeoutMs);
+      await this.c.clock.sleep(20);
+    }
+  }
+
+  private async waitTargetRunning(target: AgentClient, vm: string, signal: AbortSignal, timeoutMs = 10_000): Promise<void> {
+    const deadline = this.c.clock.nowMs() + timeoutMs;
+    for (;;) {
+      const i = await target.get(vm, { signal });
+      if (i.runState === 'running') return;
+      if (i.runState === 'paused' || i.runState === 'postmigrate') {
+        await target.resume(vm, { signal });
+        continue;
+      }
+      if (this.c.clock.nowMs() > deadline) throw errors.timeout('waiting for the target to run the VM', timeoutMs);
+      await this.c.clock.sleep(20);
+    }
+  }
+
+  private async waitMacOn(mac: string, node: string, sinceMs: number, timeoutMs: number): Promise<boolean> {
+    const deadline = this.c.clock.nowMs() + timeoutMs;
+    for (;;) {
+      const moves = await this.c.switch.moves(mac, sinceMs).catch(() => []);
+      if (moves.some((m) => m.toNode === node)) return true;
+      const table = await this.c.switch.macs().catch(() => []);
+      const moved = table.find((e) => e.mac === mac);
+      if (moved?.node === node && moved.lastSeenMs >= sinceMs) return true;
+      if (this.c.clock.nowMs() > deadline) return false;
+      await this.c.clock.sleep(20);
+    }
+  }
+
+  /** Leaves the VM running on the source and nothing on the target. */
+  private async rollback(id: string, vm: string, source: AgentClient | undefined, target: AgentClient | undefined, targetCreated: boolean): Promise<void> {
+    if (source) {
+      try {
+        const p = await source.migration(vm);
+        if (!isTransferFinal(p.status) && p.status !== 'none') {
+          await source.cancelMigration(vm);
+          await this.waitSourceSettled(source, vm);
+        }
+      } catch (e) {
+        await this.addCleanupError(id, `cancel on source: ${toFerryError(e).message}`);
+      }
+      try {
+        const i = await source.get(vm);
+        if (i.runState !== 'running') await source.resume(vm);
+      } catch (e) {
+        await this.addCleanupError(id, `resume on source: ${toFerryError(e).message}`);
+      }
+    }
+    if (target && targetCreated) {
+      try {
+        await target.kill(vm);
+      } catch (e) {
+        const err = toFerryError(e);
+        // A target QEMU whose incoming stream broke exits by itself; an
+        // unreachable agent's leftover is removed when the agent is back (reconcile).
+        await this.addCleanupError(id, `remove target VM: ${err.message}`);
+      }
+    }
+  }
+
+  private async waitSourceSettled(source: AgentClient, vm: string): Promise<void> {
+    const deadline = this.c.clock.nowMs() + 10_000;
+    while (this.c.clock.nowMs() < deadline) {
+      const p = await source.migration(vm);
+      if (isTransferFinal(p.status) || p.status === 'none') return;
+      await this.c.clock.sleep(50);
+    }
+  }
+
+  private async addCleanupError(id: string, message: string): Promise<void> {
+    await this.save(id, (cur) => ({ ...cur, cleanupErrors: [...(cur.cleanupErrors ?? []), message] }));
+  }
+
+  private async finish(id: string, status: Exclude<MigrationStatus, 'running'>, extra: Partial<MigrationRecord> = {}): Promise<void> {
+    const now = this.c.clock.nowMs();
+    const rec = await this.save(id, (cur) => {
+      const steps = cur.steps.map((s) => (s.endedAtMs === undefined ? { ...s, endedAtMs: now, ms: now - s.startedAtMs } : s));
+      const next: MigrationRecord = { ...cur, ...extra, steps, status, phase: status as MigrationPhase, finishedAtMs: now, totalMs: now - cur.requestedAtMs };
+      if (extra.warnings) next.warnings = [...(cur.warnings ?? []), ...extra.warnings];
+      return next;
+    });
+    await this.c.updateVm(rec.vm, (vm) => {
+      const next = { ...vm };
+      if (next.migrationId === id) delete next.migrationId;
+      return next;
+    }).catch(() => {});
+    await this.c.event({
+      type: `migration.${status}`, vm: rec.vm, migration: id,
+      message: `live migration of ${rec.vm} ${rec.from} → ${rec.to} ${status}${rec.error ? `: ${rec.error}` : ''}`,
+      data: { report: toReport(rec) },
+    });
+  }
+
+  // ---- restart recovery -----------------------------------------------------
+
+  /**
+   * After a controller restart: every migration still marked running is
+   * either completed (the target runs the VM and the source finished) or
+   * rolled back. Call once agents have had time to report.
+   */
+  async recover(): Promise<void> {
+    for (const r of await this.list()) {
+      if (isFinal(r.status) || this.running.has(r.id)) continue;
+      this.c.log(`recovering migration ${r.id} (${r.vm}, phase ${r.phase})`);
+      let source: AgentClient | undefined;
+      let target: AgentClient | undefined;
+      try {
+        source = await this.c.agentFor(r.from);
+      } catch { /* node unknown or down */ }
+      try {
+        target = await this.c.agentFor(r.to);
+      } catch { /* node unknown or down */ }
+      const onTarget = await target?.get(r.vm).catch(() => undefined);
+      const sourceDone = await source?.migration(r.vm).then((p) => p.status === 'completed', () => false);
+      const targetDone = await target?.migration(r.vm).then((p) => p.status === 'completed', () => false);
+      if (r.ownerMovedAtMs !== undefined || (onTarget?.runState === 'running' && targetDone && (sourceDone || !source))) {
+        const moved = this.c.clock.nowMs();
+        await this.c.updateVm(r.vm, (cur) => ({ ...cur, node: r.to, state: VmState.Running, stateSinceMs: moved }));
+        await source?.kill(r.vm).catch(() => {});
+        await this.finish(r.id, 'completed', { ownerMovedAtMs: moved, warnings: ['completed by a restarted controller'] });
+      } else {
+        await this.rollback(r.id, r.vm, source, target, true);
+        await this.finish(r.id, 'failed', { error: 'the controller restarted during the migration; rolled back to the source' });
+      }
+    }
+  }
+}

@@ -1,0 +1,302 @@
+/**
+ * The node agent: one per host. Owns this host's QEMU processes and performs
+ * the host-side half of every operation; the controller decides, the agent
+ * does. Its HTTP API listens on loopback only.
+ *
+ *   POST   /v1/vms                      start QEMU for a spec (optionally as a migration target)
+ *   GET    /v1/vms, /v1/vms/:name       what runs here, with QEMU's run state
+ *   POST   /v1/vms/:name/stop           quit QEMU (graceful, then kill)
+ *   DELETE /v1/vms/:name                kill QEMU now and remove its runtime files
+ *   POST   /v1/vms/:name/incoming       target: listen for the migration stream
+ *   POST   /v1/vms/:name/migration      source: start sending to a target
+ *   GET    /v1/vms/:name/migration      source or target: transfer progress
+ *   POST   /v1/vms/:name/migration/cancel
+ *   POST   /v1/vms/:name/announce       ask QEMU to send its RARP announce again
+ *   GET    /v1/vms/:name/console        console stream (raw, follows)
+ *   POST   /v1/vms/:name/console        console input
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Router, callJson, serve, type Listening } from '../api/http.js';
+import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
+import { ensureImage, type GuestImage } from '../guest/image.js';
+import { cacheDir } from '../guest/image.js';
+import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
+import type { TransferTuning } from '../migration/transfer.js';
+import { detectAccelerator } from '../qemu/accel.js';
+import { cpuIdentity, hostCpu, qemuVersion } from '../qemu/cpu.js';
+import { incomingCapabilities, migrationCapabilities, migrationParameters, toTransferProgress } from '../qemu/migration-params.js';
+import { QemuVm } from '../qemu/qemu-vm.js';
+import type { StateLayout } from '../paths.js';
+
+export interface AgentOptions {
+  node: string;
+  layout: StateLayout;
+  clusterId: string;
+  controllerUrl?: string;
+  token: string;
+  /** Address QEMU listens on for incoming migrations. */
+  migrationAddress: string;
+  /** Memory this node offers to VMs; defaults to the host's total. */
+  memoryMiB?: number;
+  /** CPU model guests get on this node; default: host under KVM, qemu64 under TCG. */
+  cpuModel?: string;
+  log?: (line: string) => void;
+}
+
+interface StartRequest {
+  spec: VmSpec;
+  incoming?: boolean;
+}
+
+export class Agent {
+  private readonly vms = new Map<string, QemuVm>();
+  private readonly runDir: string;
+  private image!: GuestImage;
+  capabilities!: NodeCapabilities;
+  private api: Listening | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.runDir = opts.layout.nodeRun(opts.node);
+    this.log = opts.log ?? (() => {});
+  }
+
+  get url(): string {
+    if (!this.api) throw errors.internal('agent is not listening');
+    return this.api.url;
+  }
+
+  async start(): Promise<void> {
+    fs.mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(this.runDir, 0o700);
+    this.image = await ensureImage(this.log);
+    const accel = await detectAccelerator(this.image.kernelPath, cacheDir());
+    const model = this.opts.cpuModel ?? (accel.accelerator === 'kvm' ? 'host' : 'qemu64');
+    const cpu = await cpuIdentity(accel.accelerator, model);
+    if (accel.accelerator === 'kvm') cpu.vendor = hostCpu().vendor;
+    const totalMiB = this.opts.memoryMiB ?? Math.floor(os.totalmem() / 1048576);
+    this.capabilities = {
+      accelerator: accel.accelerator,
+      acceleratorReason: accel.reason,
+      cpu,
+      qemuVersion: await qemuVersion(),
+      memoryTotalMiB: totalMiB,
+      memoryFreeMiB: totalMiB,
+    };
+    this.log(`accelerator ${accel.accelerator}: ${accel.reason}; cpu ${cpu.vendor} ${cpu.model}`);
+    await this.adoptAll();
+    this.api = await serve(this.router());
+    if (this.opts.controllerUrl) {
+      await this.sendHeartbeat().catch(() => {});
+      this.heartbeat = setInterval(() => void this.sendHeartbeat().catch(() => {}), 1000);
+    }
+  }
+
+  /** Stops serving; VMs keep running (a restarted agent adopts them). */
+  async stop(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.api?.close();
+    for (const vm of this.vms.values()) vm.detach();
+    this.vms.clear();
+  }
+
+  private async sendHeartbeat(): Promise<void> {
+    await callJson(this.opts.controllerUrl!, 'POST', '/api/v1/agents/heartbeat', {
+      name: this.opts.node,
+      url: this.url,
+      clusterId: this.opts.clusterId,
+      migrationAddress: this.opts.migrationAddress,
+      capabilities: this.currentCapabilities(),
+      vms: await this.instances(),
+    }, { token: this.opts.token, timeoutMs: 3000 });
+  }
+
+  private currentCapabilities(): NodeCapabilities {
+    const used = [...this.vms.values()].reduce((sum, vm) => sum + vm.descriptor.launch.spec.memoryMiB, 0);
+    return { ...this.capabilities, memoryFreeMiB: this.capabilities.memoryTotalMiB - used };
+  }
+
+  private descriptorPath(name: string): string {
+    return path.join(this.runDir, `${name}.json`);
+  }
+
+  private async adoptAll(): Promise<void> {
+    for (const f of fs.readdirSync(this.runDir)) {
+      if (!f.endsWith('.json')) continue;
+      const vm = await QemuVm.adopt(path.join(this.runDir, f));
+      if (vm) {
+        this.track(vm);
+        this.log(`adopted running QEMU of '${vm.name}' (pid ${vm.pid})`);
+      } else {
+        this.removeRuntimeFiles(f.slice(0, -'.json'.length));
+      }
+    }
+  }
+
+  private track(vm: QemuVm): void {
+    this.vms.set(vm.name, vm);
+    void vm.gone.then(() => {
+      if (this.vms.get(vm.name) === vm) {
+        this.vms.delete(vm.name);
+        this.removeRuntimeFiles(vm.name);
+        this.log(`QEMU of '${vm.name}' exited`);
+      }
+    });
+  }
+
+  private removeRuntimeFiles(name: string): void {
+    for (const suffix of ['.json', '.qmp', '.serial', '.pid']) fs.rmSync(path.join(this.runDir, name + suffix), { force: true });
+  }
+
+  private vm(name: string): QemuVm {
+    const vm = this.vms.get(name);
+    if (!vm) throw new FerryError(ErrorCode.VmNotFound, `VM '${name}' is not running on node '${this.opts.node}'`, { details: { vm: name, node: this.opts.node } });
+    return vm;
+  }
+
+  async instances(): Promise<VmInstance[]> {
+    return Promise.all([...this.vms.values()].map((vm) => this.instance(vm)));
+  }
+
+  private async instance(vm: QemuVm): Promise<VmInstance> {
+    let runState = 'unknown';
+    try {
+      runState = (await vm.qmp.execute('query-status', {}, { timeoutMs: 2000 })).status;
+    } catch {
+      runState = vm.qmp.closed ? 'exited' : 'unresponsive';
+    }
+    return { name: vm.name, pid: vm.pid, runState, incoming: vm.descriptor.launch.incoming, startedAtMs: vm.descriptor.startedAtMs };
+  }
+
+  async startVm(req: StartRequest): Promise<VmInstance> {
+    const spec = req.spec;
+    if (this.vms.has(spec.name)) throw errors.alreadyExists('VM process', `${spec.name}@${this.opts.node}`);
+    const free = this.currentCapabilities().memoryFreeMiB;
+    if (spec.memoryMiB > free) {
+      throw errors.insufficientResources(`node '${this.opts.node}' has ${free} MiB free, VM '${spec.name}' needs ${spec.memoryMiB} MiB`);
+    }
+    const vm = await QemuVm.launch(
+      {
+        spec,
+        accelerator: this.capabilities.accelerator,
+        cpuModel: this.capabilities.cpu.model,
+        kernelPath: this.image.kernelPath,
+        initrdPath: this.image.initrdPath,
+        qmpSocket: path.join(this.runDir, `${spec.name}.qmp`),
+        serialSocket: path.join(this.runDir, `${spec.name}.serial`),
+        switchSocket: this.opts.layout.switchSocket(this.opts.node),
+        pidFile: path.join(this.runDir, `${spec.name}.pid`),
+        incoming: req.incoming ?? false,
+      },
+      this.descriptorPath(spec.name),
+      path.join(this.runDir, `${spec.name}.stderr`),
+    );
+    this.track(vm);
+    this.log(`started QEMU of '${spec.name}' (pid ${vm.pid}${req.incoming ? ', incoming' : ''})`);
+    return this.instance(vm);
+  }
+
+  async stopVm(name: string): Promise<void> {
+    const vm = this.vm(name);
+    this.vms.delete(name);
+    await vm.quit();
+    this.removeRuntimeFiles(name);
+  }
+
+  async killVm(name: string): Promise<boolean> {
+    const vm = this.vms.get(name);
+    if (!vm) return false;
+    this.vms.delete(name);
+    await vm.kill();
+    this.removeRuntimeFiles(name);
+    return true;
+  }
+
+  private router(): Router {
+    const r = new Router();
+    r.guard = (req) => {
+      if (req.path === '/v1/health') return; // identity only: lets a controller see whose node this is
+      if (req.headers.authorization !== `Bearer ${this.opts.token}`) throw errors.unauthorized();
+    };
+    r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
+    r.on('GET', '/v1/capabilities', () => this.currentCapabilities());
+    r.on('GET', '/v1/vms', () => this.instances());
+    r.on('GET', '/v1/vms/:name', (req) => this.instance(this.vm(req.params.name!)));
+    // The configuration the VM runs with: what a migration target is created from.
+    r.on('GET', '/v1/vms/:name/config', (req) => this.vm(req.params.name!).descriptor.launch.spec);
+    r.on('POST', '/v1/vms', (req) => this.startVm(req.body as StartRequest));
+    r.on('POST', '/v1/vms/:name/stop', async (req) => {
+      await this.stopVm(req.params.name!);
+      return { stopped: req.params.name };
+    });
+    r.on('DELETE', '/v1/vms/:name', async (req) => ({ killed: await this.killVm(req.params.name!) }));
+    r.on('POST', '/v1/vms/:name/pause', async (req) => {
+      await this.vm(req.params.name!).qmp.execute('stop', {});
+      return {};
+    });
+    r.on('POST', '/v1/vms/:name/resume', async (req) => {
+      await this.vm(req.params.name!).qmp.execute('cont', {});
+      return {};
+    });
+    r.on('POST', '/v1/vms/:name/incoming', async (req) => {
+      const vm = this.vm(req.params.name!);
+      const body = req.body as { tuning: TransferTuning };
+      await vm.qmp.execute('migrate-set-capabilities', { capabilities: incomingCapabilities(body.tuning) });
+      if (body.tuning.multifdChannels > 1) {
+        await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': body.tuning.multifdChannels });
+      }
+      await vm.qmp.execute('migrate-incoming', { uri: `tcp:${this.opts.migrationAddress}:0` });
+      const info = (await vm.qmp.execute('query-migrate', {})) as { 'socket-address'?: { port?: string }[] };
+      const port = Number(info['socket-address']?.[0]?.port);
+      if (!port) throw errors.internal(`QEMU of '${vm.name}' did not report its incoming migration port`);
+      return { address: this.opts.migrationAddress, port };
+    });
+    r.on('POST', '/v1/vms/:name/migration', async (req) => {
+      const vm = this.vm(req.params.name!);
+      const body = req.body as { address: string; port: number; tuning: TransferTuning };
+      await vm.qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(body.tuning) });
+      await vm.qmp.execute('migrate-set-parameters', migrationParameters(body.tuning));
+      await vm.qmp.execute('migrate', { uri: `tcp:${body.address}:${body.port}` });
+      return {};
+    });
+    r.on('GET', '/v1/vms/:name/migration', async (req) =>
+      toTransferProgress(await this.vm(req.params.name!).qmp.execute('query-migrate', {}, { timeoutMs: 5000 })),
+    );
+    r.on('POST', '/v1/vms/:name/migration/cancel', async (req) => {
+      await this.vm(req.params.name!).qmp.execute('migrate_cancel', {});
+      return {};
+    });
+    r.on('POST', '/v1/vms/:name/announce', async (req) => {
+      await this.vm(req.params.name!).qmp.execute('announce-self', { initial: 0, max: 50, rounds: 3, step: 50 });
+      return {};
+    });
+    r.raw('GET', '/v1/vms/:name/console', (req, res, params) => {
+      let vm: QemuVm;
+      try {
+        vm = this.vm(params.name!);
+      } catch (e) {
+        const err = toFerryError(e);
+        res.writeHead(err.httpStatus, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: err.toJSON() }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-store' });
+      const off = vm.onConsole((chunk) => res.write(chunk));
+      const end = () => {
+        off();
+        res.end();
+      };
+      req.on('close', off);
+      void vm.gone.then(end);
+    });
+    r.on('POST', '/v1/vms/:name/console', (req) => {
+      const data = (req.body as { data?: string } | undefined)?.data ?? '';
+      this.vm(req.params.name!).writeConsole(Buffer.from(data, 'utf8'));
+      return {};
+    });
+    return r;
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * CPU identity from QEMU itself: a short-lived QEMU (`-machine none`) answers
+ * query-cpu-model-expansion for a model, which lists every feature the model
+ * turns on and its vendor. Nothing here is a hand-written feature table.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import type { Accelerator, CpuIdentity } from '../model.js';
+import type { QmpCommands } from '../qmp/types.js';
+import { ErrorCode, FerryError } from '../errors.js';
+
+/** Property names that are settings, not CPUID feature flags. */
+const NON_FEATURE_PROPS = new Set([
+  'vendor', 'model-id', 'family', 'model', 'stepping', 'level', 'xlevel', 'xlevel2', 'min-level', 'min-xlevel',
+  'min-xlevel2', 'full-cpuid-auto-level', 'phys-bits', 'host-phys-bits', 'host-phys-bits-limit', 'tsc-frequency',
+  'apic-id', 'core-id', 'die-id', 'socket-id', 'thread-id', 'node-id', 'hv-vendor-id', 'hv-spinlocks',
+  'hv-version-id-build', 'hv-version-id-major', 'hv-version-id-minor', 'hv-version-id-spack', 'hv-version-id-sbranch',
+  'hv-version-id-snumber', 'legacy-cache', 'x-intel-pt-auto-level', 'check', 'enforce', 'migratable', 'lbr-fmt',
+  'ucode-rev', 'kvm-no-smi-migration', 'pmu', 'l3-cache', 'start-powered-off', 'fill-mtrr-mask', 'cpuid-0xb',
+  'x-force-features', 'kvm', 'lmce', 'hotplugged', 'realized', 'hotpluggable', 'unavailable-features', 'filtered-features',
+  'crash-information', 'feature-words', 'tcg-cpuid', 'type', 'parent_bus', 'x-l1-cache-per-thread', 'avx512-vp2intersect',
+]);
+
+export interface CpuModelExpansion {
+  vendor: string;
+  features: string[];
+}
+
+/** Runs QEMU once and asks it to expand each model. */
+export async function expandCpuModels(models: string[], accelerator: Accelerator): Promise<Map<string, CpuModelExpansion>> {
+  const lines = [
+    JSON.stringify({ execute: 'qmp_capabilities' }),
+    ...models.map((name, i) =>
+      JSON.stringify({ execute: 'query-cpu-model-expansion', arguments: { type: 'full', model: { name } }, id: i }),
+    ),
+    JSON.stringify({ execute: 'quit' }),
+  ];
+  const out = await runQmpBatch(lines, accelerator);
+  const result = new Map<string, CpuModelExpansion>();
+  for (const line of out.split('\n')) {
+    if (!line.trim().startsWith('{')) continue;
+    const msg = JSON.parse(line) as { id?: number; return?: QmpCommands['query-cpu-model-expansion']['ret']; error?: { desc: string } };
+    if (typeof msg.id !== 'number') continue;
+    const name = models[msg.id]!;
+    if (msg.error) throw new FerryError(ErrorCode.QmpError, `QEMU cannot expand CPU model '${name}': ${msg.error.desc}`);
+    const props = msg.return?.model.props ?? {};
+    const features = Object.entries(props)
+      .filter(([k, v]) => v === true && !NON_FEATURE_PROPS.has(k) && !k.includes('_') && !/^(vmx|hv|kvm|x)-/.test(k))
+      .map(([k]) => k)
+      .sort();
+    result.set(name, { vendor: String(props.vendor ?? 'unknown'), features });
+  }
+  for (const m of models) if (!result.has(m)) throw new FerryError(ErrorCode.QmpError, `QEMU did not expand CPU model '${m}'`);
+  return result;
+}
+
+function runQmpBatch(lines: string[], accelerator: Accelerator): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('qemu-system-x86_64', ['-machine', `none,accel=${accelerator}`, '-nodefaults', '-display', 'none', '-qmp', 'stdio'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new FerryError(ErrorCode.QemuDied, `cannot run qemu-system-x86_64: ${e.message}`));
+    });
+    child.on('exit', () => {
+      clearTimeout(timer);
+      if (!out.includes('"return"')) reject(new FerryError(ErrorCode.QemuDied, `QEMU failed: ${err.trim().split('\n')[0]}`));
+      else resolve(out);
+    });
+    child.stdin.end(lines.join('\n') + '\n');
+  });
+}
+
+/** The host CPU's vendor and model name as the kernel reports them. */
+export function hostCpu(): { vendor: string; modelName: string } {
+  const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  return {
+    vendor: /vendor_id\s*:\s*(.+)/.exec(info)?.[1]?.trim() ?? 'unknown',
+    modelName: /model name\s*:\s*(.+)/.exec(info)?.[1]?.trim() ?? 'unknown',
+  };
+}
+
+export async function cpuIdentity(accelerator: Accelerator, model: string): Promise<CpuIdentity> {
+  const expansion = (await expandCpuModels([model], accelerator)).get(model)!;
+  return { vendor: expansion.vendor, model, features: expansion.features };
+}
+
+export async function qemuVersion(): Promise<string> {
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn('qemu-system-x86_64', ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let s = '';
+    child.stdout.on('data', (c: Buffer) => (s += c.toString()));
+    child.on('error', reject);
+    child.on('exit', () => resolve(s));
+  });
+  return /version (\S+)/.exec(out)?.[1] ?? 'unknown';
+}
