@@ -7,6 +7,7 @@
  *   GET  /api/v1/vms            POST /api/v1/vms
  *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name
  *   POST /api/v1/vms/:name/start | stop
+ *   POST /api/v1/vms/:name/ping                 (through the virtual switch)
  *   GET  /api/v1/vms/:name/console              (stream; ?follow=1)
  *   POST /api/v1/vms/:name/console              (input)
  *   POST /api/v1/vms/:name/migrate              → a migration record (task)
@@ -65,6 +66,12 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   });
   r.on('POST', '/api/v1/vms/:name/start', (req) => c.startVm(req.params.name!, (req.body as { node?: string } | undefined) ?? {}));
   r.on('POST', '/api/v1/vms/:name/stop', (req) => c.stopVm(req.params.name!));
+  r.on('POST', '/api/v1/vms/:name/ping', async (req) => {
+    const vm = await c.vm(req.params.name!);
+    if (vm.state !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);
+    const timeoutMs = Number((req.body as { timeoutMs?: number } | undefined)?.timeoutMs ?? 2000);
+    return { vm: vm.name, ip: vm.ip.split('/')[0], ...(await c.switch.ping(vm.ip.split('/')[0]!, vm.mac, timeoutMs)) };
+  });
   r.on('POST', '/api/v1/vms/:name/console', async (req) => {
     const vm = await c.vm(req.params.name!);
     if (vm.state !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);

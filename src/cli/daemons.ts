@@ -98,7 +98,11 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
   await waitUntil(
     async () => {
       const nodes = await callJson<NodeRecord[]>(controllerUrl, 'GET', '/api/v1/nodes', undefined, { token, timeoutMs: 3000 }).catch(() => []);
-      return config!.nodes.every((m) => nodes.some((n) => n.name === m.name && n.state !== 'down'));
+      // Each agent is ready once it wrote its endpoint and the controller heard from that very agent.
+      return config!.nodes.every((m) => {
+        const endpoint = readEndpoint(layout, m.name);
+        return endpoint && pidAlive(endpoint.pid) && nodes.some((n) => n.name === m.name && n.state !== 'down' && n.url === endpoint.url);
+      });
     },
     90_000,
     `the nodes to report (see ${layout.logs})`,
@@ -134,9 +138,30 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
       } catch { /* gone */ }
     });
   }
+  // A daemon still starting has no endpoint file yet: find it by its command line.
+  for (const pid of daemonPids(layout)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch { /* gone */ }
+  }
   killLeftoverQemu(layout);
   fs.rmSync(layout.run, { recursive: true, force: true });
   return { stoppedVms, stoppedDaemons };
+}
+
+/** Ferry daemons of this state directory, found in /proc by their command line. */
+function daemonPids(layout: StateLayout): number[] {
+  const script = path.join(projectRoot(), 'dist', 'src', 'daemon', 'main.js');
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      const i = args.indexOf('--state');
+      if (args.includes(script) && i >= 0 && args[i + 1] === layout.dir) pids.push(Number(entry));
+    } catch { /* gone */ }
+  }
+  return pids;
 }
 
 /** QEMU processes whose agent is gone would otherwise outlive the cluster. */

@@ -34,6 +34,7 @@ VMs
   vm start|stop|delete NAME
   vm list [--json]
   vm show NAME [--json]
+  vm ping NAME [--json]                 ping the VM through the virtual switch
   vm console NAME                       attach to the serial console (Ctrl-] detaches)
   vm migrate NAME --to NODE [--json]    live migration
 migrations
@@ -248,6 +249,14 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       }
       for (const [k, v] of rows) print(`${k.padEnd(10)} ${v}`);
       return 0;
+    }
+    case 'ping': {
+      a.allow('json').maxPositionals(1);
+      const name = a.positional(0, 'a VM name');
+      const r = await client().call<{ vm: string; ip: string; answered: boolean; rttMs: number | null }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/ping`, {});
+      if (a.bool('json')) json(r);
+      else print(r.answered ? `${r.vm} (${r.ip}) answered through the virtual switch in ${r.rttMs} ms` : `${r.vm} (${r.ip}) did not answer`);
+      return r.answered ? 0 : 1;
     }
     case 'console':
       a.allow().maxPositionals(1);

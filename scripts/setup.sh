@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for Ferry to run, and skips what is there:
+# Debian packages, npm dependencies, the TypeScript build, the guest image.
+# `npm run demo` and `npm test` both start with it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev)
+[ "${FERRY_SETUP_CHROMIUM:-0}" = 1 ] && packages+=(chromium)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# The guest kernel is fetched with apt-get download, which needs package lists.
+lists_ok=1
+apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || lists_ok=0
+if [ ${#missing[@]} -gt 0 ] || [ $lists_ok = 0 ]; then
+  say "installing Debian packages: ${missing[*]:-(package lists only)}"
+  as_root apt-get update -q >&2
+  if [ ${#missing[@]} -gt 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  fi
+fi
+
+if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
+fi
+
+stamp=dist/.build-stamp
+if [ ! -f "$stamp" ] || [ -n "$(find src test bench tsconfig.json package.json -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
+  say "building"
+  rm -rf dist
+  npx tsc -p tsconfig.json
+  touch "$stamp"
+fi
+
+node --input-type=module -e "
+import { findImage, ensureImage } from './dist/src/guest/image.js';
+if (!findImage()) { await ensureImage((l) => process.stderr.write('setup: ' + l + '\n')); }
+"

@@ -1,0 +1,180 @@
+/**
+ * Integration-test rig: a real local cluster (switch, controller, agents,
+ * QEMU) in its own temporary state directory, driven through the real CLI
+ * and API. `stop()` tears it down and proves nothing was left behind.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AgentClient, SwitchClient } from '../../src/cluster/agent-client.js';
+import { readEndpoint, readToken } from '../../src/cluster/config.js';
+import { down, up, type UpOptions } from '../../src/cli/daemons.js';
+import { Client } from '../../src/cli/main.js';
+import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
+import type { VmInstance, VmRecord } from '../../src/model.js';
+import { StateLayout, projectRoot } from '../../src/paths.js';
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false> | T | undefined | false, stepMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Every process whose command line mentions `needle` (the state directory). */
+export function processesMentioning(needle: string): string[] {
+  const found: string[] = [];
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (cmd.includes(needle) && !/^\d+ \(.*\) Z/.test(stat)) found.push(`${pid}: ${cmd.slice(0, 120)}`);
+    } catch {
+      /* gone */
+    }
+  }
+  return found;
+}
+
+export function socketsUnder(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    if (!fs.existsSync(d)) return;
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isSocket()) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+export class TestCluster {
+  readonly layout: StateLayout;
+  client!: Client;
+
+  private constructor(readonly dir: string) {
+    this.layout = new StateLayout(dir);
+  }
+
+  static async start(opts: UpOptions = {}): Promise<TestCluster> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-test-'));
+    const c = new TestCluster(dir);
+    try {
+      await up(c.layout, opts);
+      c.client = Client.connect(c.layout);
+      return c;
+    } catch (e) {
+      await c.stop().catch(() => {});
+      throw e;
+    }
+  }
+
+  get token(): string {
+    return readToken(this.layout)!;
+  }
+
+  /** Runs the real `ferry` CLI against this cluster. */
+  ferry(args: string[], opts: { timeoutMs?: number; onSpawn?: (pid: number) => void } = {}): Promise<CliResult> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', this.dir, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      if (child.pid) opts.onSpawn?.(child.pid);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`ferry ${args.join(' ')} timed out; stderr: ${stderr}`));
+      }, opts.timeoutMs ?? 120_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? -1, stdout, stderr });
+      });
+    });
+  }
+
+  async ferryOk(args: string[]): Promise<string> {
+    const r = await this.ferry(args);
+    assert.equal(r.code, 0, `ferry ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    return r.stdout;
+  }
+
+  async ferryJson<T>(args: string[]): Promise<T> {
+    return JSON.parse(await this.ferryOk([...args, '--json'])) as T;
+  }
+
+  vm(name: string): Promise<VmRecord> {
+    return this.client.call<VmRecord>('GET', `/api/v1/vms/${name}`);
+  }
+
+  agent(node: string): AgentClient {
+    const e = readEndpoint(this.layout, node);
+    if (!e) throw new Error(`agent ${node} has no endpoint`);
+    return new AgentClient(node, e.url, this.token);
+  }
+
+  get switch(): SwitchClient {
+    return new SwitchClient(readEndpoint(this.layout, 'switch')!.url, this.token);
+  }
+
+  /** What every node's agent says runs there, keyed by node. */
+  async instances(nodes: string[]): Promise<Map<string, VmInstance[]>> {
+    const out = new Map<string, VmInstance[]>();
+    await Promise.all(nodes.map(async (n) => out.set(n, await this.agent(n).list({ timeoutMs: 3000 }).catch(() => []))));
+    return out;
+  }
+
+  consoleText(vm: string): string {
+    const p = this.layout.consoleLog(vm);
+    return fs.existsSync(p) ? fs.readFileSync(p, 'utf8') : '';
+  }
+
+  console(vm: string): GuestConsole {
+    return parseConsole(this.consoleText(vm));
+  }
+
+  async createAndStart(name: string, opts: { node?: string; memoryMiB?: number; workload?: string } = {}): Promise<VmRecord> {
+    await this.client.call('POST', '/api/v1/vms', { name, ...opts });
+    await this.client.call('POST', `/api/v1/vms/${name}/start`, {});
+    await waitFor(`${name} to boot`, 60_000, () => this.console(name).ticks.length > 0);
+    return this.vm(name);
+  }
+
+  /** Tears everything down and asserts nothing was left behind. */
+  async stop(): Promise<void> {
+    try {
+      await down(this.layout);
+      const leftovers = processesMentioning(this.dir);
+      assert.deepEqual(leftovers, [], 'processes left behind');
+      assert.deepEqual(socketsUnder(this.dir), [], 'sockets left behind');
+    } finally {
+      for (const p of processesMentioning(this.dir)) {
+        try {
+          process.kill(Number(p.split(':')[0]), 'SIGKILL');
+        } catch { /* gone */ }
+      }
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+}

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { describe, it } from 'node:test';
+import { keptRunning, parseConsole } from '../../src/guest/console.js';
+import { CpioWriter } from '../../src/guest/cpio.js';
+import { kernelCommandLine, qemuArgv } from '../../src/qemu/argv.js';
+import type { VmSpec } from '../../src/model.js';
+
+const spec: VmSpec = {
+  name: 'web', memoryMiB: 256, cpus: 2, diskPath: '/s/disks/web.qcow2', mac: '52:54:00:99:00:01', ip: '10.99.0.1/16',
+  workload: 'tcp-client:db', peerIp: '10.99.0.2', consoleLogPath: '/s/consoles/web.log',
+};
+
+describe('guest console parsing', () => {
+  const text = [
+    'ferry-boot name=web boot_id=b1 ip=10.99.0.1/16 mac=52:54:00:99:00:01 workload=tcp',
+    'ferry-tick n=1 uptime=2.10 boot_id=b1',
+    'ferry-tcp-client received=100 last=100 gaps=0 reconnects=0 connected=1',
+    'ferry-tick n=2 uptime=3.11 boot_id=b1',
+    'ferry-tcp-client gap expected=101 got=105',
+    'ferry-tcp-client received=200 last=204 gaps=1 reconnects=0 connected=1',
+  ].join('\r\n');
+
+  it('reads boots, ticks and the latest tcp-client report', () => {
+    const c = parseConsole(text);
+    assert.equal(c.boots.length, 1);
+    assert.deepEqual(c.ticks.map((t) => t.n), [1, 2]);
+    assert.deepEqual(c.tcpClient, { received: 200, last: 204, gaps: 1, reconnects: 0, connected: true });
+    assert.equal(c.tcpGaps.length, 1);
+    assert.deepEqual(keptRunning(c), { ok: true });
+  });
+
+  it('notices a reboot and a counter that skipped', () => {
+    const rebooted = parseConsole(text + '\nferry-boot name=web boot_id=b2 ip=x mac=y workload=tcp\nferry-tick n=1 uptime=1.0 boot_id=b2');
+    assert.equal(keptRunning(rebooted).ok, false);
+    const skipped = parseConsole('ferry-boot name=w boot_id=b ip=x mac=y workload=idle\nferry-tick n=1 uptime=1 boot_id=b\nferry-tick n=3 uptime=3 boot_id=b');
+    assert.match(keptRunning(skipped).reason!, /tick 1 followed by 3/);
+  });
+});
+
+describe('QEMU command line', () => {
+  it('passes identity and workload on the kernel command line', () => {
+    assert.equal(kernelCommandLine(spec), 'console=ttyS0 quiet panic=-1 ferry.name=web ferry.ip=10.99.0.1/16 ferry.workload=tcp-client:db ferry.peer=10.99.0.2');
+  });
+
+  it('builds the same device model for source and target, with -incoming only on the target', () => {
+    const base = {
+      spec, accelerator: 'tcg' as const, cpuModel: 'qemu64', kernelPath: '/k', initrdPath: '/i', qmpSocket: '/r/web.qmp',
+      serialSocket: '/r/web.serial', switchSocket: '/sw/node-1.sock', pidFile: '/r/web.pid', incoming: false,
+    };
+    const src = qemuArgv(base);
+    const dst = qemuArgv({ ...base, incoming: true });
+    assert.deepEqual(dst.slice(0, src.length), src);
+    assert.deepEqual(dst.slice(src.length), ['-incoming', 'defer']);
+    assert.ok(src.includes('stream,id=net0,server=off,addr.type=unix,addr.path=/sw/node-1.sock'));
+    assert.ok(src.includes('virtio-net-pci,netdev=net0,mac=52:54:00:99:00:01,romfile='));
+    assert.ok(src.includes('pc,accel=tcg'));
+  });
+});
+
+describe('cpio writer', () => {
+  it('writes newc entries the kernel can unpack: headers, names, data, trailer, 4-byte alignment', () => {
+    const w = new CpioWriter();
+    w.dir('bin');
+    w.file('init', Buffer.from('#!/bin/sh\n'), 0o755);
+    const out = gunzipSync(gzipSync(w.finish()));
+    assert.equal(out.subarray(0, 6).toString(), '070701');
+    assert.equal(out.length % 4, 0);
+    const text = out.toString('latin1');
+    assert.ok(text.includes('bin\0'));
+    assert.ok(text.includes('init\0'));
+    assert.ok(text.includes('#!/bin/sh\n'));
+    assert.ok(text.includes('TRAILER!!!\0'));
+    const initHeader = text.indexOf('070701', text.indexOf('bin\0'));
+    assert.equal(parseInt(text.slice(initHeader + 14, initHeader + 22), 16), 0o100755);
+  });
+});
