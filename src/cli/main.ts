@@ -37,6 +37,7 @@ VMs
   vm ping NAME [--json]                 ping the VM through the virtual switch
   vm console NAME                       attach to the serial console (Ctrl-] detaches)
   vm migrate NAME --to NODE [--json]    live migration
+       [--bandwidth MiB/s] [--max-downtime ms]
 migrations
   migration list [--json]
   migration show ID [--json]
@@ -262,11 +263,16 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       a.allow().maxPositionals(1);
       return attachConsole(client(), a.positional(0, 'a VM name'));
     case 'migrate': {
-      a.allow('to', 'json').maxPositionals(1);
+      a.allow('to', 'json', 'bandwidth', 'max-downtime').maxPositionals(1);
       const name = a.positional(0, 'a VM name');
       const to = a.string('to');
       if (!to) throw errors.usage("'vm migrate' needs --to NODE");
-      return migrate(client(), name, to, a.bool('json'));
+      const tuning: Record<string, number> = {};
+      const bw = a.int('bandwidth', '--bandwidth (MiB/s)');
+      if (bw !== undefined) tuning.maxBandwidthBytesPerSec = bw * 1024 * 1024;
+      const dt = a.int('max-downtime', '--max-downtime (ms)');
+      if (dt !== undefined) tuning.maxDowntimeMs = dt;
+      return migrate(client(), name, { to, tuning }, a.bool('json'));
     }
     default:
       throw errors.usage(`unknown command 'vm ${sub ?? ''}' (see 'ferry help')`);
@@ -287,8 +293,8 @@ export async function followMigration(c: Client, id: string, onUpdate: (m: Migra
   }
 }
 
-async function migrate(c: Client, name: string, to: string, asJson: boolean): Promise<number> {
-  const started = await c.call<MigrationRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { to });
+async function migrate(c: Client, name: string, req: { to: string; tuning: Record<string, number> }, asJson: boolean): Promise<number> {
+  const started = await c.call<MigrationRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, req);
   const progress = new Progress();
   const ac = new AbortController();
   const onSigint = () => {

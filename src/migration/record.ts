@@ -12,7 +12,7 @@
  * Before that, rollback = cancel the transfer, make sure the source runs,
  * destroy the target. After it, nothing rolls back: the VM lives on the target.
  */
-import type { TransferProgress } from './transfer.js';
+import type { TransferProgress, TransferTuning } from './transfer.js';
 
 /** R3's seven steps, in order. */
 export const STEPS = ['connect', 'config', 'create', 'memory', 'disks', 'resume', 'network'] as const;
@@ -46,6 +46,8 @@ export interface MigrationRecord {
   requestedAtMs: number;
   finishedAtMs?: number;
   steps: StepRecord[];
+  /** The transfer tuning this migration runs with. */
+  tuning: TransferTuning;
   progress?: MigrationProgress;
   /** Where the target QEMU listens for the stream. */
   target?: { address: string; port: number };

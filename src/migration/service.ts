@@ -29,6 +29,36 @@ import { DEFAULT_TUNING } from './tuning.js';
 export interface MigrateRequest {
   to?: string;
   mode?: 'live';
+  /** Per-migration overrides of the transfer tuning. */
+  tuning?: Partial<TransferTuning>;
+}
+
+/** Checks per-migration tuning overrides; unknown or out-of-range fields are refused. */
+export function validateTuning(base: TransferTuning, overrides: Partial<TransferTuning> | undefined): TransferTuning {
+  if (overrides === undefined) return base;
+  if (typeof overrides !== 'object' || overrides === null) throw errors.invalid('tuning', 'tuning must be an object');
+  const out: TransferTuning = { ...base };
+  for (const [k, v] of Object.entries(overrides)) {
+    switch (k) {
+      case 'maxBandwidthBytesPerSec':
+      case 'maxDowntimeMs':
+      case 'multifdChannels':
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || (k === 'multifdChannels' && (v < 1 || v > 16)) || (k === 'maxDowntimeMs' && (v < 1 || v > 60_000))) {
+          throw errors.invalid(k, `tuning ${k} out of range: ${String(v)}`);
+        }
+        out[k] = v;
+        break;
+      case 'autoConverge':
+      case 'xbzrle':
+      case 'postcopy':
+        if (typeof v !== 'boolean') throw errors.invalid(k, `tuning ${k} must be true or false`);
+        out[k] = v;
+        break;
+      default:
+        throw errors.invalid('tuning', `unknown tuning field '${k}'`);
+    }
+  }
+  return out;
 }
 
 const POLL_MS = 100;
@@ -114,6 +144,7 @@ export class MigrationService {
   async request(vmName: string, req: MigrateRequest | undefined): Promise<MigrationRecord> {
     validateName('VM', vmName);
     if (!req?.to) throw errors.invalid('to', 'a migration needs a target node (--to NODE)');
+    const tuning = validateTuning(this.tuning, req.tuning);
     const vm = await this.c.vm(vmName);
     const target = await this.resolveTarget(req.to);
     if (vm.migrationId) {
@@ -143,7 +174,7 @@ export class MigrationService {
     const record: MigrationRecord = {
       id: `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`,
       vm: vmName, mode: 'live', from: vm.node, to: target.name,
-      phase: 'pending', status: 'running', requestedAtMs: now, steps: [],
+      phase: 'pending', status: 'running', requestedAtMs: now, steps: [], tuning,
     };
     // Claim the VM with compare-and-set: two requests at once cannot both win.
     await this.c.updateVm(vmName, (cur) => {
@@ -228,7 +259,7 @@ export class MigrationService {
       await this.enterStep(id, 'create');
       targetCreated = true;
       await target.start(spec, true, { signal });
-      const listen = await target.listenIncoming(vm.name, this.tuning, { signal });
+      const listen = await target.listenIncoming(vm.name, r.tuning, { signal });
       r = await this.save(id, (cur) => ({ ...cur, target: listen }));
       await check();
 
@@ -236,7 +267,7 @@ export class MigrationService {
       await this.enterStep(id, 'memory');
       probeId = `mig-${id}`;
       await this.c.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1).catch(() => (probeId = undefined));
-      await source.startMigration(vm.name, listen, this.tuning, { signal });
+      await source.startMigration(vm.name, listen, r.tuning, { signal });
       const final = await this.followTransfer(id, source, target, signal);
       if (final.status !== 'completed') {
         throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);

@@ -4,6 +4,9 @@ import { placeVm } from '../../src/cluster/placement.js';
 import type { NodeRecord } from '../../src/model.js';
 import { type MigrationRecord, STEPS, toReport } from '../../src/migration/record.js';
 import { toTransferProgress } from '../../src/qemu/migration-params.js';
+import { validateTuning } from '../../src/migration/service.js';
+import { DEFAULT_TUNING } from '../../src/migration/tuning.js';
+import { isFerryError } from '../../src/errors.js';
 
 describe('migration report', () => {
   it('lists finished steps in R3 order with their durations and keeps the error', () => {
@@ -14,7 +17,7 @@ describe('migration report', () => {
         { name: 'config', startedAtMs: 5, endedAtMs: 7, ms: 2 },
         { name: 'create', startedAtMs: 7 },
       ],
-      totalMs: 50, error: 'target QEMU died', cleanupErrors: ['remove target VM: agent unreachable'],
+      tuning: DEFAULT_TUNING, totalMs: 50, error: 'target QEMU died', cleanupErrors: ['remove target VM: agent unreachable'],
     };
     const report = toReport(r);
     assert.deepEqual(report.steps, [{ name: 'connect', ms: 5 }, { name: 'config', ms: 2 }]);
@@ -65,5 +68,15 @@ describe('placement', () => {
     const r = placeVm(2048, [{ node: node('node-1', 'up', 1024), committedMiB: 0, vmCount: 0 }]);
     assert.equal(r.node, undefined);
     assert.equal(r.blockers.length, 1);
+  });
+});
+
+describe('per-migration tuning', () => {
+  it('applies valid overrides and refuses unknown or out-of-range ones', () => {
+    assert.equal(validateTuning(DEFAULT_TUNING, { maxBandwidthBytesPerSec: 1048576 }).maxBandwidthBytesPerSec, 1048576);
+    assert.deepEqual(validateTuning(DEFAULT_TUNING, undefined), DEFAULT_TUNING);
+    assert.throws(() => validateTuning(DEFAULT_TUNING, { speed: 1 } as never), (e: unknown) => isFerryError(e, 'invalid-argument') && /unknown tuning field 'speed'/.test(e.message));
+    assert.throws(() => validateTuning(DEFAULT_TUNING, { maxDowntimeMs: 0 }), /out of range/);
+    assert.throws(() => validateTuning(DEFAULT_TUNING, { autoConverge: 'yes' as never }), /true or false/);
   });
 });
