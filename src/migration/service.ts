@@ -326,15 +326,16 @@ export class MigrationService {
   private async followTransfer(id: string, source: AgentClient, target: AgentClient, signal: AbortSignal): Promise<TransferProgress> {
     let lastSave = 0;
     let targetFailures = 0;
+    const startedAt = this.c.clock.nowMs();
     for (;;) {
       const p = await source.migration((await this.c.vm((await this.get(id)).vm)).name);
       const now = this.c.clock.nowMs();
       if (isTransferFinal(p.status)) {
-        await this.saveProgress(id, p, now);
+        await this.saveProgress(id, p, now, now - startedAt);
         return p;
       }
       if (now - lastSave >= SAVE_PROGRESS_EVERY_MS) {
-        await this.saveProgress(id, p, now);
+        await this.saveProgress(id, p, now, now - startedAt);
         lastSave = now;
       }
       const cancelRequested = signal.aborted || (await this.get(id)).cancelRequested === true;
@@ -351,11 +352,12 @@ export class MigrationService {
     }
   }
 
-  private async saveProgress(id: string, p: TransferProgress, now: number): Promise<void> {
+  private async saveProgress(id: string, p: TransferProgress, now: number, elapsedMs: number): Promise<void> {
     const progress = { ...p, sampledAtMs: now } as MigrationRecord['progress'] & object;
-    if (p.throughputBytesPerSec > 0 && p.remainingBytes > 0) {
-      progress.estimatedRemainingMs = Math.round((p.remainingBytes / p.throughputBytesPerSec) * 1000);
-    }
+    // QEMU's throughput figure is per iteration and reads 0 until the first
+    // one ends; until then the average so far is the better estimate.
+    const rate = p.throughputBytesPerSec > 0 ? p.throughputBytesPerSec : elapsedMs > 0 ? (p.transferredBytes * 1000) / elapsedMs : 0;
+    if (rate > 0) progress.estimatedRemainingMs = Math.round((p.remainingBytes / rate) * 1000);
     await this.save(id, (cur) => ({ ...cur, progress }));
   }
 

@@ -77,7 +77,8 @@ export class QemuVm {
     child.on('error', () => (exited = true));
     child.unref();
     const pid = child.pid;
-    const ready = await waitFor(() => exited || fs.existsSync(launch.qmpSocket), 15_000);
+    // QEMU creates its chardev sockets one after the other: wait for both.
+    const ready = await waitFor(() => exited || (fs.existsSync(launch.qmpSocket) && fs.existsSync(launch.serialSocket)), 15_000);
     if (exited || !ready || pid === undefined) {
       const stderr = fs.existsSync(stderrPath) ? fs.readFileSync(stderrPath, 'utf8').trim() : '';
       if (pid !== undefined && !exited) killHard(pid);
@@ -86,12 +87,13 @@ export class QemuVm {
         `QEMU for '${launch.spec.name}' did not start: ${stderr.split('\n').pop() || (ready ? 'it exited' : 'no QMP socket within 15 s')}`,
       );
     }
-    fs.chmodSync(launch.qmpSocket, 0o600);
-    fs.chmodSync(launch.serialSocket, 0o600);
     let qmp: QmpClient;
     try {
+      fs.chmodSync(launch.qmpSocket, 0o600);
+      fs.chmodSync(launch.serialSocket, 0o600);
       qmp = await QmpClient.connect(launch.qmpSocket);
     } catch (e) {
+      // Never leave a QEMU behind that nobody manages.
       killHard(pid);
       throw e;
     }

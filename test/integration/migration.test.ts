@@ -47,7 +47,7 @@ describe('live migration', () => {
     const sampler = new HostSampler(c, 'busy', NODES);
     const r = await c.ferry(['vm', 'migrate', 'busy', '--to', 'node-2', '--json']);
     await sampler.stop();
-    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
     const report = JSON.parse(r.stdout) as MigrationReport;
     assertReport(report, 'busy', 'node-1', 'node-2');
     assert.equal(sampler.maxRunning, 1, 'never running on two hosts');
