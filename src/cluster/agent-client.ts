@@ -43,9 +43,10 @@ export class AgentClient {
   stop(name: string): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/stop`, {});
   }
-  /** SIGKILL the VM's QEMU on this node; false when none ran. */
-  async kill(name: string, options?: CallOptions): Promise<boolean> {
-    return (await this.call<{ killed: boolean }>('DELETE', `/v1/vms/${name}`, undefined, options)).killed;
+  /** SIGKILL the VM's QEMU on this node (only process `pid`, if given); false when none was killed. */
+  async kill(name: string, options?: CallOptions & { pid?: number }): Promise<boolean> {
+    const query = options?.pid !== undefined ? `?pid=${options.pid}` : '';
+    return (await this.call<{ killed: boolean }>('DELETE', `/v1/vms/${name}${query}`, undefined, options)).killed;
   }
   pause(name: string): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/pause`, {});

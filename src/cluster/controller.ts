@@ -189,6 +189,7 @@ export class Controller {
         await this.event({ type: 'node.down', node: node.name, message: `node ${node.name} stopped answering` });
       }
     }
+    await this.reconcileStrayInstances();
     // A running VM whose QEMU its node no longer reports has exited.
     for (const entry of await this.store.list<VmRecord>('vms/')) {
       const vm = entry.value;
@@ -200,6 +201,46 @@ export class Controller {
           .put<VmRecord>(entry.key, { ...vm, state: VmState.Stopped, stateSinceMs: now, error: 'QEMU exited' }, { expectRevision: entry.modRevision })
           .catch(() => {});
         await this.event({ type: 'vm.exited', vm: vm.name, node: vm.node, message: `VM ${vm.name} exited on ${vm.node}` });
+      }
+    }
+  }
+
+  /**
+   * QEMU processes a node runs that the store does not place there: the
+   * leftovers of a migration whose agent was unreachable during cleanup, or
+   * a migration that finished while no controller watched. The store's
+   * placement wins, but never at the cost of the only running copy.
+   */
+  private async reconcileStrayInstances(): Promise<void> {
+    const vms = new Map((await this.vms()).map((v) => [v.name, v]));
+    for (const [node, live] of this.liveness) {
+      for (const inst of live.vms) {
+        const vm = vms.get(inst.name);
+        if (vm && (vm.node === node || vm.migrationId || this.busy.has(vm.name))) continue;
+        if (vm && (vm.state === VmState.Starting || vm.state === VmState.Stopping)) continue;
+        // Only trust heartbeats sent after the VM's last change, from both nodes.
+        const since = (vm?.stateSinceMs ?? 0) + 2000;
+        if (live.lastSeenMs < since) continue;
+        if (vm && (this.liveness.get(vm.node)?.lastSeenMs ?? Infinity) < since) continue;
+        const recordedRuns = vm ? (this.liveness.get(vm.node)?.vms ?? []).some((i) => i.name === vm.name && i.runState === 'running') : false;
+        if (inst.runState === 'running' && !recordedRuns) {
+          if (vm && vm.state === VmState.Running) {
+            // The VM really runs here and nowhere else: follow it.
+            await this.updateVm(vm.name, (cur) => ({ ...cur, node }));
+            await this.event({ type: 'vm.relocated', vm: vm.name, node, message: `VM ${vm.name} found running on ${node}; record updated` });
+          }
+          continue;
+        }
+        try {
+          // Look again right before acting: a migration may have claimed the VM since the heartbeat.
+          const fresh = await this.store.get<VmRecord>(`vms/${inst.name}`);
+          if (fresh?.value.migrationId || this.busy.has(inst.name) || fresh?.value.node === node) continue;
+          const agent = this.agent(await this.node(node));
+          if (!(await agent.kill(inst.name, { pid: inst.pid }))) continue;
+          await this.event({ type: 'vm.stray-removed', vm: inst.name, node, message: `removed stray QEMU of ${inst.name} (${inst.runState}) on ${node}` });
+        } catch (e) {
+          this.log(`stray ${inst.name}@${node}: ${String(e)}`);
+        }
       }
     }
   }

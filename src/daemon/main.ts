@@ -97,6 +97,7 @@ async function main(): Promise<void> {
     const controllerUrl = await waitForEndpoint(layout, 'controller');
     const agent = new Agent({
       node, layout, clusterId: config.id, controllerUrl, token, migrationAddress: member.migrationAddress,
+      resolveController: () => readEndpoint(layout, 'controller')?.url,
       memoryMiB: member.memoryMiB, cpuModel: member.cpuModel, log: log(node),
     });
     await agent.start();

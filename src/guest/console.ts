@@ -52,16 +52,24 @@ export function parseConsole(text: string): GuestConsole {
   return out;
 }
 
-/** The heartbeat counter ran without a reboot: one boot, ticks strictly increasing, uptime never going back. */
-export function keptRunning(c: GuestConsole): { ok: boolean; reason?: string } {
+/**
+ * The heartbeat counter ran without a reboot: one boot, ticks strictly
+ * increasing, uptime never going back. With `allowMissedLines`, ticks may be
+ * missing from the log (nobody read the console while a node agent was down)
+ * as long as the uptime advanced by at least the missed ticks' worth: the
+ * guest kept counting, it was only not heard.
+ */
+export function keptRunning(c: GuestConsole, opts: { allowMissedLines?: boolean } = {}): { ok: boolean; reason?: string } {
   if (c.boots.length !== 1) return { ok: false, reason: `${c.boots.length} boots seen` };
   const bootId = c.boots[0]!.bootId;
   for (let i = 1; i < c.ticks.length; i++) {
     const a = c.ticks[i - 1]!;
     const b = c.ticks[i]!;
     if (b.bootId !== bootId) return { ok: false, reason: `tick ${b.n} from another boot` };
-    if (b.n !== a.n + 1) return { ok: false, reason: `tick ${a.n} followed by ${b.n}` };
     if (b.uptimeS < a.uptimeS) return { ok: false, reason: `uptime went back at tick ${b.n}` };
+    if (b.n === a.n + 1) continue;
+    const uptimeCovers = b.uptimeS - a.uptimeS >= (b.n - a.n) * 0.9;
+    if (!opts.allowMissedLines || b.n < a.n || !uptimeCovers) return { ok: false, reason: `tick ${a.n} followed by ${b.n}` };
   }
   return { ok: true };
 }

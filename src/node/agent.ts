@@ -35,6 +35,8 @@ export interface AgentOptions {
   layout: StateLayout;
   clusterId: string;
   controllerUrl?: string;
+  /** Finds the controller again after it restarted (a new address). */
+  resolveController?: () => string | undefined;
   token: string;
   /** Address QEMU listens on for incoming migrations. */
   migrationAddress: string;
@@ -103,8 +105,23 @@ export class Agent {
     this.vms.clear();
   }
 
+  private controllerUrl: string | undefined;
+
   private async sendHeartbeat(): Promise<void> {
-    await callJson(this.opts.controllerUrl!, 'POST', '/api/v1/agents/heartbeat', {
+    this.controllerUrl ??= this.opts.controllerUrl;
+    try {
+      await this.heartbeatTo(this.controllerUrl!);
+    } catch (e) {
+      const fresh = this.opts.resolveController?.();
+      if (!fresh || fresh === this.controllerUrl) throw e;
+      this.log(`controller moved to ${fresh}`);
+      this.controllerUrl = fresh;
+      await this.heartbeatTo(fresh);
+    }
+  }
+
+  private async heartbeatTo(url: string): Promise<void> {
+    await callJson(url, 'POST', '/api/v1/agents/heartbeat', {
       name: this.opts.node,
       url: this.url,
       clusterId: this.opts.clusterId,
@@ -206,9 +223,10 @@ export class Agent {
     this.removeRuntimeFiles(name);
   }
 
-  async killVm(name: string): Promise<boolean> {
+  /** Kills the VM's QEMU; with `pid`, only if that is still the process (not a newer one of the same name). */
+  async killVm(name: string, pid?: number): Promise<boolean> {
     const vm = this.vms.get(name);
-    if (!vm) return false;
+    if (!vm || (pid !== undefined && vm.pid !== pid)) return false;
     this.vms.delete(name);
     await vm.kill();
     this.removeRuntimeFiles(name);
@@ -232,7 +250,10 @@ export class Agent {
       await this.stopVm(req.params.name!);
       return { stopped: req.params.name };
     });
-    r.on('DELETE', '/v1/vms/:name', async (req) => ({ killed: await this.killVm(req.params.name!) }));
+    r.on('DELETE', '/v1/vms/:name', async (req) => {
+      const pid = req.query.get('pid');
+      return { killed: await this.killVm(req.params.name!, pid ? Number(pid) : undefined) };
+    });
     r.on('POST', '/v1/vms/:name/pause', async (req) => {
       await this.vm(req.params.name!).qmp.execute('stop', {});
       return {};

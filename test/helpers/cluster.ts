@@ -141,7 +141,8 @@ export class TestCluster {
   /** What every node's agent says runs there, keyed by node. */
   async instances(nodes: string[]): Promise<Map<string, VmInstance[]>> {
     const out = new Map<string, VmInstance[]>();
-    await Promise.all(nodes.map(async (n) => out.set(n, await this.agent(n).list({ timeoutMs: 3000 }).catch(() => []))));
+    // A node whose agent is down reports nothing (its QEMU may still run: see processesMentioning).
+    await Promise.all(nodes.map(async (n) => out.set(n, await Promise.resolve().then(() => this.agent(n).list({ timeoutMs: 3000 })).catch(() => []))));
     return out;
   }
 
@@ -163,6 +164,14 @@ export class TestCluster {
 
   /** Tears everything down and asserts nothing was left behind. */
   async stop(): Promise<void> {
+    if (process.env.FERRY_TEST_KEEP) {
+      // Debugging aid: keep the events, logs and consoles of the run.
+      const keep = `${process.env.FERRY_TEST_KEEP}/${path.basename(this.dir)}`;
+      fs.mkdirSync(keep, { recursive: true });
+      await this.client?.call('GET', '/api/v1/events').then((e) => fs.writeFileSync(`${keep}/events.json`, JSON.stringify(e, null, 1))).catch(() => {});
+      fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
+      fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
+    }
     try {
       await down(this.layout);
       const leftovers = processesMentioning(this.dir);

@@ -35,6 +35,9 @@ describe('guest console parsing', () => {
     assert.equal(keptRunning(rebooted).ok, false);
     const skipped = parseConsole('ferry-boot name=w boot_id=b ip=x mac=y workload=idle\nferry-tick n=1 uptime=1 boot_id=b\nferry-tick n=3 uptime=3 boot_id=b');
     assert.match(keptRunning(skipped).reason!, /tick 1 followed by 3/);
+    assert.equal(keptRunning(skipped, { allowMissedLines: true }).ok, true, 'uptime covers the missing tick');
+    const restarted = parseConsole('ferry-boot name=w boot_id=b ip=x mac=y workload=idle\nferry-tick n=5 uptime=5 boot_id=b\nferry-tick n=9 uptime=6 boot_id=b');
+    assert.equal(keptRunning(restarted, { allowMissedLines: true }).ok, false, 'a counter that jumps faster than time is not a missed line');
   });
 });
 
