@@ -25,6 +25,19 @@ if [ ${#missing[@]} -gt 0 ] || [ $lists_ok = 0 ]; then
   fi
 fi
 
+# QEMU 7.2 (Debian 12's own) loses guest writes during TCG live migration
+# (docs/known-issues.md: guests panic after a migration under network load).
+# Debian 12 ships QEMU 10 in bookworm-backports, which did not: use it.
+qemu_major=$(qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p')
+if [ "${qemu_major:-0}" -lt 10 ] && grep -q '^12' /etc/debian_version 2>/dev/null; then
+  say "installing QEMU from bookworm-backports (found ${qemu_major:-none})"
+  list=/etc/apt/sources.list.d/ferry-bookworm-backports.list
+  [ -f "$list" ] || echo 'deb http://deb.debian.org/debian bookworm-backports main' | as_root tee "$list" >/dev/null
+  as_root apt-get update -q >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -t bookworm-backports qemu-system-x86 qemu-utils >&2
+fi
+
 if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [ package.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi

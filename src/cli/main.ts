@@ -376,7 +376,8 @@ async function attachConsole(c: Client, name: string): Promise<number> {
       if (d.includes(0x1d)) return resolve();
       void c.call('POST', `/api/v1/vms/${encodeURIComponent(name)}/console`, { data: d.toString('utf8') }).catch(() => {});
     });
-    stdin.on('end', () => resolve());
+    // Input from a pipe: show what the VM answers for a moment, then detach.
+    stdin.on('end', () => setTimeout(resolve, 1500));
   });
   const reader = res.body.getReader();
   const pump = (async () => {

@@ -54,6 +54,8 @@ interface StartRequest {
 
 export class Agent {
   private readonly vms = new Map<string, QemuVm>();
+  /** What QEMU printed last before it exited on its own, per VM. */
+  private readonly lastExit = new Map<string, string>();
   private readonly runDir: string;
   private image!: GuestImage;
   capabilities!: NodeCapabilities;
@@ -159,7 +161,10 @@ export class Agent {
       if (this.vms.get(vm.name) === vm) {
         this.vms.delete(vm.name);
         this.removeRuntimeFiles(vm.name);
-        this.log(`QEMU of '${vm.name}' exited`);
+        const stderrPath = path.join(this.runDir, `${vm.name}.stderr`);
+        const stderr = fs.existsSync(stderrPath) ? fs.readFileSync(stderrPath, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+        this.lastExit.set(vm.name, stderr);
+        this.log(`QEMU of '${vm.name}' exited unexpectedly${stderr ? `: ${stderr}` : ''}`);
       }
     });
   }
@@ -170,7 +175,14 @@ export class Agent {
 
   private vm(name: string): QemuVm {
     const vm = this.vms.get(name);
-    if (!vm) throw new FerryError(ErrorCode.VmNotFound, `VM '${name}' is not running on node '${this.opts.node}'`, { details: { vm: name, node: this.opts.node } });
+    if (!vm) {
+      const last = this.lastExit.get(name);
+      throw new FerryError(
+        ErrorCode.VmNotFound,
+        `VM '${name}' is not running on node '${this.opts.node}'${last ? ` (its QEMU exited: ${last})` : ''}`,
+        { details: { vm: name, node: this.opts.node } },
+      );
+    }
     return vm;
   }
 

@@ -4,10 +4,13 @@
  * to each other, stop and go away; the CLI refuses bad input cleanly.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/cluster/config.js';
 import { pidAlive } from '../../src/qemu/qemu-vm.js';
+import { projectRoot } from '../../src/paths.js';
 import { TestCluster, processesMentioning, socketsUnder, waitFor } from '../helpers/cluster.js';
 
 describe('core: a local cluster with real QEMU', () => {
@@ -140,5 +143,27 @@ describe('core: up and down leave nothing behind', () => {
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^error: no cluster is running in .* \(start one with 'ferry up'\)/);
     await c.stop();
+  });
+});
+
+describe('core: console', () => {
+  it('attaches to the serial console: input reaches the guest shell, output comes back', async () => {
+    const c = await TestCluster.start({ nodes: 1 });
+    try {
+      await c.createAndStart('talk', { memoryMiB: 128 });
+      const out = await new Promise<{ code: number; stdout: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.dir, 'vm', 'console', 'talk'], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let stdout = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.on('error', reject);
+        child.on('exit', (code) => resolve({ code: code ?? -1, stdout }));
+        setTimeout(() => child.stdin.end('echo ferry-$((6*7))\n'), 1000);
+      });
+      assert.equal(out.code, 0);
+      assert.match(out.stdout, /ferry-42/, 'the guest shell ran the command and the answer came back');
+      assert.match(c.consoleText('talk'), /ferry-42/, 'and the console log kept it');
+    } finally {
+      await c.stop();
+    }
   });
 });
