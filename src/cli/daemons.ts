@@ -122,29 +122,33 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
   }
   const stoppedDaemons: string[] = [];
   const names = config ? daemonNames(config).reverse() : [];
+  // Remember the pids now: a daemon removes its endpoint file as it exits.
+  const pids = new Map<string, number>();
   for (const name of names) {
     const e = readEndpoint(layout, name);
     if (e && pidAlive(e.pid)) {
       process.kill(e.pid, 'SIGTERM');
+      pids.set(name, e.pid);
       stoppedDaemons.push(name);
     }
   }
-  for (const name of names) {
-    const e = readEndpoint(layout, name);
-    if (!e) continue;
-    await waitUntil(() => !pidAlive(e.pid), 10_000, `${name} to exit`).catch(() => {
-      try {
-        process.kill(e.pid, 'SIGKILL');
-      } catch { /* gone */ }
-    });
-  }
   // A daemon still starting has no endpoint file yet: find it by its command line.
   for (const pid of daemonPids(layout)) {
+    if ([...pids.values()].includes(pid)) continue;
     try {
-      process.kill(pid, 'SIGKILL');
+      process.kill(pid, 'SIGTERM');
+      pids.set(`pid ${pid}`, pid);
     } catch { /* gone */ }
   }
-  killLeftoverQemu(layout);
+  for (const [name, pid] of pids) {
+    await waitUntil(() => !pidAlive(pid), 10_000, `${name} to exit`).catch(async () => {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch { /* gone */ }
+      await waitUntil(() => !pidAlive(pid), 5_000, `${name} to die`).catch(() => {});
+    });
+  }
+  for (const pid of killLeftoverQemu(layout)) await waitUntil(() => !pidAlive(pid), 5_000, 'QEMU to die').catch(() => {});
   fs.rmSync(layout.run, { recursive: true, force: true });
   return { stoppedVms, stoppedDaemons };
 }
@@ -165,17 +169,22 @@ function daemonPids(layout: StateLayout): number[] {
 }
 
 /** QEMU processes whose agent is gone would otherwise outlive the cluster. */
-function killLeftoverQemu(layout: StateLayout): void {
+function killLeftoverQemu(layout: StateLayout): number[] {
+  const killed: number[] = [];
   const nodesDir = path.join(layout.run, 'nodes');
-  if (!fs.existsSync(nodesDir)) return;
+  if (!fs.existsSync(nodesDir)) return killed;
   for (const node of fs.readdirSync(nodesDir)) {
     const dir = path.join(nodesDir, node);
     for (const f of fs.readdirSync(dir)) {
       if (!f.endsWith('.json')) continue;
       try {
         const { pid } = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { pid: number };
-        if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+        if (pidAlive(pid)) {
+          process.kill(pid, 'SIGKILL');
+          killed.push(pid);
+        }
       } catch { /* unreadable or gone */ }
     }
   }
+  return killed;
 }
