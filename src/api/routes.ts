@@ -15,6 +15,7 @@
  *   POST /api/v1/migrations/:id/cancel
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events
+ *   GET  /api/v1/cluster/settings   PUT /api/v1/cluster/settings/:name  {value}
  *   POST /api/v1/cluster/down
  */
 import fs from 'node:fs';
@@ -81,7 +82,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   r.raw('GET', '/api/v1/vms/:name/console', (req, res, params) => void streamConsole(c, req, res, params.name!));
 
   r.on('POST', '/api/v1/vms/:name/migrate', (req) => migrations.request(req.params.name!, req.body as never));
-  r.on('GET', '/api/v1/migrations', () => migrations.list());
+  r.on('GET', '/api/v1/migrations', () => migrations.listWithQueue());
   r.on('GET', '/api/v1/migrations/:id', (req) => migrations.get(req.params.id!));
   r.on('POST', '/api/v1/migrations/:id/cancel', (req) => migrations.cancel(req.params.id!));
 
@@ -90,6 +91,12 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));
   });
   r.on('GET', '/api/v1/events', (req) => c.events(Number(req.query.get('since') ?? 0)));
+  r.on('GET', '/api/v1/cluster/settings', () => c.settings());
+  r.on('PUT', '/api/v1/cluster/settings/:name', async (req) => {
+    const next = await c.setSetting(req.params.name!, (req.body as { value?: unknown } | undefined)?.value);
+    void migrations.schedule(); // more slots may start queued migrations now
+    return next;
+  });
   r.on('POST', '/api/v1/cluster/down', async () => {
     await migrations.cancelAll();
     const stopped = await c.stopAll();

@@ -28,7 +28,9 @@ cluster
   status [--json]
   node list [--json]
   switch show [--json]                  the virtual switch's MAC table
-  events [--json]
+  cluster show [--json]                 cluster settings
+  cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
+  events [--json] [--follow]
 VMs
   vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE]
   vm start|stop|delete NAME
@@ -99,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2;
   }
   // Drop the command words so positionals start at the command's arguments.
-  const words = ['vm', 'node', 'migration', 'switch', 'image'].includes(cmd) ? 2 : 1;
+  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster'].includes(cmd) ? 2 : 1;
   const rest = { positionals: parsed.positionals.slice(words), flags: parsed.flags };
   const a = new Args(rest, words === 2 ? `${cmd} ${sub ?? ''}`.trim() : cmd);
   const client = () => Client.connect(layout);
@@ -151,11 +153,48 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'events': {
-      a.allow('json', 'since').maxPositionals(0);
-      const events = await client().call<{ atMs: number; type: string; message: string }[]>('GET', `/api/v1/events?since=${a.int('since') ?? 0}`);
-      if (a.bool('json')) json(events);
-      else for (const e of events) print(`${new Date(e.atMs).toISOString()}  ${e.type.padEnd(22)} ${e.message}`);
-      return 0;
+      a.allow('json', 'since', 'follow').maxPositionals(0);
+      type Ev = { atMs: number; type: string; message: string };
+      const c = client();
+      const show = (e: Ev) => print(a.bool('json') && a.bool('follow') ? JSON.stringify(e) : `${new Date(e.atMs).toISOString()}  ${e.type.padEnd(22)} ${e.message}`);
+      let events = await c.call<Ev[]>('GET', `/api/v1/events?since=${a.int('since') ?? 0}`);
+      if (!a.bool('follow')) {
+        if (a.bool('json')) json(events);
+        else events.forEach(show);
+        return 0;
+      }
+      // --follow: one line (or one JSON object) per event as it happens, until Ctrl-C.
+      const seen = new Set<string>();
+      let since = 0;
+      for (;;) {
+        for (const e of events) {
+          const key = `${e.atMs}|${e.type}|${e.message}`;
+          if (seen.has(key)) continue;
+          seen.add(key);
+          show(e);
+          since = Math.max(since, e.atMs);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        events = await c.call<Ev[]>('GET', `/api/v1/events?since=${since}`);
+      }
+    }
+    case 'cluster': {
+      if (sub === 'show') {
+        a.allow('json').maxPositionals(0);
+        const s = await client().call<Record<string, unknown>>('GET', '/api/v1/cluster/settings');
+        if (a.bool('json')) json(s);
+        else print(table(['SETTING', 'VALUE'], Object.entries(s).map(([k, v]) => [k, String(v)])));
+        return 0;
+      }
+      if (sub === 'set') {
+        a.allow().maxPositionals(2);
+        const name = a.positional(0, 'a setting name');
+        const value = a.positional(1, 'a value');
+        const s = await client().call<Record<string, unknown>>('PUT', `/api/v1/cluster/settings/${encodeURIComponent(name)}`, { value });
+        print(`${name} = ${String(s[name])}`);
+        return 0;
+      }
+      throw errors.usage(`unknown command 'cluster ${sub ?? ''}' (try: cluster show, cluster set NAME VALUE)`);
     }
     case 'image': {
       if (sub !== 'build') throw errors.usage(`unknown command 'image ${sub ?? ''}' (try: image build)`);
@@ -330,10 +369,11 @@ async function migrationCommand(sub: string | undefined, a: Args, client: () => 
   switch (sub) {
     case 'list': {
       a.allow('json').maxPositionals(0);
-      const list = await client().call<MigrationRecord[]>('GET', '/api/v1/migrations');
+      const list = await client().call<(MigrationRecord & { queuePosition?: number })[]>('GET', '/api/v1/migrations');
       if (a.bool('json')) json(list);
-      else print(table(['ID', 'VM', 'MODE', 'FROM', 'TO', 'STATUS', 'STEP', 'TOTAL', 'DOWNTIME', 'BLACKOUT'],
-        list.map((m) => [m.id, m.vm, m.mode, m.from, m.to, m.status, m.phase, ms(m.totalMs), ms(m.downtimeMs), ms(m.guestBlackoutMs)])));
+      else print(table(['ID', 'VM', 'MODE', 'FROM', 'TO', 'STATUS', 'STEP', 'PRIORITY', 'TOTAL', 'DOWNTIME', 'BLACKOUT'],
+        list.map((m) => [m.id, m.vm, m.mode, m.from, m.to, m.status + (m.queuePosition ? ` #${m.queuePosition}` : ''), m.phase, m.priority,
+          ms(m.totalMs), ms(m.downtimeMs), ms(m.guestBlackoutMs)])));
       return 0;
     }
     case 'show': {

@@ -22,6 +22,7 @@ import { type ClusterStore, update } from '../store/store.js';
 import { AgentClient, SwitchClient } from './agent-client.js';
 import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm } from './placement.js';
+import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
 import { type VmCreateRequest, ipFor, macFor, validateName, validateVmCreate } from './validate.js';
 
 const run = promisify(execFile);
@@ -101,6 +102,20 @@ export class Controller {
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+  }
+
+  // ---- settings -------------------------------------------------------------
+
+  async settings(): Promise<ClusterSettings> {
+    const e = await this.store.get<Partial<ClusterSettings>>('cluster/settings');
+    return { ...DEFAULT_SETTINGS, ...(e?.value ?? {}) };
+  }
+
+  async setSetting(name: string, value: unknown): Promise<ClusterSettings> {
+    const before = await this.settings();
+    const next = await update<ClusterSettings>(this.store, 'cluster/settings', (cur) => applySetting({ ...DEFAULT_SETTINGS, ...(cur ?? {}) }, name, value));
+    await this.event({ type: 'cluster.setting', message: `${name}: ${String(before[name as keyof ClusterSettings])} → ${String(next[name as keyof ClusterSettings])}`, data: { name, value: next[name as keyof ClusterSettings] } });
+    return next;
   }
 
   // ---- events -------------------------------------------------------------

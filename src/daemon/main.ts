@@ -80,9 +80,15 @@ async function main(): Promise<void> {
     writeEndpoint(layout, 'controller', { pid: process.pid, url: api.url });
     log('controller')(`listening on ${api.url}`);
     // Give agents a few heartbeats to report, then settle unfinished migrations.
-    setTimeout(() => void migrations.recover().catch((e) => log('controller')(`recover: ${String(e)}`)), 3000);
+    setTimeout(() => {
+      void migrations
+        .recover()
+        .catch((e) => log('controller')(`recover: ${String(e)}`))
+        .finally(() => migrations.startScheduler());
+    }, 3000);
     onExit(async () => {
       fs.rmSync(layout.daemonFile('controller'), { force: true });
+      migrations.stopScheduler();
       await controller.stop();
       await api.close();
       await store.close();

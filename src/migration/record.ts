@@ -18,8 +18,11 @@ import type { TransferProgress, TransferTuning } from './transfer.js';
 export const STEPS = ['connect', 'config', 'create', 'memory', 'disks', 'resume', 'network'] as const;
 export type StepName = (typeof STEPS)[number];
 
-export type MigrationPhase = 'pending' | StepName | 'rolling-back' | 'completed' | 'failed' | 'cancelled';
-export type MigrationStatus = 'running' | 'completed' | 'failed' | 'cancelled';
+export type MigrationPhase = 'queued' | 'pending' | StepName | 'rolling-back' | 'completed' | 'failed' | 'cancelled';
+export type MigrationStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+/** Who asked: a drain goes before a user, a user before the balancer (R11, R12, R14). */
+export type MigrationPriority = 'drain' | 'manual' | 'rebalance';
+export const PRIORITY_RANK: Record<MigrationPriority, number> = { drain: 0, manual: 1, rebalance: 2 };
 export type MigrationMode = 'live';
 
 export interface StepRecord {
@@ -44,6 +47,9 @@ export interface MigrationRecord {
   phase: MigrationPhase;
   status: MigrationStatus;
   requestedAtMs: number;
+  priority: MigrationPriority;
+  /** When it left the queue and took its slots. */
+  startedAtMs?: number;
   finishedAtMs?: number;
   steps: StepRecord[];
   /** The transfer tuning this migration runs with. */
@@ -55,6 +61,8 @@ export interface MigrationRecord {
   ownerMovedAtMs?: number;
   cancelRequested?: boolean;
   // report figures
+  /** Time spent in the queue waiting for slots. */
+  queuedMs?: number;
   totalMs?: number;
   downtimeMs?: number;
   guestBlackoutMs?: number;
@@ -74,6 +82,8 @@ export interface MigrationReport {
   from: string;
   to: string;
   status: MigrationStatus;
+  priority: MigrationPriority;
+  queuedMs: number;
   totalMs: number;
   downtimeMs: number | null;
   guestBlackoutMs: number | null;
@@ -86,7 +96,39 @@ export interface MigrationReport {
 }
 
 export function isFinal(status: MigrationStatus): boolean {
-  return status !== 'running';
+  return status !== 'running' && status !== 'queued';
+}
+
+/**
+ * Which queued migrations may start now: in priority order, first come first
+ * served within a priority, each only when both its nodes have a free slot.
+ * A migration that cannot start does not block later ones on other nodes.
+ */
+export function startable(all: MigrationRecord[], slotsPerNode: number): MigrationRecord[] {
+  const busy = new Map<string, number>();
+  const take = (n: string) => busy.set(n, (busy.get(n) ?? 0) + 1);
+  for (const m of all) {
+    if (m.status === 'running') {
+      take(m.from);
+      take(m.to);
+    }
+  }
+  const out: MigrationRecord[] = [];
+  for (const m of queueOrder(all)) {
+    if ((busy.get(m.from) ?? 0) < slotsPerNode && (busy.get(m.to) ?? 0) < slotsPerNode) {
+      take(m.from);
+      take(m.to);
+      out.push(m);
+    }
+  }
+  return out;
+}
+
+/** Queued migrations in the order they will be considered. */
+export function queueOrder(all: MigrationRecord[]): MigrationRecord[] {
+  return all
+    .filter((m) => m.status === 'queued')
+    .sort((a, b) => PRIORITY_RANK[a.priority] - PRIORITY_RANK[b.priority] || a.requestedAtMs - b.requestedAtMs || a.id.localeCompare(b.id));
 }
 
 /** Phases in which the VM may already be paused on the source for switchover. */
@@ -102,6 +144,8 @@ export function toReport(r: MigrationRecord): MigrationReport {
     from: r.from,
     to: r.to,
     status: r.status,
+    priority: r.priority,
+    queuedMs: r.queuedMs ?? 0,
     totalMs: r.totalMs ?? 0,
     downtimeMs: r.downtimeMs ?? null,
     guestBlackoutMs: r.guestBlackoutMs ?? null,

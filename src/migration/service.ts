@@ -17,10 +17,14 @@ import { validateName } from '../cluster/validate.js';
 import { update } from '../store/store.js';
 import {
   type MigrationPhase,
+  type MigrationPriority,
   type MigrationRecord,
   type MigrationStatus,
+  PRIORITY_RANK,
   type StepName,
   isFinal,
+  queueOrder,
+  startable,
   toReport,
 } from './record.js';
 import { type TransferProgress, type TransferTuning, isTransferFinal } from './transfer.js';
@@ -31,6 +35,8 @@ export interface MigrateRequest {
   mode?: 'live';
   /** Per-migration overrides of the transfer tuning. */
   tuning?: Partial<TransferTuning>;
+  /** Queue priority; users get 'manual'. */
+  priority?: MigrationPriority;
 }
 
 /** Checks per-migration tuning overrides; unknown or out-of-range fields are refused. */
@@ -145,6 +151,8 @@ export class MigrationService {
     validateName('VM', vmName);
     if (!req?.to) throw errors.invalid('to', 'a migration needs a target node (--to NODE)');
     const tuning = validateTuning(this.tuning, req.tuning);
+    const priority = req.priority ?? 'manual';
+    if (!(priority in PRIORITY_RANK)) throw errors.invalid('priority', `priority must be drain, manual or rebalance, got '${String(priority)}'`);
     const vm = await this.c.vm(vmName);
     const target = await this.resolveTarget(req.to);
     if (vm.migrationId) {
@@ -174,7 +182,7 @@ export class MigrationService {
     const record: MigrationRecord = {
       id: `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`,
       vm: vmName, mode: 'live', from: vm.node, to: target.name,
-      phase: 'pending', status: 'running', requestedAtMs: now, steps: [], tuning,
+      phase: 'queued', status: 'queued', requestedAtMs: now, priority, steps: [], tuning,
     };
     // Claim the VM with compare-and-set: two requests at once cannot both win.
     await this.c.updateVm(vmName, (cur) => {
@@ -185,21 +193,74 @@ export class MigrationService {
       return { ...cur, migrationId: record.id };
     });
     await this.c.store.put(this.key(record.id), record, { expectRevision: 0 });
-    await this.c.event({ type: 'migration.requested', vm: vmName, migration: record.id, message: `live migration of ${vmName} from ${vm.node} to ${target.name} requested` });
-    this.launch(record.id);
-    return record;
+    await this.c.event({ type: 'migration.queued', vm: vmName, migration: record.id, message: `live migration of ${vmName} from ${vm.node} to ${target.name} queued (${priority})`, data: { priority } });
+    await this.schedule();
+    return this.get(record.id);
+  }
+
+  private scheduling: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+
+  /** Starts queued migrations whose nodes have free slots (serialised: one decision at a time). */
+  schedule(): Promise<void> {
+    this.scheduling = this.scheduling
+      .then(() => this.scheduleNow())
+      .catch((e: unknown) => this.c.log(`schedule: ${String(e)}`));
+    return this.scheduling;
+  }
+
+  /** Periodic scheduling, for slots freed by a settings change or another process. */
+  startScheduler(everyMs = 1000): void {
+    this.timer ??= setInterval(() => void this.schedule(), everyMs);
+  }
+
+  stopScheduler(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private async scheduleNow(): Promise<void> {
+    const { migrationsPerNode } = await this.c.settings();
+    for (const m of startable(await this.list(), migrationsPerNode)) {
+      const now = this.c.clock.nowMs();
+      const started = await this.save(m.id, (cur) =>
+        cur.status === 'queued' && !cur.cancelRequested ? { ...cur, status: 'running', phase: 'pending', startedAtMs: now } : cur,
+      );
+      if (started.status !== 'running') continue;
+      await this.c.event({
+        type: 'migration.started', vm: m.vm, migration: m.id, node: m.from,
+        message: `live migration of ${m.vm} ${m.from} → ${m.to} started after ${now - m.requestedAtMs} ms in the queue`,
+        data: { from: m.from, to: m.to, queuedMs: now - m.requestedAtMs },
+      });
+      this.launch(m.id);
+    }
   }
 
   private launch(id: string): void {
     const ac = new AbortController();
     this.running.set(id, ac);
-    void this.run(id, ac.signal).finally(() => this.running.delete(id));
+    void this.run(id, ac.signal).finally(() => {
+      this.running.delete(id);
+      void this.schedule();
+    });
+  }
+
+  /** Queued migrations with their place in the queue (1 = next). */
+  async listWithQueue(): Promise<(MigrationRecord & { queuePosition?: number })[]> {
+    const all = await this.list();
+    const order = queueOrder(all).map((m) => m.id);
+    return all.map((m) => (m.status === 'queued' ? { ...m, queuePosition: order.indexOf(m.id) + 1 } : m));
   }
 
   async cancel(id: string): Promise<MigrationRecord> {
     const r = await this.get(id);
     if (isFinal(r.status)) throw errors.invalidState(`migration ${id} already ended (${r.status})`, { migration: id });
     const saved = await this.save(id, (cur) => ({ ...cur, cancelRequested: true }));
+    if (saved.status === 'queued') {
+      // Nothing ran yet: leave the queue; the VM was never touched.
+      await this.finish(id, 'cancelled', { error: 'cancelled by user while queued' });
+      return this.get(id);
+    }
     this.running.get(id)?.abort();
     return saved;
   }
@@ -215,7 +276,10 @@ export class MigrationService {
   }
 
   async cancelAll(): Promise<void> {
-    for (const m of await this.list()) if (!isFinal(m.status)) await this.cancelAndWait(m.id);
+    // Queued ones first, so none starts while the running ones wind down.
+    const open = (await this.list()).filter((m) => !isFinal(m.status));
+    for (const m of open.filter((x) => x.status === 'queued')) await this.cancel(m.id).catch(() => {});
+    for (const m of open.filter((x) => x.status !== 'queued')) await this.cancelAndWait(m.id);
   }
 
   // ---- the state machine ----------------------------------------------------
@@ -452,11 +516,16 @@ export class MigrationService {
     await this.save(id, (cur) => ({ ...cur, cleanupErrors: [...(cur.cleanupErrors ?? []), message] }));
   }
 
-  private async finish(id: string, status: Exclude<MigrationStatus, 'running'>, extra: Partial<MigrationRecord> = {}): Promise<void> {
+  private async finish(id: string, status: Exclude<MigrationStatus, 'running' | 'queued'>, extra: Partial<MigrationRecord> = {}): Promise<void> {
     const now = this.c.clock.nowMs();
     const rec = await this.save(id, (cur) => {
       const steps = cur.steps.map((s) => (s.endedAtMs === undefined ? { ...s, endedAtMs: now, ms: now - s.startedAtMs } : s));
-      const next: MigrationRecord = { ...cur, ...extra, steps, status, phase: status as MigrationPhase, finishedAtMs: now, totalMs: now - cur.requestedAtMs };
+      // totalMs is the move itself; time spent waiting for a slot is queuedMs.
+      const startedAt = cur.startedAtMs ?? now;
+      const next: MigrationRecord = {
+        ...cur, ...extra, steps, status, phase: status as MigrationPhase, finishedAtMs: now,
+        totalMs: now - startedAt, queuedMs: startedAt - cur.requestedAtMs,
+      };
       if (extra.warnings) next.warnings = [...(cur.warnings ?? []), ...extra.warnings];
       return next;
     });
@@ -481,7 +550,7 @@ export class MigrationService {
    */
   async recover(): Promise<void> {
     for (const r of await this.list()) {
-      if (isFinal(r.status) || this.running.has(r.id)) continue;
+      if (isFinal(r.status) || r.status === 'queued' || this.running.has(r.id)) continue;
       this.c.log(`recovering migration ${r.id} (${r.vm}, phase ${r.phase})`);
       let source: AgentClient | undefined;
       let target: AgentClient | undefined;
@@ -504,5 +573,6 @@ export class MigrationService {
         await this.finish(r.id, 'failed', { error: 'the controller restarted during the migration; rolled back to the source' });
       }
     }
+    await this.schedule();
   }
 }

@@ -57,7 +57,7 @@ export async function finalReport(c: TestCluster, id: string, timeoutMs = 120_00
 export async function waitForPhase(c: TestCluster, id: string, phase: string, minTransferred = 0): Promise<MigrationRecord> {
   return waitFor(`migration ${id} to reach ${phase}`, 60_000, async () => {
     const m = await c.client.call<MigrationRecord>('GET', `/api/v1/migrations/${id}`);
-    if (m.status !== 'running') throw new Error(`migration ended early: ${m.status} ${m.error ?? ''}`);
+    if (m.status !== 'running' && m.status !== 'queued') throw new Error(`migration ended early: ${m.status} ${m.error ?? ''}`);
     return m.phase === phase && (m.progress?.transferredBytes ?? 0) >= minTransferred ? m : undefined;
   }, 20);
 }

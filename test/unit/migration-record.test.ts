@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { placeVm } from '../../src/cluster/placement.js';
 import type { NodeRecord } from '../../src/model.js';
-import { type MigrationRecord, STEPS, toReport } from '../../src/migration/record.js';
+import { type MigrationRecord, STEPS, queueOrder, startable, toReport } from '../../src/migration/record.js';
+import { DEFAULT_SETTINGS, applySetting } from '../../src/cluster/settings.js';
 import { toTransferProgress } from '../../src/qemu/migration-params.js';
 import { validateTuning } from '../../src/migration/service.js';
 import { DEFAULT_TUNING } from '../../src/migration/tuning.js';
@@ -11,7 +12,7 @@ import { isFerryError } from '../../src/errors.js';
 describe('migration report', () => {
   it('lists finished steps in R3 order with their durations and keeps the error', () => {
     const r: MigrationRecord = {
-      id: 'm1', vm: 'web', mode: 'live', from: 'node-1', to: 'node-2', phase: 'failed', status: 'failed', requestedAtMs: 0,
+      id: 'm1', vm: 'web', mode: 'live', from: 'node-1', to: 'node-2', phase: 'failed', status: 'failed', requestedAtMs: 0, priority: 'manual',
       steps: [
         { name: 'connect', startedAtMs: 0, endedAtMs: 5, ms: 5 },
         { name: 'config', startedAtMs: 5, endedAtMs: 7, ms: 2 },
@@ -78,5 +79,36 @@ describe('per-migration tuning', () => {
     assert.throws(() => validateTuning(DEFAULT_TUNING, { speed: 1 } as never), (e: unknown) => isFerryError(e, 'invalid-argument') && /unknown tuning field 'speed'/.test(e.message));
     assert.throws(() => validateTuning(DEFAULT_TUNING, { maxDowntimeMs: 0 }), /out of range/);
     assert.throws(() => validateTuning(DEFAULT_TUNING, { autoConverge: 'yes' as never }), /true or false/);
+  });
+});
+
+describe('migration queue and slots (R11)', () => {
+  const rec = (id: string, from: string, to: string, status: MigrationRecord['status'], priority: MigrationRecord['priority'] = 'manual', at = 0): MigrationRecord => ({
+    id, vm: id, mode: 'live', from, to, phase: status === 'running' ? 'memory' : 'queued', status, requestedAtMs: at, priority, steps: [], tuning: DEFAULT_TUNING,
+  });
+
+  it('starts two migrations on disjoint node pairs at one slot per node, and queues the rest', () => {
+    const all = [rec('a', 'n1', 'n2', 'queued', 'manual', 1), rec('b', 'n1', 'n2', 'queued', 'manual', 2), rec('c', 'n3', 'n4', 'queued', 'manual', 3), rec('d', 'n3', 'n4', 'queued', 'manual', 4)];
+    assert.deepEqual(startable(all, 1).map((m) => m.id), ['a', 'c']);
+    assert.deepEqual(startable(all, 2).map((m) => m.id), ['a', 'b', 'c', 'd']);
+  });
+
+  it('counts running migrations against both their nodes', () => {
+    const all = [rec('r', 'n1', 'n3', 'running'), rec('q1', 'n2', 'n3', 'queued', 'manual', 1), rec('q2', 'n2', 'n4', 'queued', 'manual', 2)];
+    assert.deepEqual(startable(all, 1).map((m) => m.id), ['q2'], 'n3 is busy receiving; n2→n4 may go');
+  });
+
+  it('orders drain before manual before rebalance, first come first served within one', () => {
+    const all = [rec('bal', 'n1', 'n2', 'queued', 'rebalance', 1), rec('man2', 'n1', 'n2', 'queued', 'manual', 3), rec('man1', 'n1', 'n2', 'queued', 'manual', 2), rec('drain', 'n1', 'n2', 'queued', 'drain', 4)];
+    assert.deepEqual(queueOrder(all).map((m) => m.id), ['drain', 'man1', 'man2', 'bal']);
+    assert.deepEqual(startable(all, 1).map((m) => m.id), ['drain']);
+  });
+});
+
+describe('cluster settings', () => {
+  it('validates migrationsPerNode and refuses unknown settings', () => {
+    assert.equal(applySetting(DEFAULT_SETTINGS, 'migrationsPerNode', '2').migrationsPerNode, 2);
+    assert.throws(() => applySetting(DEFAULT_SETTINGS, 'migrationsPerNode', '0'), /from 1 to 16, got '0'/);
+    assert.throws(() => applySetting(DEFAULT_SETTINGS, 'speed', 1), /unknown cluster setting 'speed'/);
   });
 });
