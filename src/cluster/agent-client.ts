@@ -5,6 +5,7 @@ import { callJson, type CallOptions } from '../api/http.js';
 import { ErrorCode, FerryError } from '../errors.js';
 import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
 import type { TransferProgress, TransferTuning } from '../migration/transfer.js';
+import type { ProbeResult } from '../network/probe.js';
 
 export class AgentClient {
   constructor(
@@ -98,14 +99,4 @@ export class SwitchClient {
   stopProbe(id: string): Promise<ProbeResult> {
     return this.call('DELETE', `/v1/probes/${id}`);
   }
-}
-
-export interface ProbeResult {
-  id: string;
-  ip: string;
-  sent: number;
-  received: number;
-  maxGapMs: number;
-  maxGapAtMs: number;
-  durationMs: number;
 }

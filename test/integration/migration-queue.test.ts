@@ -5,8 +5,11 @@
  * keeps its order, and a queued migration can be cancelled.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationRecord } from '../../src/migration/record.js';
+import { projectRoot } from '../../src/paths.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport, startMigration } from '../helpers/migration.js';
 
@@ -81,7 +84,16 @@ describe('migration slots and queue', () => {
     assert.deepEqual([a2.node, a2.state, a2.migrationId], ['node-2', 'running', undefined]);
     assert.equal((await finalReport(c, first.id)).report.status, 'completed');
 
+    // `ferry events --follow --json` prints each new event as one JSON line.
+    const follower = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.dir, 'events', '--follow', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let followed = '';
+    follower.stdout.on('data', (d: Buffer) => (followed += d.toString()));
+    await waitFor('the follower to print the history', 10_000, () => followed.includes('migration.completed'));
     await c.ferryOk(['cluster', 'set', 'migrationsPerNode', '2']);
+    const setting = await waitFor('the setting event to be followed', 10_000, () =>
+      followed.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data?: { value?: number } }).find((e) => e.type === 'cluster.setting'));
+    follower.kill('SIGINT');
+    assert.equal(setting.data?.value, 2);
     const bad = await c.ferry(['cluster', 'set', 'migrationsPerNode', '0']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /^error: migrationsPerNode must be a whole number from 1 to 16, got '0'/);
