@@ -14,7 +14,7 @@ import type { NodeRecord, VmRecord } from '../model.js';
 import { StateLayout, defaultStateDir } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 import { Args, parseArgs } from './args.js';
-import { daemonAlive, down, up } from './daemons.js';
+import { down, up } from './daemons.js';
 import { runDemo } from './demo.js';
 import { Progress, bytes, ms, table } from './output.js';
 
@@ -451,5 +451,3 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     setTimeout(() => process.exit(code), 50).unref();
   });
 }
-
-export { daemonAlive };

@@ -52,15 +52,3 @@ export function tcpPeer(text: string): string | undefined {
   const c = parseWorkloads(text).find((w) => w.kind === 'tcp-client');
   return c?.kind === 'tcp-client' ? c.peer : undefined;
 }
-
-export function formatWorkload(w: Workload): string {
-  switch (w.kind) {
-    case 'idle':
-    case 'tcp':
-      return w.kind;
-    case 'memory':
-      return `memory:${w.mibPerSec}`;
-    case 'tcp-client':
-      return `tcp-client:${w.peer}`;
-  }
-}

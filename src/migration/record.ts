@@ -131,11 +131,6 @@ export function queueOrder(all: MigrationRecord[]): MigrationRecord[] {
     .sort((a, b) => PRIORITY_RANK[a.priority] - PRIORITY_RANK[b.priority] || a.requestedAtMs - b.requestedAtMs || a.id.localeCompare(b.id));
 }
 
-/** Phases in which the VM may already be paused on the source for switchover. */
-export function pastPointOfNoReturn(r: MigrationRecord): boolean {
-  return r.ownerMovedAtMs !== undefined;
-}
-
 export function toReport(r: MigrationRecord): MigrationReport {
   const report: MigrationReport = {
     id: r.id,

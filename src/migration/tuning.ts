@@ -21,13 +21,3 @@ export const DEFAULT_TUNING: TransferTuning = {
   xbzrle: false,
   postcopy: false,
 };
-
-/** QEMU's own defaults (7.2 and 10 alike), for side-by-side benchmarks. */
-export const QEMU_DEFAULT_TUNING: TransferTuning = {
-  maxBandwidthBytesPerSec: 128 * 1024 * 1024,
-  maxDowntimeMs: 300,
-  autoConverge: false,
-  multifdChannels: 1,
-  xbzrle: false,
-  postcopy: false,
-};
