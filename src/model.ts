@@ -66,6 +66,8 @@ export interface VmRecord {
   error?: string;
   /** Running migration, if any. */
   migrationId?: string;
+  /** When state is saved: the VM's memory and device state on the shared volume. */
+  savedState?: string;
 }
 
 /** What an agent needs to start a VM's QEMU. */

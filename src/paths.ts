@@ -39,6 +39,8 @@ export class StateLayout {
   get shared(): string { return path.join(this.dir, 'shared'); }
   get disks(): string { return path.join(this.shared, 'disks'); }
   get consoles(): string { return path.join(this.shared, 'consoles'); }
+  /** Saved VM states (quick migration, vm save). */
+  get states(): string { return path.join(this.shared, 'states'); }
   get switchDir(): string { return path.join(this.run, 'switch'); }
   daemonFile(name: string): string { return path.join(this.run, `${name}.json`); }
   daemonLog(name: string): string { return path.join(this.logs, `${name}.log`); }

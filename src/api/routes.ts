@@ -6,7 +6,7 @@
  *   POST /api/v1/agents/heartbeat               (agents)
  *   GET  /api/v1/vms            POST /api/v1/vms
  *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name
- *   POST /api/v1/vms/:name/start | stop
+ *   POST /api/v1/vms/:name/start | stop | save
  *   POST /api/v1/vms/:name/ping                 (through the virtual switch)
  *   GET  /api/v1/vms/:name/console              (stream; ?follow=1)
  *   POST /api/v1/vms/:name/console              (input)
@@ -67,6 +67,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   });
   r.on('POST', '/api/v1/vms/:name/start', (req) => c.startVm(req.params.name!, (req.body as { node?: string } | undefined) ?? {}));
   r.on('POST', '/api/v1/vms/:name/stop', (req) => c.stopVm(req.params.name!));
+  r.on('POST', '/api/v1/vms/:name/save', (req) => c.saveVm(req.params.name!));
   r.on('POST', '/api/v1/vms/:name/ping', async (req) => {
     const vm = await c.vm(req.params.name!);
     if (vm.state !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);

@@ -38,8 +38,9 @@ VMs
   vm show NAME [--json]
   vm ping NAME [--json]                 ping the VM through the virtual switch
   vm console NAME                       attach to the serial console (Ctrl-] detaches)
-  vm migrate NAME --to NODE [--json]    live migration
-       [--bandwidth MiB/s] [--max-downtime ms]
+  vm migrate NAME --to NODE [--json]    live migration (--quick: pause, save, restore)
+       [--quick] [--bandwidth MiB/s] [--max-downtime ms]
+  vm save NAME                          save a running VM's state to the shared volume and stop it
 migrations
   migration list [--json]
   migration show ID [--json]
@@ -250,9 +251,16 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       a.allow('node', 'json').maxPositionals(1);
       const name = a.positional(0, 'a VM name');
       const body = sub === 'start' && a.string('node') ? { node: a.string('node') } : {};
-      const vm = await client().call<VmRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/${sub}`, body, 120_000);
+      const vm = await client().call<VmRecord & { restoredFrom?: string }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/${sub}`, body, 120_000);
       if (a.bool('json')) json(vm);
-      else print(sub === 'start' ? `VM ${vm.name} running on ${vm.node}` : `VM ${vm.name} stopped`);
+      else print(sub === 'start' ? `VM ${vm.name} running on ${vm.node}${vm.restoredFrom ? ' (restored from its saved state)' : ''}` : `VM ${vm.name} stopped`);
+      return 0;
+    }
+    case 'save': {
+      a.allow('json').maxPositionals(1);
+      const vm = await client().call<VmRecord>('POST', `/api/v1/vms/${encodeURIComponent(a.positional(0, 'a VM name'))}/save`, {}, 120_000);
+      if (a.bool('json')) json(vm);
+      else print(`VM ${vm.name} saved (its memory is in ${vm.savedState}); 'ferry vm start ${vm.name}' restores it`);
       return 0;
     }
     case 'delete': {
@@ -302,7 +310,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       a.allow().maxPositionals(1);
       return attachConsole(client(), a.positional(0, 'a VM name'));
     case 'migrate': {
-      a.allow('to', 'json', 'bandwidth', 'max-downtime').maxPositionals(1);
+      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick').maxPositionals(1);
       const name = a.positional(0, 'a VM name');
       const to = a.string('to');
       if (!to) throw errors.usage("'vm migrate' needs --to NODE");
@@ -311,7 +319,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       if (bw !== undefined) tuning.maxBandwidthBytesPerSec = bw * 1024 * 1024;
       const dt = a.int('max-downtime', '--max-downtime (ms)');
       if (dt !== undefined) tuning.maxDowntimeMs = dt;
-      return migrate(client(), name, { to, tuning }, a.bool('json'));
+      return migrate(client(), name, { to, tuning, mode: a.bool('quick') ? 'quick' : 'live' }, a.bool('json'));
     }
     default:
       throw errors.usage(`unknown command 'vm ${sub ?? ''}' (see 'ferry help')`);
@@ -332,7 +340,7 @@ export async function followMigration(c: Client, id: string, onUpdate: (m: Migra
   }
 }
 
-async function migrate(c: Client, name: string, req: { to: string; tuning: Record<string, number> }, asJson: boolean): Promise<number> {
+async function migrate(c: Client, name: string, req: { to: string; tuning: Record<string, number>; mode: 'live' | 'quick' }, asJson: boolean): Promise<number> {
   const started = await c.call<MigrationRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, req);
   const progress = new Progress();
   const ac = new AbortController();
@@ -355,7 +363,8 @@ async function migrate(c: Client, name: string, req: { to: string; tuning: Recor
     if (asJson) json(r);
     else {
       print(`migration ${r.id}: ${r.vm} ${r.from} → ${r.to} ${r.status}${r.error ? `: ${r.error}` : ''}`);
-      print(`  total ${ms(r.totalMs)}, downtime ${ms(r.downtimeMs)} (QEMU), guest blackout ${ms(r.guestBlackoutMs)} (probe), ${bytes(r.transferredBytes)} in ${r.rounds} rounds`);
+      print(`  total ${ms(r.totalMs)}, downtime ${ms(r.downtimeMs)} (QEMU), guest blackout ${ms(r.guestBlackoutMs)} (probe), ${bytes(r.transferredBytes)} in ${r.rounds} rounds` +
+        (r.pausedMs !== undefined ? `, paused ${ms(r.pausedMs)}` : ''));
       print(`  steps: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`);
       for (const w of r.warnings ?? []) print(`  warning: ${w}`);
     }

@@ -58,7 +58,11 @@ export class AgentClient {
   listenIncoming(name: string, tuning: TransferTuning, options?: CallOptions): Promise<{ address: string; port: number }> {
     return this.call('POST', `/v1/vms/${name}/incoming`, { tuning }, options);
   }
-  startMigration(name: string, target: { address: string; port: number }, tuning: TransferTuning, options?: CallOptions): Promise<void> {
+  /** Loads the VM's state from a file on the shared volume (the VM stays paused after). */
+  restoreFrom(name: string, file: string, tuning: TransferTuning, options?: CallOptions): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/incoming`, { tuning, file }, options);
+  }
+  startMigration(name: string, target: { address: string; port: number } | { file: string }, tuning: TransferTuning, options?: CallOptions): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/migration`, { ...target, tuning }, options);
   }
   migration(name: string, options?: CallOptions): Promise<TransferProgress> {

@@ -12,6 +12,7 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Clock } from '../clock.js';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
@@ -19,6 +20,7 @@ import { tcpPeer } from '../guest/workload.js';
 import { type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
 import type { StateLayout } from '../paths.js';
 import { type ClusterStore, update } from '../store/store.js';
+import { DEFAULT_TUNING } from '../migration/tuning.js';
 import { AgentClient, SwitchClient } from './agent-client.js';
 import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm } from './placement.js';
@@ -345,7 +347,7 @@ export class Controller {
   async startVm(name: string, options: { node?: string } = {}): Promise<VmRecord> {
     return this.withBusy(name, async () => {
       const vm = await this.vm(name);
-      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
+      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error && vm.state !== VmState.Saved) {
         throw errors.invalidState(`VM '${name}' is ${vm.state}, not stopped`, { vm: name, state: vm.state });
       }
       const spec = await this.specFor(vm);
@@ -369,17 +371,78 @@ export class Controller {
         }
         target = placed.node;
       }
+      const saved = vm.state === VmState.Saved ? vm.savedState : undefined;
       await this.setVmState(name, VmState.Starting, { node: target });
+      const agent = await this.agentFor(target);
       try {
-        await (await this.agentFor(target)).start(spec);
+        if (saved) {
+          // Restore: an incoming QEMU loads the saved state, then runs.
+          await agent.start(spec, true);
+          await agent.restoreFrom(name, saved, DEFAULT_TUNING);
+          await this.waitRestored(agent, name);
+          await agent.resume(name);
+        } else {
+          await agent.start(spec);
+        }
       } catch (e) {
         const err = toFerryError(e);
-        await this.setVmState(name, VmState.Stopped, { error: err.message });
+        await agent.kill(name).catch(() => {});
+        // A failed restore keeps the saved state: nothing is lost, the VM stays saved.
+        await this.setVmState(name, saved ? VmState.Saved : VmState.Stopped, { error: err.message });
         throw err;
       }
-      const started = await this.setVmState(name, VmState.Running);
-      await this.event({ type: 'vm.started', vm: name, node: target, message: `VM ${name} started on ${target}` });
-      return started;
+      const started = await this.updateVm(name, (cur) => {
+        const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: this.clock.nowMs() };
+        delete next.savedState;
+        delete next.error;
+        return next;
+      });
+      if (saved) fs.rmSync(saved, { force: true });
+      await this.event({ type: 'vm.started', vm: name, node: target, message: `VM ${name} ${saved ? 'restored' : 'started'} on ${target}` });
+      return saved ? { ...started, restoredFrom: saved } as VmRecord : started;
+    });
+  }
+
+  private async waitRestored(agent: AgentClient, name: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = this.clock.nowMs() + timeoutMs;
+    for (;;) {
+      const p = await agent.migration(name);
+      if (p.status === 'completed') return;
+      if (p.status === 'failed' || p.status === 'cancelled') throw new FerryError(ErrorCode.MigrationFailed, `restoring '${name}' ${p.status}${p.error ? `: ${p.error}` : ''}`);
+      if (this.clock.nowMs() > deadline) throw errors.timeout(`restoring '${name}'`, timeoutMs);
+      await this.clock.sleep(50);
+    }
+  }
+
+  /**
+   * Saves a running VM's memory and device state to the shared volume and
+   * stops its QEMU (state `saved`); `startVm` restores it on any node.
+   * On failure the VM keeps running where it was.
+   */
+  async saveVm(name: string): Promise<VmRecord> {
+    return this.withBusy(name, async () => {
+      const vm = await this.vm(name);
+      if (vm.state !== VmState.Running || vm.migrationId) {
+        throw errors.invalidState(`VM '${name}' is ${vm.migrationId ? 'migrating' : vm.state}: only a running VM can be saved`, { vm: name });
+      }
+      const agent = await this.agentFor(vm.node);
+      fs.mkdirSync(this.layout.states, { recursive: true });
+      const file = path.join(this.layout.states, `${name}-saved-${this.clock.nowMs().toString(36)}.state`);
+      try {
+        await agent.pause(name);
+        await agent.startMigration(name, { file }, DEFAULT_TUNING);
+        await this.waitRestored(agent, name);
+      } catch (e) {
+        // Keep it running where it was.
+        await agent.cancelMigration(name).catch(() => {});
+        await agent.resume(name).catch(() => {});
+        fs.rmSync(file, { force: true });
+        throw toFerryError(e);
+      }
+      await agent.kill(name);
+      const saved = await this.setVmState(name, VmState.Saved, { savedState: file });
+      await this.event({ type: 'vm.saved', vm: name, node: vm.node, message: `VM ${name} saved to the shared volume` });
+      return saved;
     });
   }
 
@@ -390,6 +453,15 @@ export class Controller {
         throw errors.invalidState(`VM '${name}' is migrating; cancel the migration first`, { vm: name });
       }
       if (vm.state === VmState.Stopped) return vm;
+      if (vm.state === VmState.Saved) {
+        // Stopping a saved VM discards its saved memory: the next start boots.
+        if (vm.savedState) fs.rmSync(vm.savedState, { force: true });
+        return this.updateVm(name, (cur) => {
+          const next: VmRecord = { ...cur, state: VmState.Stopped, stateSinceMs: this.clock.nowMs() };
+          delete next.savedState;
+          return next;
+        });
+      }
       if (vm.node) {
         const node = await this.node(vm.node);
         try {

@@ -23,7 +23,8 @@ export type MigrationStatus = 'queued' | 'running' | 'completed' | 'failed' | 'c
 /** Who asked: a drain goes before a user, a user before the balancer (R11, R12, R14). */
 export type MigrationPriority = 'drain' | 'manual' | 'rebalance';
 export const PRIORITY_RANK: Record<MigrationPriority, number> = { drain: 0, manual: 1, rebalance: 2 };
-export type MigrationMode = 'live';
+/** live: pre-copy while the guest runs; quick (R7): pause, save to the shared volume, restore. */
+export type MigrationMode = 'live' | 'quick';
 
 export interface StepRecord {
   name: StepName;
@@ -55,8 +56,13 @@ export interface MigrationRecord {
   /** The transfer tuning this migration runs with. */
   tuning: TransferTuning;
   progress?: MigrationProgress;
-  /** Where the target QEMU listens for the stream. */
+  /** Where the target QEMU listens for the stream (live). */
   target?: { address: string; port: number };
+  /** The saved state on the shared volume (quick); removed when the migration ends. */
+  stateFile?: string;
+  /** Quick: when the guest was paused, and for how long it did not run. */
+  pausedAtMs?: number;
+  pausedMs?: number;
   /** Set when the VM's owner changed to `to`. */
   ownerMovedAtMs?: number;
   cancelRequested?: boolean;
@@ -90,6 +96,8 @@ export interface MigrationReport {
   transferredBytes: number;
   rounds: number;
   steps: { name: StepName; ms: number }[];
+  /** Quick migrations: how long the guest was not running. */
+  pausedMs?: number;
   error?: string;
   warnings?: string[];
   cleanupErrors?: string[];
@@ -148,6 +156,7 @@ export function toReport(r: MigrationRecord): MigrationReport {
     rounds: r.rounds ?? 0,
     steps: r.steps.filter((s) => s.ms !== undefined).map((s) => ({ name: s.name, ms: s.ms! })),
   };
+  if (r.mode === 'quick' && r.pausedMs !== undefined) report.pausedMs = r.pausedMs;
   if (r.error) report.error = r.error;
   if (r.warnings?.length) report.warnings = r.warnings;
   if (r.cleanupErrors?.length) report.cleanupErrors = r.cleanupErrors;

@@ -9,6 +9,8 @@
  * cleanup trouble beside the cause, never instead of it.
  */
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type NodeRecord, type VmRecord, VmState } from '../model.js';
 import type { AgentClient } from '../cluster/agent-client.js';
@@ -16,6 +18,7 @@ import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
 import { update } from '../store/store.js';
 import {
+  type MigrationMode,
   type MigrationPhase,
   type MigrationPriority,
   type MigrationRecord,
@@ -32,7 +35,7 @@ import { DEFAULT_TUNING } from './tuning.js';
 
 export interface MigrateRequest {
   to?: string;
-  mode?: 'live';
+  mode?: MigrationMode;
   /** Per-migration overrides of the transfer tuning. */
   tuning?: Partial<TransferTuning>;
   /** Queue priority; users get 'manual'. */
@@ -151,6 +154,8 @@ export class MigrationService {
     validateName('VM', vmName);
     if (!req?.to) throw errors.invalid('to', 'a migration needs a target node (--to NODE)');
     const tuning = validateTuning(this.tuning, req.tuning);
+    const mode = req.mode ?? 'live';
+    if (mode !== 'live' && mode !== 'quick') throw errors.invalid('mode', `mode must be live or quick, got '${String(mode)}'`);
     const priority = req.priority ?? 'manual';
     if (!(priority in PRIORITY_RANK)) throw errors.invalid('priority', `priority must be drain, manual or rebalance, got '${String(priority)}'`);
     const vm = await this.c.vm(vmName);
@@ -162,7 +167,7 @@ export class MigrationService {
       }
     }
     if (vm.state !== VmState.Running) {
-      throw errors.invalidState(`VM '${vmName}' is ${vm.state}: only a running VM can be live-migrated`, { vm: vmName, state: vm.state });
+      throw errors.invalidState(`VM '${vmName}' is ${vm.state}: only a running VM can be ${mode}-migrated`, { vm: vmName, state: vm.state });
     }
     if (target.name === vm.node) {
       throw errors.invalid('to', `VM '${vmName}' already runs on node '${target.name}'`);
@@ -181,7 +186,7 @@ export class MigrationService {
     const now = this.c.clock.nowMs();
     const record: MigrationRecord = {
       id: `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`,
-      vm: vmName, mode: 'live', from: vm.node, to: target.name,
+      vm: vmName, mode, from: vm.node, to: target.name,
       phase: 'queued', status: 'queued', requestedAtMs: now, priority, steps: [], tuning,
     };
     // Claim the VM with compare-and-set: two requests at once cannot both win.
@@ -193,7 +198,7 @@ export class MigrationService {
       return { ...cur, migrationId: record.id };
     });
     await this.c.store.put(this.key(record.id), record, { expectRevision: 0 });
-    await this.c.event({ type: 'migration.queued', vm: vmName, migration: record.id, message: `live migration of ${vmName} from ${vm.node} to ${target.name} queued (${priority})`, data: { priority } });
+    await this.c.event({ type: 'migration.queued', vm: vmName, migration: record.id, message: `${mode} migration of ${vmName} from ${vm.node} to ${target.name} queued (${priority})`, data: { priority } });
     await this.schedule();
     return this.get(record.id);
   }
@@ -229,7 +234,7 @@ export class MigrationService {
       if (started.status !== 'running') continue;
       await this.c.event({
         type: 'migration.started', vm: m.vm, migration: m.id, node: m.from,
-        message: `live migration of ${m.vm} ${m.from} → ${m.to} started after ${now - m.requestedAtMs} ms in the queue`,
+        message: `${m.mode} migration of ${m.vm} ${m.from} → ${m.to} started after ${now - m.requestedAtMs} ms in the queue`,
         data: { from: m.from, to: m.to, queuedMs: now - m.requestedAtMs },
       });
       this.launch(m.id);
@@ -301,6 +306,7 @@ export class MigrationService {
     let target: AgentClient | undefined;
     let probeId: string | undefined;
     let targetCreated = false;
+    let stateFile: string | undefined;
     const check = async () => {
       if (signal.aborted || (await this.get(id)).cancelRequested) throw new MigrationAborted();
     };
@@ -323,19 +329,34 @@ export class MigrationService {
       await this.enterStep(id, 'create');
       targetCreated = true;
       await target.start(spec, true, { signal });
-      const listen = await target.listenIncoming(vm.name, r.tuning, { signal });
-      r = await this.save(id, (cur) => ({ ...cur, target: listen }));
+      if (r.mode === 'live') {
+        const listen = await target.listenIncoming(vm.name, r.tuning, { signal });
+        r = await this.save(id, (cur) => ({ ...cur, target: listen }));
+      } else {
+        fs.mkdirSync(this.c.layout.states, { recursive: true });
+        stateFile = path.join(this.c.layout.states, `${vm.name}-${id}.state`);
+        r = await this.save(id, (cur) => ({ ...cur, stateFile }));
+      }
       await check();
 
-      // 4. memory: QEMU to QEMU over the target's migration address.
+      // 4. memory: live: QEMU to QEMU over the target's migration address.
+      // quick (R7): pause, save the state to the shared volume, restore it on the target.
       await this.enterStep(id, 'memory');
       probeId = `mig-${id}`;
       await this.c.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1).catch(() => (probeId = undefined));
-      await source.startMigration(vm.name, listen, r.tuning, { signal });
+      if (r.mode === 'quick') {
+        await source.pause(vm.name);
+        const pausedAt = this.c.clock.nowMs();
+        r = await this.save(id, (cur) => ({ ...cur, pausedAtMs: pausedAt }));
+        await source.startMigration(vm.name, { file: stateFile! }, r.tuning, { signal });
+      } else {
+        await source.startMigration(vm.name, r.target!, r.tuning, { signal });
+      }
       const final = await this.followTransfer(id, source, target, signal);
       if (final.status !== 'completed') {
         throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
       }
+      if (r.mode === 'quick') await target.restoreFrom(vm.name, stateFile!, r.tuning, { signal });
       r = await this.save(id, (cur) => ({
         ...cur,
         downtimeMs: final.downtimeMs ?? 0,
@@ -354,6 +375,7 @@ export class MigrationService {
       await this.waitTargetRunning(target, vm.name, signal);
       // Handover: the VM now lives on the target.
       const moved = this.c.clock.nowMs();
+      if (r.pausedAtMs !== undefined) r = await this.save(id, (cur) => ({ ...cur, pausedMs: moved - cur.pausedAtMs! }));
       await this.c.updateVm(vm.name, (cur) => ({ ...cur, node: r.to, state: VmState.Running, stateSinceMs: moved }));
       r = await this.save(id, (cur) => ({ ...cur, ownerMovedAtMs: moved }));
       await source.kill(vm.name).catch((e: unknown) => this.addCleanupError(id, `source QEMU: ${toFerryError(e).message}`));
@@ -383,6 +405,7 @@ export class MigrationService {
       }
     } finally {
       if (probeId) await this.c.switch.stopProbe(probeId).catch(() => {});
+      if (stateFile) fs.rmSync(stateFile, { force: true });
     }
   }
 
@@ -536,7 +559,7 @@ export class MigrationService {
     }).catch(() => {});
     await this.c.event({
       type: `migration.${status}`, vm: rec.vm, migration: id,
-      message: `live migration of ${rec.vm} ${rec.from} → ${rec.to} ${status}${rec.error ? `: ${rec.error}` : ''}`,
+      message: `${rec.mode} migration of ${rec.vm} ${rec.from} → ${rec.to} ${status}${rec.error ? `: ${rec.error}` : ''}`,
       data: { report: toReport(rec) },
     });
   }

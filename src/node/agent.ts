@@ -276,10 +276,15 @@ export class Agent {
     });
     r.on('POST', '/v1/vms/:name/incoming', async (req) => {
       const vm = this.vm(req.params.name!);
-      const body = req.body as { tuning: TransferTuning };
+      const body = req.body as { tuning: TransferTuning; file?: string };
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: incomingCapabilities(body.tuning) });
       if (body.tuning.multifdChannels > 1) {
         await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': body.tuning.multifdChannels });
+      }
+      if (body.file) {
+        // Restore from a saved state on the shared volume (quick migration, vm start of a saved VM).
+        await vm.qmp.execute('migrate-incoming', { uri: `file:${body.file}` });
+        return { file: body.file };
       }
       await vm.qmp.execute('migrate-incoming', { uri: `tcp:${this.opts.migrationAddress}:0` });
       const info = (await vm.qmp.execute('query-migrate', {})) as { 'socket-address'?: { port?: string }[] };
@@ -289,10 +294,11 @@ export class Agent {
     });
     r.on('POST', '/v1/vms/:name/migration', async (req) => {
       const vm = this.vm(req.params.name!);
-      const body = req.body as { address: string; port: number; tuning: TransferTuning };
+      const body = req.body as { address?: string; port?: number; file?: string; tuning: TransferTuning };
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(body.tuning) });
       await vm.qmp.execute('migrate-set-parameters', migrationParameters(body.tuning));
-      await vm.qmp.execute('migrate', { uri: `tcp:${body.address}:${body.port}` });
+      // A file target saves the VM's state to the shared volume (QEMU ≥ 8.2 `file:` migration).
+      await vm.qmp.execute('migrate', { uri: body.file ? `file:${body.file}` : `tcp:${body.address}:${body.port}` });
       return {};
     });
     r.on('GET', '/v1/vms/:name/migration', async (req) =>
