@@ -3,6 +3,7 @@
  *
  *   GET  /api/v1/status
  *   GET  /api/v1/nodes
+ *   POST /api/v1/nodes/:name/maintenance {drain: live|save, dryRun}   POST /api/v1/nodes/:name/resume
  *   POST /api/v1/agents/heartbeat               (agents)
  *   GET  /api/v1/vms            POST /api/v1/vms
  *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name
@@ -23,11 +24,14 @@ import http from 'node:http';
 import { errors, toFerryError } from '../errors.js';
 import type { Controller, Heartbeat } from '../cluster/controller.js';
 import type { VmCreateRequest } from '../cluster/validate.js';
+import type { DrainMode } from '../cluster/drain.js';
+import { Maintenance } from '../cluster/maintenance.js';
 import type { MigrationService } from '../migration/service.js';
 import { Router } from './http.js';
 
 export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void): Router {
   const r = new Router();
+  const maintenance = new Maintenance(c, migrations);
   r.guard = (req) => {
     if (req.headers.authorization !== `Bearer ${token}`) throw errors.unauthorized();
   };
@@ -53,6 +57,11 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     }));
   });
   r.on('POST', '/api/v1/agents/heartbeat', (req) => c.heartbeat(req.body as Heartbeat));
+  r.on('POST', '/api/v1/nodes/:name/maintenance', (req) => {
+    const b = (req.body ?? {}) as { drain?: DrainMode; dryRun?: boolean };
+    return maintenance.drain(req.params.name!, b.drain ?? 'live', b.dryRun === true);
+  });
+  r.on('POST', '/api/v1/nodes/:name/resume', (req) => maintenance.resume(req.params.name!));
 
   r.on('GET', '/api/v1/vms', async () => Promise.all((await c.vms()).map((vm) => migrations.decorate(vm))));
   r.on('POST', '/api/v1/vms', (req) => {

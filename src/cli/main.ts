@@ -27,6 +27,8 @@ cluster
   down                                  stop every VM and daemon
   status [--json]
   node list [--json]
+  node maintenance NODE --drain live|save [--dry-run] [--json]
+  node resume NODE
   switch show [--json]                  the virtual switch's MAC table
   cluster show [--json]                 cluster settings
   cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
@@ -214,7 +216,15 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function nodeCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
-  if (sub !== 'list') throw errors.usage(`unknown command 'node ${sub ?? ''}' (try: node list)`);
+  if (sub === 'maintenance') return drainCommand(a, client());
+  if (sub === 'resume') {
+    a.allow('json').maxPositionals(1);
+    const n = await client().call<NodeRecord>('POST', `/api/v1/nodes/${encodeURIComponent(a.positional(0, 'a node name'))}/resume`, {});
+    if (a.bool('json')) json(n);
+    else print(`node ${n.name} is ${n.state}: it takes VMs again`);
+    return 0;
+  }
+  if (sub !== 'list') throw errors.usage(`unknown command 'node ${sub ?? ''}' (try: node list, node maintenance, node resume)`);
   a.allow('json').maxPositionals(0);
   const nodes = await client().call<(NodeRecord & { vmCount: number; memoryFreeMiB: number })[]>('GET', '/api/v1/nodes');
   if (a.bool('json')) json(nodes);
@@ -226,6 +236,59 @@ async function nodeCommand(sub: string | undefined, a: Args, client: () => Clien
     ));
   }
   return 0;
+}
+
+interface DrainResult {
+  plan: { node: string; mode: 'live' | 'save'; steps: { order: number; vm: string; memoryMiB: number; to?: string; estimatedMs: number }[]; blockers: string[]; estimatedMs: number };
+  dryRun: boolean;
+  migrations: { vm: string; id: string; to: string }[];
+}
+
+async function drainCommand(a: Args, c: Client): Promise<number> {
+  a.allow('drain', 'dry-run', 'json').maxPositionals(1);
+  const node = a.positional(0, 'a node name');
+  const mode = a.string('drain') ?? 'live';
+  if (mode !== 'live' && mode !== 'save') throw errors.invalid('drain', `--drain must be live or save, got '${mode}'`);
+  const res = await c.call<DrainResult>('POST', `/api/v1/nodes/${encodeURIComponent(node)}/maintenance`, { drain: mode, dryRun: a.bool('dry-run') });
+  const p = res.plan;
+  if (!a.bool('json')) {
+    print(`${res.dryRun ? 'drain plan' : 'draining'} ${p.node} (${p.mode}): ${p.steps.length} VM(s), estimated ${ms(p.estimatedMs)}`);
+    for (const s of p.steps) print(`  ${s.order}. ${s.vm} (${s.memoryMiB} MiB) ${s.to ? `→ ${s.to}` : '→ saved to the shared volume'}  ~${ms(s.estimatedMs)}`);
+    if (p.blockers.length) {
+      print('blockers:');
+      for (const b of p.blockers) print(`  - ${b}`);
+    }
+  }
+  if (res.dryRun) {
+    if (a.bool('json')) json(res);
+    return p.blockers.length ? 1 : 0;
+  }
+  // Follow every move until the node is empty.
+  const progress = new Progress();
+  const outcome = new Map<string, string>();
+  const deadline = Date.now() + 10 * 60_000;
+  while (outcome.size < p.steps.length && Date.now() < deadline) {
+    if (p.mode === 'live') {
+      for (const m of res.migrations) {
+        const r = await c.call<MigrationRecord>('GET', `/api/v1/migrations/${m.id}`);
+        if (r.status !== 'running' && r.status !== 'queued') outcome.set(m.vm, r.status === 'completed' ? `on ${m.to}` : `${r.status}: ${r.error ?? ''}`);
+      }
+    } else {
+      const vms = await c.call<VmRecord[]>('GET', '/api/v1/vms');
+      for (const s of p.steps) {
+        const v = vms.find((x) => x.name === s.vm);
+        if (v?.state === 'saved') outcome.set(s.vm, 'saved');
+        else if (v && v.state === 'running' && v.error) outcome.set(s.vm, `not saved: ${v.error}`);
+      }
+    }
+    progress.update(`draining ${p.node}: ${outcome.size}/${p.steps.length} done`);
+    if (outcome.size < p.steps.length) await new Promise((r) => setTimeout(r, 300));
+  }
+  progress.done();
+  const failed = p.steps.filter((s) => !/^(on |saved)/.test(outcome.get(s.vm) ?? ''));
+  if (a.bool('json')) json({ ...res, outcome: Object.fromEntries(outcome) });
+  else for (const s of p.steps) print(`  ${s.vm}: ${outcome.get(s.vm) ?? 'still moving'}`);
+  return failed.length ? 1 : 0;
 }
 
 type VmView = VmRecord & { migration?: Partial<MigrationRecord> };

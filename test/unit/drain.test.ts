@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { planDrain } from '../../src/cluster/drain.js';
+import type { NodeLoad } from '../../src/cluster/placement.js';
+import type { NodeRecord, VmRecord } from '../../src/model.js';
+
+const node = (name: string, state: NodeRecord['state'], totalMiB: number): NodeRecord => ({
+  name, url: 'http://x', migrationAddress: '127.0.1.1', state,
+  capabilities: { accelerator: 'tcg', acceleratorReason: '', cpu: { vendor: 'v', model: 'm', features: [] }, qemuVersion: '10', memoryTotalMiB: totalMiB, memoryFreeMiB: totalMiB },
+});
+const vm = (name: string, on: string, memoryMiB: number, extra: Partial<VmRecord> = {}): VmRecord => ({
+  name, memoryMiB, cpus: 1, diskGiB: 1, diskPath: '/d', mac: 'm', ip: 'i', workload: 'idle', node: on, state: 'running', createdAtMs: 0, ...extra,
+});
+const load = (n: NodeRecord, committedMiB: number): NodeLoad => ({ node: n, committedMiB, vmCount: 0 });
+
+describe('drain planning (R12)', () => {
+  it('moves the biggest VMs first, each to the node with the most room left, spreading them', () => {
+    const plan = planDrain('n1', 'live', [vm('small', 'n1', 128), vm('big', 'n1', 512), vm('mid', 'n1', 256), vm('elsewhere', 'n2', 128)], [
+      load(node('n1', 'up', 2048), 896), load(node('n2', 'up', 1024), 128), load(node('n3', 'up', 1024), 0), load(node('n4', 'maintenance', 4096), 0),
+    ]);
+    assert.deepEqual(plan.blockers, []);
+    assert.deepEqual(plan.steps.map((s) => [s.order, s.vm, s.to]), [[1, 'big', 'n3'], [2, 'mid', 'n2'], [3, 'small', 'n2']]);
+    assert.equal(plan.estimatedMs, plan.steps.reduce((s, x) => s + x.estimatedMs, 0));
+  });
+
+  it('names every VM that cannot be placed, and every VM that cannot move', () => {
+    const plan = planDrain('n1', 'live', [vm('huge', 'n1', 4096), vm('fits', 'n1', 256), vm('busy', 'n1', 128, { migrationId: 'm-1' })], [
+      load(node('n1', 'up', 8192), 4480), load(node('n2', 'up', 1024), 512),
+    ]);
+    assert.deepEqual(plan.blockers, [
+      "VM 'busy' is migrating; wait for it or cancel it",
+      "no node has room for VM 'huge' (needs 4096 MiB; n2: 512 MiB free)",
+    ]);
+    assert.deepEqual(plan.steps.map((s) => s.vm), ['fits']);
+  });
+
+  it('refuses a live drain of the last up node, while a save drain needs no target', () => {
+    const loads = [load(node('n1', 'up', 1024), 256), load(node('n2', 'maintenance', 1024), 0)];
+    assert.match(planDrain('n1', 'live', [vm('a', 'n1', 256)], loads).blockers[0]!, /no other node is up/);
+    const save = planDrain('n1', 'save', [vm('a', 'n1', 256)], loads);
+    assert.deepEqual([save.blockers, save.steps.map((s) => [s.vm, s.to])], [[], [['a', undefined]]]);
+  });
+});
