@@ -32,6 +32,8 @@ export interface NodeCapabilities {
   qemuVersion: string;
   memoryTotalMiB: number;
   memoryFreeMiB: number;
+  /** Host CPUs this node offers (vCPU load is counted against them). */
+  cpuCount?: number;
 }
 
 export interface NodeRecord {

@@ -16,6 +16,7 @@
  *   POST /api/v1/migrations/:id/cancel
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events
+ *   POST /api/v1/cluster/balance {dryRun}
  *   GET  /api/v1/cluster/settings   PUT /api/v1/cluster/settings/:name  {value}
  *   POST /api/v1/cluster/down
  */
@@ -26,10 +27,11 @@ import type { Controller, Heartbeat } from '../cluster/controller.js';
 import type { VmCreateRequest } from '../cluster/validate.js';
 import type { DrainMode } from '../cluster/drain.js';
 import { Maintenance } from '../cluster/maintenance.js';
+import { Balancer } from '../cluster/balancer.js';
 import type { MigrationService } from '../migration/service.js';
 import { Router } from './http.js';
 
-export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void): Router {
+export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void, balancer = new Balancer(c, migrations, c.clock)): Router {
   const r = new Router();
   const maintenance = new Maintenance(c, migrations);
   r.guard = (req) => {
@@ -102,6 +104,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   });
   r.on('GET', '/api/v1/events', (req) => c.events(Number(req.query.get('since') ?? 0)));
   r.on('GET', '/api/v1/cluster/settings', () => c.settings());
+  r.on('POST', '/api/v1/cluster/balance', (req) => balancer.balance((req.body as { dryRun?: boolean } | undefined)?.dryRun === true));
   r.on('PUT', '/api/v1/cluster/settings/:name', async (req) => {
     const next = await c.setSetting(req.params.name!, (req.body as { value?: unknown } | undefined)?.value);
     void migrations.schedule(); // more slots may start queued migrations now

@@ -32,6 +32,7 @@ cluster
   switch show [--json]                  the virtual switch's MAC table
   cluster show [--json]                 cluster settings
   cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
+  cluster balance [--dry-run] [--json]  even out memory and CPU load with live migrations
   events [--json] [--follow]
 VMs
   vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE]
@@ -197,7 +198,29 @@ async function main(argv: string[]): Promise<number> {
         print(`${name} = ${String(s[name])}`);
         return 0;
       }
-      throw errors.usage(`unknown command 'cluster ${sub ?? ''}' (try: cluster show, cluster set NAME VALUE)`);
+      if (sub === 'balance') {
+        a.allow('dry-run', 'json').maxPositionals(0);
+        type Plan = { before: Record<string, number>; after: Record<string, number>; moves: { vm: string; from: string; to: string; memoryMiB: number }[]; thresholdPct: number };
+        const c = client();
+        const res = await c.call<{ plan: Plan; dryRun: boolean; migrations: { vm: string; id: string; to: string }[] }>('POST', '/api/v1/cluster/balance', { dryRun: a.bool('dry-run') });
+        const p = res.plan;
+        const loads = (l: Record<string, number>) => Object.entries(l).map(([n, v]) => `${n} ${v}%`).join(', ');
+        if (!a.bool('json')) {
+          print(`load now: ${loads(p.before)} (threshold ${p.thresholdPct} points)`);
+          if (p.moves.length === 0) print('balanced: no moves');
+          for (const m of p.moves) print(`  ${m.vm} (${m.memoryMiB} MiB): ${m.from} → ${m.to}`);
+          if (p.moves.length) print(`load after: ${loads(p.after)}`);
+        }
+        let failed = 0;
+        for (const m of res.migrations) {
+          const final = await followMigration(c, m.id, () => {});
+          if (final.report.status !== 'completed') failed++;
+          if (!a.bool('json')) print(`  ${m.vm}: ${final.report.status}${final.report.error ? `: ${final.report.error}` : ''}`);
+        }
+        if (a.bool('json')) json(res);
+        return failed ? 1 : 0;
+      }
+      throw errors.usage(`unknown command 'cluster ${sub ?? ''}' (try: cluster show, cluster set NAME VALUE, cluster balance)`);
     }
     case 'image': {
       if (sub !== 'build') throw errors.usage(`unknown command 'image ${sub ?? ''}' (try: image build)`);

@@ -7,17 +7,34 @@ import { errors } from '../errors.js';
 export interface ClusterSettings {
   /** Live or quick migrations a node sends or receives at once (R11). */
   migrationsPerNode: number;
+  /** Rebalance when the most and least loaded nodes differ by more than this (percentage points). */
+  balanceThresholdPct: number;
+  /** Rebalance by itself every balanceIntervalS (R14). */
+  balanceAuto: boolean;
+  /** How often automatic balancing runs; no VM moves more than once per interval. */
+  balanceIntervalS: number;
 }
 
-export const DEFAULT_SETTINGS: ClusterSettings = { migrationsPerNode: 1 };
+export const DEFAULT_SETTINGS: ClusterSettings = { migrationsPerNode: 1, balanceThresholdPct: 20, balanceAuto: false, balanceIntervalS: 300 };
 
-const RULES: { [K in keyof ClusterSettings]: (raw: unknown) => ClusterSettings[K] } = {
-  migrationsPerNode: (raw) => {
+function intRule(name: string, min: number, max: number): (raw: unknown) => number {
+  return (raw) => {
     const n = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : raw;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 16) {
-      throw errors.invalid('migrationsPerNode', `migrationsPerNode must be a whole number from 1 to 16, got '${String(raw)}'`);
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+      throw errors.invalid(name, `${name} must be a whole number from ${min} to ${max}, got '${String(raw)}'`);
     }
     return n;
+  };
+}
+
+const RULES: { [K in keyof ClusterSettings]: (raw: unknown) => ClusterSettings[K] } = {
+  migrationsPerNode: intRule('migrationsPerNode', 1, 16),
+  balanceThresholdPct: intRule('balanceThresholdPct', 1, 100),
+  balanceIntervalS: intRule('balanceIntervalS', 5, 86_400),
+  balanceAuto: (raw) => {
+    if (raw === true || raw === 'true' || raw === 'on') return true;
+    if (raw === false || raw === 'false' || raw === 'off') return false;
+    throw errors.invalid('balanceAuto', `balanceAuto must be true or false, got '${String(raw)}'`);
   },
 };
 

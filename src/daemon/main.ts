@@ -13,6 +13,7 @@ import { controllerRouter } from '../api/routes.js';
 import { serve } from '../api/http.js';
 import { systemClock } from '../clock.js';
 import { readConfig, readEndpoint, readToken, writeEndpoint } from '../cluster/config.js';
+import { Balancer } from '../cluster/balancer.js';
 import { Controller } from '../cluster/controller.js';
 import { MigrationService } from '../migration/service.js';
 import { startSwitch } from '../network/switch-daemon.js';
@@ -76,7 +77,8 @@ async function main(): Promise<void> {
     const controller = new Controller({ layout, config, token, store, clock: systemClock, switchUrl, log: log('controller') });
     await controller.start();
     const migrations = new MigrationService(controller);
-    const api = await serve(controllerRouter(controller, migrations, token, () => {}));
+    const balancer = new Balancer(controller, migrations, systemClock);
+    const api = await serve(controllerRouter(controller, migrations, token, () => {}, balancer));
     writeEndpoint(layout, 'controller', { pid: process.pid, url: api.url });
     log('controller')(`listening on ${api.url}`);
     // Give agents a few heartbeats to report, then settle unfinished migrations.
@@ -84,11 +86,15 @@ async function main(): Promise<void> {
       void migrations
         .recover()
         .catch((e) => log('controller')(`recover: ${String(e)}`))
-        .finally(() => migrations.startScheduler());
+        .finally(() => {
+          migrations.startScheduler();
+          balancer.start();
+        });
     }, 3000);
     onExit(async () => {
       fs.rmSync(layout.daemonFile('controller'), { force: true });
       migrations.stopScheduler();
+      balancer.stop();
       await controller.stop();
       await api.close();
       await store.close();

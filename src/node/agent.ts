@@ -89,6 +89,7 @@ export class Agent {
       qemuVersion: await qemuVersion(),
       memoryTotalMiB: totalMiB,
       memoryFreeMiB: totalMiB,
+      cpuCount: os.cpus().length,
     };
     this.log(`accelerator ${accel.accelerator}: ${accel.reason}; cpu ${cpu.vendor} ${cpu.model}`);
     await this.adoptAll();

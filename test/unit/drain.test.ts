@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { planDrain } from '../../src/cluster/drain.js';
+import { planBalance } from '../../src/cluster/balance.js';
 import type { NodeLoad } from '../../src/cluster/placement.js';
 import type { NodeRecord, VmRecord } from '../../src/model.js';
 
@@ -39,5 +40,27 @@ describe('drain planning (R12)', () => {
     assert.match(planDrain('n1', 'live', [vm('a', 'n1', 256)], loads).blockers[0]!, /no other node is up/);
     const save = planDrain('n1', 'save', [vm('a', 'n1', 256)], loads);
     assert.deepEqual([save.blockers, save.steps.map((s) => [s.vm, s.to])], [[], [['a', undefined]]]);
+  });
+});
+
+describe('rebalancing (R14)', () => {
+  const caps = (n: NodeRecord) => ({ ...n, capabilities: { ...n.capabilities!, cpuCount: 4 } });
+  it('moves VMs off an overloaded node until the spread is within the threshold, then plans nothing', () => {
+    const vms = [vm('a', 'n1', 256), vm('b', 'n1', 256), vm('c', 'n1', 256)];
+    const loads = [load(caps(node('n1', 'up', 1024)), 768), load(caps(node('n2', 'up', 1024)), 0), load(caps(node('n3', 'up', 1024)), 0), load(caps(node('n4', 'maintenance', 1024)), 0)];
+    const plan = planBalance(loads, vms, { thresholdPct: 20, recentlyMoved: new Set() });
+    assert.deepEqual(plan.moves.map((m) => [m.vm, m.from, m.to]), [['a', 'n1', 'n2'], ['b', 'n1', 'n3']]);
+    assert.deepEqual(plan.before, { n1: 75, n2: 0, n3: 0 });
+    assert.deepEqual(plan.after, { n1: 25, n2: 25, n3: 25 });
+    const moved = vms.map((v) => ({ ...v, node: plan.moves.find((m) => m.vm === v.name)?.to ?? v.node }));
+    const again = planBalance([load(caps(node('n1', 'up', 1024)), 256), load(caps(node('n2', 'up', 1024)), 256), load(caps(node('n3', 'up', 1024)), 256)], moved, { thresholdPct: 20, recentlyMoved: new Set() });
+    assert.deepEqual(again.moves, [], 'stable once balanced');
+  });
+
+  it('never moves a VM that moved within the interval, nor one that does not fit', () => {
+    const vms = [vm('a', 'n1', 512), vm('b', 'n1', 256)];
+    const loads = [load(caps(node('n1', 'up', 1024)), 768), load(caps(node('n2', 'up', 400)), 0)];
+    const plan = planBalance(loads, vms, { thresholdPct: 20, recentlyMoved: new Set(['b']) });
+    assert.deepEqual(plan.moves, [], "b moved recently and a does not fit on n2");
   });
 });
