@@ -351,7 +351,11 @@ export class Controller {
         throw errors.invalidState(`VM '${name}' is ${vm.state}, not stopped`, { vm: name, state: vm.state });
       }
       const spec = await this.specFor(vm);
-      const wanted = options.node ?? (vm.node || undefined);
+      // A saved VM goes back to its node if that can take it, else to any
+      // suitable node (R12: its node may be in maintenance). Otherwise the
+      // VM's node is where it was placed or pinned at creation.
+      const last = vm.node ? (await this.nodes()).find((n) => n.name === vm.node) : undefined;
+      const wanted = options.node ?? (vm.state === VmState.Saved && last?.state !== 'up' ? undefined : vm.node || undefined);
       let target: string;
       if (wanted) {
         const node = await this.node(wanted);

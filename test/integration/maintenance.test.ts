@@ -91,8 +91,10 @@ describe('maintenance mode', () => {
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
     for (const v of on3) assert.equal((await c.vm(v)).state, 'saved');
     assert.deepEqual((await c.instances(['node-3'])).get('node-3'), []);
-    await c.ferryOk(['node', 'resume', 'node-3']);
+    // A saved VM restores on any suitable node: its own is still in maintenance.
     await c.ferryOk(['vm', 'start', on3[0]!]);
+    assert.notEqual((await c.vm(on3[0]!)).node, 'node-3');
+    await c.ferryOk(['node', 'resume', 'node-3']);
     await waitFor('the restored VM to tick', 20_000, () => keptRunning(c.console(on3[0]!)).ok && c.console(on3[0]!).ticks.length > 3);
   });
 });
