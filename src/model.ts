@@ -70,6 +70,8 @@ export interface VmRecord {
   migrationId?: string;
   /** When state is saved: the VM's memory and device state on the shared volume. */
   savedState?: string;
+  /** The CPU the guest was booted with (its node's at the last fresh start). */
+  guestCpu?: CpuIdentity;
 }
 
 /** What an agent needs to start a VM's QEMU. */
@@ -83,6 +85,8 @@ export interface VmSpec {
   workload: string;
   /** IP of the VM a tcp-client workload connects to. */
   peerIp?: string;
+  /** The guest's CPU model; it travels with the VM so a migration target runs the same one. */
+  cpuModel?: string;
   consoleLogPath: string;
 }
 

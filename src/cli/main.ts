@@ -42,7 +42,7 @@ VMs
   vm ping NAME [--json]                 ping the VM through the virtual switch
   vm console NAME                       attach to the serial console (Ctrl-] detaches)
   vm migrate NAME --to NODE [--json]    live migration (--quick: pause, save, restore)
-       [--quick] [--bandwidth MiB/s] [--max-downtime ms]
+       [--quick] [--check] [--bandwidth MiB/s] [--max-downtime ms]   (--check: list every blocker, move nothing)
   vm save NAME                          save a running VM's state to the shared volume and stop it
 migrations
   migration list [--json]
@@ -396,7 +396,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       a.allow().maxPositionals(1);
       return attachConsole(client(), a.positional(0, 'a VM name'));
     case 'migrate': {
-      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick').maxPositionals(1);
+      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick', 'check').maxPositionals(1);
       const name = a.positional(0, 'a VM name');
       const to = a.string('to');
       if (!to) throw errors.usage("'vm migrate' needs --to NODE");
@@ -405,7 +405,18 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       if (bw !== undefined) tuning.maxBandwidthBytesPerSec = bw * 1024 * 1024;
       const dt = a.int('max-downtime', '--max-downtime (ms)');
       if (dt !== undefined) tuning.maxDowntimeMs = dt;
-      return migrate(client(), name, { to, tuning, mode: a.bool('quick') ? 'quick' : 'live' }, a.bool('json'));
+      const mode = a.bool('quick') ? 'quick' : 'live';
+      if (a.bool('check')) {
+        const r = await client().call<{ ok: boolean; blockers: string[]; to: string }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { to, tuning, mode, check: true });
+        if (a.bool('json')) json(r);
+        else if (r.ok) print(`${name} can ${mode}-migrate to ${r.to}: no blockers`);
+        else {
+          print(`${name} cannot ${mode}-migrate to ${r.to}:`);
+          for (const b of r.blockers) print(`  - ${b}`);
+        }
+        return r.ok ? 0 : 1;
+      }
+      return migrate(client(), name, { to, tuning, mode }, a.bool('json'));
     }
     default:
       throw errors.usage(`unknown command 'vm ${sub ?? ''}' (see 'ferry help')`);

@@ -324,6 +324,7 @@ export class Controller {
       name: vm.name, memoryMiB: vm.memoryMiB, cpus: vm.cpus, diskPath: vm.diskPath, mac: vm.mac, ip: vm.ip,
       workload: vm.workload, consoleLogPath: this.layout.consoleLog(vm.name),
     };
+    if (vm.guestCpu) spec.cpuModel = vm.guestCpu.model;
     const peerName = tcpPeer(vm.workload);
     if (peerName) {
       const peer = await this.store.get<VmRecord>(`vms/${peerName}`);
@@ -376,7 +377,10 @@ export class Controller {
         target = placed.node;
       }
       const saved = vm.state === VmState.Saved ? vm.savedState : undefined;
-      await this.setVmState(name, VmState.Starting, { node: target });
+      // A fresh boot takes its node's CPU; a restore keeps the CPU it was saved with.
+      const cpu = saved && vm.guestCpu ? vm.guestCpu : (await this.node(target)).capabilities?.cpu;
+      if (cpu) spec.cpuModel = cpu.model;
+      await this.setVmState(name, VmState.Starting, cpu ? { node: target, guestCpu: cpu } : { node: target });
       const agent = await this.agentFor(target);
       try {
         if (saved) {

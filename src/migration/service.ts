@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type NodeRecord, type VmRecord, VmState } from '../model.js';
+import { cpuBlockers } from '../cluster/compat.js';
 import type { AgentClient } from '../cluster/agent-client.js';
 import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
@@ -40,6 +41,8 @@ export interface MigrateRequest {
   tuning?: Partial<TransferTuning>;
   /** Queue priority; users get 'manual'. */
   priority?: MigrationPriority;
+  /** Only run the pre-flight checks and report every blocker; move nothing. */
+  check?: boolean;
 }
 
 /** Checks per-migration tuning overrides; unknown or out-of-range fields are refused. */
@@ -150,6 +153,42 @@ export class MigrationService {
     return this.c.node(to);
   }
 
+  /**
+   * Every reason this VM cannot move to this node now, all at once: state,
+   * target, memory, a migration already running, and CPU compatibility (R9).
+   */
+  async preflight(vm: VmRecord, target: NodeRecord, mode: MigrationMode): Promise<FerryError[]> {
+    const out: FerryError[] = [];
+    if (vm.migrationId) {
+      const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
+      if (m && !isFinal(m.value.status)) {
+        out.push(errors.invalidState(`a migration of VM '${vm.name}' is already running (${m.value.id})`, { vm: vm.name, migration: m.value.id }));
+      }
+    }
+    if (vm.state !== VmState.Running) {
+      out.push(errors.invalidState(`VM '${vm.name}' is ${vm.state}: only a running VM can be ${mode}-migrated`, { vm: vm.name, state: vm.state }));
+    }
+    if (target.name === vm.node) {
+      out.push(errors.invalid('to', `VM '${vm.name}' already runs on node '${target.name}'`));
+      return out;
+    }
+    if (target.state !== 'up') out.push(errors.invalidState(`node '${target.name}' is ${target.state}`, { node: target.name }));
+    const source = vm.node ? await this.c.node(vm.node).catch(() => undefined) : undefined;
+    if (source?.state === 'down') out.push(errors.invalidState(`node '${source.name}' (the VM's node) is down`, { node: source.name }));
+    const load = (await this.c.loads()).find((l) => l.node.name === target.name)!;
+    const free = (target.capabilities?.memoryTotalMiB ?? 0) - load.committedMiB;
+    if (free < vm.memoryMiB) {
+      out.push(errors.insufficientResources(
+        `node '${target.name}' has ${free} MiB free, VM '${vm.name}' needs ${vm.memoryMiB} MiB`,
+        { node: target.name, freeMiB: free, neededMiB: vm.memoryMiB },
+      ));
+    }
+    if (vm.guestCpu && target.capabilities) {
+      for (const b of cpuBlockers(vm.guestCpu, target.capabilities.cpu, target.name)) out.push(errors.invalidState(b, { node: target.name }));
+    }
+    return out;
+  }
+
   async request(vmName: string, req: MigrateRequest | undefined): Promise<MigrationRecord> {
     validateName('VM', vmName);
     if (!req?.to) throw errors.invalid('to', 'a migration needs a target node (--to NODE)');
@@ -160,28 +199,13 @@ export class MigrationService {
     if (!(priority in PRIORITY_RANK)) throw errors.invalid('priority', `priority must be drain, manual or rebalance, got '${String(priority)}'`);
     const vm = await this.c.vm(vmName);
     const target = await this.resolveTarget(req.to);
-    if (vm.migrationId) {
-      const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
-      if (m && !isFinal(m.value.status)) {
-        throw errors.invalidState(`a migration of VM '${vmName}' is already running (${m.value.id})`, { vm: vmName, migration: m.value.id });
-      }
+    const blockers = await this.preflight(vm, target, mode);
+    if (req.check) {
+      return { check: true, vm: vmName, to: target.name, mode, ok: blockers.length === 0, blockers: blockers.map((b) => b.message) } as never;
     }
-    if (vm.state !== VmState.Running) {
-      throw errors.invalidState(`VM '${vmName}' is ${vm.state}: only a running VM can be ${mode}-migrated`, { vm: vmName, state: vm.state });
-    }
-    if (target.name === vm.node) {
-      throw errors.invalid('to', `VM '${vmName}' already runs on node '${target.name}'`);
-    }
-    if (target.state !== 'up') throw errors.invalidState(`node '${target.name}' is ${target.state}`, { node: target.name });
-    const source = await this.c.node(vm.node);
-    if (source.state === 'down') throw errors.invalidState(`node '${source.name}' (the VM's node) is down`, { node: source.name });
-    const load = (await this.c.loads()).find((l) => l.node.name === target.name)!;
-    const free = (target.capabilities?.memoryTotalMiB ?? 0) - load.committedMiB;
-    if (free < vm.memoryMiB) {
-      throw errors.insufficientResources(
-        `node '${target.name}' has ${free} MiB free, VM '${vmName}' needs ${vm.memoryMiB} MiB`,
-        { node: target.name, freeMiB: free, neededMiB: vm.memoryMiB },
-      );
+    if (blockers.length === 1) throw blockers[0]!;
+    if (blockers.length > 1) {
+      throw new FerryError(ErrorCode.InvalidState, blockers.map((b) => b.message).join('; '), { details: { blockers: blockers.map((b) => b.message) } });
     }
     const now = this.c.clock.nowMs();
     const record: MigrationRecord = {

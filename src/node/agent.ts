@@ -212,7 +212,7 @@ export class Agent {
       {
         spec,
         accelerator: this.capabilities.accelerator,
-        cpuModel: this.capabilities.cpu.model,
+        cpuModel: spec.cpuModel ?? this.capabilities.cpu.model,
         kernelPath: this.image.kernelPath,
         initrdPath: this.image.initrdPath,
         qmpSocket: path.join(this.runDir, `${spec.name}.qmp`),

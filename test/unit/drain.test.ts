@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { planDrain } from '../../src/cluster/drain.js';
 import { planBalance } from '../../src/cluster/balance.js';
+import { cpuBlockers } from '../../src/cluster/compat.js';
 import type { NodeLoad } from '../../src/cluster/placement.js';
 import type { NodeRecord, VmRecord } from '../../src/model.js';
 
@@ -62,5 +63,16 @@ describe('rebalancing (R14)', () => {
     const loads = [load(caps(node('n1', 'up', 1024)), 768), load(caps(node('n2', 'up', 400)), 0)];
     const plan = planBalance(loads, vms, { thresholdPct: 20, recentlyMoved: new Set(['b']) });
     assert.deepEqual(plan.moves, [], "b moved recently and a does not fit on n2");
+  });
+});
+
+describe('CPU compatibility rules (R9)', () => {
+  const westmere = { vendor: 'GenuineIntel', model: 'Westmere', features: ['sse2', 'sse4.2', 'aes', 'pclmulqdq'] };
+  const nehalem = { vendor: 'GenuineIntel', model: 'Nehalem', features: ['sse2', 'sse4.2'] };
+  const opteron = { vendor: 'AuthenticAMD', model: 'Opteron_G2', features: ['sse2', 'sse4.2', 'aes', 'pclmulqdq'] };
+  it('lets an older guest onto a newer node, names the features a node lacks, and never mixes vendors', () => {
+    assert.deepEqual(cpuBlockers(nehalem, westmere, 'n1'), []);
+    assert.deepEqual(cpuBlockers(westmere, nehalem, 'n2'), ["node 'n2' (Nehalem) lacks CPU features the VM uses: aes, pclmulqdq"]);
+    assert.deepEqual(cpuBlockers(westmere, opteron, 'n3'), ["CPU vendor mismatch: the VM runs on GenuineIntel (Westmere), node 'n3' is AuthenticAMD (Opteron_G2)"]);
   });
 });
