@@ -76,3 +76,22 @@ describe('CPU compatibility rules (R9)', () => {
     assert.deepEqual(cpuBlockers(westmere, opteron, 'n3'), ["CPU vendor mismatch: the VM runs on GenuineIntel (Westmere), node 'n3' is AuthenticAMD (Opteron_G2)"]);
   });
 });
+
+describe('CPU compatibility in drain and balance planning', () => {
+  const intel = { vendor: 'GenuineIntel', model: 'Westmere', features: ['sse2', 'aes'] };
+  const amd = { vendor: 'AuthenticAMD', model: 'Opteron_G2', features: ['sse2', 'aes'] };
+  const withCpu = (n: NodeRecord, cpu: typeof intel) => ({ ...n, capabilities: { ...n.capabilities!, cpu, cpuCount: 4 } });
+  it('drains only onto nodes whose CPU can run the guest, and names a VM no node can run', () => {
+    const vms = [vm('a', 'n1', 128, { guestCpu: intel })];
+    const plan = planDrain('n1', 'live', vms, [load(withCpu(node('n1', 'up', 1024), intel), 128), load(withCpu(node('n2', 'up', 4096), amd), 0), load(withCpu(node('n3', 'up', 512), intel), 0)]);
+    assert.deepEqual(plan.steps.map((s) => s.to), ['n3'], 'the AMD node has more room but cannot run it');
+    const none = planDrain('n1', 'live', vms, [load(withCpu(node('n1', 'up', 1024), intel), 128), load(withCpu(node('n2', 'up', 4096), amd), 0)]);
+    assert.deepEqual(none.blockers, ["no up node has a CPU compatible with VM 'a' (GenuineIntel Westmere)"]);
+  });
+
+  it('never balances a VM onto a node of another vendor', () => {
+    const vms = [vm('a', 'n1', 256, { guestCpu: intel }), vm('b', 'n1', 256, { guestCpu: intel })];
+    const plan = planBalance([load(withCpu(node('n1', 'up', 1024), intel), 512), load(withCpu(node('n2', 'up', 1024), amd), 0)], vms, { thresholdPct: 20, recentlyMoved: new Set() });
+    assert.deepEqual(plan.moves, []);
+  });
+});
