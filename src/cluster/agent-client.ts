@@ -2,7 +2,8 @@
  * The controller's typed view of one node agent's HTTP API.
  */
 import { callJson, type CallOptions } from '../api/http.js';
-import { ErrorCode, FerryError } from '../errors.js';
+import type { Clock } from '../clock.js';
+import { ErrorCode, FerryError, errors } from '../errors.js';
 import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
 import type { TransferProgress, TransferTuning } from '../migration/transfer.js';
 import type { ProbeResult } from '../network/probe.js';
@@ -102,5 +103,28 @@ export class SwitchClient {
   }
   stopProbe(id: string): Promise<ProbeResult> {
     return this.call('DELETE', `/v1/probes/${id}`);
+  }
+}
+
+/**
+ * Polls a VM's transfer on one agent until QEMU reports it completed
+ * (an incoming migration loaded, a state saved or restored). `label` names
+ * the transfer in errors: "<label> failed: …", "<label> timed out …".
+ */
+export async function waitTransferCompleted(
+  agent: AgentClient,
+  vm: string,
+  clock: Clock,
+  opts: { label: string; timeoutMs: number; stepMs: number; signal?: AbortSignal },
+): Promise<void> {
+  const deadline = clock.nowMs() + opts.timeoutMs;
+  for (;;) {
+    const p = await agent.migration(vm, opts.signal ? { signal: opts.signal } : undefined);
+    if (p.status === 'completed') return;
+    if (p.status === 'failed' || p.status === 'cancelled') {
+      throw new FerryError(ErrorCode.MigrationFailed, `${opts.label} ${p.status}${p.error ? `: ${p.error}` : ''}`);
+    }
+    if (clock.nowMs() > deadline) throw errors.timeout(opts.label, opts.timeoutMs);
+    await clock.sleep(opts.stepMs);
   }
 }

@@ -21,7 +21,7 @@ import { type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord,
 import type { StateLayout } from '../paths.js';
 import { type ClusterStore, update } from '../store/store.js';
 import { DEFAULT_TUNING } from '../migration/tuning.js';
-import { AgentClient, SwitchClient } from './agent-client.js';
+import { AgentClient, SwitchClient, waitTransferCompleted } from './agent-client.js';
 import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm } from './placement.js';
 import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
@@ -387,7 +387,7 @@ export class Controller {
           // Restore: an incoming QEMU loads the saved state, then runs.
           await agent.start(spec, true);
           await agent.restoreFrom(name, saved, DEFAULT_TUNING);
-          await this.waitRestored(agent, name);
+          await waitTransferCompleted(agent, name, this.clock, { label: `restoring '${name}'`, timeoutMs: 60_000, stepMs: 50 });
           await agent.resume(name);
         } else {
           await agent.start(spec);
@@ -411,17 +411,6 @@ export class Controller {
     });
   }
 
-  private async waitRestored(agent: AgentClient, name: string, timeoutMs = 60_000): Promise<void> {
-    const deadline = this.clock.nowMs() + timeoutMs;
-    for (;;) {
-      const p = await agent.migration(name);
-      if (p.status === 'completed') return;
-      if (p.status === 'failed' || p.status === 'cancelled') throw new FerryError(ErrorCode.MigrationFailed, `restoring '${name}' ${p.status}${p.error ? `: ${p.error}` : ''}`);
-      if (this.clock.nowMs() > deadline) throw errors.timeout(`restoring '${name}'`, timeoutMs);
-      await this.clock.sleep(50);
-    }
-  }
-
   /**
    * Saves a running VM's memory and device state to the shared volume and
    * stops its QEMU (state `saved`); `startVm` restores it on any node.
@@ -439,7 +428,7 @@ export class Controller {
       try {
         await agent.pause(name);
         await agent.startMigration(name, { file }, DEFAULT_TUNING);
-        await this.waitRestored(agent, name);
+        await waitTransferCompleted(agent, name, this.clock, { label: `saving '${name}'`, timeoutMs: 60_000, stepMs: 50 });
       } catch (e) {
         // Keep it running where it was.
         await agent.cancelMigration(name).catch(() => {});

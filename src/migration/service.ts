@@ -14,7 +14,7 @@ import path from 'node:path';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type NodeRecord, type VmRecord, VmState } from '../model.js';
 import { cpuBlockers } from '../cluster/compat.js';
-import type { AgentClient } from '../cluster/agent-client.js';
+import { type AgentClient, waitTransferCompleted } from '../cluster/agent-client.js';
 import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
 import { update } from '../store/store.js';
@@ -376,7 +376,7 @@ export class MigrationService {
       } else {
         await source.startMigration(vm.name, r.target!, r.tuning, { signal });
       }
-      const final = await this.followTransfer(id, source, target, signal);
+      const final = await this.followTransfer(id, vm.name, source, target, signal);
       if (final.status !== 'completed') {
         throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
       }
@@ -392,7 +392,7 @@ export class MigrationService {
       // inactivates them on the source and activates them on the target once
       // the device state is in); wait until the target says it got everything.
       await this.enterStep(id, 'disks');
-      await this.waitTarget(target, vm.name, (s) => s.status === 'completed', 'the target to take over the disks', signal);
+      await waitTransferCompleted(target, vm.name, this.c.clock, { label: "the target's incoming migration", timeoutMs: 30_000, stepMs: 20, signal });
 
       // 6. resume: the target runs the guest.
       await this.enterStep(id, 'resume');
@@ -434,12 +434,12 @@ export class MigrationService {
   }
 
   /** Polls the source's transfer until it ends; cancels it on abort or when the target goes away. */
-  private async followTransfer(id: string, source: AgentClient, target: AgentClient, signal: AbortSignal): Promise<TransferProgress> {
+  private async followTransfer(id: string, vm: string, source: AgentClient, target: AgentClient, signal: AbortSignal): Promise<TransferProgress> {
     let lastSave = 0;
     let targetFailures = 0;
     const startedAt = this.c.clock.nowMs();
     for (;;) {
-      const p = await source.migration((await this.c.vm((await this.get(id)).vm)).name);
+      const p = await source.migration(vm);
       const now = this.c.clock.nowMs();
       if (isTransferFinal(p.status)) {
         await this.saveProgress(id, p, now, now - startedAt);
@@ -455,7 +455,7 @@ export class MigrationService {
       const targetAlive = await target.health().then(() => true, () => false);
       targetFailures = targetAlive ? 0 : targetFailures + 1;
       if (cancelRequested || targetFailures >= 2) {
-        await source.cancelMigration((await this.get(id)).vm).catch(() => {});
+        await source.cancelMigration(vm).catch(() => {});
         if (cancelRequested) throw new MigrationAborted();
         throw errors.agentUnreachable(target.node);
       }
@@ -470,26 +470,6 @@ export class MigrationService {
     const rate = p.throughputBytesPerSec > 0 ? p.throughputBytesPerSec : elapsedMs > 0 ? (p.transferredBytes * 1000) / elapsedMs : 0;
     if (rate > 0) progress.estimatedRemainingMs = Math.round((p.remainingBytes / rate) * 1000);
     await this.save(id, (cur) => ({ ...cur, progress }));
-  }
-
-  private async waitTarget(
-    target: AgentClient,
-    vm: string,
-    done: (p: TransferProgress) => boolean,
-    what: string,
-    signal: AbortSignal,
-    timeoutMs = 30_000,
-  ): Promise<void> {
-    const deadline = this.c.clock.nowMs() + timeoutMs;
-    for (;;) {
-      const p = await target.migration(vm, { signal });
-      if (done(p)) return;
-      if (p.status === 'failed' || p.status === 'cancelled') {
-        throw new FerryError(ErrorCode.MigrationFailed, `the target's incoming migration ${p.status}${p.error ? `: ${p.error}` : ''}`);
-      }
-      if (this.c.clock.nowMs() > deadline) throw errors.timeout(`waiting for ${what}`, timeoutMs);
-      await this.c.clock.sleep(20);
-    }
   }
 
   private async waitTargetRunning(target: AgentClient, vm: string, signal: AbortSignal, timeoutMs = 10_000): Promise<void> {
