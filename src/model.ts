@@ -70,8 +70,10 @@ export interface VmRecord {
   migrationId?: string;
   /** When state is saved: the VM's memory and device state on the shared volume. */
   savedState?: string;
-  /** The CPU the guest was booted with (its node's at the last fresh start). */
+  /** The CPU the guest was booted with: its node's model, or the vendor's baseline in compatibility mode. */
   guestCpu?: CpuIdentity;
+  /** Processor compatibility mode (R9): boot with the features all nodes of the vendor share. */
+  compat?: boolean;
 }
 
 /** What an agent needs to start a VM's QEMU. */

@@ -6,7 +6,7 @@
  *   POST /api/v1/nodes/:name/maintenance {drain: live|save, dryRun}   POST /api/v1/nodes/:name/resume
  *   POST /api/v1/agents/heartbeat               (agents)
  *   GET  /api/v1/vms            POST /api/v1/vms
- *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name
+ *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name    PATCH /api/v1/vms/:name {compat}
  *   POST /api/v1/vms/:name/start | stop | save
  *   POST /api/v1/vms/:name/ping                 (through the virtual switch)
  *   GET  /api/v1/vms/:name/console              (stream; ?follow=1)
@@ -17,6 +17,7 @@
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events
  *   POST /api/v1/cluster/balance {dryRun}
+ *   GET  /api/v1/cluster/cpu-baselines          (processor compatibility mode, per vendor)
  *   GET  /api/v1/cluster/settings   PUT /api/v1/cluster/settings/:name  {value}
  *   POST /api/v1/cluster/down
  */
@@ -72,6 +73,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     return c.createVm(body);
   });
   r.on('GET', '/api/v1/vms/:name', async (req) => migrations.decorate(await c.vm(req.params.name!)));
+  r.on('PATCH', '/api/v1/vms/:name', (req) => c.setVm(req.params.name!, (req.body ?? {}) as { compat?: unknown }));
   r.on('DELETE', '/api/v1/vms/:name', async (req) => {
     await c.deleteVm(req.params.name!);
     return { deleted: req.params.name };
@@ -104,6 +106,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   });
   r.on('GET', '/api/v1/events', (req) => c.events(Number(req.query.get('since') ?? 0)));
   r.on('GET', '/api/v1/cluster/settings', () => c.settings());
+  r.on('GET', '/api/v1/cluster/cpu-baselines', () => c.cpuBaselines());
   r.on('POST', '/api/v1/cluster/balance', (req) => balancer.balance((req.body as { dryRun?: boolean } | undefined)?.dryRun === true));
   r.on('PUT', '/api/v1/cluster/settings/:name', async (req) => {
     const next = await c.setSetting(req.params.name!, (req.body as { value?: unknown } | undefined)?.value);

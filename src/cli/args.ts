@@ -10,7 +10,7 @@ export interface ParsedArgs {
 }
 
 /** Flags that never take a value. */
-const BOOLEAN_FLAGS = new Set(['json', 'help', 'follow', 'quick', 'dry-run', 'force', 'check', 'plan']);
+const BOOLEAN_FLAGS = new Set(['json', 'help', 'follow', 'quick', 'dry-run', 'force', 'check', 'plan', 'compat']);
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const positionals: string[] = [];
@@ -70,6 +70,16 @@ export class Args {
     const v = this.parsed.flags.get(name);
     if (v === true) throw errors.usage(`option --${name} needs a value`);
     return v;
+  }
+
+  /** Whether the flag was given at all (as --name or --name=VALUE). */
+  has(name: string): boolean {
+    return this.parsed.flags.has(name);
+  }
+
+  /** The raw value of a flag that may be bare (`true`) or carry a value. */
+  raw(name: string): string | true | undefined {
+    return this.parsed.flags.get(name);
   }
 
   bool(name: string): boolean {

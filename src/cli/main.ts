@@ -10,6 +10,7 @@ import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { buildImage } from '../guest/image.js';
 import type { MigrationRecord, MigrationReport } from '../migration/record.js';
 import { STEPS } from '../migration/record.js';
+import type { CpuBaseline } from '../cluster/compat.js';
 import type { NodeRecord, VmRecord } from '../model.js';
 import { StateLayout, defaultStateDir } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
@@ -30,12 +31,13 @@ cluster
   node maintenance NODE --drain live|save [--dry-run] [--json]
   node resume NODE
   switch show [--json]                  the virtual switch's MAC table
-  cluster show [--json]                 cluster settings
+  cluster show [--json]                 cluster settings and each vendor's CPU compatibility baseline
   cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
   cluster balance [--dry-run] [--json]  even out memory and CPU load with live migrations
   events [--json] [--follow]
 VMs
-  vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE]
+  vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE] [--compat]
+  vm set NAME --compat on|off           processor compatibility mode (only while the VM is stopped)
   vm start|stop|delete NAME
   vm list [--json]
   vm show NAME [--json]
@@ -185,9 +187,17 @@ async function main(argv: string[]): Promise<number> {
     case 'cluster': {
       if (sub === 'show') {
         a.allow('json').maxPositionals(0);
-        const s = await client().call<Record<string, unknown>>('GET', '/api/v1/cluster/settings');
-        if (a.bool('json')) json(s);
-        else print(table(['SETTING', 'VALUE'], Object.entries(s).map(([k, v]) => [k, String(v)])));
+        const c = client();
+        const s = await c.call<Record<string, unknown>>('GET', '/api/v1/cluster/settings');
+        const baselines = await c.call<CpuBaseline[]>('GET', '/api/v1/cluster/cpu-baselines');
+        if (a.bool('json')) {
+          json({ settings: s, cpuBaselines: baselines });
+          return 0;
+        }
+        print(table(['SETTING', 'VALUE'], Object.entries(s).map(([k, v]) => [k, String(v)])));
+        print('\nprocessor compatibility baselines (features shared by all nodes of a vendor):');
+        print(table(['VENDOR', 'NODES', 'BASE MODEL', 'FEATURES', 'TURNED OFF'],
+          baselines.map((b) => [b.vendor, b.nodes.join(','), b.baseModel, b.features.length, b.disabled.join(' ') || '-'])));
         return 0;
       }
       if (sub === 'set') {
@@ -319,7 +329,7 @@ type VmView = VmRecord & { migration?: Partial<MigrationRecord> };
 async function vmCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
   switch (sub) {
     case 'create': {
-      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'json').maxPositionals(1);
+      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'compat', 'json').maxPositionals(1);
       const body: Record<string, unknown> = { name: a.positional(0, 'a VM name') };
       for (const [flag, field] of [['memory', 'memoryMiB'], ['cpus', 'cpus'], ['disk', 'diskGiB']] as const) {
         const v = a.string(flag);
@@ -327,9 +337,21 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       }
       if (a.string('workload') !== undefined) body.workload = a.string('workload');
       if (a.string('node') !== undefined) body.node = a.string('node');
+      if (a.has('compat')) body.compat = a.raw('compat') === true ? true : a.raw('compat');
       const vm = await client().call<VmRecord>('POST', '/api/v1/vms', body);
       if (a.bool('json')) json(vm);
-      else print(`VM ${vm.name} created: ${vm.memoryMiB} MiB, ${vm.cpus} CPU, ${vm.diskGiB} GiB disk, ip ${vm.ip}, mac ${vm.mac}, workload ${vm.workload}`);
+      else print(`VM ${vm.name} created: ${vm.memoryMiB} MiB, ${vm.cpus} CPU, ${vm.diskGiB} GiB disk, ip ${vm.ip}, mac ${vm.mac}, workload ${vm.workload}${vm.compat ? ', processor compatibility mode on' : ''}`);
+      return 0;
+    }
+    case 'set': {
+      // `--compat on` and `--compat=on` both work: compat is also a bare flag of `vm create`.
+      a.allow('compat', 'json').maxPositionals(2);
+      const name = a.positional(0, 'a VM name');
+      if (!a.has('compat')) throw errors.usage("'vm set' needs a setting: --compat on|off");
+      const value = a.raw('compat') === true ? a.positional(1, 'a value for --compat (on or off)') : a.maxPositionals(1).raw('compat');
+      const vm = await client().call<VmRecord>('PATCH', `/api/v1/vms/${encodeURIComponent(name)}`, { compat: value });
+      if (a.bool('json')) json(vm);
+      else print(`VM ${vm.name}: processor compatibility mode ${vm.compat ? 'on' : 'off'} (applies at its next start)`);
       return 0;
     }
     case 'start':
@@ -374,7 +396,9 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       const rows: [string, string][] = [
         ['name', vm.name], ['state', vm.state], ['node', vm.node || '-'], ['memoryMiB', String(vm.memoryMiB)], ['cpus', String(vm.cpus)],
         ['mac', vm.mac], ['ip', vm.ip], ['workload', vm.workload], ['disk', `${vm.diskPath} (${vm.diskGiB} GiB)`],
+        ['compat', vm.compat ? 'on' : 'off'],
       ];
+      if (vm.guestCpu) rows.push(['cpu', `${vm.guestCpu.vendor} ${vm.guestCpu.model} (${vm.guestCpu.features.length} features)`]);
       if (vm.error) rows.push(['error', vm.error]);
       if (vm.migration) {
         const p = vm.migration.progress;

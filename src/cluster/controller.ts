@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import type { Clock } from '../clock.js';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { tcpPeer } from '../guest/workload.js';
-import { type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
+import { type CpuIdentity, type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
 import type { StateLayout } from '../paths.js';
 import { type ClusterStore, update } from '../store/store.js';
 import { DEFAULT_TUNING } from '../migration/tuning.js';
@@ -25,7 +25,8 @@ import { AgentClient, SwitchClient, waitTransferCompleted } from './agent-client
 import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm } from './placement.js';
 import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
-import { type VmCreateRequest, ipFor, macFor, validateName, validateVmCreate } from './validate.js';
+import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
+import { type VmCreateRequest, ipFor, macFor, validateName, validateOnOff, validateVmCreate } from './validate.js';
 
 const run = promisify(execFile);
 
@@ -304,6 +305,7 @@ export class Controller {
       mac: macFor(index), ip: ipFor(index), workload: v.workload, node: v.node ?? '',
       state: VmState.Stopped, createdAtMs: now, stateSinceMs: now,
     };
+    if (v.compat) record.compat = true;
     try {
       fs.mkdirSync(this.layout.disks, { recursive: true });
       await run('qemu-img', ['create', '-q', '-f', 'qcow2', diskPath, `${v.diskGiB}G`]);
@@ -377,8 +379,9 @@ export class Controller {
         target = placed.node;
       }
       const saved = vm.state === VmState.Saved ? vm.savedState : undefined;
-      // A fresh boot takes its node's CPU; a restore keeps the CPU it was saved with.
-      const cpu = saved && vm.guestCpu ? vm.guestCpu : (await this.node(target)).capabilities?.cpu;
+      // A fresh boot takes its node's CPU, or in compatibility mode the
+      // baseline of today's nodes of that vendor; a restore keeps the CPU it was saved with.
+      const cpu = saved && vm.guestCpu ? vm.guestCpu : await this.bootCpu(vm, target);
       if (cpu) spec.cpuModel = cpu.model;
       await this.setVmState(name, VmState.Starting, cpu ? { node: target, guestCpu: cpu } : { node: target });
       const agent = await this.agentFor(target);
@@ -408,6 +411,52 @@ export class Controller {
       if (saved) fs.rmSync(saved, { force: true });
       await this.event({ type: 'vm.started', vm: name, node: target, message: `VM ${name} ${saved ? 'restored' : 'started'} on ${target}` });
       return saved ? { ...started, restoredFrom: saved } as VmRecord : started;
+    });
+  }
+
+  /** The CPU a fresh boot of `vm` on `target` gets. */
+  private async bootCpu(vm: VmRecord, target: string): Promise<CpuIdentity | undefined> {
+    const nodeCpu = (await this.node(target)).capabilities?.cpu;
+    if (!vm.compat || !nodeCpu) return nodeCpu;
+    const baseline = cpuBaseline(nodeCpu.vendor, await this.memberCpus());
+    return baseline && { vendor: baseline.vendor, model: baseline.model, features: baseline.features };
+  }
+
+  /** Each member node's CPU as last reported (a node that is down still belongs to the cluster). */
+  async memberCpus(): Promise<NodeCpu[]> {
+    return (await this.nodes()).flatMap((n) => (this.isMember(n.name) && n.capabilities ? [{ node: n.name, cpu: n.capabilities.cpu }] : []));
+  }
+
+  /** The compatibility baseline of each vendor among the cluster's nodes. */
+  async cpuBaselines(): Promise<CpuBaseline[]> {
+    const cpus = await this.memberCpus();
+    return [...new Set(cpus.map((c) => c.cpu.vendor))].sort().map((v) => cpuBaseline(v, cpus)!);
+  }
+
+  /**
+   * Changes a VM's settings. Compatibility mode decides the CPU the guest
+   * boots with, so it only changes while the VM is stopped (R9).
+   */
+  async setVm(name: string, settings: { compat?: unknown }): Promise<VmRecord> {
+    validateName('VM', name);
+    if (settings.compat === undefined) throw errors.invalid('settings', 'nothing to set: give compat on|off');
+    const compat = validateOnOff('compat', settings.compat);
+    return this.withBusy(name, async () => {
+      const vm = await this.vm(name);
+      if (Boolean(vm.compat) === compat) return vm;
+      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
+        throw errors.invalidState(
+          `VM '${name}' is ${vm.migrationId ? 'migrating' : vm.state}: processor compatibility mode changes only while the VM is stopped`,
+          { vm: name, state: vm.state },
+        );
+      }
+      const next = await this.updateVm(name, (cur) => {
+        const out: VmRecord = { ...cur, compat };
+        if (!compat) delete out.compat;
+        return out;
+      });
+      await this.event({ type: 'vm.set', vm: name, message: `VM ${name}: processor compatibility mode ${compat ? 'on' : 'off'} (applies at its next start)` });
+      return next;
     });
   }
 

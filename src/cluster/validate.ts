@@ -13,6 +13,8 @@ export interface VmCreateRequest {
   diskGiB?: number;
   workload?: string;
   node?: string;
+  /** Processor compatibility mode (R9). */
+  compat?: boolean;
 }
 
 export interface ValidVmCreate {
@@ -22,6 +24,7 @@ export interface ValidVmCreate {
   diskGiB: number;
   workload: string;
   node?: string;
+  compat: boolean;
 }
 
 export const VM_DEFAULTS = { memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' } as const;
@@ -52,10 +55,18 @@ export function validateVmCreate(req: VmCreateRequest): ValidVmCreate {
     cpus: intInRange('cpus', 'CPUs', req.cpus ?? VM_DEFAULTS.cpus, LIMITS.cpus),
     diskGiB: intInRange('diskGiB', 'disk (GiB)', req.diskGiB ?? VM_DEFAULTS.diskGiB, LIMITS.diskGiB),
     workload: req.workload ?? VM_DEFAULTS.workload,
+    compat: validateOnOff('compat', req.compat ?? false),
   };
   if (tcpPeer(out.workload) === name) throw errors.invalid('workload', `VM '${name}' cannot be its own tcp-client peer`);
   if (req.node !== undefined) out.node = validateName('node', req.node);
   return out;
+}
+
+/** A switch given as a boolean or as on/off. */
+export function validateOnOff(field: string, value: unknown): boolean {
+  if (value === true || value === 'on') return true;
+  if (value === false || value === 'off') return false;
+  throw errors.invalid(field, `${field} must be on or off, got '${String(value)}'`);
 }
 
 /** The n-th VM's MAC: locally administered, unique in the cluster. */

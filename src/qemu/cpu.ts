@@ -26,12 +26,24 @@ export interface CpuModelExpansion {
   features: string[];
 }
 
-/** Runs QEMU once and asks it to expand each model. */
+/** A -cpu value (`Westmere` or `Westmere,aes=off`) as QMP's CpuModelInfo. */
+export function modelArgument(value: string): { name: string; props?: Record<string, boolean> } {
+  const [name, ...settings] = value.split(',');
+  if (settings.length === 0) return { name: name! };
+  const props: Record<string, boolean> = {};
+  for (const s of settings) {
+    const [key, v] = s.split('=');
+    props[key!] = v !== 'off';
+  }
+  return { name: name!, props };
+}
+
+/** Runs QEMU once and asks it to expand each model (a -cpu value, optionally with features on or off). */
 export async function expandCpuModels(models: string[], accelerator: Accelerator): Promise<Map<string, CpuModelExpansion>> {
   const lines = [
     JSON.stringify({ execute: 'qmp_capabilities' }),
     ...models.map((name, i) =>
-      JSON.stringify({ execute: 'query-cpu-model-expansion', arguments: { type: 'full', model: { name } }, id: i }),
+      JSON.stringify({ execute: 'query-cpu-model-expansion', arguments: { type: 'full', model: modelArgument(name) }, id: i }),
     ),
     JSON.stringify({ execute: 'quit' }),
   ];

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/migration/record.js';
-import { TestCluster } from '../helpers/cluster.js';
+import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 describe('CPU compatibility pre-flight', () => {
   let c: TestCluster;
@@ -71,5 +71,58 @@ describe('CPU compatibility pre-flight', () => {
     assert.equal(fine.code, 0);
     assert.match(fine.stdout, /old can live-migrate to node-1: no blockers/);
     assert.equal((await c.client.call<unknown[]>('GET', '/api/v1/migrations')).filter((m) => (m as { vm: string }).vm !== 'old').length, 0);
+  });
+
+  it('runs a compat VM on the Intel baseline, moves it across generations, and never changes compat while it runs', async () => {
+    assert.equal((await c.ferry(['vm', 'stop', 'fat'])).code, 0);
+    const created = await c.ferry(['vm', 'create', 'cmp', '--compat', '--node', 'node-1', '--memory', '128', '--workload', 'memory:8']);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /processor compatibility mode on/);
+    assert.equal((await c.ferry(['vm', 'start', 'cmp'])).code, 0);
+    const shown = await c.ferryJson<{ settings: unknown; cpuBaselines: { vendor: string; nodes: string[]; model: string; features: string[] }[] }>(['cluster', 'show']);
+    const intel = shown.cpuBaselines.find((b) => b.vendor === 'GenuineIntel')!;
+    assert.deepEqual(intel.nodes, ['node-1', 'node-2']);
+    const nodes = await c.ferryJson<{ name: string; capabilities: { cpu: { features: string[] } } }[]>(['node', 'list']);
+    const nehalem = nodes.find((n) => n.name === 'node-2')!.capabilities.cpu.features;
+    assert.deepEqual(intel.features, nehalem, 'Westmere and Nehalem share exactly the Nehalem features');
+    const vm = await c.vm('cmp');
+    assert.equal(vm.node, 'node-1');
+    assert.equal(vm.guestCpu?.model, intel.model);
+    assert.ok(!vm.guestCpu?.features.includes('aes'), 'the compat guest does not get the Westmere node\'s AES');
+    const inst = (await c.agent('node-1').list()).find((i) => i.name === 'cmp')!;
+    assert.match(fs.readFileSync(`/proc/${inst.pid}/cmdline`, 'utf8').replace(/\0/g, ' '), new RegExp(`-cpu ${intel.model} `));
+
+    const refused = await c.ferry(['vm', 'set', 'cmp', '--compat', 'off']);
+    assert.equal(refused.code, 2);
+    assert.equal(refused.stderr.trim(), "error: VM 'cmp' is running: processor compatibility mode changes only while the VM is stopped");
+    assert.equal((await c.vm('cmp')).compat, true);
+
+    const move = await c.ferry(['vm', 'migrate', 'cmp', '--to', 'node-2', '--json']);
+    assert.equal(move.code, 0, move.stderr);
+    assert.equal((JSON.parse(move.stdout) as MigrationReport).status, 'completed', 'Westmere → Nehalem in compatibility mode');
+    const ticks = c.console('cmp').ticks.length;
+    await waitFor('cmp to keep ticking after the move', 20_000, () => c.console('cmp').ticks.length > ticks + 1);
+    const amd = await c.ferry(['vm', 'migrate', 'cmp', '--to', 'node-3']);
+    assert.equal(amd.code, 2);
+    assert.match(amd.stderr, /CPU vendor mismatch: the VM runs on GenuineIntel \(Nehalem\), node 'node-3' is AuthenticAMD \(Opteron_G2\)/);
+    const back = await c.ferry(['vm', 'migrate', 'cmp', '--to', 'node-1']);
+    assert.equal(back.code, 0, back.stderr);
+  });
+
+  it('turns compat off only on a stopped VM, and the next start gets the node\'s full model', async () => {
+    const bad = await c.ferry(['vm', 'set', 'cmp', '--compat', 'maybe']);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr.trim(), "error: compat must be on or off, got 'maybe'");
+    assert.equal((await c.ferry(['vm', 'stop', 'cmp'])).code, 0);
+    const off = await c.ferry(['vm', 'set', 'cmp', '--compat=off']);
+    assert.equal(off.code, 0, off.stderr);
+    assert.match(off.stdout, /compatibility mode off \(applies at its next start\)/);
+    assert.equal((await c.ferry(['vm', 'start', 'cmp', '--node', 'node-1'])).code, 0);
+    const vm = await c.vm('cmp');
+    assert.equal(vm.compat, undefined);
+    assert.equal(vm.guestCpu?.model, 'Westmere');
+    const check = await c.ferry(['vm', 'migrate', 'cmp', '--to', 'node-2', '--check']);
+    assert.equal(check.code, 1);
+    assert.match(check.stdout, /lacks CPU features the VM uses: aes, arat, pclmuldq, pclmulqdq/);
   });
 });

@@ -45,8 +45,8 @@ describe('migration slots and queue', () => {
   });
 
   it('runs two at once on disjoint pairs at the default of one per node, never more per node', async () => {
-    const show = await c.ferryJson<{ migrationsPerNode: number }>(['cluster', 'show']);
-    assert.equal(show.migrationsPerNode, 1);
+    const show = await c.ferryJson<{ settings: { migrationsPerNode: number } }>(['cluster', 'show']);
+    assert.equal(show.settings.migrationsPerNode, 1);
     const ids: string[] = [];
     for (const [vm, to] of [['a1', 'node-2'], ['a2', 'node-2'], ['b1', 'node-4'], ['b2', 'node-4']] as const) {
       ids.push((await startMigration(c, vm, to, SLOW)).id);
