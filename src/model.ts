@@ -45,6 +45,8 @@ export interface NodeRecord {
   state: NodeState;
   capabilities?: NodeCapabilities;
   lastSeenMs?: number;
+  /** Where the node answers on each cluster network (address and probe port). */
+  networks?: Record<string, { address: string; port: number }>;
 }
 
 export interface VmRecord {

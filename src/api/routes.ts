@@ -14,6 +14,7 @@
  *   POST /api/v1/vms/:name/migrate              → a migration record (task)
  *   GET  /api/v1/migrations     GET /api/v1/migrations/:id
  *   POST /api/v1/migrations/:id/cancel
+ *   GET  /api/v1/networks       PUT /api/v1/networks/:name {role, metric}
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events
  *   POST /api/v1/cluster/balance {dryRun}
@@ -100,6 +101,8 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   r.on('GET', '/api/v1/migrations/:id', (req) => migrations.get(req.params.id!));
   r.on('POST', '/api/v1/migrations/:id/cancel', (req) => migrations.cancel(req.params.id!));
 
+  r.on('GET', '/api/v1/networks', () => c.networks.status());
+  r.on('PUT', '/api/v1/networks/:name', (req) => c.networks.set(req.params.name!, (req.body ?? {}) as { role?: unknown; metric?: unknown }));
   r.on('GET', '/api/v1/switch/macs', async () => {
     const vms = await c.vms();
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));

@@ -12,12 +12,14 @@ import {
   type NodeMember,
   defaultMembers,
   ensureToken,
+  nodeName,
   readConfig,
   readEndpoint,
   readToken,
   writeConfig,
 } from '../cluster/config.js';
 import { errors } from '../errors.js';
+import { defaultNetworks, randomBlock } from '../network/networks.js';
 import { ensureImage } from '../guest/image.js';
 import type { NodeRecord } from '../model.js';
 import { StateLayout, projectRoot } from '../paths.js';
@@ -73,11 +75,13 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
   const token = ensureToken(layout);
   let config = readConfig(layout);
   if (!config) {
-    const members: NodeMember[] = defaultMembers(opts.nodes ?? 3, opts.nodeMemoryMiB);
+    const count = opts.nodes ?? 3;
+    const networks = defaultNetworks(Array.from({ length: count }, (_, k) => nodeName(k + 1)), randomBlock());
+    const members: NodeMember[] = defaultMembers(count, networks, opts.nodeMemoryMiB);
     opts.cpuModels?.forEach((model, i) => {
       if (members[i]) members[i]!.cpuModel = model;
     });
-    config = writeConfig(layout, members);
+    config = writeConfig(layout, members, networks);
   }
   const names = daemonNames(config);
   const missing = names.filter((n) => !daemonAlive(layout, n));

@@ -11,6 +11,7 @@ import { buildImage } from '../guest/image.js';
 import type { MigrationRecord, MigrationReport } from '../migration/record.js';
 import { STEPS } from '../migration/record.js';
 import type { CpuBaseline } from '../cluster/compat.js';
+import type { NetworkView } from '../cluster/networks.js';
 import type { NodeRecord, VmRecord } from '../model.js';
 import { StateLayout, defaultStateDir } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
@@ -30,6 +31,8 @@ cluster
   node list [--json]
   node maintenance NODE --drain live|save [--dry-run] [--json]
   node resume NODE
+  net list [--json]                     cluster networks: role, metric, each node's address and state
+  net set NAME [--role R] [--metric M]  R: management|migration|storage|none; lower metric is preferred
   switch show [--json]                  the virtual switch's MAC table
   cluster show [--json]                 cluster settings and each vendor's CPU compatibility baseline
   cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
@@ -107,7 +110,7 @@ async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2;
   }
   // Drop the command words so positionals start at the command's arguments.
-  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster'].includes(cmd) ? 2 : 1;
+  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster', 'net'].includes(cmd) ? 2 : 1;
   const rest = { positionals: parsed.positionals.slice(words), flags: parsed.flags };
   const a = new Args(rest, words === 2 ? `${cmd} ${sub ?? ''}`.trim() : cmd);
   const client = () => Client.connect(layout);
@@ -232,6 +235,8 @@ async function main(argv: string[]): Promise<number> {
       }
       throw errors.usage(`unknown command 'cluster ${sub ?? ''}' (try: cluster show, cluster set NAME VALUE, cluster balance)`);
     }
+    case 'net':
+      return netCommand(sub, a, client);
     case 'image': {
       if (sub !== 'build') throw errors.usage(`unknown command 'image ${sub ?? ''}' (try: image build)`);
       a.allow().maxPositionals(0);
@@ -322,6 +327,31 @@ async function drainCommand(a: Args, c: Client): Promise<number> {
   if (a.bool('json')) json({ ...res, outcome: Object.fromEntries(outcome) });
   else for (const s of p.steps) print(`  ${s.vm}: ${outcome.get(s.vm) ?? 'still moving'}`);
   return failed.length ? 1 : 0;
+}
+
+async function netCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
+  if (sub === 'list') {
+    a.allow('json').maxPositionals(0);
+    const nets = await client().call<NetworkView[]>('GET', '/api/v1/networks');
+    if (a.bool('json')) json(nets);
+    else print(table(['NAME', 'ROLE', 'METRIC', 'SUBNET', 'STATE', 'NODES'], nets.map((n) => [
+      n.name, n.role, n.metric, n.subnet, n.state,
+      n.nodes.map((x) => `${x.node}=${x.address}${x.state === 'up' ? '' : ` (${x.state}${x.error ? `: ${x.error}` : ''})`}`).join(' '),
+    ])));
+    return 0;
+  }
+  if (sub === 'set') {
+    a.allow('role', 'metric', 'json').maxPositionals(1);
+    const name = a.positional(0, 'a network name');
+    const body: Record<string, unknown> = {};
+    if (a.string('role') !== undefined) body.role = a.string('role');
+    if (a.string('metric') !== undefined) body.metric = a.string('metric');
+    const n = await client().call<NetworkView>('PUT', `/api/v1/networks/${encodeURIComponent(name)}`, body);
+    if (a.bool('json')) json(n);
+    else print(`network ${n.name}: role ${n.role}, metric ${n.metric}`);
+    return 0;
+  }
+  throw errors.usage(`unknown command 'net ${sub ?? ''}' (try: net list, net set NAME --role R --metric M)`);
 }
 
 type VmView = VmRecord & { migration?: Partial<MigrationRecord> };
@@ -487,6 +517,10 @@ async function migrate(c: Client, name: string, req: { to: string; tuning: Recor
       print(`  total ${ms(r.totalMs)}, downtime ${ms(r.downtimeMs)} (QEMU), guest blackout ${ms(r.guestBlackoutMs)} (probe), ${bytes(r.transferredBytes)} in ${r.rounds} rounds` +
         (r.pausedMs !== undefined ? `, paused ${ms(r.pausedMs)}` : ''));
       print(`  steps: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`);
+      if (r.network) {
+        print(`  network: ${r.network.name} (${r.network.sourceAddress} → ${r.network.targetAddress})` +
+          (r.network.skipped.length ? `; skipped ${r.network.skipped.map((s) => `${s.network} (${s.reason})`).join(', ')}` : ''));
+      } else if (r.mode === 'quick') print('  state moved through the shared volume');
       for (const w of r.warnings ?? []) print(`  warning: ${w}`);
     }
     return r.status === 'completed' ? 0 : 1;

@@ -56,8 +56,13 @@ export class AgentClient {
   resume(name: string, options?: CallOptions): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/resume`, {}, options);
   }
-  listenIncoming(name: string, tuning: TransferTuning, options?: CallOptions): Promise<{ address: string; port: number }> {
-    return this.call('POST', `/v1/vms/${name}/incoming`, { tuning }, options);
+  /** Target: QEMU listens for the stream on `address` (one of this node's network addresses). */
+  listenIncoming(name: string, tuning: TransferTuning, address: string, options?: CallOptions): Promise<{ address: string; port: number }> {
+    return this.call('POST', `/v1/vms/${name}/incoming`, { tuning, address }, options);
+  }
+  /** Can this node reach `to:port` from its own address `from`? */
+  probe(from: string, to: string, port: number, options?: CallOptions): Promise<{ ok: boolean; ms: number; error?: string }> {
+    return this.call('POST', '/v1/net/probe', { from, to, port, timeoutMs: 500 }, { timeoutMs: 3000, ...options });
   }
   /** Loads the VM's state from a file on the shared volume (the VM stays paused after). */
   restoreFrom(name: string, file: string, tuning: TransferTuning, options?: CallOptions): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import type { ClusterNetwork } from '../network/networks.js';
 import type { StateLayout } from '../paths.js';
 
 export interface NodeMember {
@@ -21,6 +22,8 @@ export interface ClusterConfig {
   nodes: NodeMember[];
   /** Subnet VMs get their addresses from (inside the virtual switch only). */
   vmSubnet: string;
+  /** The networks as first defined; their role and metric live in the store and may change. */
+  networks?: ClusterNetwork[];
 }
 
 export interface DaemonEndpoint {
@@ -32,9 +35,11 @@ export function nodeName(i: number): string {
   return `node-${i}`;
 }
 
-export function defaultMembers(count: number, memoryMiB?: number): NodeMember[] {
+export function defaultMembers(count: number, networks: ClusterNetwork[], memoryMiB?: number): NodeMember[] {
+  const migration = networks.find((n) => n.role === 'migration');
   return Array.from({ length: count }, (_, k) => {
-    const m: NodeMember = { name: nodeName(k + 1), migrationAddress: `127.0.1.${k + 1}` };
+    const name = nodeName(k + 1);
+    const m: NodeMember = { name, migrationAddress: migration?.addresses[name] ?? '127.0.0.1' };
     if (memoryMiB) m.memoryMiB = memoryMiB;
     return m;
   });
@@ -48,16 +53,22 @@ export function readConfig(layout: StateLayout): ClusterConfig | undefined {
   }
 }
 
-export function writeConfig(layout: StateLayout, nodes: NodeMember[]): ClusterConfig {
+export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: ClusterNetwork[] = []): ClusterConfig {
   const config: ClusterConfig = {
     id: randomUUID(),
     name: 'ferry',
     createdAtMs: Date.now(),
     nodes,
     vmSubnet: '10.99.0.0/16',
+    networks,
   };
   fs.writeFileSync(layout.cluster, JSON.stringify(config, null, 2) + '\n');
   return config;
+}
+
+/** One node's address on each network. */
+export function memberAddresses(config: ClusterConfig, node: string): { network: string; address: string }[] {
+  return (config.networks ?? []).flatMap((n) => (n.addresses[node] ? [{ network: n.name, address: n.addresses[node]! }] : []));
 }
 
 export function readToken(layout: StateLayout): string | undefined {

@@ -7,6 +7,7 @@
  *   nodes/<name>        NodeRecord (membership, endpoint, capabilities, state)
  *   vms/<name>          VmRecord
  *   migrations/<id>     MigrationRecord (a saved state machine, see migration/)
+ *   networks/<name>     ClusterNetwork (subnet, role, metric, node addresses)
  *   counters/vm-index   the next VM index (addresses and MACs)
  *   events/<time>-<n>   the event log
  */
@@ -18,6 +19,7 @@ import type { Clock } from '../clock.js';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { tcpPeer } from '../guest/workload.js';
 import { type CpuIdentity, type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
+import type { ClusterNetwork } from '../network/networks.js';
 import type { StateLayout } from '../paths.js';
 import { type ClusterStore, update } from '../store/store.js';
 import { DEFAULT_TUNING } from '../migration/tuning.js';
@@ -25,6 +27,7 @@ import { AgentClient, SwitchClient, waitTransferCompleted } from './agent-client
 import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm } from './placement.js';
 import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
+import { ClusterNetworks } from './networks.js';
 import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
 import { type VmCreateRequest, ipFor, macFor, validateName, validateOnOff, validateVmCreate } from './validate.js';
 
@@ -38,6 +41,7 @@ export interface Heartbeat {
   url: string;
   clusterId: string;
   migrationAddress: string;
+  networks?: Record<string, { address: string; port: number }>;
   capabilities: NodeCapabilities;
   vms: VmInstance[];
 }
@@ -73,6 +77,7 @@ export class Controller {
   readonly layout: StateLayout;
   readonly config: ClusterConfig;
   readonly switch: SwitchClient;
+  readonly networks: ClusterNetworks = new ClusterNetworks(this);
   private readonly liveness = new Map<string, Liveness>();
   private readonly token: string;
   private eventSeq = 0;
@@ -99,6 +104,9 @@ export class Controller {
           name: member.name, url: '', migrationAddress: member.migrationAddress, state: 'down',
         });
       }
+    }
+    for (const n of this.config.networks ?? []) {
+      if (!(await this.store.get(`networks/${n.name}`))) await this.store.put<ClusterNetwork>(`networks/${n.name}`, n);
     }
     this.timer = setInterval(() => void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`)), 1000);
   }
@@ -148,11 +156,13 @@ export class Controller {
     const current = await this.store.get<NodeRecord>(key);
     const prev = current?.value;
     const changed =
-      !prev || prev.url !== hb.url || prev.state === 'down' || JSON.stringify(prev.capabilities) !== JSON.stringify(hb.capabilities);
+      !prev || prev.url !== hb.url || prev.state === 'down' || JSON.stringify(prev.capabilities) !== JSON.stringify(hb.capabilities) ||
+      JSON.stringify(prev.networks ?? {}) !== JSON.stringify(hb.networks ?? {});
     if (changed) {
       const state = prev?.state === 'maintenance' ? 'maintenance' : 'up';
       await this.store.put<NodeRecord>(key, {
         name: hb.name, url: hb.url, migrationAddress: hb.migrationAddress, state, capabilities: hb.capabilities, lastSeenMs: now,
+        ...(hb.networks ? { networks: hb.networks } : {}),
       });
       if (prev?.state !== state) await this.event({ type: 'node.up', node: hb.name, message: `node ${hb.name} is ${state}` });
     }

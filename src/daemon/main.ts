@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { controllerRouter } from '../api/routes.js';
 import { serve } from '../api/http.js';
 import { systemClock } from '../clock.js';
-import { readConfig, readEndpoint, readToken, writeEndpoint } from '../cluster/config.js';
+import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../cluster/config.js';
 import { Balancer } from '../cluster/balancer.js';
 import { Controller } from '../cluster/controller.js';
 import { MigrationService } from '../migration/service.js';
@@ -109,6 +109,7 @@ async function main(): Promise<void> {
     const controllerUrl = await waitForEndpoint(layout, 'controller');
     const agent = new Agent({
       node, layout, clusterId: config.id, controllerUrl, token, migrationAddress: member.migrationAddress,
+      networks: memberAddresses(config, node),
       resolveController: () => readEndpoint(layout, 'controller')?.url,
       memoryMiB: member.memoryMiB, cpuModel: member.cpuModel, log: log(node),
     });

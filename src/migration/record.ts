@@ -58,6 +58,8 @@ export interface MigrationRecord {
   progress?: MigrationProgress;
   /** Where the target QEMU listens for the stream (live). */
   target?: { address: string; port: number };
+  /** The cluster network the stream crosses (live), and the better ones that could not be used. */
+  network?: MigrationNetwork;
   /** The saved state on the shared volume (quick); removed when the migration ends. */
   stateFile?: string;
   /** Quick: when the guest was paused, and for how long it did not run. */
@@ -81,6 +83,14 @@ export interface MigrationRecord {
   warnings?: string[];
 }
 
+export interface MigrationNetwork {
+  name: string;
+  sourceAddress: string;
+  targetAddress: string;
+  /** Better-ranked networks passed over, with the reason (e.g. unreachable). */
+  skipped: { network: string; reason: string }[];
+}
+
 export interface MigrationReport {
   id: string;
   vm: string;
@@ -98,6 +108,8 @@ export interface MigrationReport {
   steps: { name: StepName; ms: number }[];
   /** Quick migrations: how long the guest was not running. */
   pausedMs?: number;
+  /** Live migrations: the network the memory crossed; quick ones move it through the shared volume. */
+  network?: MigrationNetwork;
   error?: string;
   warnings?: string[];
   cleanupErrors?: string[];
@@ -157,6 +169,7 @@ export function toReport(r: MigrationRecord): MigrationReport {
     steps: r.steps.filter((s) => s.ms !== undefined).map((s) => ({ name: s.name, ms: s.ms! })),
   };
   if (r.mode === 'quick' && r.pausedMs !== undefined) report.pausedMs = r.pausedMs;
+  if (r.network) report.network = r.network;
   if (r.error) report.error = r.error;
   if (r.warnings?.length) report.warnings = r.warnings;
   if (r.cleanupErrors?.length) report.cleanupErrors = r.cleanupErrors;

@@ -186,6 +186,10 @@ export class MigrationService {
     if (vm.guestCpu && target.capabilities) {
       for (const b of cpuBlockers(vm.guestCpu, target.capabilities.cpu, target.name)) out.push(errors.invalidState(b, { node: target.name }));
     }
+    // A live migration needs a network both nodes reach each other on (R6).
+    if (mode === 'live' && source?.state !== 'down' && source && target.state !== 'down') {
+      await this.c.networks.choose(source, target).catch((e: unknown) => out.push(toFerryError(e)));
+    }
     return out;
   }
 
@@ -354,7 +358,15 @@ export class MigrationService {
       targetCreated = true;
       await target.start(spec, true, { signal });
       if (r.mode === 'live') {
-        const listen = await target.listenIncoming(vm.name, r.tuning, { signal });
+        // The best network both nodes reach each other on right now (R6).
+        const network = await this.c.networks.choose(await this.c.node(r.from), await this.c.node(r.to), signal);
+        r = await this.save(id, (cur) => ({ ...cur, network }));
+        await this.c.event({
+          type: 'migration.network', vm: vm.name, migration: id,
+          message: `migration ${id} crosses network ${network.name} (${network.sourceAddress} → ${network.targetAddress})${network.skipped.length ? `; skipped ${network.skipped.map((s) => `${s.network}: ${s.reason}`).join('; ')}` : ''}`,
+          data: { network },
+        });
+        const listen = await target.listenIncoming(vm.name, r.tuning, network.targetAddress, { signal });
         r = await this.save(id, (cur) => ({ ...cur, target: listen }));
       } else {
         fs.mkdirSync(this.c.layout.states, { recursive: true });

@@ -14,6 +14,10 @@
  *   POST   /v1/vms/:name/announce       ask QEMU to send its RARP announce again
  *   GET    /v1/vms/:name/console        console stream (raw, follows)
  *   POST   /v1/vms/:name/console        console input
+ *   POST   /v1/net/probe                can this node reach an address on a cluster network?
+ *
+ * The API listens on the node's management-network address; on every
+ * cluster network the node also answers reachability probes (a "beacon").
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,6 +33,7 @@ import { cpuIdentity, hostCpu, qemuVersion } from '../qemu/cpu.js';
 import { incomingCapabilities, migrationCapabilities, migrationParameters, toTransferProgress } from '../qemu/migration-params.js';
 import { QemuVm } from '../qemu/qemu-vm.js';
 import type { StateLayout } from '../paths.js';
+import { listenBeacon, probeTcp } from '../network/networks.js';
 
 export interface AgentOptions {
   node: string;
@@ -38,8 +43,10 @@ export interface AgentOptions {
   /** Finds the controller again after it restarted (a new address). */
   resolveController?: () => string | undefined;
   token: string;
-  /** Address QEMU listens on for incoming migrations. */
+  /** Address QEMU listens on for incoming migrations unless the controller picks another network. */
   migrationAddress: string;
+  /** This node's address on each cluster network. */
+  networks?: { network: string; address: string }[];
   /** Memory this node offers to VMs; defaults to the host's total. */
   memoryMiB?: number;
   /** CPU model guests get on this node; default: host under KVM, qemu64 under TCG. */
@@ -60,6 +67,7 @@ export class Agent {
   private image!: GuestImage;
   capabilities!: NodeCapabilities;
   private api: Listening | undefined;
+  private beacons: { network: string; address: string; port: number; close(): Promise<void> }[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly log: (line: string) => void;
 
@@ -93,7 +101,9 @@ export class Agent {
     };
     this.log(`accelerator ${accel.accelerator}: ${accel.reason}; cpu ${cpu.vendor} ${cpu.model}`);
     await this.adoptAll();
-    this.api = await serve(this.router());
+    for (const n of this.opts.networks ?? []) this.beacons.push({ ...n, ...(await listenBeacon(n.address)) });
+    const management = this.opts.networks?.find((n) => n.network === 'management');
+    this.api = await serve(this.router(), management?.address ?? '127.0.0.1');
     if (this.opts.controllerUrl) {
       await this.sendHeartbeat().catch(() => {});
       this.heartbeat = setInterval(() => void this.sendHeartbeat().catch(() => {}), 1000);
@@ -104,6 +114,8 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     await this.api?.close();
+    await Promise.all(this.beacons.map((b) => b.close()));
+    this.beacons = [];
     for (const vm of this.vms.values()) vm.detach();
     this.vms.clear();
   }
@@ -129,6 +141,7 @@ export class Agent {
       url: this.url,
       clusterId: this.opts.clusterId,
       migrationAddress: this.opts.migrationAddress,
+      networks: Object.fromEntries(this.beacons.map((b) => [b.network, { address: b.address, port: b.port }])),
       capabilities: this.currentCapabilities(),
       vms: await this.instances(),
     }, { token: this.opts.token, timeoutMs: 3000 });
@@ -246,6 +259,12 @@ export class Agent {
     return true;
   }
 
+  /** Refuses an address that is not this node's on some cluster network. */
+  private ownAddress(address: string): void {
+    const mine = [this.opts.migrationAddress, ...(this.opts.networks ?? []).map((n) => n.address)];
+    if (!mine.includes(address)) throw errors.invalid('address', `${address} is not an address of node '${this.opts.node}' (it has ${mine.join(', ')})`);
+  }
+
   private router(): Router {
     const r = new Router();
     r.guard = (req) => {
@@ -253,6 +272,12 @@ export class Agent {
       if (req.headers.authorization !== `Bearer ${this.opts.token}`) throw errors.unauthorized();
     };
     r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
+    r.on('POST', '/v1/net/probe', (req) => {
+      const b = (req.body ?? {}) as { from?: string; to?: string; port?: number; timeoutMs?: number };
+      if (typeof b.to !== 'string' || typeof b.port !== 'number') throw errors.invalid('probe', 'a probe needs to and port');
+      if (b.from !== undefined) this.ownAddress(b.from);
+      return probeTcp(b.to, b.port, { ...(b.from ? { localAddress: b.from } : {}), timeoutMs: Math.min(b.timeoutMs ?? 500, 5000) });
+    });
     r.on('GET', '/v1/capabilities', () => this.currentCapabilities());
     r.on('GET', '/v1/vms', () => this.instances());
     r.on('GET', '/v1/vms/:name', (req) => this.instance(this.vm(req.params.name!)));
@@ -277,7 +302,7 @@ export class Agent {
     });
     r.on('POST', '/v1/vms/:name/incoming', async (req) => {
       const vm = this.vm(req.params.name!);
-      const body = req.body as { tuning: TransferTuning; file?: string };
+      const body = req.body as { tuning: TransferTuning; file?: string; address?: string };
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: incomingCapabilities(body.tuning) });
       if (body.tuning.multifdChannels > 1) {
         await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': body.tuning.multifdChannels });
@@ -287,11 +312,13 @@ export class Agent {
         await vm.qmp.execute('migrate-incoming', { uri: `file:${body.file}` });
         return { file: body.file };
       }
-      await vm.qmp.execute('migrate-incoming', { uri: `tcp:${this.opts.migrationAddress}:0` });
+      const address = body.address ?? this.opts.migrationAddress;
+      this.ownAddress(address);
+      await vm.qmp.execute('migrate-incoming', { uri: `tcp:${address}:0` });
       const info = (await vm.qmp.execute('query-migrate', {})) as { 'socket-address'?: { port?: string }[] };
       const port = Number(info['socket-address']?.[0]?.port);
       if (!port) throw errors.internal(`QEMU of '${vm.name}' did not report its incoming migration port`);
-      return { address: this.opts.migrationAddress, port };
+      return { address, port };
     });
     r.on('POST', '/v1/vms/:name/migration', async (req) => {
       const vm = this.vm(req.params.name!);

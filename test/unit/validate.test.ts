@@ -9,7 +9,9 @@ const invalid = (fn: () => unknown, pattern: RegExp) =>
 
 describe('VM creation rules', () => {
   it('fills defaults', () => {
-    assert.deepEqual(validateVmCreate({ name: 'web' }), { name: 'web', memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' });
+    assert.deepEqual(validateVmCreate({ name: 'web' }), { name: 'web', memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle', compat: false });
+    assert.equal(validateVmCreate({ name: 'web', compat: 'on' }).compat, true);
+    assert.throws(() => validateVmCreate({ name: 'web', compat: 'yes' }), /compat must be on or off, got 'yes'/);
   });
 
   it('refuses malformed names with the name in the message', () => {
