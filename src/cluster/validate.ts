@@ -13,8 +13,8 @@ export interface VmCreateRequest {
   diskGiB?: number;
   workload?: string;
   node?: string;
-  /** Processor compatibility mode (R9). */
-  compat?: boolean;
+  /** Processor compatibility mode (R9): true/false or on/off. */
+  compat?: boolean | 'on' | 'off';
 }
 
 export interface ValidVmCreate {

@@ -11,7 +11,7 @@ describe('VM creation rules', () => {
   it('fills defaults', () => {
     assert.deepEqual(validateVmCreate({ name: 'web' }), { name: 'web', memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle', compat: false });
     assert.equal(validateVmCreate({ name: 'web', compat: 'on' }).compat, true);
-    assert.throws(() => validateVmCreate({ name: 'web', compat: 'yes' }), /compat must be on or off, got 'yes'/);
+    assert.throws(() => validateVmCreate({ name: 'web', compat: 'yes' as never }), /compat must be on or off, got 'yes'/);
   });
 
   it('refuses malformed names with the name in the message', () => {
