@@ -76,6 +76,8 @@ export interface VmRecord {
   guestCpu?: CpuIdentity;
   /** Processor compatibility mode (R9): boot with the features all nodes of the vendor share. */
   compat?: boolean;
+  /** The virtual switch the NIC is attached to; '' when disconnected; absent means 'default'. */
+  switch?: string;
 }
 
 /** What an agent needs to start a VM's QEMU. */
@@ -91,6 +93,8 @@ export interface VmSpec {
   peerIp?: string;
   /** The guest's CPU model; it travels with the VM so a migration target runs the same one. */
   cpuModel?: string;
+  /** The virtual switch the NIC plugs into ('' for none). */
+  switch?: string;
   consoleLogPath: string;
 }
 
@@ -102,6 +106,11 @@ export interface VmInstance {
   runState: string;
   incoming: boolean;
   startedAtMs: number;
+}
+
+/** A VM that holds resources on its node. */
+export function isActive(state: VmState): boolean {
+  return state === VmState.Running || state === VmState.Starting || state === VmState.Migrating || state === VmState.Stopping;
 }
 
 export const LIMITS = {

@@ -44,8 +44,8 @@ export class StateLayout {
   get switchDir(): string { return path.join(this.run, 'switch'); }
   daemonFile(name: string): string { return path.join(this.run, `${name}.json`); }
   daemonLog(name: string): string { return path.join(this.logs, `${name}.log`); }
-  /** One switch socket per node: the port a VM's NIC connects to on that host. */
-  switchSocket(node: string): string { return path.join(this.switchDir, `${node}.sock`); }
+  /** One socket per virtual switch and node it is bound on: the port a VM's NIC connects to on that host. */
+  switchSocket(sw: string, node: string): string { return path.join(this.switchDir, sw, `${node}.sock`); }
   /** 0700 directory of a node's QMP and serial sockets. */
   nodeRun(node: string): string { return path.join(this.run, 'nodes', node); }
   diskPath(vm: string): string { return path.join(this.disks, `${vm}.qcow2`); }

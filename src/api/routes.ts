@@ -15,6 +15,11 @@
  *   GET  /api/v1/migrations     GET /api/v1/migrations/:id
  *   POST /api/v1/migrations/:id/cancel
  *   GET  /api/v1/networks       PUT /api/v1/networks/:name {role, metric}
+ *   GET  /api/v1/switches      POST /api/v1/switches {name, macAgeingS}
+ *   PATCH /api/v1/switches/:name {macAgeingS}     DELETE /api/v1/switches/:name
+ *   GET  /api/v1/switch-bindings[?node=]   POST /api/v1/switch-bindings {node, iface, switch}
+ *   DELETE /api/v1/switch-bindings/:node/:iface
+ *   POST /api/v1/switches-scrub {inactive, settings, name, force}
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events
  *   POST /api/v1/cluster/balance {dryRun}
@@ -27,11 +32,13 @@ import http from 'node:http';
 import { errors, toFerryError } from '../errors.js';
 import type { Controller, Heartbeat } from '../cluster/controller.js';
 import type { VmCreateRequest } from '../cluster/validate.js';
+import type { ScrubRequest } from '../cluster/switches.js';
 import type { DrainMode } from '../cluster/drain.js';
 import { Maintenance } from '../cluster/maintenance.js';
 import { Balancer } from '../cluster/balancer.js';
 import type { MigrationService } from '../migration/service.js';
 import { Router } from './http.js';
+import { switchOf } from '../cluster/switches.js';
 
 export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void, balancer = new Balancer(c, migrations, c.clock)): Router {
   const r = new Router();
@@ -74,7 +81,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     return c.createVm(body);
   });
   r.on('GET', '/api/v1/vms/:name', async (req) => migrations.decorate(await c.vm(req.params.name!)));
-  r.on('PATCH', '/api/v1/vms/:name', (req) => c.setVm(req.params.name!, (req.body ?? {}) as { compat?: unknown }));
+  r.on('PATCH', '/api/v1/vms/:name', (req) => c.setVm(req.params.name!, (req.body ?? {}) as { compat?: unknown; switch?: unknown }));
   r.on('DELETE', '/api/v1/vms/:name', async (req) => {
     await c.deleteVm(req.params.name!);
     return { deleted: req.params.name };
@@ -86,7 +93,9 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     const vm = await c.vm(req.params.name!);
     if (vm.state !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);
     const timeoutMs = Number((req.body as { timeoutMs?: number } | undefined)?.timeoutMs ?? 2000);
-    return { vm: vm.name, ip: vm.ip.split('/')[0], ...(await c.switch.ping(vm.ip.split('/')[0]!, vm.mac, timeoutMs)) };
+    const sw = switchOf(vm);
+    if (!sw) return { vm: vm.name, ip: vm.ip.split('/')[0], answered: false, rttMs: null, switch: null };
+    return { vm: vm.name, ip: vm.ip.split('/')[0], switch: sw, ...(await c.switch.ping(vm.ip.split('/')[0]!, vm.mac, timeoutMs, sw)) };
   });
   r.on('POST', '/api/v1/vms/:name/console', async (req) => {
     const vm = await c.vm(req.params.name!);
@@ -103,6 +112,21 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
 
   r.on('GET', '/api/v1/networks', () => c.networks.status());
   r.on('PUT', '/api/v1/networks/:name', (req) => c.networks.set(req.params.name!, (req.body ?? {}) as { role?: unknown; metric?: unknown }));
+  r.on('GET', '/api/v1/switches', () => c.switches.views());
+  r.on('POST', '/api/v1/switches', (req) => {
+    const b = (req.body ?? {}) as { name?: unknown; macAgeingS?: unknown };
+    return c.switches.create(String(b.name ?? ''), { macAgeingS: b.macAgeingS });
+  });
+  r.on('PATCH', '/api/v1/switches/:name', (req) => c.switches.set(req.params.name!, (req.body ?? {}) as { macAgeingS?: unknown }));
+  r.on('DELETE', '/api/v1/switches/:name', (req) => c.switches.delete(req.params.name!));
+  r.on('GET', '/api/v1/switch-bindings', (req) => c.switches.bindings(req.query.get('node') ?? undefined));
+  r.on('POST', '/api/v1/switch-bindings', (req) => {
+    const b = (req.body ?? {}) as { node?: string; iface?: string; switch?: string };
+    if (!b.node || !b.iface || !b.switch) throw errors.invalid('binding', 'a binding needs node, iface and switch');
+    return c.switches.bind(b.node, b.iface, b.switch);
+  });
+  r.on('DELETE', '/api/v1/switch-bindings/:node/:iface', (req) => c.switches.unbind(req.params.node!, req.params.iface!));
+  r.on('POST', '/api/v1/switches-scrub', (req) => c.switches.scrub((req.body ?? {}) as ScrubRequest));
   r.on('GET', '/api/v1/switch/macs', async () => {
     const vms = await c.vms();
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));

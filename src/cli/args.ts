@@ -10,7 +10,7 @@ export interface ParsedArgs {
 }
 
 /** Flags that never take a value. */
-const BOOLEAN_FLAGS = new Set(['json', 'help', 'follow', 'quick', 'dry-run', 'force', 'check', 'plan', 'compat']);
+const BOOLEAN_FLAGS = new Set(['json', 'help', 'follow', 'quick', 'dry-run', 'force', 'check', 'plan', 'compat', 'inactive', 'settings']);
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const positionals: string[] = [];
@@ -57,6 +57,10 @@ export class Args {
     const v = this.parsed.positionals[i];
     if (v === undefined) throw errors.usage(`'${this.command}' needs ${what}`);
     return v;
+  }
+
+  optionalPositional(i: number): string | undefined {
+    return this.parsed.positionals[i];
   }
 
   maxPositionals(n: number): this {

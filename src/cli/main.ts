@@ -12,6 +12,7 @@ import type { MigrationRecord, MigrationReport } from '../migration/record.js';
 import { STEPS } from '../migration/record.js';
 import type { CpuBaseline } from '../cluster/compat.js';
 import type { NetworkView } from '../cluster/networks.js';
+import type { ScrubResult, SwitchView } from '../cluster/switches.js';
 import type { NodeRecord, VmRecord } from '../model.js';
 import { StateLayout, defaultStateDir } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
@@ -33,14 +34,23 @@ cluster
   node resume NODE
   net list [--json]                     cluster networks: role, metric, each node's address and state
   net set NAME [--role R] [--metric M]  R: management|migration|storage|none; lower metric is preferred
-  switch show [--json]                  the virtual switch's MAC table
+  switch list [--json]                  virtual switches: bindings, attached VMs, settings
+  switch create NAME [--mac-ageing S]   a new virtual switch (its own layer-2 domain)
+  switch set NAME --mac-ageing S
+  switch delete NAME                    refused while VMs are attached
+  switch bindings [NODE]                which node interface carries which switch
+  switch bind NODE IFACE --switch NAME  e.g. switch bind node-2 eth1 --switch backend
+  switch unbind NODE IFACE              refused while running VMs on that node use it
+  switch scrub [--inactive] [--settings] [--name NAME] [--force]
+                                        remove unused switches, reset settings, or remove one switch
+  switch show [--json]                  MAC tables of every switch
   cluster show [--json]                 cluster settings and each vendor's CPU compatibility baseline
   cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
   cluster balance [--dry-run] [--json]  even out memory and CPU load with live migrations
   events [--json] [--follow]
 VMs
-  vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE] [--compat]
-  vm set NAME --compat on|off           processor compatibility mode (only while the VM is stopped)
+  vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE] [--compat] [--switch SW]
+  vm set NAME [--compat on|off] [--switch SW]   processor compatibility mode, virtual switch (only while stopped)
   vm start|stop|delete NAME
   vm list [--json]
   vm show NAME [--json]
@@ -153,14 +163,8 @@ async function main(argv: string[]): Promise<number> {
       return vmCommand(sub, a, client);
     case 'migration':
       return migrationCommand(sub, a, client);
-    case 'switch': {
-      if (sub !== 'show') throw errors.usage(`unknown command 'switch ${sub ?? ''}' (try: switch show)`);
-      a.allow('json').maxPositionals(0);
-      const macs = await client().call<{ mac: string; port: string; node: string; vm: string | null; ageMs: number }[]>('GET', '/api/v1/switch/macs');
-      if (a.bool('json')) json(macs);
-      else print(table(['MAC', 'PORT', 'NODE', 'VM', 'AGE'], macs.map((m) => [m.mac, m.port, m.node, m.vm, ms(m.ageMs)])));
-      return 0;
-    }
+    case 'switch':
+      return switchCommand(sub, a, client);
     case 'events': {
       a.allow('json', 'since', 'follow').maxPositionals(0);
       type Ev = { atMs: number; type: string; message: string };
@@ -329,6 +333,93 @@ async function drainCommand(a: Args, c: Client): Promise<number> {
   return failed.length ? 1 : 0;
 }
 
+async function switchCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
+  const enc = encodeURIComponent;
+  const out = (v: unknown, line: string) => (a.bool('json') ? json(v) : print(line));
+  switch (sub) {
+    case 'show': {
+      a.allow('json').maxPositionals(0);
+      const macs = await client().call<{ mac: string; port: string; node: string; switch: string; vm: string | null; ageMs: number }[]>('GET', '/api/v1/switch/macs');
+      if (a.bool('json')) json(macs);
+      else print(table(['SWITCH', 'MAC', 'PORT', 'NODE', 'VM', 'AGE'], macs.map((m) => [m.switch, m.mac, m.port, m.node, m.vm, ms(m.ageMs)])));
+      return 0;
+    }
+    case 'list': {
+      a.allow('json').maxPositionals(0);
+      const list = await client().call<SwitchView[]>('GET', '/api/v1/switches');
+      if (a.bool('json')) json(list);
+      else print(table(['NAME', 'BINDINGS', 'VMS', 'RUNNING', 'MAC AGEING'], list.map((s) => [
+        s.name, s.bindings.map((b) => `${b.node}/${b.iface}`).join(' ') || '-', s.vms.join(',') || '-', s.runningVms.length, `${s.settings.macAgeingS} s`,
+      ])));
+      return 0;
+    }
+    case 'create': {
+      a.allow('mac-ageing', 'json').maxPositionals(1);
+      const body: Record<string, unknown> = { name: a.positional(0, 'a switch name') };
+      if (a.string('mac-ageing') !== undefined) body.macAgeingS = a.string('mac-ageing');
+      const s = await client().call<SwitchView>('POST', '/api/v1/switches', body);
+      out(s, `switch ${s.name} created (MAC ageing ${s.settings.macAgeingS} s); bind it with 'ferry switch bind NODE IFACE --switch ${s.name}'`);
+      return 0;
+    }
+    case 'set': {
+      a.allow('mac-ageing', 'json').maxPositionals(1);
+      const name = a.positional(0, 'a switch name');
+      const s = await client().call<SwitchView>('PATCH', `/api/v1/switches/${enc(name)}`, { macAgeingS: a.string('mac-ageing') });
+      out(s, `switch ${s.name}: MAC ageing ${s.settings.macAgeingS} s`);
+      return 0;
+    }
+    case 'delete': {
+      a.allow('json').maxPositionals(1);
+      const s = await client().call<SwitchView>('DELETE', `/api/v1/switches/${enc(a.positional(0, 'a switch name'))}`);
+      out(s, `switch ${s.name} deleted${s.bindings.length ? ` with its bindings ${s.bindings.map((b) => `${b.node}/${b.iface}`).join(', ')}` : ''}`);
+      return 0;
+    }
+    case 'bindings': {
+      a.allow('json').maxPositionals(1);
+      const node = a.optionalPositional(0);
+      const rows = await client().call<{ node: string; iface: string; switch: string | null }[]>('GET', `/api/v1/switch-bindings${node ? `?node=${enc(node)}` : ''}`);
+      if (a.bool('json')) json(rows);
+      else print(table(['NODE', 'IFACE', 'SWITCH'], rows.map((r) => [r.node, r.iface, r.switch ?? '-'])));
+      return 0;
+    }
+    case 'bind': {
+      a.allow('switch', 'json').maxPositionals(2);
+      const node = a.positional(0, 'a node');
+      const iface = a.positional(1, 'an interface');
+      const sw = a.string('switch');
+      if (!sw) throw errors.usage("'switch bind' needs --switch NAME");
+      const s = await client().call<SwitchView>('POST', '/api/v1/switch-bindings', { node, iface, switch: sw });
+      out(s, `switch ${s.name} bound to ${node}/${iface}`);
+      return 0;
+    }
+    case 'unbind': {
+      a.allow('json').maxPositionals(2);
+      const node = a.positional(0, 'a node');
+      const iface = a.positional(1, 'an interface');
+      const r = await client().call<{ switch: string }>('DELETE', `/api/v1/switch-bindings/${enc(node)}/${enc(iface)}`);
+      out(r, `switch ${r.switch} unbound from ${node}/${iface}`);
+      return 0;
+    }
+    case 'scrub': {
+      a.allow('inactive', 'settings', 'name', 'force', 'json').maxPositionals(0);
+      const body = { inactive: a.bool('inactive'), settings: a.bool('settings'), force: a.bool('force'), ...(a.string('name') !== undefined ? { name: a.string('name') } : {}) };
+      const r = await client().call<ScrubResult>('POST', '/api/v1/switches-scrub', body);
+      if (a.bool('json')) {
+        json(r);
+        return 0;
+      }
+      const list = (xs: string[]) => xs.join(', ') || 'none';
+      print(`removed switches: ${list(r.removedSwitches)}`);
+      print(`removed bindings: ${list(r.removedBindings)}`);
+      print(`settings reset: ${list(r.resetSettings)}`);
+      print(`disconnected VMs: ${list(r.disconnectedVms)}`);
+      return 0;
+    }
+    default:
+      throw errors.usage(`unknown command 'switch ${sub ?? ''}' (try: switch list|create|set|delete|bindings|bind|unbind|scrub|show)`);
+  }
+}
+
 async function netCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
   if (sub === 'list') {
     a.allow('json').maxPositionals(0);
@@ -359,7 +450,7 @@ type VmView = VmRecord & { migration?: Partial<MigrationRecord> };
 async function vmCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
   switch (sub) {
     case 'create': {
-      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'compat', 'json').maxPositionals(1);
+      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'compat', 'switch', 'json').maxPositionals(1);
       const body: Record<string, unknown> = { name: a.positional(0, 'a VM name') };
       for (const [flag, field] of [['memory', 'memoryMiB'], ['cpus', 'cpus'], ['disk', 'diskGiB']] as const) {
         const v = a.string(flag);
@@ -367,6 +458,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       }
       if (a.string('workload') !== undefined) body.workload = a.string('workload');
       if (a.string('node') !== undefined) body.node = a.string('node');
+      if (a.string('switch') !== undefined) body.switch = a.string('switch');
       if (a.has('compat')) body.compat = a.raw('compat') === true ? true : a.raw('compat');
       const vm = await client().call<VmRecord>('POST', '/api/v1/vms', body);
       if (a.bool('json')) json(vm);
@@ -375,13 +467,16 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
     }
     case 'set': {
       // `--compat on` and `--compat=on` both work: compat is also a bare flag of `vm create`.
-      a.allow('compat', 'json').maxPositionals(2);
+      a.allow('compat', 'switch', 'json').maxPositionals(2);
       const name = a.positional(0, 'a VM name');
-      if (!a.has('compat')) throw errors.usage("'vm set' needs a setting: --compat on|off");
-      const value = a.raw('compat') === true ? a.positional(1, 'a value for --compat (on or off)') : a.maxPositionals(1).raw('compat');
-      const vm = await client().call<VmRecord>('PATCH', `/api/v1/vms/${encodeURIComponent(name)}`, { compat: value });
+      if (!a.has('compat') && !a.has('switch')) throw errors.usage("'vm set' needs a setting: --compat on|off or --switch NAME");
+      const body: Record<string, unknown> = {};
+      if (a.has('compat')) body.compat = a.raw('compat') === true ? a.positional(1, 'a value for --compat (on or off)') : a.maxPositionals(1).raw('compat');
+      else a.maxPositionals(1);
+      if (a.has('switch')) body.switch = a.string('switch');
+      const vm = await client().call<VmRecord>('PATCH', `/api/v1/vms/${encodeURIComponent(name)}`, body);
       if (a.bool('json')) json(vm);
-      else print(`VM ${vm.name}: processor compatibility mode ${vm.compat ? 'on' : 'off'} (applies at its next start)`);
+      else print(`VM ${vm.name}: processor compatibility mode ${vm.compat ? 'on' : 'off'}, switch ${vm.switch || '(disconnected)'} (applies at its next start)`);
       return 0;
     }
     case 'start':
@@ -427,6 +522,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
         ['name', vm.name], ['state', vm.state], ['node', vm.node || '-'], ['memoryMiB', String(vm.memoryMiB)], ['cpus', String(vm.cpus)],
         ['mac', vm.mac], ['ip', vm.ip], ['workload', vm.workload], ['disk', `${vm.diskPath} (${vm.diskGiB} GiB)`],
         ['compat', vm.compat ? 'on' : 'off'],
+        ['switch', vm.switch === '' ? '(disconnected)' : vm.switch ?? 'default'],
       ];
       if (vm.guestCpu) rows.push(['cpu', `${vm.guestCpu.vendor} ${vm.guestCpu.model} (${vm.guestCpu.features.length} features)`]);
       if (vm.error) rows.push(['error', vm.error]);

@@ -2,6 +2,7 @@
  * The controller's typed view of one node agent's HTTP API.
  */
 import { callJson, type CallOptions } from '../api/http.js';
+import { DEFAULT_SWITCH, type SwitchState, type SwitchWanted } from '../network/switch-daemon.js';
 import type { Clock } from '../clock.js';
 import { ErrorCode, FerryError, errors } from '../errors.js';
 import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
@@ -91,17 +92,26 @@ export class SwitchClient {
   private call<T>(method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<T> {
     return callJson<T>(this.url, method, path, body, { timeoutMs, token: this.token });
   }
-  macs(): Promise<{ mac: string; port: string; node: string; lastSeenMs: number; ageMs: number }[]> {
+  macs(): Promise<{ mac: string; port: string; node: string; switch: string; lastSeenMs: number; ageMs: number }[]> {
     return this.call('GET', '/v1/macs');
+  }
+  switches(): Promise<SwitchState[]> {
+    return this.call('GET', '/v1/switches');
+  }
+  apply(name: string, wanted: SwitchWanted): Promise<SwitchState> {
+    return this.call('PUT', `/v1/switches/${encodeURIComponent(name)}`, wanted);
+  }
+  remove(name: string): Promise<void> {
+    return this.call('DELETE', `/v1/switches/${encodeURIComponent(name)}`);
   }
   moves(mac: string, sinceMs: number): Promise<{ mac: string; toNode: string; fromNode?: string; atMs: number; etherType: number }[]> {
     return this.call('GET', `/v1/moves?mac=${encodeURIComponent(mac)}&since=${sinceMs}`);
   }
-  ping(ip: string, mac: string, timeoutMs = 2000): Promise<{ answered: boolean; rttMs: number | null }> {
-    return this.call('POST', '/v1/ping', { ip, mac, timeoutMs }, timeoutMs + 5000);
+  ping(ip: string, mac: string, timeoutMs = 2000, sw = DEFAULT_SWITCH): Promise<{ answered: boolean; rttMs: number | null }> {
+    return this.call('POST', '/v1/ping', { ip, mac, timeoutMs, switch: sw }, timeoutMs + 5000);
   }
-  startProbe(id: string, ip: string, mac: string, intervalMs = 1): Promise<void> {
-    return this.call('POST', `/v1/probes/${id}`, { ip, mac, intervalMs });
+  startProbe(id: string, ip: string, mac: string, intervalMs = 1, sw = DEFAULT_SWITCH): Promise<void> {
+    return this.call('POST', `/v1/probes/${id}`, { ip, mac, intervalMs, switch: sw });
   }
   probe(id: string): Promise<ProbeResult> {
     return this.call('GET', `/v1/probes/${id}`);

@@ -8,7 +8,7 @@
  * VMs moved within the last interval stay put, so nothing ping-pongs.
  */
 import type { VmRecord } from '../model.js';
-import { canRunCpu } from './drain.js';
+import { canHost } from './drain.js';
 import type { NodeLoad } from './placement.js';
 
 export interface BalanceMove {
@@ -71,7 +71,7 @@ export function planBalance(
     let best: { vm: VmRecord; spread: number } | undefined;
     const loLoad = loads.find((l) => l.node.name === lo.name)!;
     for (const vm of movable.filter((v) => v.node === hi.name && !moved.has(v.name))) {
-      if (lo.totalMiB - lo.usedMiB < vm.memoryMiB || !canRunCpu(vm, loLoad)) continue;
+      if (lo.totalMiB - lo.usedMiB < vm.memoryMiB || !canHost(vm, loLoad)) continue;
       const hi2 = { ...hi, usedMiB: hi.usedMiB - vm.memoryMiB, vcpus: hi.vcpus - vm.cpus };
       const lo2 = { ...lo, usedMiB: lo.usedMiB + vm.memoryMiB, vcpus: lo.vcpus + vm.cpus };
       const others = all.filter((n) => n !== hi && n !== lo).map(loadPct);

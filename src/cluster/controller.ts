@@ -18,16 +18,18 @@ import { promisify } from 'node:util';
 import type { Clock } from '../clock.js';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { tcpPeer } from '../guest/workload.js';
-import { type CpuIdentity, type NodeCapabilities, type NodeRecord, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
+import { type CpuIdentity, type NodeCapabilities, type NodeRecord, isActive, type VmInstance, type VmRecord, type VmSpec, VmState } from '../model.js';
 import type { ClusterNetwork } from '../network/networks.js';
 import type { StateLayout } from '../paths.js';
 import { type ClusterStore, update } from '../store/store.js';
 import { DEFAULT_TUNING } from '../migration/tuning.js';
 import { AgentClient, SwitchClient, waitTransferCompleted } from './agent-client.js';
 import type { ClusterConfig } from './config.js';
-import { type NodeLoad, placeVm } from './placement.js';
+import { type NodeLoad, placeVm, switchBlocker } from './placement.js';
 import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
 import { ClusterNetworks } from './networks.js';
+import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
+import { VirtualSwitches, switchOf } from './switches.js';
 import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
 import { type VmCreateRequest, ipFor, macFor, validateName, validateOnOff, validateVmCreate } from './validate.js';
 
@@ -78,6 +80,7 @@ export class Controller {
   readonly config: ClusterConfig;
   readonly switch: SwitchClient;
   readonly networks: ClusterNetworks = new ClusterNetworks(this);
+  readonly switches: VirtualSwitches = new VirtualSwitches(this);
   private readonly liveness = new Map<string, Liveness>();
   private readonly token: string;
   private eventSeq = 0;
@@ -108,6 +111,8 @@ export class Controller {
     for (const n of this.config.networks ?? []) {
       if (!(await this.store.get(`networks/${n.name}`))) await this.store.put<ClusterNetwork>(`networks/${n.name}`, n);
     }
+    await this.switches.initialise(this.config.nodes.map((n) => n.name));
+    await this.switches.sync().catch((e: unknown) => this.log(`switch sync: ${String(e)}`));
     this.timer = setInterval(() => void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`)), 1000);
   }
 
@@ -200,9 +205,13 @@ export class Controller {
 
   async loads(): Promise<NodeLoad[]> {
     const vms = await this.vms();
+    const switches = await this.switches.list();
     return (await this.nodes()).map((node) => {
       const placed = vms.filter((v) => v.node === node.name && isActive(v.state));
-      return { node, committedMiB: placed.reduce((s, v) => s + v.memoryMiB, 0), vmCount: placed.length };
+      return {
+        node, committedMiB: placed.reduce((s, v) => s + v.memoryMiB, 0), vmCount: placed.length,
+        switches: switches.filter((s) => s.bindings.some((b) => b.node === node.name)).map((s) => s.name),
+      };
     });
   }
 
@@ -218,6 +227,8 @@ export class Controller {
       }
     }
     await this.reconcileStrayInstances();
+    // The switch daemon may have restarted: tell it again what exists.
+    await this.switches.sync().catch((e: unknown) => this.log(`switch sync: ${String(e)}`));
     // A running VM whose QEMU its node no longer reports has exited.
     for (const entry of await this.store.list<VmRecord>('vms/')) {
       const vm = entry.value;
@@ -307,6 +318,7 @@ export class Controller {
       if (!this.isMember(v.node)) throw errors.nodeNotFound(v.node);
     }
     if (await this.store.get(`vms/${v.name}`)) throw errors.alreadyExists('VM', v.name);
+    await this.switches.get(v.switch ?? DEFAULT_SWITCH);
     const index = await update<number>(this.store, 'counters/vm-index', (n) => (n ?? 0) + 1);
     const diskPath = this.layout.diskPath(v.name);
     const now = this.clock.nowMs();
@@ -316,6 +328,7 @@ export class Controller {
       state: VmState.Stopped, createdAtMs: now, stateSinceMs: now,
     };
     if (v.compat) record.compat = true;
+    record.switch = v.switch ?? DEFAULT_SWITCH;
     try {
       fs.mkdirSync(this.layout.disks, { recursive: true });
       await run('qemu-img', ['create', '-q', '-f', 'qcow2', diskPath, `${v.diskGiB}G`]);
@@ -337,6 +350,7 @@ export class Controller {
       workload: vm.workload, consoleLogPath: this.layout.consoleLog(vm.name),
     };
     if (vm.guestCpu) spec.cpuModel = vm.guestCpu.model;
+    spec.switch = switchOf(vm);
     const peerName = tcpPeer(vm.workload);
     if (peerName) {
       const peer = await this.store.get<VmRecord>(`vms/${peerName}`);
@@ -374,13 +388,15 @@ export class Controller {
         const node = await this.node(wanted);
         if (node.state !== 'up') throw errors.invalidState(`node '${wanted}' is ${node.state}`, { node: wanted });
         const load = (await this.loads()).find((l) => l.node.name === wanted)!;
+        const noSwitch = switchBlocker(switchOf(vm), load);
+        if (noSwitch) throw errors.invalidState(`cannot start VM '${name}' on ${wanted}: ${noSwitch}`, { node: wanted });
         const free = (node.capabilities?.memoryTotalMiB ?? 0) - load.committedMiB;
         if (free < vm.memoryMiB) {
           throw errors.insufficientResources(`node '${wanted}' has ${free} MiB free, VM '${name}' needs ${vm.memoryMiB} MiB`);
         }
         target = wanted;
       } else {
-        const placed = placeVm(vm.memoryMiB, await this.loads());
+        const placed = placeVm(vm.memoryMiB, await this.loads(), [], switchOf(vm));
         if (!placed.node) {
           throw errors.insufficientResources(
             `no node can run VM '${name}': ${placed.blockers.map((b) => `${b.node}: ${b.reason}`).join('; ') || 'no nodes are up'}`,
@@ -447,25 +463,29 @@ export class Controller {
    * Changes a VM's settings. Compatibility mode decides the CPU the guest
    * boots with, so it only changes while the VM is stopped (R9).
    */
-  async setVm(name: string, settings: { compat?: unknown }): Promise<VmRecord> {
+  async setVm(name: string, settings: { compat?: unknown; switch?: unknown }): Promise<VmRecord> {
     validateName('VM', name);
-    if (settings.compat === undefined) throw errors.invalid('settings', 'nothing to set: give compat on|off');
-    const compat = validateOnOff('compat', settings.compat);
+    if (settings.compat === undefined && settings.switch === undefined) throw errors.invalid('settings', 'nothing to set: give --compat on|off or --switch NAME');
+    const compat = settings.compat === undefined ? undefined : validateOnOff('compat', settings.compat);
+    const sw = settings.switch === undefined ? undefined : (await this.switches.get(String(settings.switch))).name;
     return this.withBusy(name, async () => {
       const vm = await this.vm(name);
-      if (Boolean(vm.compat) === compat) return vm;
+      const changes: string[] = [];
+      if (compat !== undefined && Boolean(vm.compat) !== compat) changes.push(`processor compatibility mode ${compat ? 'on' : 'off'}`);
+      if (sw !== undefined && switchOf(vm) !== sw) changes.push(`NIC on switch ${sw}`);
+      if (changes.length === 0) return vm;
       if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
-        throw errors.invalidState(
-          `VM '${name}' is ${vm.migrationId ? 'migrating' : vm.state}: processor compatibility mode changes only while the VM is stopped`,
-          { vm: name, state: vm.state },
-        );
+        const what = compat !== undefined && Boolean(vm.compat) !== compat ? 'processor compatibility mode changes' : 'its switch changes';
+        throw errors.invalidState(`VM '${name}' is ${vm.migrationId ? 'migrating' : vm.state}: ${what} only while the VM is stopped`, { vm: name, state: vm.state });
       }
       const next = await this.updateVm(name, (cur) => {
-        const out: VmRecord = { ...cur, compat };
-        if (!compat) delete out.compat;
+        const out: VmRecord = { ...cur };
+        if (compat === true) out.compat = true;
+        if (compat === false) delete out.compat;
+        if (sw !== undefined) out.switch = sw;
         return out;
       });
-      await this.event({ type: 'vm.set', vm: name, message: `VM ${name}: processor compatibility mode ${compat ? 'on' : 'off'} (applies at its next start)` });
+      await this.event({ type: 'vm.set', vm: name, message: `VM ${name}: ${changes.join(', ')} (applies at its next start)` });
       return next;
     });
   }
@@ -580,6 +600,4 @@ export class Controller {
   }
 }
 
-export function isActive(state: VmState): boolean {
-  return state === VmState.Running || state === VmState.Starting || state === VmState.Migrating || state === VmState.Stopping;
-}
+export { isActive };

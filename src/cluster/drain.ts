@@ -7,7 +7,7 @@
  */
 import type { VmRecord } from '../model.js';
 import { cpuBlockers } from './compat.js';
-import { type NodeLoad, freeMiB } from './placement.js';
+import { type NodeLoad, freeMiB, switchBlocker } from './placement.js';
 
 export type DrainMode = 'live' | 'save';
 
@@ -54,12 +54,15 @@ export function planDrain(node: string, mode: DrainMode, vms: VmRecord[], loads:
   for (const v of movable) {
     const step: DrainStep = { order: steps.length + 1, vm: v.name, memoryMiB: v.memoryMiB, estimatedMs: estimateMoveMs(v.memoryMiB) };
     if (mode === 'live') {
-      // Only nodes whose CPU can run the guest (same vendor, every feature it uses).
-      const compatible = new Set(targets.filter((l) => canRunCpu(v, l)).map((l) => l.node.name));
+      // Only nodes whose CPU can run the guest (same vendor, every feature it uses) and that carry its switch.
+      const compatible = new Set(targets.filter((l) => canHost(v, l)).map((l) => l.node.name));
       const best = [...free.entries()].filter(([n, f]) => compatible.has(n) && f >= v.memoryMiB).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0];
       if (!best) {
         if (targets.length > 0 && compatible.size === 0) {
-          blockers.push(`no up node has a CPU compatible with VM '${v.name}' (${v.guestCpu?.vendor} ${v.guestCpu?.model})`);
+          const cpuOk = targets.some((l) => canRunCpu(v, l));
+          blockers.push(cpuOk
+            ? `no up node carries switch '${v.switch}' of VM '${v.name}'`
+            : `no up node has a CPU compatible with VM '${v.name}' (${v.guestCpu?.vendor} ${v.guestCpu?.model})`);
         } else if (targets.length > 0) {
           const room = [...free.entries()].filter(([n]) => compatible.has(n)).map(([n, f]) => `${n}: ${f} MiB free`).join(', ');
           blockers.push(`no node has room for VM '${v.name}' (needs ${v.memoryMiB} MiB; ${room})`);
@@ -74,6 +77,11 @@ export function planDrain(node: string, mode: DrainMode, vms: VmRecord[], loads:
   // One move at a time leaves this node (one slot per node): the estimate is the sum.
   const estimatedMs = steps.reduce((s, x) => s + x.estimatedMs, 0);
   return { node, mode, steps, blockers, estimatedMs };
+}
+
+/** Whether a node can take the VM: its CPU, and its virtual switch bound there. */
+export function canHost(vm: VmRecord, load: NodeLoad): boolean {
+  return canRunCpu(vm, load) && switchBlocker(vm.switch ?? 'default', load) === undefined;
 }
 
 /** Whether a node's CPU can run the VM's guest CPU (true when either is unknown). */

@@ -9,6 +9,14 @@ export interface NodeLoad {
   /** MiB committed to VMs placed on the node (running or starting). */
   committedMiB: number;
   vmCount: number;
+  /** Virtual switches bound on the node (absent: not known, no restriction). */
+  switches?: string[];
+}
+
+/** Why a node cannot carry a VM's NIC: its switch is not bound there ('' = disconnected NIC, fine anywhere). */
+export function switchBlocker(vmSwitch: string, load: NodeLoad): string | undefined {
+  if (vmSwitch === '' || !load.switches || load.switches.includes(vmSwitch)) return undefined;
+  return `switch '${vmSwitch}' is not bound on ${load.node.name}`;
 }
 
 export function freeMiB(load: NodeLoad): number {
@@ -21,8 +29,8 @@ export interface PlacementResult {
   blockers: { node: string; reason: string }[];
 }
 
-/** Picks the up node with the most free memory that fits `memoryMiB`. */
-export function placeVm(memoryMiB: number, loads: NodeLoad[], exclude: string[] = []): PlacementResult {
+/** Picks the up node with the most free memory that fits `memoryMiB` and carries the VM's switch. */
+export function placeVm(memoryMiB: number, loads: NodeLoad[], exclude: string[] = [], vmSwitch = ''): PlacementResult {
   const blockers: PlacementResult['blockers'] = [];
   let best: NodeLoad | undefined;
   for (const load of loads) {
@@ -30,6 +38,11 @@ export function placeVm(memoryMiB: number, loads: NodeLoad[], exclude: string[] 
     if (exclude.includes(name)) continue;
     if (load.node.state !== 'up') {
       blockers.push({ node: name, reason: `node is ${load.node.state}` });
+      continue;
+    }
+    const noSwitch = switchBlocker(vmSwitch, load);
+    if (noSwitch) {
+      blockers.push({ node: name, reason: noSwitch });
       continue;
     }
     const free = freeMiB(load);

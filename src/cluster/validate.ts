@@ -15,6 +15,8 @@ export interface VmCreateRequest {
   node?: string;
   /** Processor compatibility mode (R9): true/false or on/off. */
   compat?: boolean | 'on' | 'off';
+  /** The virtual switch the NIC attaches to (default: default). */
+  switch?: string;
 }
 
 export interface ValidVmCreate {
@@ -25,6 +27,7 @@ export interface ValidVmCreate {
   workload: string;
   node?: string;
   compat: boolean;
+  switch?: string;
 }
 
 export const VM_DEFAULTS = { memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' } as const;
@@ -59,6 +62,10 @@ export function validateVmCreate(req: VmCreateRequest): ValidVmCreate {
   };
   if (tcpPeer(out.workload) === name) throw errors.invalid('workload', `VM '${name}' cannot be its own tcp-client peer`);
   if (req.node !== undefined) out.node = validateName('node', req.node);
+  if (req.switch !== undefined) {
+    if (typeof req.switch !== 'string' || !NAME_PATTERN.test(req.switch)) throw errors.invalid('switch', `switch name '${String(req.switch)}' is malformed`);
+    out.switch = req.switch;
+  }
   return out;
 }
 

@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   if (!config || !token) throw new Error(`${stateDir} holds no cluster (run 'ferry up')`);
 
   if (role === 'switch') {
-    const sw = await startSwitch({ socketFor: (n) => layout.switchSocket(n), nodes: config.nodes.map((n) => n.name), token });
+    const sw = await startSwitch({ socketFor: (sw, n) => layout.switchSocket(sw, n), nodes: config.nodes.map((n) => n.name), token });
     writeEndpoint(layout, 'switch', { pid: process.pid, url: sw.api.url });
     log('switch')(`listening on ${sw.api.url}`);
     onExit(async () => {

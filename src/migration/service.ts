@@ -17,6 +17,8 @@ import { cpuBlockers } from '../cluster/compat.js';
 import { type AgentClient, waitTransferCompleted } from '../cluster/agent-client.js';
 import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
+import { switchBlocker } from '../cluster/placement.js';
+import { switchOf } from '../cluster/switches.js';
 import { update } from '../store/store.js';
 import {
   type MigrationMode,
@@ -186,6 +188,8 @@ export class MigrationService {
     if (vm.guestCpu && target.capabilities) {
       for (const b of cpuBlockers(vm.guestCpu, target.capabilities.cpu, target.name)) out.push(errors.invalidState(b, { node: target.name }));
     }
+    const noSwitch = switchBlocker(switchOf(vm), load);
+    if (noSwitch) out.push(errors.invalidState(`${noSwitch}: VM '${vm.name}' would lose its network there`, { node: target.name }));
     // A live migration needs a network both nodes reach each other on (R6).
     if (mode === 'live' && source?.state !== 'down' && source && target.state !== 'down') {
       await this.c.networks.choose(source, target).catch((e: unknown) => out.push(toFerryError(e)));
@@ -351,6 +355,8 @@ export class MigrationService {
       // 2. config: the source's running configuration is what the target gets.
       await this.enterStep(id, 'config');
       const spec = await source.config(vm.name, { signal });
+      // The NIC plugs into the VM's switch as the cluster knows it now (a scrub may have disconnected it).
+      spec.switch = switchOf(vm);
       await check();
 
       // 3. create: an empty VM on the target, waiting for the stream.
@@ -378,8 +384,9 @@ export class MigrationService {
       // 4. memory: live: QEMU to QEMU over the target's migration address.
       // quick (R7): pause, save the state to the shared volume, restore it on the target.
       await this.enterStep(id, 'memory');
-      probeId = `mig-${id}`;
-      await this.c.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1).catch(() => (probeId = undefined));
+      const sw = switchOf(vm);
+      probeId = sw ? `mig-${id}` : undefined;
+      if (probeId) await this.c.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1, sw).catch(() => (probeId = undefined));
       if (r.mode === 'quick') {
         await source.pause(vm.name);
         const pausedAt = this.c.clock.nowMs();
@@ -418,7 +425,9 @@ export class MigrationService {
 
       // 7. network: the switch learnt the MAC on the target's port.
       await this.enterStep(id, 'network');
-      if (!(await this.waitMacOn(vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
+      if (!sw) {
+        await this.save(id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), 'the VM is disconnected from every virtual switch: no MAC to move'] }));
+      } else if (!(await this.waitMacOn(vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
         await target.announce(vm.name).catch(() => {});
         if (!(await this.waitMacOn(vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
           await this.save(id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), `the switch did not see ${vm.mac} on ${r.to} after the announce`] }));

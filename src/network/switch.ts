@@ -48,7 +48,7 @@ export class LearningSwitch {
   constructor(
     private readonly clock: Clock,
     private readonly send: (port: string, frame: Buffer) => void,
-    readonly ageingMs = DEFAULT_AGEING_MS,
+    public ageingMs = DEFAULT_AGEING_MS,
   ) {}
 
   addPort(port: PortInfo): void {

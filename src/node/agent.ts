@@ -34,6 +34,7 @@ import { incomingCapabilities, migrationCapabilities, migrationParameters, toTra
 import { QemuVm } from '../qemu/qemu-vm.js';
 import type { StateLayout } from '../paths.js';
 import { listenBeacon, probeTcp } from '../network/networks.js';
+import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 
 export interface AgentOptions {
   node: string;
@@ -230,7 +231,7 @@ export class Agent {
         initrdPath: this.image.initrdPath,
         qmpSocket: path.join(this.runDir, `${spec.name}.qmp`),
         serialSocket: path.join(this.runDir, `${spec.name}.serial`),
-        switchSocket: this.opts.layout.switchSocket(this.opts.node),
+        switchSocket: spec.switch === '' ? '' : this.opts.layout.switchSocket(spec.switch ?? DEFAULT_SWITCH, this.opts.node),
         pidFile: path.join(this.runDir, `${spec.name}.pid`),
         incoming: req.incoming ?? false,
       },

@@ -13,6 +13,7 @@ export interface QemuLaunch {
   initrdPath: string;
   qmpSocket: string;
   serialSocket: string;
+  /** The virtual switch socket the NIC plugs into; empty: a NIC connected to nothing. */
   switchSocket: string;
   pidFile: string;
   /** Start paused, waiting for migrate-incoming (a migration target). */
@@ -52,7 +53,7 @@ export function qemuArgv(l: QemuLaunch): string[] {
     '-mon', 'chardev=qmp,mode=control',
     '-chardev', `socket,id=serial0,path=${l.serialSocket},server=on,wait=off`,
     '-serial', 'chardev:serial0',
-    '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${l.switchSocket}`,
+    '-netdev', l.switchSocket ? `stream,id=net0,server=off,addr.type=unix,addr.path=${l.switchSocket}` : 'hubport,id=net0,hubid=0',
     '-device', `virtio-net-pci,netdev=net0,mac=${s.mac},romfile=`,
     '-blockdev', `driver=file,filename=${s.diskPath},node-name=disk0-file,cache.direct=off,aio=threads`,
     '-blockdev', 'driver=qcow2,file=disk0-file,node-name=disk0',

@@ -116,7 +116,7 @@ describe('CPU compatibility pre-flight', () => {
     assert.equal((await c.ferry(['vm', 'stop', 'cmp'])).code, 0);
     const off = await c.ferry(['vm', 'set', 'cmp', '--compat=off']);
     assert.equal(off.code, 0, off.stderr);
-    assert.match(off.stdout, /compatibility mode off \(applies at its next start\)/);
+    assert.match(off.stdout, /compatibility mode off, switch default \(applies at its next start\)/);
     assert.equal((await c.ferry(['vm', 'start', 'cmp', '--node', 'node-1'])).code, 0);
     const vm = await c.vm('cmp');
     assert.equal(vm.compat, undefined);
