@@ -34,6 +34,8 @@ export interface NodeCapabilities {
   memoryFreeMiB: number;
   /** Host CPUs this node offers (vCPU load is counted against them). */
   cpuCount?: number;
+  /** The network backend VMs' NICs use here and the offloads it lets them offer (from QEMU). */
+  nic?: { backend: string; offloads: string[]; vnetHeader: boolean };
 }
 
 export interface NodeRecord {
@@ -78,6 +80,8 @@ export interface VmRecord {
   compat?: boolean;
   /** The virtual switch the NIC is attached to; '' when disconnected; absent means 'default'. */
   switch?: string;
+  /** NIC offloads the VM asks for (R10); absent: all that QEMU has. */
+  nicOffloads?: string[];
 }
 
 /** What an agent needs to start a VM's QEMU. */
@@ -95,6 +99,8 @@ export interface VmSpec {
   cpuModel?: string;
   /** The virtual switch the NIC plugs into ('' for none). */
   switch?: string;
+  /** The NIC's requested offloads (virtio-net property names); absent: all. */
+  nicOffloads?: string[];
   consoleLogPath: string;
 }
 

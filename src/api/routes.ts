@@ -80,7 +80,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     if (!body || typeof body !== 'object') throw errors.invalid('body', 'a VM needs at least a name');
     return c.createVm(body);
   });
-  r.on('GET', '/api/v1/vms/:name', async (req) => migrations.decorate(await c.vm(req.params.name!)));
+  r.on('GET', '/api/v1/vms/:name', async (req) => migrations.decorateOne(await c.vm(req.params.name!)));
   r.on('PATCH', '/api/v1/vms/:name', (req) => c.setVm(req.params.name!, (req.body ?? {}) as { compat?: unknown; switch?: unknown }));
   r.on('DELETE', '/api/v1/vms/:name', async (req) => {
     await c.deleteVm(req.params.name!);

@@ -24,11 +24,14 @@ import { ensureImage } from '../guest/image.js';
 import type { NodeRecord } from '../model.js';
 import { StateLayout, projectRoot } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
+import type { NicBackend } from '../qemu/nic.js';
+import { deleteLinks, removeUplinks } from '../node/tap-uplink.js';
 
 export interface UpOptions {
   nodes?: number;
   nodeMemoryMiB?: number;
   cpuModels?: string[];
+  nicBackends?: NicBackend[];
   progress?: (line: string) => void;
 }
 
@@ -80,6 +83,9 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     const members: NodeMember[] = defaultMembers(count, networks, opts.nodeMemoryMiB);
     opts.cpuModels?.forEach((model, i) => {
       if (members[i]) members[i]!.cpuModel = model;
+    });
+    opts.nicBackends?.forEach((backend, i) => {
+      if (members[i]) members[i]!.nicBackend = backend;
     });
     config = writeConfig(layout, members, networks);
   }
@@ -153,6 +159,13 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
     });
   }
   for (const pid of killLeftoverQemu(layout)) await waitUntil(() => !pidAlive(pid), 5_000, 'QEMU to die').catch(() => {});
+  // Tap nodes: relays, then the bridges they hung on.
+  const nodesDir = path.join(layout.run, 'nodes');
+  for (const node of fs.existsSync(nodesDir) ? fs.readdirSync(nodesDir) : []) {
+    const { killed, links } = removeUplinks(path.join(nodesDir, node));
+    for (const pid of killed) await waitUntil(() => !pidAlive(pid), 5_000, 'relay to die').catch(() => {});
+    await deleteLinks(links);
+  }
   fs.rmSync(layout.run, { recursive: true, force: true });
   return { stoppedVms, stoppedDaemons };
 }

@@ -11,6 +11,7 @@ import { buildImage } from '../guest/image.js';
 import type { MigrationRecord, MigrationReport } from '../migration/record.js';
 import { STEPS } from '../migration/record.js';
 import type { CpuBaseline } from '../cluster/compat.js';
+import { NIC_BACKENDS, type NicBackend } from '../qemu/nic.js';
 import type { NetworkView } from '../cluster/networks.js';
 import type { ScrubResult, SwitchView } from '../cluster/switches.js';
 import type { NodeRecord, VmRecord } from '../model.js';
@@ -27,6 +28,8 @@ usage: ferry [--state DIR] COMMAND ...
 
 cluster
   up [--nodes N] [--node-memory MiB]    start a local cluster (default 3 nodes)
+     [--cpu-models M1,M2,…]             per node, under TCG (e.g. Westmere,Nehalem,Opteron_G2)
+     [--nic-backends B1,B2,…]           per node: stream (default) or tap (virtio-net offloads; needs root)
   down                                  stop every VM and daemon
   status [--json]
   node list [--json]
@@ -50,6 +53,7 @@ cluster
   events [--json] [--follow]
 VMs
   vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE] [--compat] [--switch SW]
+       [--offloads LIST|all|none]       NIC offloads (virtio-net names: csum,guest_csum,gso,host_tso4,…; default all)
   vm set NAME [--compat on|off] [--switch SW]   processor compatibility mode, virtual switch (only while stopped)
   vm start|stop|delete NAME
   vm list [--json]
@@ -127,13 +131,17 @@ async function main(argv: string[]): Promise<number> {
 
   switch (cmd) {
     case 'up': {
-      a.allow('nodes', 'node-memory', 'cpu-models').maxPositionals(0);
+      a.allow('nodes', 'node-memory', 'cpu-models', 'nic-backends').maxPositionals(0);
       const nodes = a.int('nodes');
       if (nodes !== undefined && (nodes < 1 || nodes > 16)) throw errors.invalid('nodes', `--nodes must be from 1 to 16, got ${nodes}`);
       const progress = new Progress();
       const res = await up(layout, {
         nodes, nodeMemoryMiB: a.int('node-memory'),
         cpuModels: a.string('cpu-models')?.split(',').filter(Boolean),
+        nicBackends: a.string('nic-backends')?.split(',').filter(Boolean).map((b) => {
+          if (!(NIC_BACKENDS as readonly string[]).includes(b)) throw errors.invalid('nic-backends', `NIC backend must be stream or tap, got '${b}'`);
+          return b as NicBackend;
+        }),
         progress: (l) => progress.update(l),
       });
       progress.done();
@@ -272,8 +280,9 @@ async function nodeCommand(sub: string | undefined, a: Args, client: () => Clien
   if (a.bool('json')) json(nodes);
   else {
     print(table(
-      ['NAME', 'STATE', 'ACCEL', 'CPU VENDOR', 'CPU MODEL', 'VMS', 'MEM FREE', 'MIGRATION ADDR'],
-      nodes.map((n) => [n.name, n.state, n.capabilities?.accelerator, n.capabilities?.cpu.vendor, n.capabilities?.cpu.model, n.vmCount,
+      ['NAME', 'STATE', 'ACCEL', 'CPU VENDOR', 'CPU MODEL', 'NIC BACKEND', 'VMS', 'MEM FREE', 'MIGRATION ADDR'],
+      nodes.map((n) => [n.name, n.state, n.capabilities?.accelerator, n.capabilities?.cpu.vendor, n.capabilities?.cpu.model,
+        n.capabilities?.nic ? `${n.capabilities.nic.backend} (${n.capabilities.nic.offloads.length} offloads)` : '-', n.vmCount,
         `${n.memoryFreeMiB} MiB`, n.migrationAddress]),
     ));
   }
@@ -445,12 +454,12 @@ async function netCommand(sub: string | undefined, a: Args, client: () => Client
   throw errors.usage(`unknown command 'net ${sub ?? ''}' (try: net list, net set NAME --role R --metric M)`);
 }
 
-type VmView = VmRecord & { migration?: Partial<MigrationRecord> };
+type VmView = VmRecord & { migration?: Partial<MigrationRecord>; nic?: { backend: string; offered: string[]; negotiated: string[] } };
 
 async function vmCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
   switch (sub) {
     case 'create': {
-      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'compat', 'switch', 'json').maxPositionals(1);
+      a.allow('memory', 'cpus', 'disk', 'workload', 'node', 'compat', 'switch', 'offloads', 'json').maxPositionals(1);
       const body: Record<string, unknown> = { name: a.positional(0, 'a VM name') };
       for (const [flag, field] of [['memory', 'memoryMiB'], ['cpus', 'cpus'], ['disk', 'diskGiB']] as const) {
         const v = a.string(flag);
@@ -459,6 +468,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       if (a.string('workload') !== undefined) body.workload = a.string('workload');
       if (a.string('node') !== undefined) body.node = a.string('node');
       if (a.string('switch') !== undefined) body.switch = a.string('switch');
+      if (a.string('offloads') !== undefined) body.offloads = a.string('offloads');
       if (a.has('compat')) body.compat = a.raw('compat') === true ? true : a.raw('compat');
       const vm = await client().call<VmRecord>('POST', '/api/v1/vms', body);
       if (a.bool('json')) json(vm);
@@ -525,6 +535,8 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
         ['switch', vm.switch === '' ? '(disconnected)' : vm.switch ?? 'default'],
       ];
       if (vm.guestCpu) rows.push(['cpu', `${vm.guestCpu.vendor} ${vm.guestCpu.model} (${vm.guestCpu.features.length} features)`]);
+      rows.push(['offloads', vm.nicOffloads ? vm.nicOffloads.join(',') || 'none' : 'all']);
+      if (vm.nic) rows.push(['nic', `${vm.nic.backend} on ${vm.node}; the guest uses ${vm.nic.negotiated.join(',') || 'no offloads'}`]);
       if (vm.error) rows.push(['error', vm.error]);
       if (vm.migration) {
         const p = vm.migration.progress;
@@ -705,6 +717,11 @@ export async function cli(argv: string[]): Promise<number> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/ferry') || process.argv[1]?.endsWith('cli/main.js')) {
+  // A closed pipe (`ferry … | head -1`) ends the command quietly, like other Unix tools.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   void cli(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
     // Let pending writes flush, then leave even if a console socket lingers.

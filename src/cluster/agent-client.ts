@@ -61,6 +61,10 @@ export class AgentClient {
   listenIncoming(name: string, tuning: TransferTuning, address: string, options?: CallOptions): Promise<{ address: string; port: number }> {
     return this.call('POST', `/v1/vms/${name}/incoming`, { tuning, address }, options);
   }
+  /** The offloads a VM's NIC offers here and those its guest negotiated. */
+  nic(name: string, options?: CallOptions): Promise<{ offered: string[]; negotiated: string[] }> {
+    return this.call('GET', `/v1/vms/${name}/nic`, undefined, { timeoutMs: 5000, ...options });
+  }
   /** Can this node reach `to:port` from its own address `from`? */
   probe(from: string, to: string, port: number, options?: CallOptions): Promise<{ ok: boolean; ms: number; error?: string }> {
     return this.call('POST', '/v1/net/probe', { from, to, port, timeoutMs: 500 }, { timeoutMs: 3000, ...options });

@@ -13,6 +13,8 @@ export interface NodeMember {
   migrationAddress: string;
   memoryMiB?: number;
   cpuModel?: string;
+  /** How VMs' NICs reach the switch on this node (default stream). */
+  nicBackend?: 'stream' | 'tap';
 }
 
 export interface ClusterConfig {

@@ -329,6 +329,7 @@ export class Controller {
     };
     if (v.compat) record.compat = true;
     record.switch = v.switch ?? DEFAULT_SWITCH;
+    if (v.offloads) record.nicOffloads = v.offloads;
     try {
       fs.mkdirSync(this.layout.disks, { recursive: true });
       await run('qemu-img', ['create', '-q', '-f', 'qcow2', diskPath, `${v.diskGiB}G`]);
@@ -351,6 +352,7 @@ export class Controller {
     };
     if (vm.guestCpu) spec.cpuModel = vm.guestCpu.model;
     spec.switch = switchOf(vm);
+    if (vm.nicOffloads) spec.nicOffloads = vm.nicOffloads;
     const peerName = tcpPeer(vm.workload);
     if (peerName) {
       const peer = await this.store.get<VmRecord>(`vms/${peerName}`);

@@ -5,6 +5,7 @@
 import { errors } from '../errors.js';
 import { tcpPeer } from '../guest/workload.js';
 import { LIMITS, NAME_PATTERN } from '../model.js';
+import { validateOffloads } from '../qemu/nic.js';
 
 export interface VmCreateRequest {
   name: string;
@@ -17,6 +18,8 @@ export interface VmCreateRequest {
   compat?: boolean | 'on' | 'off';
   /** The virtual switch the NIC attaches to (default: default). */
   switch?: string;
+  /** NIC offloads: a list, 'all' (default) or 'none'. */
+  offloads?: string | string[];
 }
 
 export interface ValidVmCreate {
@@ -28,6 +31,7 @@ export interface ValidVmCreate {
   node?: string;
   compat: boolean;
   switch?: string;
+  offloads?: string[];
 }
 
 export const VM_DEFAULTS = { memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' } as const;
@@ -62,6 +66,7 @@ export function validateVmCreate(req: VmCreateRequest): ValidVmCreate {
   };
   if (tcpPeer(out.workload) === name) throw errors.invalid('workload', `VM '${name}' cannot be its own tcp-client peer`);
   if (req.node !== undefined) out.node = validateName('node', req.node);
+  if (req.offloads !== undefined) out.offloads = validateOffloads(req.offloads);
   if (req.switch !== undefined) {
     if (typeof req.switch !== 'string' || !NAME_PATTERN.test(req.switch)) throw errors.invalid('switch', `switch name '${String(req.switch)}' is malformed`);
     out.switch = req.switch;

@@ -111,7 +111,7 @@ async function main(): Promise<void> {
       node, layout, clusterId: config.id, controllerUrl, token, migrationAddress: member.migrationAddress,
       networks: memberAddresses(config, node),
       resolveController: () => readEndpoint(layout, 'controller')?.url,
-      memoryMiB: member.memoryMiB, cpuModel: member.cpuModel, log: log(node),
+      memoryMiB: member.memoryMiB, cpuModel: member.cpuModel, nicBackend: member.nicBackend, log: log(node),
     });
     await agent.start();
     writeEndpoint(layout, node, { pid: process.pid, url: agent.url });

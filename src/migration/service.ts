@@ -114,6 +114,24 @@ export class MigrationService {
   /** The VM record plus its running migration's step and progress, for `vm show`. */
   async decorate(vm: VmRecord): Promise<VmRecord & { migration?: Partial<MigrationRecord> }> {
     if (!vm.migrationId) return vm;
+    return this.decorateMigration(vm);
+  }
+
+  /** `decorate` plus what the VM's NIC offers and its guest negotiated (one VM: asks its node). */
+  async decorateOne(vm: VmRecord): Promise<VmRecord & { migration?: Partial<MigrationRecord>; nic?: unknown }> {
+    const out = await this.decorate(vm);
+    if (vm.state !== VmState.Running || !vm.node) return out;
+    try {
+      const node = await this.c.node(vm.node);
+      const nic = await this.c.agent(node).nic(vm.name);
+      return { ...out, nic: { backend: node.capabilities?.nic?.backend ?? 'stream', ...nic } };
+    } catch {
+      return out;
+    }
+  }
+
+  private async decorateMigration(vm: VmRecord): Promise<VmRecord & { migration?: Partial<MigrationRecord> }> {
+    if (!vm.migrationId) return vm;
     const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
     if (!m) return vm;
     const { id, phase, to, from, progress } = m.value;
@@ -188,6 +206,8 @@ export class MigrationService {
     if (vm.guestCpu && target.capabilities) {
       for (const b of cpuBlockers(vm.guestCpu, target.capabilities.cpu, target.name)) out.push(errors.invalidState(b, { node: target.name }));
     }
+    const nicBlocker = await this.nicBlocker(vm, source, target);
+    if (nicBlocker) out.push(nicBlocker);
     const noSwitch = switchBlocker(switchOf(vm), load);
     if (noSwitch) out.push(errors.invalidState(`${noSwitch}: VM '${vm.name}' would lose its network there`, { node: target.name }));
     // A live migration needs a network both nodes reach each other on (R6).
@@ -195,6 +215,25 @@ export class MigrationService {
       await this.c.networks.choose(source, target).catch((e: unknown) => out.push(toFerryError(e)));
     }
     return out;
+  }
+
+  /**
+   * NIC offloads (R10): the target's backend must offer every offload the
+   * guest negotiated, and a device running with the virtio-net header (a tap)
+   * only loads where there is one (QEMU: "saved image requires vnet_hdr=on").
+   */
+  private async nicBlocker(vm: VmRecord, source: NodeRecord | undefined, target: NodeRecord): Promise<FerryError | undefined> {
+    const to = target.capabilities?.nic;
+    if (!to || !source || source.state === 'down' || vm.state !== VmState.Running) return undefined;
+    const used = await this.c.agent(source).nic(vm.name).then((n) => n.negotiated, () => [] as string[]);
+    const missing = used.filter((o) => !to.offloads.includes(o));
+    const headerLost = source.capabilities?.nic?.vnetHeader === true && !to.vnetHeader;
+    if (!missing.length && !headerLost) return undefined;
+    const reasons = [
+      ...(missing.length ? [`cannot offer NIC offloads the VM uses: ${missing.join(', ')}`] : []),
+      ...(headerLost ? [`has no virtio-net header, which the VM's NIC runs with on '${source.name}' (${source.capabilities!.nic!.backend})`] : []),
+    ];
+    return errors.invalidState(`node '${target.name}' (NIC backend ${to.backend}) ${reasons.join(' and ')}`, { node: target.name, offloads: missing });
   }
 
   async request(vmName: string, req: MigrateRequest | undefined): Promise<MigrationRecord> {

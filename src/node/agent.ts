@@ -14,6 +14,7 @@
  *   POST   /v1/vms/:name/announce       ask QEMU to send its RARP announce again
  *   GET    /v1/vms/:name/console        console stream (raw, follows)
  *   POST   /v1/vms/:name/console        console input
+ *   GET    /v1/vms/:name/nic            NIC offloads the device offers and the guest negotiated
  *   POST   /v1/net/probe                can this node reach an address on a cluster network?
  *
  * The API listens on the node's management-network address; on every
@@ -35,6 +36,8 @@ import { QemuVm } from '../qemu/qemu-vm.js';
 import type { StateLayout } from '../paths.js';
 import { listenBeacon, probeTcp } from '../network/networks.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
+import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
+import { TapUplinks } from './tap-uplink.js';
 
 export interface AgentOptions {
   node: string;
@@ -52,6 +55,8 @@ export interface AgentOptions {
   memoryMiB?: number;
   /** CPU model guests get on this node; default: host under KVM, qemu64 under TCG. */
   cpuModel?: string;
+  /** How VMs' NICs reach the switch: a unix stream (default) or a tap with the virtio-net header. */
+  nicBackend?: NicBackend;
   log?: (line: string) => void;
 }
 
@@ -69,11 +74,13 @@ export class Agent {
   capabilities!: NodeCapabilities;
   private api: Listening | undefined;
   private beacons: { network: string; address: string; port: number; close(): Promise<void> }[] = [];
+  private readonly uplinks: TapUplinks;
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly log: (line: string) => void;
 
   constructor(private readonly opts: AgentOptions) {
     this.runDir = opts.layout.nodeRun(opts.node);
+    this.uplinks = new TapUplinks(opts.node, opts.clusterId, this.runDir);
     this.log = opts.log ?? (() => {});
   }
 
@@ -91,6 +98,9 @@ export class Agent {
     const cpu = await cpuIdentity(accel.accelerator, model);
     if (accel.accelerator === 'kvm') cpu.vendor = hostCpu().vendor;
     const totalMiB = this.opts.memoryMiB ?? Math.floor(os.totalmem() / 1048576);
+    const backend = this.opts.nicBackend ?? 'stream';
+    const nicOffloads = await probeBackendOffloads(backend, path.join(this.runDir, 'nic-probe.sock'));
+    fs.rmSync(path.join(this.runDir, 'nic-probe.sock'), { force: true });
     this.capabilities = {
       accelerator: accel.accelerator,
       acceleratorReason: accel.reason,
@@ -99,6 +109,8 @@ export class Agent {
       memoryTotalMiB: totalMiB,
       memoryFreeMiB: totalMiB,
       cpuCount: os.cpus().length,
+      // QEMU offers checksum offload only when the backend carries the virtio-net header.
+      nic: { backend, offloads: nicOffloads, vnetHeader: nicOffloads.includes('csum') },
     };
     this.log(`accelerator ${accel.accelerator}: ${accel.reason}; cpu ${cpu.vendor} ${cpu.model}`);
     await this.adoptAll();
@@ -222,6 +234,18 @@ export class Agent {
     if (spec.memoryMiB > free) {
       throw errors.insufficientResources(`node '${this.opts.node}' has ${free} MiB free, VM '${spec.name}' needs ${spec.memoryMiB} MiB`);
     }
+    const sw = spec.switch ?? DEFAULT_SWITCH;
+    let nic: NicAttachment = { kind: 'none' };
+    let bridge: string | undefined;
+    if (sw !== '') {
+      const socket = this.opts.layout.switchSocket(sw, this.opts.node);
+      if (this.opts.nicBackend === 'tap') {
+        bridge = await this.uplinks.ensure(sw, socket);
+        nic = { kind: 'tap', ifname: this.uplinks.vmTap(spec.name) };
+      } else {
+        nic = { kind: 'stream', socket };
+      }
+    }
     const vm = await QemuVm.launch(
       {
         spec,
@@ -231,15 +255,23 @@ export class Agent {
         initrdPath: this.image.initrdPath,
         qmpSocket: path.join(this.runDir, `${spec.name}.qmp`),
         serialSocket: path.join(this.runDir, `${spec.name}.serial`),
-        switchSocket: spec.switch === '' ? '' : this.opts.layout.switchSocket(spec.switch ?? DEFAULT_SWITCH, this.opts.node),
+        nic,
         pidFile: path.join(this.runDir, `${spec.name}.pid`),
         incoming: req.incoming ?? false,
       },
       this.descriptorPath(spec.name),
       path.join(this.runDir, `${spec.name}.stderr`),
     );
+    if (nic.kind === 'tap') {
+      try {
+        await this.uplinks.attach(nic.ifname, bridge!);
+      } catch (e) {
+        await vm.kill();
+        throw e;
+      }
+    }
     this.track(vm);
-    this.log(`started QEMU of '${spec.name}' (pid ${vm.pid}${req.incoming ? ', incoming' : ''})`);
+    this.log(`started QEMU of '${spec.name}' (pid ${vm.pid}${req.incoming ? ', incoming' : ''}, nic ${nic.kind})`);
     return this.instance(vm);
   }
 
@@ -273,6 +305,7 @@ export class Agent {
       if (req.headers.authorization !== `Bearer ${this.opts.token}`) throw errors.unauthorized();
     };
     r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
+    r.on('GET', '/v1/vms/:name/nic', (req) => nicStatus(this.vm(req.params.name!).qmp));
     r.on('POST', '/v1/net/probe', (req) => {
       const b = (req.body ?? {}) as { from?: string; to?: string; port?: number; timeoutMs?: number };
       if (typeof b.to !== 'string' || typeof b.port !== 'number') throw errors.invalid('probe', 'a probe needs to and port');

@@ -4,6 +4,7 @@
  * model match the source's (a mismatch fails the migration's device load).
  */
 import type { Accelerator, VmSpec } from '../model.js';
+import { NIC_ID, type NicAttachment, netdevArg, offloadProps } from './nic.js';
 
 export interface QemuLaunch {
   spec: VmSpec;
@@ -13,8 +14,8 @@ export interface QemuLaunch {
   initrdPath: string;
   qmpSocket: string;
   serialSocket: string;
-  /** The virtual switch socket the NIC plugs into; empty: a NIC connected to nothing. */
-  switchSocket: string;
+  /** Where the NIC's frames go: a switch socket, a tap on a bridge, or nowhere. */
+  nic: NicAttachment;
   pidFile: string;
   /** Start paused, waiting for migrate-incoming (a migration target). */
   incoming: boolean;
@@ -53,8 +54,8 @@ export function qemuArgv(l: QemuLaunch): string[] {
     '-mon', 'chardev=qmp,mode=control',
     '-chardev', `socket,id=serial0,path=${l.serialSocket},server=on,wait=off`,
     '-serial', 'chardev:serial0',
-    '-netdev', l.switchSocket ? `stream,id=net0,server=off,addr.type=unix,addr.path=${l.switchSocket}` : 'hubport,id=net0,hubid=0',
-    '-device', `virtio-net-pci,netdev=net0,mac=${s.mac},romfile=`,
+    '-netdev', netdevArg(l.nic),
+    '-device', `virtio-net-pci,id=${NIC_ID},netdev=net0,mac=${s.mac},romfile=,${offloadProps(s.nicOffloads)}`,
     '-blockdev', `driver=file,filename=${s.diskPath},node-name=disk0-file,cache.direct=off,aio=threads`,
     '-blockdev', 'driver=qcow2,file=disk0-file,node-name=disk0',
     '-device', 'virtio-blk-pci,drive=disk0,id=disk0-dev',

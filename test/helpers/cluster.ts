@@ -5,11 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { AgentClient, SwitchClient } from '../../src/cluster/agent-client.js';
-import { readEndpoint, readToken } from '../../src/cluster/config.js';
+import { readConfig, readEndpoint, readToken } from '../../src/cluster/config.js';
 import { down, up, type UpOptions } from '../../src/cli/daemons.js';
 import { Client } from '../../src/cli/main.js';
 import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
@@ -172,11 +173,15 @@ export class TestCluster {
       fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
       fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
     }
+    const clusterId = readConfig(this.layout)?.id;
     try {
       await down(this.layout);
       const leftovers = processesMentioning(this.dir);
       assert.deepEqual(leftovers, [], 'processes left behind');
       assert.deepEqual(socketsUnder(this.dir), [], 'sockets left behind');
+      // Tap nodes' bridges and taps are named fy<hash of the cluster id>…
+      const prefix = clusterId ? `fy${createHash('sha1').update(clusterId).digest('hex').slice(0, 4)}` : undefined;
+      assert.deepEqual(prefix ? fs.readdirSync('/sys/class/net').filter((l) => l.startsWith(prefix)) : [], [], 'network interfaces left behind');
     } finally {
       for (const p of processesMentioning(this.dir)) {
         try {

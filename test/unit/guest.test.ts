@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { keptRunning, parseConsole } from '../../src/guest/console.js';
 import { CpioWriter } from '../../src/guest/cpio.js';
 import { kernelCommandLine, qemuArgv } from '../../src/qemu/argv.js';
+import { OFFLOADS, offloadsIn, validateOffloads } from '../../src/qemu/nic.js';
 import type { VmSpec } from '../../src/model.js';
 
 const spec: VmSpec = {
@@ -49,15 +50,35 @@ describe('QEMU command line', () => {
   it('builds the same device model for source and target, with -incoming only on the target', () => {
     const base = {
       spec, accelerator: 'tcg' as const, cpuModel: 'qemu64', kernelPath: '/k', initrdPath: '/i', qmpSocket: '/r/web.qmp',
-      serialSocket: '/r/web.serial', switchSocket: '/sw/node-1.sock', pidFile: '/r/web.pid', incoming: false,
+      serialSocket: '/r/web.serial', nic: { kind: 'stream' as const, socket: '/sw/node-1.sock' }, pidFile: '/r/web.pid', incoming: false,
     };
     const src = qemuArgv(base);
     const dst = qemuArgv({ ...base, incoming: true });
     assert.deepEqual(dst.slice(0, src.length), src);
     assert.deepEqual(dst.slice(src.length), ['-incoming', 'defer']);
     assert.ok(src.includes('stream,id=net0,server=off,addr.type=unix,addr.path=/sw/node-1.sock'));
-    assert.ok(src.includes('virtio-net-pci,netdev=net0,mac=52:54:00:99:00:01,romfile='));
+    assert.ok(src.includes(`virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:99:00:01,romfile=,${OFFLOADS.map((o) => `${o}=on`).join(',')}`),
+      'every offload spelled out: a target gets exactly the same device');
     assert.ok(src.includes('pc,accel=tcg'));
+  });
+
+  it('spells the NIC offloads the VM asked for, and attaches the NIC to a tap or to nothing', () => {
+    const base = {
+      spec: { ...spec, nicOffloads: ['gso'] }, accelerator: 'tcg' as const, cpuModel: 'qemu64', kernelPath: '/k', initrdPath: '/i', qmpSocket: '/q',
+      serialSocket: '/s', nic: { kind: 'tap' as const, ifname: 'fyabcdv1234' }, pidFile: '/p', incoming: false,
+    };
+    const argv = qemuArgv(base);
+    assert.ok(argv.includes('tap,id=net0,ifname=fyabcdv1234,script=no,downscript=no,vnet_hdr=on'));
+    const device = argv.find((a) => a.startsWith('virtio-net-pci'))!;
+    assert.match(device, /,csum=off,guest_csum=off,gso=on,host_tso4=off,/);
+    assert.ok(qemuArgv({ ...base, nic: { kind: 'none' } }).includes('hubport,id=net0,hubid=0'));
+  });
+
+  it('reads offloads from QEMU feature names and validates requests', () => {
+    assert.deepEqual(offloadsIn(['VIRTIO_NET_F_GSO: Handling GSO-type packets supported', 'VIRTIO_NET_F_HOST_TSO4: Device can receive TSOv4', 'VIRTIO_NET_F_MAC: Device has given MAC address']), ['gso', 'host_tso4']);
+    assert.deepEqual(validateOffloads('guest_csum,csum'), ['csum', 'guest_csum']);
+    assert.deepEqual(validateOffloads('none'), []);
+    assert.throws(() => validateOffloads('csum,tso'), /unknown NIC offload tso \(known: csum, /);
   });
 });
 

@@ -1,0 +1,128 @@
+/**
+ * The VM's NIC and its offloads (R10). A virtio-net device offers checksum
+ * and segmentation offloads only when its network backend carries the
+ * virtio-net header (a tap with vnet_hdr); on a `stream` backend QEMU turns
+ * them off. A guest that negotiated an offload cannot be loaded by a target
+ * whose device does not offer it, so Ferry learns both sides from QEMU:
+ *
+ * - what a node's backend can offer: a short-lived QEMU with that backend and
+ *   a virtio-net device, asked with `x-query-virtio-status`;
+ * - what a running guest uses: the same query on its QEMU (guest features).
+ *
+ * The VM's requested offloads are part of its configuration: every QEMU it
+ * runs in (source and migration target) gets the same device properties.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { ErrorCode, FerryError, errors } from '../errors.js';
+import type { QmpClient } from '../qmp/client.js';
+
+/** virtio-net-pci properties that are offloads (QEMU's names). */
+export const OFFLOADS = [
+  'csum', 'guest_csum', 'gso',
+  'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'host_uso',
+  'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo', 'guest_uso4', 'guest_uso6',
+] as const;
+export type Offload = (typeof OFFLOADS)[number];
+
+export type NicBackend = 'stream' | 'tap';
+export const NIC_BACKENDS: readonly NicBackend[] = ['stream', 'tap'];
+
+/** Where the NIC's frames go. */
+export type NicAttachment =
+  | { kind: 'stream'; socket: string }
+  | { kind: 'tap'; ifname: string }
+  | { kind: 'none' };
+
+/** The NIC's device node id (its QOM path is /machine/peripheral/nic0). */
+export const NIC_ID = 'nic0';
+const VIRTIO_PATH = `/machine/peripheral/${NIC_ID}/virtio-backend`;
+
+export function netdevArg(a: NicAttachment): string {
+  switch (a.kind) {
+    case 'stream':
+      return `stream,id=net0,server=off,addr.type=unix,addr.path=${a.socket}`;
+    case 'tap':
+      return `tap,id=net0,ifname=${a.ifname},script=no,downscript=no,vnet_hdr=on`;
+    case 'none':
+      return 'hubport,id=net0,hubid=0';
+  }
+}
+
+/** The device's offload properties: each requested one on, every other off. */
+export function offloadProps(requested: readonly string[] | undefined): string {
+  const on = new Set(requested ?? OFFLOADS);
+  return OFFLOADS.map((o) => `${o}=${on.has(o) ? 'on' : 'off'}`).join(',');
+}
+
+export function validateOffloads(value: unknown): Offload[] {
+  if (value === 'none') return [];
+  if (value === 'all') return [...OFFLOADS];
+  const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+  if (!list) throw errors.invalid('offloads', `offloads must be a comma-separated list, 'all' or 'none'`);
+  const unknown = list.filter((o) => !(OFFLOADS as readonly string[]).includes(String(o)));
+  if (unknown.length) throw errors.invalid('offloads', `unknown NIC offload${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${OFFLOADS.join(', ')})`);
+  return OFFLOADS.filter((o) => list.includes(o));
+}
+
+/** `VIRTIO_NET_F_HOST_TSO4: Device can receive TSOv4` → host_tso4, for offload bits only. */
+export function offloadsIn(features: string[]): Offload[] {
+  const names = new Set(features.map((f) => f.split(':')[0]!.replace(/^VIRTIO_NET_F_/, '').toLowerCase()));
+  return OFFLOADS.filter((o) => names.has(o));
+}
+
+interface VirtioStatus {
+  'host-features': { 'dev-features'?: string[] };
+  'guest-features': { 'dev-features'?: string[] };
+}
+
+/** What a running VM's NIC offers and what its guest negotiated. */
+export async function nicStatus(qmp: QmpClient): Promise<{ offered: Offload[]; negotiated: Offload[] }> {
+  const s = (await qmp.execute('x-query-virtio-status' as never, { path: VIRTIO_PATH } as never)) as unknown as VirtioStatus;
+  return { offered: offloadsIn(s['host-features']['dev-features'] ?? []), negotiated: offloadsIn(s['guest-features']['dev-features'] ?? []) };
+}
+
+/**
+ * The offloads a backend lets a virtio-net device offer, asked of QEMU: a
+ * paused machine with the device on that backend (a tap QEMU creates and
+ * removes itself, a stream to a throwaway listener).
+ */
+export async function probeBackendOffloads(backend: NicBackend, scratchSocket: string): Promise<Offload[]> {
+  const netdev =
+    backend === 'tap'
+      ? `tap,id=n0,ifname=fyp${randomBytes(4).toString('hex')},script=no,downscript=no,vnet_hdr=on`
+      : `stream,id=n0,server=on,addr.type=unix,addr.path=${scratchSocket}`;
+  const lines = [
+    JSON.stringify({ execute: 'qmp_capabilities' }),
+    JSON.stringify({ execute: 'x-query-virtio-status', arguments: { path: VIRTIO_PATH }, id: 1 }),
+    JSON.stringify({ execute: 'quit' }),
+  ];
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn('qemu-system-x86_64', [
+      '-machine', 'pc,accel=tcg', '-S', '-nodefaults', '-display', 'none', '-no-user-config',
+      '-netdev', netdev, '-device', `virtio-net-pci,id=${NIC_ID},netdev=n0,romfile=,${offloadProps(OFFLOADS)}`, '-qmp', 'stdio',
+    ], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new FerryError(ErrorCode.QemuDied, `cannot run qemu-system-x86_64: ${e.message}`));
+    });
+    child.on('exit', () => {
+      clearTimeout(timer);
+      if (!stdout.includes('"id": 1')) reject(new FerryError(ErrorCode.QemuDied, `QEMU could not open a ${backend} NIC backend: ${stderr.trim().split('\n').pop() ?? 'no answer'}`));
+      else resolve(stdout);
+    });
+    child.stdin.end(lines.join('\n') + '\n');
+  });
+  for (const line of out.split('\n')) {
+    if (!line.includes('"id": 1')) continue;
+    const msg = JSON.parse(line) as { return?: VirtioStatus; error?: { desc: string } };
+    if (msg.error) throw new FerryError(ErrorCode.QmpError, `QEMU cannot report the NIC's features: ${msg.error.desc}`);
+    return offloadsIn(msg.return!['host-features']['dev-features'] ?? []);
+  }
+  throw new FerryError(ErrorCode.QmpError, 'QEMU did not report the NIC features');
+}
