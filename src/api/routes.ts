@@ -4,6 +4,7 @@
  *   GET  /api/v1/status
  *   GET  /api/v1/nodes
  *   POST /api/v1/nodes/:name/maintenance {drain: live|save, dryRun}   POST /api/v1/nodes/:name/resume
+ *   POST /api/v1/nodes {name, cpuModel, memoryMiB, nicBackend}   DELETE /api/v1/nodes/:name   (membership)
  *   POST /api/v1/agents/heartbeat               (agents)
  *   GET  /api/v1/vms            POST /api/v1/vms
  *   GET  /api/v1/vms/:name      DELETE /api/v1/vms/:name    PATCH /api/v1/vms/:name {compat}
@@ -33,6 +34,7 @@ import { errors, toFerryError } from '../errors.js';
 import type { Controller, Heartbeat } from '../cluster/controller.js';
 import type { VmCreateRequest } from '../cluster/validate.js';
 import type { ScrubRequest } from '../cluster/switches.js';
+import type { NodeAddRequest } from '../cluster/membership.js';
 import type { DrainMode } from '../cluster/drain.js';
 import { Maintenance } from '../cluster/maintenance.js';
 import { Balancer } from '../cluster/balancer.js';
@@ -67,6 +69,8 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
       memoryFreeMiB: (l.node.capabilities?.memoryTotalMiB ?? 0) - l.committedMiB,
     }));
   });
+  r.on('POST', '/api/v1/nodes', (req) => c.membership.add((req.body ?? {}) as NodeAddRequest));
+  r.on('DELETE', '/api/v1/nodes/:name', (req) => c.membership.remove(req.params.name!));
   r.on('POST', '/api/v1/agents/heartbeat', (req) => c.heartbeat(req.body as Heartbeat));
   r.on('POST', '/api/v1/nodes/:name/maintenance', (req) => {
     const b = (req.body ?? {}) as { drain?: DrainMode; dryRun?: boolean };

@@ -170,6 +170,25 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
   return { stoppedVms, stoppedDaemons };
 }
 
+/** Stops a node's agent after it left the cluster and removes its runtime directory. */
+export async function stopNodeAgent(layout: StateLayout, node: string): Promise<void> {
+  const e = readEndpoint(layout, node);
+  if (e && pidAlive(e.pid)) {
+    process.kill(e.pid, 'SIGTERM');
+    await waitUntil(() => !pidAlive(e.pid), 10_000, `${node} to exit`).catch(() => {
+      try {
+        process.kill(e.pid, 'SIGKILL');
+      } catch { /* gone */ }
+    });
+  }
+  const dir = layout.nodeRun(node);
+  const { killed, links } = removeUplinks(dir);
+  for (const pid of killed) await waitUntil(() => !pidAlive(pid), 5_000, 'relay to die').catch(() => {});
+  await deleteLinks(links);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(layout.daemonFile(node), { force: true });
+}
+
 /** Ferry daemons of this state directory, found in /proc by their command line. */
 function daemonPids(layout: StateLayout): number[] {
   const script = path.join(projectRoot(), 'dist', 'src', 'daemon', 'main.js');

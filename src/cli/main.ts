@@ -18,7 +18,7 @@ import type { NodeRecord, VmRecord } from '../model.js';
 import { StateLayout, defaultStateDir } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 import { Args, parseArgs } from './args.js';
-import { down, up } from './daemons.js';
+import { down, stopNodeAgent, up } from './daemons.js';
 import { runDemo } from './demo.js';
 import { Progress, bytes, ms, table } from './output.js';
 
@@ -33,6 +33,8 @@ cluster
   down                                  stop every VM and daemon
   status [--json]
   node list [--json]
+  node add [NAME] [--cpu-model M] [--memory MiB] [--nic-backend stream|tap]   a new node joins
+  node remove NAME                      an empty node leaves (drain it first)
   node maintenance NODE --drain live|save [--dry-run] [--json]
   node resume NODE
   net list [--json]                     cluster networks: role, metric, each node's address and state
@@ -274,7 +276,34 @@ async function nodeCommand(sub: string | undefined, a: Args, client: () => Clien
     else print(`node ${n.name} is ${n.state}: it takes VMs again`);
     return 0;
   }
-  if (sub !== 'list') throw errors.usage(`unknown command 'node ${sub ?? ''}' (try: node list, node maintenance, node resume)`);
+  if (sub === 'add') {
+    a.allow('cpu-model', 'memory', 'nic-backend', 'json').maxPositionals(1);
+    const c = client();
+    const body: Record<string, unknown> = {};
+    if (a.optionalPositional(0) !== undefined) body.name = a.optionalPositional(0);
+    if (a.string('cpu-model') !== undefined) body.cpuModel = a.string('cpu-model');
+    if (a.int('memory', '--memory (MiB)') !== undefined) body.memoryMiB = a.int('memory', '--memory (MiB)');
+    if (a.string('nic-backend') !== undefined) body.nicBackend = a.string('nic-backend');
+    const member = await c.call<{ name: string }>('POST', '/api/v1/nodes', body);
+    const progress = new Progress();
+    await up(c.layout, { progress: (l) => progress.update(l) });
+    progress.done();
+    const node = await c.call<NodeRecord>('GET', '/api/v1/nodes').then((ns) => (ns as unknown as NodeRecord[]).find((n) => n.name === member.name)!);
+    if (a.bool('json')) json(node);
+    else print(`node ${node.name} joined and is ${node.state} (${node.capabilities?.cpu.vendor} ${node.capabilities?.cpu.model}, migration address ${node.migrationAddress})`);
+    return 0;
+  }
+  if (sub === 'remove') {
+    a.allow('json').maxPositionals(1);
+    const c = client();
+    const name = a.positional(0, 'a node name');
+    const res = await c.call<{ removed: string; clearedVms: string[] }>('DELETE', `/api/v1/nodes/${encodeURIComponent(name)}`);
+    await stopNodeAgent(c.layout, name);
+    if (a.bool('json')) json(res);
+    else print(`node ${name} left the cluster${res.clearedVms.length ? `; stopped VMs ${res.clearedVms.join(', ')} will start elsewhere` : ''}`);
+    return 0;
+  }
+  if (sub !== 'list') throw errors.usage(`unknown command 'node ${sub ?? ''}' (try: node list, node add, node remove, node maintenance, node resume)`);
   a.allow('json').maxPositionals(0);
   const nodes = await client().call<(NodeRecord & { vmCount: number; memoryFreeMiB: number })[]>('GET', '/api/v1/nodes');
   if (a.bool('json')) json(nodes);

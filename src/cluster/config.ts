@@ -68,6 +68,12 @@ export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: 
   return config;
 }
 
+/** Rewrites cluster.json atomically (membership changed). */
+export function saveConfig(layout: StateLayout, config: ClusterConfig): void {
+  fs.writeFileSync(layout.cluster + '.tmp', JSON.stringify(config, null, 2) + '\n');
+  fs.renameSync(layout.cluster + '.tmp', layout.cluster);
+}
+
 /** One node's address on each network. */
 export function memberAddresses(config: ClusterConfig, node: string): { network: string; address: string }[] {
   return (config.networks ?? []).flatMap((n) => (n.addresses[node] ? [{ network: n.name, address: n.addresses[node]! }] : []));

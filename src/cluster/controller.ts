@@ -28,6 +28,7 @@ import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm, switchBlocker } from './placement.js';
 import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
 import { ClusterNetworks } from './networks.js';
+import { Membership } from './membership.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { VirtualSwitches, switchOf } from './switches.js';
 import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
@@ -81,6 +82,9 @@ export class Controller {
   readonly switch: SwitchClient;
   readonly networks: ClusterNetworks = new ClusterNetworks(this);
   readonly switches: VirtualSwitches = new VirtualSwitches(this);
+  readonly membership: Membership = new Membership(this);
+  /** Each vendor's compatibility baseline as last announced (to tell when it changes). */
+  private lastBaselines: Map<string, CpuBaseline> | undefined;
   private readonly liveness = new Map<string, Liveness>();
   private readonly token: string;
   private eventSeq = 0;
@@ -112,6 +116,7 @@ export class Controller {
       if (!(await this.store.get(`networks/${n.name}`))) await this.store.put<ClusterNetwork>(`networks/${n.name}`, n);
     }
     await this.switches.initialise(this.config.nodes.map((n) => n.name));
+    await this.noteBaselines();
     await this.switches.sync().catch((e: unknown) => this.log(`switch sync: ${String(e)}`));
     this.timer = setInterval(() => void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`)), 1000);
   }
@@ -170,6 +175,7 @@ export class Controller {
         ...(hb.networks ? { networks: hb.networks } : {}),
       });
       if (prev?.state !== state) await this.event({ type: 'node.up', node: hb.name, message: `node ${hb.name} is ${state}` });
+      if (JSON.stringify(prev?.capabilities?.cpu) !== JSON.stringify(hb.capabilities.cpu)) await this.noteBaselines();
     }
     return { ok: true };
   }
@@ -453,6 +459,34 @@ export class Controller {
   /** Each member node's CPU as last reported (a node that is down still belongs to the cluster). */
   async memberCpus(): Promise<NodeCpu[]> {
     return (await this.nodes()).flatMap((n) => (this.isMember(n.name) && n.capabilities ? [{ node: n.name, cpu: n.capabilities.cpu }] : []));
+  }
+
+  /** Forgets a node that left the cluster. */
+  forget(name: string): void {
+    this.liveness.delete(name);
+  }
+
+  /**
+   * Recomputes each vendor's baseline after membership or a node's CPU
+   * changed, and records an event when one moved: compat VMs get the new
+   * baseline at their next start.
+   */
+  async noteBaselines(): Promise<void> {
+    const now = new Map((await this.cpuBaselines()).map((b) => [b.vendor, b]));
+    const before = this.lastBaselines;
+    this.lastBaselines = now;
+    if (!before) return;
+    for (const vendor of new Set([...before.keys(), ...now.keys()])) {
+      const a = before.get(vendor);
+      const b = now.get(vendor);
+      if (JSON.stringify(a?.features) === JSON.stringify(b?.features) && JSON.stringify(a?.nodes) === JSON.stringify(b?.nodes)) continue;
+      const show = (x: CpuBaseline | undefined) => (x ? `${x.baseModel}${x.disabled.length ? ` minus ${x.disabled.length}` : ''} (${x.features.length} features, nodes ${x.nodes.join(',')})` : 'none');
+      await this.event({
+        type: 'cluster.cpu-baseline',
+        message: `${vendor} compatibility baseline: ${show(a)} → ${show(b)}; compat VMs get it at their next start`,
+        data: { vendor, before: a?.features.length ?? 0, after: b?.features.length ?? 0 },
+      });
+    }
   }
 
   /** The compatibility baseline of each vendor among the cluster's nodes. */

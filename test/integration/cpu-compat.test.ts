@@ -125,4 +125,42 @@ describe('CPU compatibility pre-flight', () => {
     assert.equal(check.code, 1);
     assert.match(check.stdout, /lacks CPU features the VM uses: aes, arat, pclmuldq, pclmulqdq/);
   });
+
+  it('recomputes the baseline when a node joins or leaves; compat VMs take it at their next start', async () => {
+    type Shown = { cpuBaselines: { vendor: string; nodes: string[]; baseModel: string; features: string[] }[] };
+    const intel = async () => (await c.ferryJson<Shown>(['cluster', 'show'])).cpuBaselines.find((b) => b.vendor === 'GenuineIntel')!;
+    const joined = await c.ferry(['node', 'add', '--cpu-model', 'Penryn', '--memory', '512']);
+    assert.equal(joined.code, 0, joined.stderr);
+    assert.match(joined.stdout, /^node node-4 joined and is up \(GenuineIntel Penryn, migration address 127\.\d+\.1\.4\)/);
+    const nodes = await c.ferryJson<{ name: string; capabilities: { cpu: { features: string[] } } }[]>(['node', 'list']);
+    const penryn = nodes.find((n) => n.name === 'node-4')!.capabilities.cpu.features;
+    const widened = await intel();
+    assert.deepEqual([widened.nodes, widened.baseModel, widened.features], [['node-1', 'node-2', 'node-4'], 'Penryn', penryn]);
+    const events = await c.client.call<{ type: string; message: string }[]>('GET', '/api/v1/events');
+    assert.ok(events.some((e) => e.type === 'cluster.cpu-baseline' && /GenuineIntel compatibility baseline: Nehalem .* → Penryn/.test(e.message)), 'the change is an event');
+
+    await c.client.call('POST', '/api/v1/vms', { name: 'late', compat: true, node: 'node-1', memoryMiB: 128 });
+    await c.client.call('POST', '/api/v1/vms/late/start', {});
+    assert.deepEqual((await c.vm('late')).guestCpu?.features, penryn, 'a compat VM started now gets the new baseline');
+    await waitFor('late to boot', 60_000, () => c.console('late').ticks.length > 0);
+    assert.equal((await c.ferry(['vm', 'migrate', 'late', '--to', 'node-4'])).code, 0, 'Westmere → Penryn in compatibility mode');
+
+    const busy = await c.ferry(['node', 'remove', 'node-4']);
+    assert.equal(busy.code, 2);
+    assert.equal(busy.stderr.trim(), "error: node 'node-4' still runs VMs (late); drain it first: ferry node maintenance node-4 --drain live");
+    assert.equal((await c.ferry(['vm', 'migrate', 'late', '--to', 'node-2'])).code, 0);
+    const left = await c.ferry(['node', 'remove', 'node-4']);
+    assert.equal(left.code, 0, left.stderr);
+    assert.equal(left.stdout.trim(), 'node node-4 left the cluster');
+    assert.ok(!(await c.ferryJson<{ name: string }[]>(['node', 'list'])).some((n) => n.name === 'node-4'));
+    assert.equal((await intel()).baseModel, 'Nehalem', 'back to the features node-1 and node-2 share');
+    assert.deepEqual((await c.vm('late')).guestCpu?.features, penryn, 'a running VM keeps its CPU');
+    assert.equal((await c.ferry(['vm', 'stop', 'late'])).code, 0);
+    assert.equal((await c.ferry(['vm', 'start', 'late'])).code, 0);
+    assert.deepEqual((await c.vm('late')).guestCpu?.features, nehalemFeatures(nodes), 'the next start takes the new baseline');
+  });
 });
+
+function nehalemFeatures(nodes: { name: string; capabilities: { cpu: { features: string[] } } }[]): string[] {
+  return nodes.find((n) => n.name === 'node-2')!.capabilities.cpu.features;
+}
