@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import type { Accelerator, CpuIdentity } from '../model.js';
 import type { QmpCommands } from '../qmp/types.js';
 import { ErrorCode, FerryError } from '../errors.js';
+import { qmpBatch } from './qmp-batch.js';
 
 /** Property names that are settings, not CPUID feature flags. */
 const NON_FEATURE_PROPS = new Set([
@@ -40,53 +41,24 @@ export function modelArgument(value: string): { name: string; props?: Record<str
 
 /** Runs QEMU once and asks it to expand each model (a -cpu value, optionally with features on or off). */
 export async function expandCpuModels(models: string[], accelerator: Accelerator): Promise<Map<string, CpuModelExpansion>> {
-  const lines = [
-    JSON.stringify({ execute: 'qmp_capabilities' }),
-    ...models.map((name, i) =>
-      JSON.stringify({ execute: 'query-cpu-model-expansion', arguments: { type: 'full', model: modelArgument(name) }, id: i }),
-    ),
-    JSON.stringify({ execute: 'quit' }),
-  ];
-  const out = await runQmpBatch(lines, accelerator);
+  const answers = await qmpBatch(
+    ['-machine', `none,accel=${accelerator}`],
+    models.map((name) => ({ execute: 'query-cpu-model-expansion', arguments: { type: 'full', model: modelArgument(name) } })),
+    'expand CPU models',
+  );
   const result = new Map<string, CpuModelExpansion>();
-  for (const line of out.split('\n')) {
-    if (!line.trim().startsWith('{')) continue;
-    const msg = JSON.parse(line) as { id?: number; return?: QmpCommands['query-cpu-model-expansion']['ret']; error?: { desc: string } };
-    if (typeof msg.id !== 'number') continue;
-    const name = models[msg.id]!;
+  models.forEach((name, i) => {
+    const msg = answers.get(i);
+    if (!msg) throw new FerryError(ErrorCode.QmpError, `QEMU did not expand CPU model '${name}'`);
     if (msg.error) throw new FerryError(ErrorCode.QmpError, `QEMU cannot expand CPU model '${name}': ${msg.error.desc}`);
-    const props = msg.return?.model.props ?? {};
+    const props = (msg.return as QmpCommands['query-cpu-model-expansion']['ret']).model.props ?? {};
     const features = Object.entries(props)
       .filter(([k, v]) => v === true && !NON_FEATURE_PROPS.has(k) && !k.includes('_') && !/^(vmx|hv|kvm|x)-/.test(k))
       .map(([k]) => k)
       .sort();
     result.set(name, { vendor: String(props.vendor ?? 'unknown'), features });
-  }
-  for (const m of models) if (!result.has(m)) throw new FerryError(ErrorCode.QmpError, `QEMU did not expand CPU model '${m}'`);
-  return result;
-}
-
-function runQmpBatch(lines: string[], accelerator: Accelerator): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('qemu-system-x86_64', ['-machine', `none,accel=${accelerator}`, '-nodefaults', '-display', 'none', '-qmp', 'stdio'], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new FerryError(ErrorCode.QemuDied, `cannot run qemu-system-x86_64: ${e.message}`));
-    });
-    child.on('exit', () => {
-      clearTimeout(timer);
-      if (!out.includes('"return"')) reject(new FerryError(ErrorCode.QemuDied, `QEMU failed: ${err.trim().split('\n')[0]}`));
-      else resolve(out);
-    });
-    child.stdin.end(lines.join('\n') + '\n');
   });
+  return result;
 }
 
 /** The host CPU's vendor and model name as the kernel reports them. */

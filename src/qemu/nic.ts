@@ -12,10 +12,10 @@
  * The VM's requested offloads are part of its configuration: every QEMU it
  * runs in (source and migration target) gets the same device properties.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, FerryError, errors } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
+import { qmpBatch } from './qmp-batch.js';
 
 /** virtio-net-pci properties that are offloads (QEMU's names). */
 export const OFFLOADS = [
@@ -92,37 +92,13 @@ export async function probeBackendOffloads(backend: NicBackend, scratchSocket: s
     backend === 'tap'
       ? `tap,id=n0,ifname=fyp${randomBytes(4).toString('hex')},script=no,downscript=no,vnet_hdr=on`
       : `stream,id=n0,server=on,addr.type=unix,addr.path=${scratchSocket}`;
-  const lines = [
-    JSON.stringify({ execute: 'qmp_capabilities' }),
-    JSON.stringify({ execute: 'x-query-virtio-status', arguments: { path: VIRTIO_PATH }, id: 1 }),
-    JSON.stringify({ execute: 'quit' }),
-  ];
-  const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn('qemu-system-x86_64', [
-      '-machine', 'pc,accel=tcg', '-S', '-nodefaults', '-display', 'none', '-no-user-config',
-      '-netdev', netdev, '-device', `virtio-net-pci,id=${NIC_ID},netdev=n0,romfile=,${offloadProps(OFFLOADS)}`, '-qmp', 'stdio',
-    ], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new FerryError(ErrorCode.QemuDied, `cannot run qemu-system-x86_64: ${e.message}`));
-    });
-    child.on('exit', () => {
-      clearTimeout(timer);
-      if (!stdout.includes('"id": 1')) reject(new FerryError(ErrorCode.QemuDied, `QEMU could not open a ${backend} NIC backend: ${stderr.trim().split('\n').pop() ?? 'no answer'}`));
-      else resolve(stdout);
-    });
-    child.stdin.end(lines.join('\n') + '\n');
-  });
-  for (const line of out.split('\n')) {
-    if (!line.includes('"id": 1')) continue;
-    const msg = JSON.parse(line) as { return?: VirtioStatus; error?: { desc: string } };
-    if (msg.error) throw new FerryError(ErrorCode.QmpError, `QEMU cannot report the NIC's features: ${msg.error.desc}`);
-    return offloadsIn(msg.return!['host-features']['dev-features'] ?? []);
-  }
+  const answers = await qmpBatch(
+    ['-machine', 'pc,accel=tcg', '-S', '-netdev', netdev, '-device', `virtio-net-pci,id=${NIC_ID},netdev=n0,romfile=,${offloadProps(OFFLOADS)}`],
+    [{ execute: 'x-query-virtio-status', arguments: { path: VIRTIO_PATH } }],
+    `open a ${backend} NIC backend`,
+  );
+  const msg = answers.get(0);
+  if (msg?.error) throw new FerryError(ErrorCode.QmpError, `QEMU cannot report the NIC's features: ${msg.error.desc}`);
+  if (msg?.return) return offloadsIn((msg.return as VirtioStatus)['host-features']['dev-features'] ?? []);
   throw new FerryError(ErrorCode.QmpError, 'QEMU did not report the NIC features');
 }
