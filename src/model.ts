@@ -82,6 +82,8 @@ export interface VmRecord {
   switch?: string;
   /** NIC offloads the VM asks for (R10); absent: all that QEMU has. */
   nicOffloads?: string[];
+  /** Migration policy fields overriding the cluster default for this VM. */
+  policy?: Partial<import('./migration/policy.js').MigrationPolicy>;
 }
 
 /** What an agent needs to start a VM's QEMU. */

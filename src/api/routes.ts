@@ -25,6 +25,7 @@
  *   GET  /api/v1/events
  *   POST /api/v1/cluster/balance {dryRun}
  *   GET  /api/v1/cluster/cpu-baselines          (processor compatibility mode, per vendor)
+ *   GET  /api/v1/cluster/policy     PUT /api/v1/cluster/policy {fields}   (default migration policy)
  *   GET  /api/v1/cluster/settings   PUT /api/v1/cluster/settings/:name  {value}
  *   POST /api/v1/cluster/down
  */
@@ -40,6 +41,7 @@ import { Maintenance } from '../cluster/maintenance.js';
 import { Balancer } from '../cluster/balancer.js';
 import type { MigrationService } from '../migration/service.js';
 import { Router } from './http.js';
+import { effectivePolicy } from '../migration/policy.js';
 import { switchOf } from '../cluster/switches.js';
 
 export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void, balancer = new Balancer(c, migrations, c.clock)): Router {
@@ -85,7 +87,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     return c.createVm(body);
   });
   r.on('GET', '/api/v1/vms/:name', async (req) => migrations.decorateOne(await c.vm(req.params.name!)));
-  r.on('PATCH', '/api/v1/vms/:name', (req) => c.setVm(req.params.name!, (req.body ?? {}) as { compat?: unknown; switch?: unknown }));
+  r.on('PATCH', '/api/v1/vms/:name', (req) => c.setVm(req.params.name!, (req.body ?? {}) as { compat?: unknown; switch?: unknown; policy?: unknown }));
   r.on('DELETE', '/api/v1/vms/:name', async (req) => {
     await c.deleteVm(req.params.name!);
     return { deleted: req.params.name };
@@ -138,6 +140,8 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   r.on('GET', '/api/v1/events', (req) => c.events(Number(req.query.get('since') ?? 0)));
   r.on('GET', '/api/v1/cluster/settings', () => c.settings());
   r.on('GET', '/api/v1/cluster/cpu-baselines', () => c.cpuBaselines());
+  r.on('GET', '/api/v1/cluster/policy', async () => ({ overrides: await c.defaultPolicy(), effective: effectivePolicy(await c.defaultPolicy()) }));
+  r.on('PUT', '/api/v1/cluster/policy', (req) => c.setDefaultPolicy(req.body ?? {}));
   r.on('POST', '/api/v1/cluster/balance', (req) => balancer.balance((req.body as { dryRun?: boolean } | undefined)?.dryRun === true));
   r.on('PUT', '/api/v1/cluster/settings/:name', async (req) => {
     const next = await c.setSetting(req.params.name!, (req.body as { value?: unknown } | undefined)?.value);

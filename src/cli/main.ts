@@ -3,6 +3,7 @@
  * The `ferry` command. Exit codes: 0 success, 1 the operation failed, 2 bad
  * usage or invalid input. Errors are one line on stderr starting `error:`.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { callJson } from '../api/http.js';
 import { readEndpoint, readToken } from '../cluster/config.js';
@@ -15,6 +16,9 @@ import { NIC_BACKENDS, type NicBackend } from '../qemu/nic.js';
 import type { NetworkView } from '../cluster/networks.js';
 import type { ScrubResult, SwitchView } from '../cluster/switches.js';
 import type { NodeRecord, VmRecord } from '../model.js';
+import { type MigrationPolicy, NAMED_POLICIES } from '../migration/policy.js';
+import type { Prediction } from '../migration/predict.js';
+import type { MigrationNetwork } from '../migration/record.js';
 import { StateLayout, defaultStateDir } from '../paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 import { Args, parseArgs } from './args.js';
@@ -52,6 +56,7 @@ cluster
   cluster show [--json]                 cluster settings and each vendor's CPU compatibility baseline
   cluster set NAME VALUE                e.g. cluster set migrationsPerNode 2
   cluster balance [--dry-run] [--json]  even out memory and CPU load with live migrations
+  cluster policy [--policy FILE|NAME | reset] [--json]   the default migration policy
   events [--json] [--follow]
 VMs
   vm create NAME [--memory MiB] [--cpus N] [--disk GiB] [--workload W] [--node NODE] [--compat] [--switch SW]
@@ -63,7 +68,9 @@ VMs
   vm ping NAME [--json]                 ping the VM through the virtual switch
   vm console NAME                       attach to the serial console (Ctrl-] detaches)
   vm migrate NAME --to NODE [--json]    live migration (--quick: pause, save, restore)
-       [--quick] [--check] [--bandwidth MiB/s] [--max-downtime ms]   (--check: list every blocker, move nothing)
+       [--quick] [--check] [--plan]     --check: list every blocker; --plan: measure and predict; neither moves
+       [--policy FILE|ferry|qemu-defaults] [--bandwidth MiB/s] [--max-downtime ms] [--postcopy]
+  vm set NAME --policy FILE|NAME|none   the VM's migration policy overrides
   vm save NAME                          save a running VM's state to the shared volume and stop it
 migrations
   migration list [--json]
@@ -225,6 +232,19 @@ async function main(argv: string[]): Promise<number> {
         print(`${name} = ${String(s[name])}`);
         return 0;
       }
+      if (sub === 'policy') {
+        // cluster policy [--json] | cluster policy --policy FILE|NAME | cluster policy reset
+        a.allow('policy', 'json').maxPositionals(1);
+        const c = client();
+        const reset = a.optionalPositional(0);
+        if (reset !== undefined && reset !== 'reset') throw errors.usage(`'cluster policy' takes 'reset' or --policy FILE|NAME, got '${reset}'`);
+        if (reset === 'reset') await c.call('PUT', '/api/v1/cluster/policy', {});
+        else if (a.has('policy')) await c.call('PUT', '/api/v1/cluster/policy', policyFromFlags(a));
+        const p = await c.call<{ overrides: Record<string, unknown>; effective: MigrationPolicy }>('GET', '/api/v1/cluster/policy');
+        if (a.bool('json')) json(p);
+        else print(table(['FIELD', 'VALUE', 'SOURCE'], Object.entries(p.effective).map(([k, v]) => [k, JSON.stringify(v), k in p.overrides ? 'cluster' : 'ferry default'])));
+        return 0;
+      }
       if (sub === 'balance') {
         a.allow('dry-run', 'json').maxPositionals(0);
         type Plan = { before: Record<string, number>; after: Record<string, number>; moves: { vm: string; from: string; to: string; memoryMiB: number }[]; thresholdPct: number };
@@ -247,7 +267,7 @@ async function main(argv: string[]): Promise<number> {
         if (a.bool('json')) json(res);
         return failed ? 1 : 0;
       }
-      throw errors.usage(`unknown command 'cluster ${sub ?? ''}' (try: cluster show, cluster set NAME VALUE, cluster balance)`);
+      throw errors.usage(`unknown command 'cluster ${sub ?? ''}' (try: cluster show, cluster set NAME VALUE, cluster balance, cluster policy)`);
     }
     case 'net':
       return netCommand(sub, a, client);
@@ -506,15 +526,17 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
     }
     case 'set': {
       // `--compat on` and `--compat=on` both work: compat is also a bare flag of `vm create`.
-      a.allow('compat', 'switch', 'json').maxPositionals(2);
+      a.allow('compat', 'switch', 'policy', 'json').maxPositionals(2);
       const name = a.positional(0, 'a VM name');
-      if (!a.has('compat') && !a.has('switch')) throw errors.usage("'vm set' needs a setting: --compat on|off or --switch NAME");
+      if (!a.has('compat') && !a.has('switch') && !a.has('policy')) throw errors.usage("'vm set' needs a setting: --compat on|off, --switch NAME or --policy FILE|NAME|none");
       const body: Record<string, unknown> = {};
+      if (a.has('policy')) body.policy = a.string('policy') === 'none' ? null : policyFromFlags(a);
       if (a.has('compat')) body.compat = a.raw('compat') === true ? a.positional(1, 'a value for --compat (on or off)') : a.maxPositionals(1).raw('compat');
       else a.maxPositionals(1);
       if (a.has('switch')) body.switch = a.string('switch');
       const vm = await client().call<VmRecord>('PATCH', `/api/v1/vms/${encodeURIComponent(name)}`, body);
       if (a.bool('json')) json(vm);
+      else if (a.has('policy') && !a.has('compat') && !a.has('switch')) print(`VM ${vm.name}: migration policy ${vm.policy ? JSON.stringify(vm.policy) : 'from the cluster default'}`);
       else print(`VM ${vm.name}: processor compatibility mode ${vm.compat ? 'on' : 'off'}, switch ${vm.switch || '(disconnected)'} (applies at its next start)`);
       return 0;
     }
@@ -587,18 +609,21 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       a.allow().maxPositionals(1);
       return attachConsole(client(), a.positional(0, 'a VM name'));
     case 'migrate': {
-      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick', 'check').maxPositionals(1);
+      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick', 'check', 'plan', 'policy', 'postcopy').maxPositionals(1);
       const name = a.positional(0, 'a VM name');
       const to = a.string('to');
       if (!to) throw errors.usage("'vm migrate' needs --to NODE");
-      const tuning: Record<string, number> = {};
-      const bw = a.int('bandwidth', '--bandwidth (MiB/s)');
-      if (bw !== undefined) tuning.maxBandwidthBytesPerSec = bw * 1024 * 1024;
-      const dt = a.int('max-downtime', '--max-downtime (ms)');
-      if (dt !== undefined) tuning.maxDowntimeMs = dt;
-      const mode = a.bool('quick') ? 'quick' : 'live';
+      const policy = policyFromFlags(a);
+      const mode: 'live' | 'quick' = a.bool('quick') ? 'quick' : 'live';
+      const body = { to, mode, ...(policy ? { policy } : {}) };
+      if (a.bool('plan')) {
+        const r = await client().call<PlanResult>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { ...body, plan: true }, 120_000);
+        if (a.bool('json')) json(r);
+        else printPlan(name, r);
+        return r.ok ? 0 : 1;
+      }
       if (a.bool('check')) {
-        const r = await client().call<{ ok: boolean; blockers: string[]; to: string }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { to, tuning, mode, check: true });
+        const r = await client().call<{ ok: boolean; blockers: string[]; to: string }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { ...body, check: true });
         if (a.bool('json')) json(r);
         else if (r.ok) print(`${name} can ${mode}-migrate to ${r.to}: no blockers`);
         else {
@@ -607,7 +632,7 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
         }
         return r.ok ? 0 : 1;
       }
-      return migrate(client(), name, { to, tuning, mode }, a.bool('json'));
+      return migrate(client(), name, body, a.bool('json'));
     }
     default:
       throw errors.usage(`unknown command 'vm ${sub ?? ''}' (see 'ferry help')`);
@@ -615,8 +640,9 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
 }
 
 function progressLine(p: NonNullable<MigrationRecord['progress']>): string {
-  return `round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s, ` +
-    `${bytes(p.throughputBytesPerSec)}/s` + (p.estimatedRemainingMs !== undefined ? `, ~${ms(p.estimatedRemainingMs)} left` : '');
+  return `${p.status === 'postcopy' ? 'post-copy, ' : ''}round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s, ` +
+    `${bytes(p.throughputBytesPerSec)}/s` + (p.throttlePercent ? `, throttle ${p.throttlePercent}%` : '') +
+    (p.estimatedRemainingMs !== undefined ? `, ~${ms(p.estimatedRemainingMs)} left` : '');
 }
 
 export async function followMigration(c: Client, id: string, onUpdate: (m: MigrationRecord) => void, signal?: AbortSignal): Promise<MigrationRecord & { report: MigrationReport }> {
@@ -628,7 +654,67 @@ export async function followMigration(c: Client, id: string, onUpdate: (m: Migra
   }
 }
 
-async function migrate(c: Client, name: string, req: { to: string; tuning: Record<string, number>; mode: 'live' | 'quick' }, asJson: boolean): Promise<number> {
+/**
+ * A migration policy from the command line: `--policy` names a preset
+ * (ferry, qemu-defaults) or a JSON file; `--bandwidth`, `--max-downtime` and
+ * `--postcopy` override single fields.
+ */
+function policyFromFlags(a: Args): string | Record<string, unknown> | undefined {
+  let policy: string | Record<string, unknown> | undefined;
+  const given = a.string('policy');
+  if (given !== undefined && fs.existsSync(given)) {
+    try {
+      policy = JSON.parse(fs.readFileSync(given, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw errors.invalid('policy', `policy file ${given} is not valid JSON: ${(e as Error).message}`);
+    }
+  } else if (given !== undefined) {
+    if (!NAMED_POLICIES[given]) throw errors.invalid('policy', `'${given}' is neither a policy file nor a named policy (${Object.keys(NAMED_POLICIES).join(', ')})`);
+    policy = given;
+  }
+  const bw = a.int('bandwidth', '--bandwidth (MiB/s)');
+  const dt = a.int('max-downtime', '--max-downtime (ms)');
+  if (bw === undefined && dt === undefined && !a.bool('postcopy')) return policy;
+  const out: Record<string, unknown> = typeof policy === 'string' ? { ...NAMED_POLICIES[policy] } : { ...(policy ?? {}) };
+  if (bw !== undefined) out.bandwidthMiBps = bw;
+  if (dt !== undefined) out.downtimeMs = dt;
+  if (a.bool('postcopy')) out.escalation = ['auto-converge', 'postcopy'];
+  return out;
+}
+
+interface PlanResult {
+  ok: boolean;
+  blockers: string[];
+  from?: string;
+  to: string;
+  policy: MigrationPolicy;
+  network?: MigrationNetwork;
+  predicted?: Prediction;
+}
+
+function printPlan(name: string, r: PlanResult): void {
+  if (!r.ok) {
+    print(`${name} cannot move to ${r.to}:`);
+    for (const b of r.blockers) print(`  - ${b}`);
+    return;
+  }
+  const p = r.predicted;
+  print(`plan: ${name} ${r.from} → ${r.to}${r.network ? ` over ${r.network.name}` : ''}`);
+  if (!p) {
+    print('  quick migration: the state moves through the shared volume (no prediction)');
+    return;
+  }
+  const i = p.input;
+  print(`  measured: guest RAM ${bytes(i.ramBytes)}, not zero ${bytes(i.nonZeroBytes)}, dirty rate ${bytes(i.dirtyRateBytesPerSec)}/s, link ${bytes(i.linkBytesPerSec)}/s`);
+  print(`  strategy: ${p.strategy}: ${p.reason}`);
+  print(`  predicted: total ${ms(p.totalMs)} (transfer ${ms(p.transferMs)}), ${p.rounds} rounds, downtime ${ms(p.downtimeMs)}, ${bytes(p.bytes)} sent` +
+    (p.throttlePercent ? `, throttle ${p.throttlePercent}%` : ''));
+  const pol = r.policy;
+  print(`  policy: bandwidth ${pol.bandwidthMiBps === null ? 'link' : `${pol.bandwidthMiBps} MiB/s`}, downtime ${pol.downtimeMs} ms, escalation ${pol.escalation.join(' → ') || 'none'} → abort, ` +
+    `timeouts ${pol.completionTimeoutSPerGiB} s/GiB, ${pol.progressTimeoutS} s without progress`);
+}
+
+async function migrate(c: Client, name: string, req: { to: string; mode: 'live' | 'quick'; policy?: unknown }, asJson: boolean): Promise<number> {
   const started = await c.call<MigrationRecord>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, req);
   const progress = new Progress();
   const ac = new AbortController();
@@ -654,6 +740,13 @@ async function migrate(c: Client, name: string, req: { to: string; tuning: Recor
       print(`  total ${ms(r.totalMs)}, downtime ${ms(r.downtimeMs)} (QEMU), guest blackout ${ms(r.guestBlackoutMs)} (probe), ${bytes(r.transferredBytes)} in ${r.rounds} rounds` +
         (r.pausedMs !== undefined ? `, paused ${ms(r.pausedMs)}` : ''));
       print(`  steps: ${r.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(', ')}`);
+      if (r.predicted) {
+        print(`  predicted: ${r.predicted.strategy}, total ${ms(r.predicted.totalMs)}, ${r.predicted.rounds} rounds, downtime ${ms(r.predicted.downtimeMs)}` +
+          (r.totalMs ? ` (actual total ${ms(r.totalMs)}: ${r.predicted.totalMs >= r.totalMs ? '+' : ''}${Math.round(((r.predicted.totalMs - r.totalMs) / r.totalMs) * 100)}%)` : ''));
+      }
+      if (r.maxThrottlePercent) print(`  auto-converge throttled the guest up to ${r.maxThrottlePercent}%`);
+      if (r.postcopyAfterMs !== undefined) print(`  post-copy started after ${ms(r.postcopyAfterMs)}`);
+      if (r.escalation) print(`  policy: ${r.escalation}`);
       if (r.network) {
         print(`  network: ${r.network.name} (${r.network.sourceAddress} → ${r.network.targetAddress})` +
           (r.network.skipped.length ? `; skipped ${r.network.skipped.map((s) => `${s.network} (${s.reason})`).join(', ')}` : ''));

@@ -65,6 +65,18 @@ export class AgentClient {
   nic(name: string, options?: CallOptions): Promise<{ offered: string[]; negotiated: string[] }> {
     return this.call('GET', `/v1/vms/${name}/nic`, undefined, { timeoutMs: 5000, ...options });
   }
+  /** Switches the VM's running transfer to post-copy. */
+  startPostcopy(name: string): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/migration/postcopy`, {});
+  }
+  /** The guest's dirty rate and non-zero memory, measured by its QEMU. */
+  measure(name: string, ms = 300, options?: CallOptions): Promise<GuestMeasurement> {
+    return this.call('POST', `/v1/vms/${name}/measure`, { ms }, { timeoutMs: ms + 20_000, ...options });
+  }
+  /** How fast this node sends to `to:port` from `from`. */
+  throughput(from: string, to: string, port: number, ms = 300, options?: CallOptions): Promise<{ bytesPerSec: number; bytes: number; ms: number }> {
+    return this.call('POST', '/v1/net/throughput', { from, to, port, ms }, { timeoutMs: ms + 15_000, ...options });
+  }
   /** Can this node reach `to:port` from its own address `from`? */
   probe(from: string, to: string, port: number, options?: CallOptions): Promise<{ ok: boolean; ms: number; error?: string }> {
     return this.call('POST', '/v1/net/probe', { from, to, port, timeoutMs: 500 }, { timeoutMs: 3000, ...options });
@@ -91,6 +103,15 @@ export class AgentClient {
 }
 
 /** The controller's view of the switch daemon. */
+export interface GuestMeasurement {
+  dirtyRateBytesPerSec: number;
+  ramBytes: number;
+  nonZeroBytes: number;
+  samples: number;
+  nonZeroSamples: number;
+  ms: number;
+}
+
 export class SwitchClient {
   constructor(readonly url: string, private readonly token: string) {}
   private call<T>(method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<T> {

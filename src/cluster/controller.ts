@@ -23,6 +23,7 @@ import type { ClusterNetwork } from '../network/networks.js';
 import type { StateLayout } from '../paths.js';
 import { type ClusterStore, update } from '../store/store.js';
 import { DEFAULT_TUNING } from '../migration/tuning.js';
+import { type MigrationPolicy, effectivePolicy, validatePolicy } from '../migration/policy.js';
 import { AgentClient, SwitchClient, waitTransferCompleted } from './agent-client.js';
 import type { ClusterConfig } from './config.js';
 import { type NodeLoad, placeVm, switchBlocker } from './placement.js';
@@ -137,6 +138,21 @@ export class Controller {
     const next = await update<ClusterSettings>(this.store, 'cluster/settings', (cur) => applySetting({ ...DEFAULT_SETTINGS, ...(cur ?? {}) }, name, value));
     await this.event({ type: 'cluster.setting', message: `${name}: ${String(before[name as keyof ClusterSettings])} → ${String(next[name as keyof ClusterSettings])}`, data: { name, value: next[name as keyof ClusterSettings] } });
     return next;
+  }
+
+  // ---- migration policy -----------------------------------------------------
+
+  /** The cluster's default migration policy overrides (over Ferry's default). */
+  async defaultPolicy(): Promise<Partial<MigrationPolicy>> {
+    return (await this.store.get<Partial<MigrationPolicy>>('cluster/policy'))?.value ?? {};
+  }
+
+  /** Replaces the cluster's policy overrides; `{}` goes back to Ferry's default. */
+  async setDefaultPolicy(input: unknown): Promise<MigrationPolicy> {
+    const policy = validatePolicy(input);
+    await this.store.put('cluster/policy', policy);
+    await this.event({ type: 'cluster.policy', message: `default migration policy: ${JSON.stringify(policy)}`, data: { policy } });
+    return effectivePolicy(policy);
   }
 
   // ---- events -------------------------------------------------------------
@@ -499,9 +515,21 @@ export class Controller {
    * Changes a VM's settings. Compatibility mode decides the CPU the guest
    * boots with, so it only changes while the VM is stopped (R9).
    */
-  async setVm(name: string, settings: { compat?: unknown; switch?: unknown }): Promise<VmRecord> {
+  async setVm(name: string, settings: { compat?: unknown; switch?: unknown; policy?: unknown }): Promise<VmRecord> {
     validateName('VM', name);
-    if (settings.compat === undefined && settings.switch === undefined) throw errors.invalid('settings', 'nothing to set: give --compat on|off or --switch NAME');
+    if (settings.policy !== undefined) {
+      // A policy applies to the VM's next migration: it may change at any time.
+      const policy = settings.policy === null ? undefined : validatePolicy(settings.policy);
+      const next = await this.updateVm(name, (cur) => {
+        const out: VmRecord = { ...cur };
+        if (policy) out.policy = policy;
+        else delete out.policy;
+        return out;
+      });
+      await this.event({ type: 'vm.set', vm: name, message: `VM ${name}: migration policy ${policy ? JSON.stringify(policy) : 'cleared (cluster default)'}` });
+      if (settings.compat === undefined && settings.switch === undefined) return next;
+    }
+    if (settings.compat === undefined && settings.switch === undefined) throw errors.invalid('settings', 'nothing to set: give --compat on|off, --switch NAME or --policy FILE');
     const compat = settings.compat === undefined ? undefined : validateOnOff('compat', settings.compat);
     const sw = settings.switch === undefined ? undefined : (await this.switches.get(String(settings.switch))).name;
     return this.withBusy(name, async () => {

@@ -13,6 +13,8 @@
  * destroy the target. After it, nothing rolls back: the VM lives on the target.
  */
 import type { TransferProgress, TransferTuning } from './transfer.js';
+import type { MigrationPolicy } from './policy.js';
+import type { Prediction } from './predict.js';
 
 /** R3's seven steps, in order. */
 export const STEPS = ['connect', 'config', 'create', 'memory', 'disks', 'resume', 'network'] as const;
@@ -55,6 +57,17 @@ export interface MigrationRecord {
   steps: StepRecord[];
   /** The transfer tuning this migration runs with. */
   tuning: TransferTuning;
+  /** The effective policy (cluster default, VM, migration merged). */
+  policy?: MigrationPolicy;
+  /** The pre-flight prediction this migration was planned with (live). */
+  predicted?: Prediction;
+  /** When post-copy started, if it did. */
+  postcopyStartedAtMs?: number;
+  /** Why the policy escalated (post-copy or abort), if it did. */
+  escalation?: string;
+  maxThrottlePercent?: number;
+  /** QEMU's own figure: from migrate to completion. */
+  transferMs?: number;
   progress?: MigrationProgress;
   /** Where the target QEMU listens for the stream (live). */
   target?: { address: string; port: number };
@@ -110,6 +123,18 @@ export interface MigrationReport {
   pausedMs?: number;
   /** Live migrations: the network the memory crossed; quick ones move it through the shared volume. */
   network?: MigrationNetwork;
+  /** QEMU's own time for the transfer (migrate to completion). */
+  transferMs?: number;
+  /** The pre-flight prediction, beside the actual figures above. */
+  predicted?: { strategy: string; reason: string; totalMs: number; transferMs: number; rounds: number; downtimeMs: number; bytes: number };
+  /** Live figures at the end: the highest auto-converge throttle, the last dirty rate QEMU saw. */
+  maxThrottlePercent?: number;
+  dirtyRateBytesPerSec?: number;
+  /** When post-copy started, counted from the start of the transfer; absent if it did not. */
+  postcopyAfterMs?: number;
+  /** Why the policy switched to post-copy or aborted. */
+  escalation?: string;
+  policy?: MigrationPolicy;
   error?: string;
   warnings?: string[];
   cleanupErrors?: string[];
@@ -170,6 +195,17 @@ export function toReport(r: MigrationRecord): MigrationReport {
   };
   if (r.mode === 'quick' && r.pausedMs !== undefined) report.pausedMs = r.pausedMs;
   if (r.network) report.network = r.network;
+  if (r.transferMs !== undefined) report.transferMs = r.transferMs;
+  if (r.predicted) {
+    const { strategy, reason, totalMs, transferMs, rounds, downtimeMs, bytes } = r.predicted;
+    report.predicted = { strategy, reason, totalMs, transferMs, rounds, downtimeMs, bytes };
+  }
+  if (r.maxThrottlePercent !== undefined) report.maxThrottlePercent = r.maxThrottlePercent;
+  if (r.progress) report.dirtyRateBytesPerSec = r.progress.dirtyRateBytesPerSec;
+  const memoryStep = r.steps.find((s) => s.name === 'memory');
+  if (r.postcopyStartedAtMs !== undefined && memoryStep) report.postcopyAfterMs = r.postcopyStartedAtMs - memoryStep.startedAtMs;
+  if (r.escalation) report.escalation = r.escalation;
+  if (r.policy) report.policy = r.policy;
   if (r.error) report.error = r.error;
   if (r.warnings?.length) report.warnings = r.warnings;
   if (r.cleanupErrors?.length) report.cleanupErrors = r.cleanupErrors;

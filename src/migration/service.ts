@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type NodeRecord, type VmRecord, VmState } from '../model.js';
+import type { MigrationNetwork } from './record.js';
 import { cpuBlockers } from '../cluster/compat.js';
 import { type AgentClient, waitTransferCompleted } from '../cluster/agent-client.js';
 import type { Controller } from '../cluster/controller.js';
@@ -35,6 +36,8 @@ import {
 } from './record.js';
 import { type TransferProgress, type TransferTuning, isTransferFinal } from './transfer.js';
 import { DEFAULT_TUNING } from './tuning.js';
+import { type MigrationPolicy, effectivePolicy, escalate, tuningFor, validatePolicy } from './policy.js';
+import { type Prediction, predict } from './predict.js';
 
 export interface MigrateRequest {
   to?: string;
@@ -45,6 +48,10 @@ export interface MigrateRequest {
   priority?: MigrationPriority;
   /** Only run the pre-flight checks and report every blocker; move nothing. */
   check?: boolean;
+  /** A policy name (ferry, qemu-defaults) or fields overriding the cluster's and the VM's. */
+  policy?: unknown;
+  /** Run the pre-flight checks, measure and predict; move nothing. */
+  plan?: boolean;
 }
 
 /** Checks per-migration tuning overrides; unknown or out-of-range fields are refused. */
@@ -76,6 +83,8 @@ export function validateTuning(base: TransferTuning, overrides: Partial<Transfer
 }
 
 const POLL_MS = 100;
+/** How long the pre-flight measures the guest's dirty rate and the link. */
+const MEASURE_MS = 250;
 const SAVE_PROGRESS_EVERY_MS = 250;
 /** How long the network step waits for the switch to see the MAC on the target. */
 const MAC_MOVE_TIMEOUT_MS = 3_000;
@@ -239,16 +248,26 @@ export class MigrationService {
   async request(vmName: string, req: MigrateRequest | undefined): Promise<MigrationRecord> {
     validateName('VM', vmName);
     if (!req?.to) throw errors.invalid('to', 'a migration needs a target node (--to NODE)');
-    const tuning = validateTuning(this.tuning, req.tuning);
+    const asked = req.policy === undefined ? undefined : validatePolicy(req.policy);
     const mode = req.mode ?? 'live';
     if (mode !== 'live' && mode !== 'quick') throw errors.invalid('mode', `mode must be live or quick, got '${String(mode)}'`);
     const priority = req.priority ?? 'manual';
     if (!(priority in PRIORITY_RANK)) throw errors.invalid('priority', `priority must be drain, manual or rebalance, got '${String(priority)}'`);
     const vm = await this.c.vm(vmName);
+    const policy = effectivePolicy(await this.c.defaultPolicy(), vm.policy, asked);
+    // Explicit tuning fields (the API's older knobs) win over the policy's.
+    const tuning = validateTuning(tuningFor(policy), req.tuning);
     const target = await this.resolveTarget(req.to);
     const blockers = await this.preflight(vm, target, mode);
     if (req.check) {
       return { check: true, vm: vmName, to: target.name, mode, ok: blockers.length === 0, blockers: blockers.map((b) => b.message) } as never;
+    }
+    if (req.plan) {
+      if (blockers.length) return { plan: true, vm: vmName, to: target.name, mode, ok: false, blockers: blockers.map((b) => b.message), policy } as never;
+      const source = await this.c.node(vm.node);
+      const network = mode === 'live' ? await this.c.networks.choose(source, target) : undefined;
+      const predicted = network ? await this.measureAndPredict(vm.name, source, target, network, policy) : undefined;
+      return { plan: true, vm: vmName, from: vm.node, to: target.name, mode, ok: true, blockers: [], policy, network, predicted } as never;
     }
     if (blockers.length === 1) throw blockers[0]!;
     if (blockers.length > 1) {
@@ -258,7 +277,7 @@ export class MigrationService {
     const record: MigrationRecord = {
       id: `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`,
       vm: vmName, mode, from: vm.node, to: target.name,
-      phase: 'queued', status: 'queued', requestedAtMs: now, priority, steps: [], tuning,
+      phase: 'queued', status: 'queued', requestedAtMs: now, priority, steps: [], tuning, policy,
     };
     // Claim the VM with compare-and-set: two requests at once cannot both win.
     await this.c.updateVm(vmName, (cur) => {
@@ -426,6 +445,21 @@ export class MigrationService {
       const sw = switchOf(vm);
       probeId = sw ? `mig-${id}` : undefined;
       if (probeId) await this.c.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1, sw).catch(() => (probeId = undefined));
+      if (r.mode === 'live' && r.network) {
+        // Pre-flight prediction: measure, predict, pick the strategy. A failed measurement does not stop the move.
+        try {
+          const predicted = await this.measureAndPredict(vm.name, await this.c.node(r.from), await this.c.node(r.to), r.network, r.policy ?? effectivePolicy());
+          r = await this.save(id, (cur) => ({ ...cur, predicted }));
+          await this.c.event({
+            type: 'migration.predicted', vm: vm.name, migration: id,
+            message: `migration ${id}: ${predicted.strategy}, predicted ${predicted.totalMs} ms total, ${predicted.rounds} rounds, ${predicted.downtimeMs} ms downtime (${predicted.reason})`,
+            data: { predicted },
+          });
+        } catch (e) {
+          r = await this.save(id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), `no prediction: ${toFerryError(e).message}`] }));
+        }
+        await check();
+      }
       if (r.mode === 'quick') {
         await source.pause(vm.name);
         const pausedAt = this.c.clock.nowMs();
@@ -444,6 +478,7 @@ export class MigrationService {
         downtimeMs: final.downtimeMs ?? 0,
         transferredBytes: final.transferredBytes,
         rounds: final.rounds,
+        ...(final.totalTimeMs !== undefined ? { transferMs: final.totalTimeMs } : {}),
       }));
 
       // 5. disks: the target took over the images at switchover (QEMU
@@ -493,14 +528,45 @@ export class MigrationService {
     }
   }
 
+  /**
+   * Measures what the prediction needs: the guest's dirty rate and non-zero
+   * memory (its QEMU) and the link's throughput (the source sending to the
+   * target's beacon on the chosen network), at the same time.
+   */
+  private async measureAndPredict(vm: string, source: NodeRecord, target: NodeRecord, network: MigrationNetwork, policy: MigrationPolicy): Promise<Prediction> {
+    const port = target.networks?.[network.name]?.port;
+    if (!port) throw errors.invalidState(`node '${target.name}' does not answer on network ${network.name}`);
+    const agent = this.c.agent(source);
+    const started = this.c.clock.nowMs();
+    const [guest, link] = await Promise.all([
+      agent.measure(vm, MEASURE_MS),
+      agent.throughput(network.sourceAddress, network.targetAddress, port, MEASURE_MS),
+    ]);
+    return predict({
+      ramBytes: guest.ramBytes, nonZeroBytes: guest.nonZeroBytes, dirtyRateBytesPerSec: guest.dirtyRateBytesPerSec,
+      linkBytesPerSec: link.bytesPerSec, measureMs: this.c.clock.nowMs() - started,
+    }, policy);
+  }
+
   /** Polls the source's transfer until it ends; cancels it on abort or when the target goes away. */
   private async followTransfer(id: string, vm: string, source: AgentClient, target: AgentClient, signal: AbortSignal): Promise<TransferProgress> {
     let lastSave = 0;
     let targetFailures = 0;
     const startedAt = this.c.clock.nowMs();
+    const rec = await this.get(id);
+    const policy = rec.policy ?? effectivePolicy();
+    const ramBytes = (await this.c.vm(vm)).memoryMiB * 1048576;
+    let lowest = Infinity;
+    let lowestAt = 0;
+    let maxThrottle = 0;
+    let postcopy = false;
     for (;;) {
       const p = await source.migration(vm);
       const now = this.c.clock.nowMs();
+      if (p.throttlePercent > maxThrottle) {
+        maxThrottle = p.throttlePercent;
+        await this.save(id, (cur) => ({ ...cur, maxThrottlePercent: maxThrottle }));
+      }
       if (isTransferFinal(p.status)) {
         await this.saveProgress(id, p, now, now - startedAt);
         return p;
@@ -509,12 +575,35 @@ export class MigrationService {
         await this.saveProgress(id, p, now, now - startedAt);
         lastSave = now;
       }
-      const cancelRequested = signal.aborted || (await this.get(id)).cancelRequested === true;
+      if (p.status === 'postcopy') postcopy = true;
+      // Policy: is pre-copy getting anywhere? (Only rounds after the first count: round 1 always shrinks.)
+      if (p.rounds >= 2 && p.remainingBytes < lowest) {
+        lowest = p.remainingBytes;
+        lowestAt = now - startedAt;
+      } else if (p.rounds < 2) {
+        lowestAt = now - startedAt;
+      }
+      const decision = escalate(policy, {
+        elapsedMs: now - startedAt, guestRamBytes: ramBytes, remainingBytes: p.remainingBytes, lowestRemaining: lowest, lowestAtMs: lowestAt,
+        rounds: p.rounds, postcopyStarted: postcopy, ...(rec.predicted?.postcopyAfterRound ? { postcopyAfterRound: rec.predicted.postcopyAfterRound } : {}),
+      });
+      if (decision.action === 'postcopy' && p.status === 'active') {
+        await source.startPostcopy(vm);
+        postcopy = true;
+        await this.save(id, (cur) => ({ ...cur, postcopyStartedAtMs: now, escalation: decision.reason }));
+        await this.c.event({ type: 'migration.postcopy', vm, migration: id, message: `migration ${id}: post-copy started: ${decision.reason}`, data: { afterMs: now - startedAt } });
+      } else if (decision.action === 'abort') {
+        await source.cancelMigration(vm).catch(() => {});
+        await this.save(id, (cur) => ({ ...cur, escalation: decision.reason }));
+        throw new FerryError(ErrorCode.MigrationFailed, `${decision.reason}; aborted, the VM keeps running on ${rec.from}`);
+      }
+      // In post-copy the guest already runs on the target: nothing can be cancelled any more.
+      const cancelRequested = !postcopy && (signal.aborted || (await this.get(id)).cancelRequested === true);
       // The target's agent must stay reachable: if it is gone, nobody could
       // confirm the target runs, so stop the transfer while the source still can.
       const targetAlive = await target.health().then(() => true, () => false);
       targetFailures = targetAlive ? 0 : targetFailures + 1;
-      if (cancelRequested || targetFailures >= 2) {
+      if (cancelRequested || (targetFailures >= 2 && !postcopy)) {
         await source.cancelMigration(vm).catch(() => {});
         if (cancelRequested) throw new MigrationAborted();
         throw errors.agentUnreachable(target.node);

@@ -15,7 +15,10 @@
  *   GET    /v1/vms/:name/console        console stream (raw, follows)
  *   POST   /v1/vms/:name/console        console input
  *   GET    /v1/vms/:name/nic            NIC offloads the device offers and the guest negotiated
+ *   POST   /v1/vms/:name/migration/postcopy   switch a running transfer to post-copy
+ *   POST   /v1/vms/:name/measure        the guest's dirty rate and non-zero memory (for the prediction)
  *   POST   /v1/net/probe                can this node reach an address on a cluster network?
+ *   POST   /v1/net/throughput           how fast this node can send to another's beacon
  *
  * The API listens on the node's management-network address; on every
  * cluster network the node also answers reachability probes (a "beacon").
@@ -34,7 +37,8 @@ import { cpuIdentity, hostCpu, qemuVersion } from '../qemu/cpu.js';
 import { incomingCapabilities, migrationCapabilities, migrationParameters, toTransferProgress } from '../qemu/migration-params.js';
 import { QemuVm } from '../qemu/qemu-vm.js';
 import type { StateLayout } from '../paths.js';
-import { listenBeacon, probeTcp } from '../network/networks.js';
+import { listenBeacon, measureThroughput, probeTcp } from '../network/networks.js';
+import { measureDirtyRate, measureNonZero } from '../qemu/dirty-rate.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
 import { TapUplinks } from './tap-uplink.js';
@@ -306,6 +310,12 @@ export class Agent {
     };
     r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
     r.on('GET', '/v1/vms/:name/nic', (req) => nicStatus(this.vm(req.params.name!).qmp));
+    r.on('POST', '/v1/net/throughput', (req) => {
+      const b = (req.body ?? {}) as { from?: string; to?: string; port?: number; ms?: number };
+      if (typeof b.to !== 'string' || typeof b.port !== 'number') throw errors.invalid('throughput', 'a throughput test needs to and port');
+      if (b.from !== undefined) this.ownAddress(b.from);
+      return measureThroughput(b.to, b.port, { ...(b.from ? { localAddress: b.from } : {}), ms: Math.min(b.ms ?? 300, 3000) });
+    });
     r.on('POST', '/v1/net/probe', (req) => {
       const b = (req.body ?? {}) as { from?: string; to?: string; port?: number; timeoutMs?: number };
       if (typeof b.to !== 'string' || typeof b.port !== 'number') throw errors.invalid('probe', 'a probe needs to and port');
@@ -366,6 +376,25 @@ export class Agent {
     r.on('GET', '/v1/vms/:name/migration', async (req) =>
       toTransferProgress(await this.vm(req.params.name!).qmp.execute('query-migrate', {}, { timeoutMs: 5000 })),
     );
+    r.on('POST', '/v1/vms/:name/migration/postcopy', async (req) => {
+      // Switch a running pre-copy to post-copy: the target runs the guest now and pulls the rest.
+      await this.vm(req.params.name!).qmp.execute('migrate-start-postcopy', {});
+      return {};
+    });
+    r.on('POST', '/v1/vms/:name/measure', async (req) => {
+      // For the pre-flight prediction: dirty rate and non-zero memory, measured together.
+      const vm = this.vm(req.params.name!);
+      const b = (req.body ?? {}) as { ms?: number; samples?: number };
+      const ms = Math.min(Math.max(Number(b.ms ?? 300), 50), 10_000);
+      const samples = Math.min(Math.max(Number(b.samples ?? 2048), 16), 65536);
+      const ramBytes = vm.descriptor.launch.spec.memoryMiB * 1048576;
+      const started = Date.now();
+      const [dirtyRateBytesPerSec, memory] = await Promise.all([
+        measureDirtyRate(vm.qmp, ms),
+        measureNonZero(vm.qmp, ramBytes, samples, path.join(this.runDir, `${vm.name}.sample`)),
+      ]);
+      return { dirtyRateBytesPerSec, ramBytes, ...memory, ms: Date.now() - started };
+    });
     r.on('POST', '/v1/vms/:name/migration/cancel', async (req) => {
       await this.vm(req.params.name!).qmp.execute('migrate_cancel', {});
       return {};

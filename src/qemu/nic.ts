@@ -78,7 +78,7 @@ interface VirtioStatus {
 
 /** What a running VM's NIC offers and what its guest negotiated. */
 export async function nicStatus(qmp: QmpClient): Promise<{ offered: Offload[]; negotiated: Offload[] }> {
-  const s = (await qmp.execute('x-query-virtio-status' as never, { path: VIRTIO_PATH } as never)) as unknown as VirtioStatus;
+  const s: VirtioStatus = await qmp.execute('x-query-virtio-status', { path: VIRTIO_PATH });
   return { offered: offloadsIn(s['host-features']['dev-features'] ?? []), negotiated: offloadsIn(s['guest-features']['dev-features'] ?? []) };
 }
 

@@ -117,7 +117,9 @@ export interface QmpCommands {
     QemuCpuModelExpansion
   >;
   'query-cpu-definitions': Cmd<NoArgs, { name: string; unavailable_features?: string[]; static: boolean }[]>;
-  'calc-dirty-rate': Cmd<{ 'calc-time': number; 'sample-pages'?: number; mode?: string }, Record<string, never>>;
+  'calc-dirty-rate': Cmd<{ 'calc-time': number; 'calc-time-unit'?: 'second' | 'millisecond'; 'sample-pages'?: number; mode?: string }, Record<string, never>>;
+  'pmemsave': Cmd<{ val: number; size: number; filename: string }, Record<string, never>>;
+  'x-query-virtio-status': Cmd<{ path: string }, { 'host-features': { 'dev-features'?: string[] }; 'guest-features': { 'dev-features'?: string[] } }>;
   'query-dirty-rate': Cmd<NoArgs, QemuDirtyRateInfo>;
   'human-monitor-command': Cmd<{ 'command-line': string }, string>;
 }
