@@ -83,8 +83,8 @@ export function validateTuning(base: TransferTuning, overrides: Partial<Transfer
 }
 
 const POLL_MS = 100;
-/** How long the pre-flight measures the guest's dirty rate and the link. */
-const MEASURE_MS = 250;
+/** How long the pre-flight measures the guest's dirty rate, then the link. */
+const MEASURE_MS = 400;
 const SAVE_PROGRESS_EVERY_MS = 250;
 /** How long the network step waits for the switch to see the MAC on the target. */
 const MAC_MOVE_TIMEOUT_MS = 3_000;
@@ -538,6 +538,8 @@ export class MigrationService {
     if (!port) throw errors.invalidState(`node '${target.name}' does not answer on network ${network.name}`);
     const agent = this.c.agent(source);
     const started = this.c.clock.nowMs();
+    // At the same time, over the same window: the guest is measured while a stream
+    // loads the host the way the migration will (on a busy host that slows the guest too).
     const [guest, link] = await Promise.all([
       agent.measure(vm, MEASURE_MS),
       agent.throughput(network.sourceAddress, network.targetAddress, port, MEASURE_MS),

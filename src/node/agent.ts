@@ -34,7 +34,7 @@ import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
 import type { TransferTuning } from '../migration/transfer.js';
 import { detectAccelerator } from '../qemu/accel.js';
 import { cpuIdentity, hostCpu, qemuVersion } from '../qemu/cpu.js';
-import { incomingCapabilities, migrationCapabilities, migrationParameters, toTransferProgress } from '../qemu/migration-params.js';
+import { incomingCapabilities, incomingParameters, migrationCapabilities, migrationParameters, toTransferProgress } from '../qemu/migration-params.js';
 import { QemuVm } from '../qemu/qemu-vm.js';
 import type { StateLayout } from '../paths.js';
 import { listenBeacon, measureThroughput, probeTcp } from '../network/networks.js';
@@ -348,9 +348,7 @@ export class Agent {
       const vm = this.vm(req.params.name!);
       const body = req.body as { tuning: TransferTuning; file?: string; address?: string };
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: incomingCapabilities(body.tuning) });
-      if (body.tuning.multifdChannels > 1) {
-        await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': body.tuning.multifdChannels });
-      }
+      await vm.qmp.execute('migrate-set-parameters', incomingParameters(body.tuning));
       if (body.file) {
         // Restore from a saved state on the shared volume (quick migration, vm start of a saved VM).
         await vm.qmp.execute('migrate-incoming', { uri: `file:${body.file}` });

@@ -34,6 +34,18 @@ export function migrationParameters(t: TransferTuning): Record<string, unknown> 
   return p;
 }
 
+/**
+ * The target's parameters. QEMU announces the VM's MAC (RARP, and asks a
+ * virtio guest to send its own) once it runs on the target, after
+ * `announce-initial` ms: 50 by default, all of it guest-visible blackout
+ * while the switch still sends to the old port. Ferry announces at once.
+ */
+export function incomingParameters(t: TransferTuning): Record<string, unknown> {
+  const p: Record<string, unknown> = { 'announce-initial': 1, 'announce-step': 50, 'announce-rounds': 5, 'announce-max': 100 };
+  if (t.multifdChannels > 1) p['multifd-channels'] = t.multifdChannels;
+  return p;
+}
+
 const STATUS: Record<string, TransferStatus> = {
   none: 'none',
   setup: 'setup',
