@@ -33,6 +33,10 @@ export class ShapedLink {
     tc('class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:10', 'htb', 'rate', '100gbit');
     const rate = `${Math.round(this.bitsPerSec / 1e6)}mbit`;
     tc('class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:20', 'htb', 'rate', rate, 'ceil', rate);
+    // A NIC-sized buffer (32 loopback packets, about 2 MiB): the default queue of
+    // 1000 64 KiB packets would hold half a second of data at 1 Gbit/s and every
+    // switchover would wait behind it.
+    tc('qdisc', 'add', 'dev', 'lo', 'parent', '1:20', 'handle', '20:', 'pfifo', 'limit', '32');
     tc('filter', 'add', 'dev', 'lo', 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32', 'match', 'ip', 'dst', this.subnet, 'flowid', '1:20');
   }
 

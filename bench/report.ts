@@ -6,6 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { MigrationPolicy } from '../src/migration/policy.js';
+import type { PredictionInput } from '../src/migration/predict.js';
 
 export interface BenchRow {
   case: string;
@@ -36,6 +38,9 @@ export interface BenchRow {
   linkMbit: number;
   atMs: number;
   moves?: { vm: string; to: string; totalMs: number; queuedMs: number }[];
+  /** What the pre-flight measured (for replaying the prediction). */
+  predictionInput?: PredictionInput | null;
+  policy?: MigrationPolicy | null;
 }
 
 export interface ReportMeta {
@@ -238,7 +243,7 @@ export function writeReport(rows: BenchRow[], meta: ReportMeta): void {
     `Setup: a 4-node local cluster; the migration network's subnet on loopback is shaped with \`tc\` (htb) to **${meta.linkMbit} Mbit/s** ` +
       `(${((meta.linkMbit * 1e6) / 8 / 1048576).toFixed(0)} MiB/s); all migration traffic shares it, as a draining node's uplink would. ` +
       'Each case boots one VM with the built-in guest and moves it between node-1 and node-2, alternating **Ferry\'s default policy** ' +
-      '(no bandwidth cap, 100 ms downtime target, auto-converge, abort after 150 s/GiB or 30 s without progress) and **plain QEMU defaults** ' +
+      '(no bandwidth cap, 30 ms downtime target, auto-converge starting at the predicted throttle, abort after 150 s/GiB or 30 s without progress) and **plain QEMU defaults** ' +
       '(128 MiB/s cap, 300 ms downtime limit, no convergence help; cut off after 150 s/GiB). Both go through the same Ferry migration path, ' +
       'so the only difference is the policy. Guests run under TCG on 2 host cores.',
     '',

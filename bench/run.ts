@@ -109,7 +109,7 @@ class Bench {
       predictedTotalMs: report.predicted?.totalMs ?? null, strategy: report.predicted?.strategy ?? null,
       predictionErrorPct: report.predicted && report.status === 'completed' ? Math.round(((report.predicted.totalMs - report.totalMs) / report.totalMs) * 100) : null,
       maxThrottlePercent: report.maxThrottlePercent ?? 0, postcopyAfterMs: report.postcopyAfterMs ?? null, escalation: report.escalation ?? null,
-      linkMbit: LINK_MBIT, atMs: Date.now(),
+      linkMbit: LINK_MBIT, atMs: Date.now(), predictionInput: record.predicted?.input ?? null, policy: record.policy ?? null,
     };
   }
 
@@ -120,7 +120,8 @@ class Bench {
     const workload = k.dirtyShare > 0 ? `memory:${rate}` : 'idle';
     log(`case ${k.name}: ${k.memoryMiB} MiB, workload ${workload}`);
     await this.boot(name, k.memoryMiB, workload, 'node-1');
-    await sleep(2000); // let the workload reach its rate
+    // Let the workload write its whole working set (half of RAM) once, so every run sees the same memory.
+    await sleep(rate > 0 ? Math.min(20_000, ((k.memoryMiB / 2) / rate) * 1000 + 1000) : 2000);
     for (let rep = 0; rep < REPS; rep++) {
       const order: Variant[] = rep % 2 === 0 ? ['ferry', 'qemu-defaults'] : ['qemu-defaults', 'ferry'];
       for (const variant of order) {

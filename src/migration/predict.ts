@@ -6,8 +6,10 @@
  * than the memory the guest has written. QEMU switches over once a round's
  * bytes fit the downtime target at R. Auto-converge is modelled as QEMU does
  * it: once a round dirties more than half of what the round before sent,
- * twice in a row, the guest's vCPUs are throttled 20%, then 10 points more
- * per round, up to 99%.
+ * twice in a row, the guest's vCPUs are throttled, then more each round, up
+ * to 99%. QEMU starts at 20% and adds 10; Ferry starts where the measured
+ * dirty rate says the guest must be (dirtying at most 40% of the link) and
+ * adds 20, which converges in fewer rounds and sends fewer bytes.
  *
  * The strategy follows: plain pre-copy when it converges, auto-converge when
  * it needs the throttle, post-copy after the first round when neither
@@ -43,6 +45,9 @@ export interface Prediction {
   throttlePercent: number;
   /** Switch to post-copy once QEMU's round counter reaches this (post-copy strategy only). */
   postcopyAfterRound?: number;
+  /** Auto-converge's first throttle and step, for QEMU (auto-converge strategy only). */
+  throttleInitialPercent?: number;
+  throttleIncrementPercent?: number;
   input: PredictionInput;
 }
 
@@ -59,7 +64,14 @@ interface Simulation {
   throttlePercent: number;
 }
 
-function simulate(inp: PredictionInput, rate: number, downtimeMs: number, autoConverge: boolean, limitMs: number): Simulation {
+/** The throttle at which the guest dirties at most 40% of what the link carries. */
+export function throttleFor(dirtyRate: number, rate: number): number {
+  return Math.min(90, Math.max(20, Math.ceil((1 - (0.4 * rate) / Math.max(dirtyRate, 1)) * 100)));
+}
+
+const THROTTLE_STEP = 20;
+
+function simulate(inp: PredictionInput, rate: number, downtimeMs: number, autoConverge: boolean, limitMs: number, throttle0 = 20, step = 10): Simulation {
   const fit = (rate * downtimeMs) / 1000;
   let send = inp.nonZeroBytes;
   let t = 0;
@@ -78,7 +90,7 @@ function simulate(inp: PredictionInput, rate: number, downtimeMs: number, autoCo
     }
     if (autoConverge) {
       slowRounds = dirtied > send / 2 ? slowRounds + 1 : 0;
-      if (slowRounds >= 2) throttle = throttle === 0 ? 20 : Math.min(99, throttle + 10);
+      if (slowRounds >= 2) throttle = throttle === 0 ? throttle0 : Math.min(99, throttle + step);
     }
     if (t > limitMs || (dirtied >= prev && (!autoConverge || throttle >= 99))) {
       return { transferMs: t, rounds: round, downtimeMs: 0, bytes, converges: false, throttlePercent: throttle };
@@ -102,15 +114,15 @@ export function predict(inp: PredictionInput, policy: MigrationPolicy): Predicti
     ...base, ...s, strategy, reason, totalMs: Math.round(inp.measureMs + ORCHESTRATION_MS + s.transferMs),
     transferMs: Math.round(s.transferMs), downtimeMs: Math.round(s.downtimeMs), bytes: Math.round(s.bytes), ...extra,
   });
-  const plain = simulate(inp, rate, policy.downtimeMs, false, limitMs);
+  // With auto-converge in the policy QEMU throttles whenever its condition holds, so the model does too.
+  const t0 = throttleFor(inp.dirtyRateBytesPerSec, rate);
+  const throttle = auto ? { throttleInitialPercent: t0, throttleIncrementPercent: THROTTLE_STEP } : {};
+  const plain = simulate(inp, rate, policy.downtimeMs, auto, limitMs, t0, THROTTLE_STEP);
   if (plain.converges && plain.transferMs <= limitMs) {
-    return wrap(plain, 'pre-copy', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy converges in ${plain.rounds} rounds`);
-  }
-  if (auto) {
-    const throttled = simulate(inp, rate, policy.downtimeMs, true, limitMs);
-    if (throttled.converges && throttled.transferMs <= limitMs) {
-      return wrap(throttled, 'pre-copy + auto-converge', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: needs the guest throttled to about ${throttled.throttlePercent}%`);
+    if (plain.throttlePercent === 0) {
+      return wrap(plain, 'pre-copy', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy converges in ${plain.rounds} rounds`, throttle);
     }
+    return wrap(plain, 'pre-copy + auto-converge', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: needs the guest throttled to about ${plain.throttlePercent}%`, throttle);
   }
   if (policy.escalation.includes('postcopy')) {
     // Round 1 sends everything once; then the guest runs on the target and pulls what was dirtied meanwhile.
@@ -119,7 +131,6 @@ export function predict(inp: PredictionInput, policy: MigrationPolicy): Predicti
     const s: Simulation = { transferMs: first + (dirtied / rate) * 1000, rounds: 2, downtimeMs: 0, bytes: inp.nonZeroBytes + dirtied, converges: true, throttlePercent: 0 };
     return wrap(s, 'post-copy after round 1', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy would not finish within ${Math.round(limitMs / 1000)} s`, { postcopyAfterRound: 2 });
   }
-  const last = auto ? simulate(inp, rate, policy.downtimeMs, true, limitMs) : plain;
-  return wrap({ ...last, converges: false }, 'pre-copy (expected to abort)',
+  return wrap({ ...plain, converges: false }, 'pre-copy (expected to abort)',
     `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy is not expected to finish within ${Number.isFinite(limitMs) ? `${Math.round(limitMs / 1000)} s` : 'any time'} and the policy allows no post-copy`);
 }

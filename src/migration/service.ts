@@ -15,7 +15,7 @@ import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type NodeRecord, type VmRecord, VmState } from '../model.js';
 import type { MigrationNetwork } from './record.js';
 import { cpuBlockers } from '../cluster/compat.js';
-import { type AgentClient, waitTransferCompleted } from '../cluster/agent-client.js';
+import { type AgentClient, type GuestMeasurement, waitTransferCompleted } from '../cluster/agent-client.js';
 import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
 import { switchBlocker } from '../cluster/placement.js';
@@ -85,6 +85,10 @@ export function validateTuning(base: TransferTuning, overrides: Partial<Transfer
 const POLL_MS = 100;
 /** How long the pre-flight measures the guest's dirty rate, then the link. */
 const MEASURE_MS = 400;
+/** A link measured this recently is not measured again (a drain's moves share it). */
+const LINK_RATE_TTL_MS = 60_000;
+/** A guest measured while queued is used if its migration starts within this time. */
+const EARLY_TTL_MS = 30_000;
 const SAVE_PROGRESS_EVERY_MS = 250;
 /** How long the network step waits for the switch to see the MAC on the target. */
 const MAC_MOVE_TIMEOUT_MS = 3_000;
@@ -289,6 +293,7 @@ export class MigrationService {
     });
     await this.c.store.put(this.key(record.id), record, { expectRevision: 0 });
     await this.c.event({ type: 'migration.queued', vm: vmName, migration: record.id, message: `${mode} migration of ${vmName} from ${vm.node} to ${target.name} queued (${priority})`, data: { priority } });
+    this.measureWhileQueued(record);
     await this.schedule();
     return this.get(record.id);
   }
@@ -448,7 +453,9 @@ export class MigrationService {
       if (r.mode === 'live' && r.network) {
         // Pre-flight prediction: measure, predict, pick the strategy. A failed measurement does not stop the move.
         try {
-          const predicted = await this.measureAndPredict(vm.name, await this.c.node(r.from), await this.c.node(r.to), r.network, r.policy ?? effectivePolicy());
+          const early = this.early.get(id);
+          this.early.delete(id);
+          const predicted = await this.measureAndPredict(vm.name, await this.c.node(r.from), await this.c.node(r.to), r.network, r.policy ?? effectivePolicy(), early);
           r = await this.save(id, (cur) => ({ ...cur, predicted }));
           await this.c.event({
             type: 'migration.predicted', vm: vm.name, migration: id,
@@ -466,7 +473,12 @@ export class MigrationService {
         r = await this.save(id, (cur) => ({ ...cur, pausedAtMs: pausedAt }));
         await source.startMigration(vm.name, { file: stateFile! }, r.tuning, { signal });
       } else {
-        await source.startMigration(vm.name, r.target!, r.tuning, { signal });
+        // The prediction picks auto-converge's starting throttle (when the policy has auto-converge at all).
+        const p = r.predicted;
+        const tuning = p?.throttleInitialPercent && r.tuning.autoConverge
+          ? { ...r.tuning, throttleInitialPercent: p.throttleInitialPercent, throttleIncrementPercent: p.throttleIncrementPercent }
+          : r.tuning;
+        await source.startMigration(vm.name, r.target!, tuning, { signal });
       }
       const final = await this.followTransfer(id, vm.name, source, target, signal);
       if (final.status !== 'completed') {
@@ -533,21 +545,40 @@ export class MigrationService {
    * memory (its QEMU) and the link's throughput (the source sending to the
    * target's beacon on the chosen network), at the same time.
    */
-  private async measureAndPredict(vm: string, source: NodeRecord, target: NodeRecord, network: MigrationNetwork, policy: MigrationPolicy): Promise<Prediction> {
+  private async measureAndPredict(vm: string, source: NodeRecord, target: NodeRecord, network: MigrationNetwork, policy: MigrationPolicy, early?: Promise<GuestMeasurement>): Promise<Prediction> {
     const port = target.networks?.[network.name]?.port;
     if (!port) throw errors.invalidState(`node '${target.name}' does not answer on network ${network.name}`);
     const agent = this.c.agent(source);
     const started = this.c.clock.nowMs();
-    // At the same time, over the same window: the guest is measured while a stream
-    // loads the host the way the migration will (on a busy host that slows the guest too).
-    const [guest, link] = await Promise.all([
-      agent.measure(vm, MEASURE_MS),
-      agent.throughput(network.sourceAddress, network.targetAddress, port, MEASURE_MS),
+    const linkKey = `${network.name}|${source.name}`;
+    const known = this.linkRates.get(linkKey);
+    const fresh = known && started - known.atMs < LINK_RATE_TTL_MS ? known.bytesPerSec : undefined;
+    // The guest and the link at the same time, over the same window: the guest is measured
+    // while a stream loads the host the way the migration will. A guest measured while its
+    // migration waited in the queue, and a link measured in the last minute, are not measured again.
+    const [guest, linkBytesPerSec] = await Promise.all([
+      early ?? agent.measure(vm, MEASURE_MS),
+      fresh ?? agent.throughput(network.sourceAddress, network.targetAddress, port, MEASURE_MS).then((l) => l.bytesPerSec),
     ]);
+    if (fresh === undefined) this.linkRates.set(linkKey, { bytesPerSec: linkBytesPerSec, atMs: this.c.clock.nowMs() });
     return predict({
       ramBytes: guest.ramBytes, nonZeroBytes: guest.nonZeroBytes, dirtyRateBytesPerSec: guest.dirtyRateBytesPerSec,
-      linkBytesPerSec: link.bytesPerSec, measureMs: this.c.clock.nowMs() - started,
+      linkBytesPerSec, measureMs: this.c.clock.nowMs() - started,
     }, policy);
+  }
+
+  /** Link rates measured recently, per network and source node. */
+  private readonly linkRates = new Map<string, { bytesPerSec: number; atMs: number }>();
+  /** Guest measurements started while a live migration waited in the queue, by migration id. */
+  private readonly early = new Map<string, Promise<GuestMeasurement>>();
+
+  /** Measures the guest of a queued live migration while it waits for its slots. */
+  private measureWhileQueued(record: MigrationRecord): void {
+    if (record.mode !== 'live') return;
+    const p = this.c.node(record.from).then((n) => this.c.agent(n).measure(record.vm, MEASURE_MS));
+    p.catch(() => {});
+    this.early.set(record.id, p);
+    setTimeout(() => this.early.delete(record.id), EARLY_TTL_MS).unref();
   }
 
   /** Polls the source's transfer until it ends; cancels it on abort or when the target goes away. */

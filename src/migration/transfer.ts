@@ -44,4 +44,7 @@ export interface TransferTuning {
   multifdChannels: number;
   xbzrle: boolean;
   postcopy: boolean;
+  /** Auto-converge: the first throttle and each step after it (QEMU: 20 and 10). */
+  throttleInitialPercent?: number;
+  throttleIncrementPercent?: number;
 }

@@ -31,6 +31,8 @@ export function migrationParameters(t: TransferTuning): Record<string, unknown> 
     'downtime-limit': t.maxDowntimeMs,
   };
   if (t.multifdChannels > 1) p['multifd-channels'] = t.multifdChannels;
+  if (t.throttleInitialPercent !== undefined) p['cpu-throttle-initial'] = t.throttleInitialPercent;
+  if (t.throttleIncrementPercent !== undefined) p['cpu-throttle-increment'] = t.throttleIncrementPercent;
   return p;
 }
 

@@ -48,7 +48,7 @@ describe('migration policies', () => {
     assert.equal(report.predicted?.strategy, 'pre-copy');
     assert.ok(report.predicted!.totalMs > 0 && report.transferMs! > 0);
     assert.equal(typeof report.dirtyRateBytesPerSec, 'number');
-    assert.deepEqual(report.policy, { bandwidthMiBps: null, downtimeMs: 100, completionTimeoutSPerGiB: 150, progressTimeoutS: 30, escalation: ['auto-converge'], multifdChannels: 1, xbzrle: false });
+    assert.deepEqual(report.policy, { bandwidthMiBps: null, downtimeMs: 30, completionTimeoutSPerGiB: 150, progressTimeoutS: 30, escalation: ['auto-converge'], multifdChannels: 1, xbzrle: false });
   });
 
   it('aborts when pre-copy makes no progress, leaving the VM running on its source', async () => {

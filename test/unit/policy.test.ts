@@ -34,7 +34,7 @@ describe('migration policy', () => {
   });
 
   it('tells QEMU what it needs up front: no cap means the link, post-copy only when it may be used', () => {
-    assert.deepEqual(tuningFor(FERRY_POLICY), { maxBandwidthBytesPerSec: 0, maxDowntimeMs: 100, autoConverge: true, multifdChannels: 1, xbzrle: false, postcopy: false });
+    assert.deepEqual(tuningFor(FERRY_POLICY), { maxBandwidthBytesPerSec: 0, maxDowntimeMs: 30, autoConverge: true, multifdChannels: 1, xbzrle: false, postcopy: false });
     assert.deepEqual(tuningFor(QEMU_DEFAULTS_POLICY), { maxBandwidthBytesPerSec: 128 * 1048576, maxDowntimeMs: 300, autoConverge: false, multifdChannels: 1, xbzrle: false, postcopy: false });
     assert.equal(tuningFor({ ...FERRY_POLICY, escalation: ['auto-converge', 'postcopy'] }).postcopy, true);
   });
