@@ -38,7 +38,7 @@ if [ "${qemu_major:-0}" -lt 10 ] && grep -q '^12' /etc/debian_version 2>/dev/nul
     -t bookworm-backports qemu-system-x86 qemu-utils >&2
 fi
 
-if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [ package.json -nt node_modules/.package-lock.json ]; then
+if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [ ! -d node_modules/playwright-core ] || [ package.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
 fi

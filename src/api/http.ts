@@ -29,6 +29,7 @@ export type RawHandler = (req: http.IncomingMessage, res: http.ServerResponse, p
 
 interface Route {
   method: string;
+  path: string;
   pattern: RegExp;
   keys: string[];
   handler?: Handler;
@@ -50,12 +51,17 @@ export class Router {
   guard: ((req: ApiRequest) => void) | undefined;
 
   on(method: string, path: string, handler: Handler): this {
-    this.routes.push({ method, ...compile(path), handler });
+    this.routes.push({ method, path, ...compile(path), handler });
     return this;
   }
 
+  /** Every route, as registered (for the OpenAPI description and its test). */
+  list(): { method: string; path: string }[] {
+    return this.routes.map((r) => ({ method: r.method, path: r.path }));
+  }
+
   raw(method: string, path: string, handler: RawHandler): this {
-    this.routes.push({ method, ...compile(path), raw: handler });
+    this.routes.push({ method, path, ...compile(path), raw: handler });
     return this;
   }
 

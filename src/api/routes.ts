@@ -22,7 +22,9 @@
  *   DELETE /api/v1/switch-bindings/:node/:iface
  *   POST /api/v1/switches-scrub {inactive, settings, name, force}
  *   GET  /api/v1/switch/macs
- *   GET  /api/v1/events
+ *   GET  /api/v1/events       (JSON; Accept: text/event-stream for live server-sent events)
+ *   GET  /api/v1/openapi.json  GET /metrics (Prometheus)
+ *   GET  /, /login, /ui/:file  POST /login, /logout   (the dashboard; session cookie + x-csrf-token)
  *   POST /api/v1/cluster/balance {dryRun}
  *   GET  /api/v1/cluster/cpu-baselines          (processor compatibility mode, per vendor)
  *   GET  /api/v1/cluster/policy     PUT /api/v1/cluster/policy {fields}   (default migration policy)
@@ -41,15 +43,48 @@ import { Maintenance } from '../cluster/maintenance.js';
 import { Balancer } from '../cluster/balancer.js';
 import type { MigrationService } from '../migration/service.js';
 import { Router } from './http.js';
+import { renderMetrics } from './metrics.js';
+import { openApiDocument } from './openapi.js';
+import { Sessions, cookies, handleLogin, openEventStream, sendAsset } from './web.js';
 import { effectivePolicy } from '../migration/policy.js';
 import { switchOf } from '../cluster/switches.js';
 
 export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void, balancer = new Balancer(c, migrations, c.clock)): Router {
   const r = new Router();
   const maintenance = new Maintenance(c, migrations);
-  r.guard = (req) => {
-    if (req.headers.authorization !== `Bearer ${token}`) throw errors.unauthorized();
-  };
+  const sessions = new Sessions(token);
+  r.guard = (req) => sessions.guard(req);
+
+  // The dashboard: a login page, then the single-page console (src/dashboard/).
+  r.raw('GET', '/', (req, res) => {
+    if (!sessions.session(req.headers)) {
+      res.writeHead(303, { location: '/login' });
+      res.end();
+      return;
+    }
+    sendAsset(res, 'index.html');
+  });
+  r.raw('GET', '/login', (_req, res) => sendAsset(res, 'login.html'));
+  r.raw('POST', '/login', (req, res) => void handleLogin(sessions, req, res).catch(() => {
+    res.writeHead(400);
+    res.end();
+  }));
+  r.raw('POST', '/logout', (req, res) => {
+    sessions.logout(cookies(req.headers.cookie).ferry_session);
+    res.writeHead(303, { location: '/login', 'set-cookie': 'ferry_session=; Path=/; Max-Age=0' });
+    res.end();
+  });
+  r.raw('GET', '/ui/:file', (_req, res, params) => sendAsset(res, params.file!));
+  r.raw('GET', '/metrics', (_req, res) => {
+    void Promise.all([migrations.list(), c.vms(), c.nodes()]).then(([m, v, n]) => {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(renderMetrics(m, v, n));
+    }, (e: unknown) => {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(String(e));
+    });
+  });
+  r.on('GET', '/api/v1/openapi.json', () => openApiDocument());
 
   r.on('GET', '/api/v1/status', async () => {
     const nodes = await c.nodes();
@@ -137,7 +172,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     const vms = await c.vms();
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));
   });
-  r.on('GET', '/api/v1/events', (req) => c.events(Number(req.query.get('since') ?? 0)));
+  r.raw('GET', '/api/v1/events', (req, res) => void streamEvents(c, req, res));
   r.on('GET', '/api/v1/cluster/settings', () => c.settings());
   r.on('GET', '/api/v1/cluster/cpu-baselines', () => c.cpuBaselines());
   r.on('GET', '/api/v1/cluster/policy', async () => ({ overrides: await c.defaultPolicy(), effective: effectivePolicy(await c.defaultPolicy()) }));
@@ -155,6 +190,42 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
     return { stopped };
   });
   return r;
+}
+
+/**
+ * The event log: JSON (`?since=` ms), or with `Accept: text/event-stream`
+ * server-sent events: what happened since `Last-Event-ID` (or `?since=`),
+ * then each new event as it is recorded.
+ */
+async function streamEvents(c: Controller, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const since = Number(url.searchParams.get('since') ?? 0);
+  if (!(req.headers.accept ?? '').includes('text/event-stream')) {
+    const list = await c.events(since);
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(list));
+    return;
+  }
+  const stream = openEventStream(req, res);
+  let last = typeof req.headers['last-event-id'] === 'string' ? req.headers['last-event-id'] : undefined;
+  // Subscribe first, replay second: nothing recorded in between is lost, nothing is sent twice.
+  const pending: { id: string; event: unknown }[] = [];
+  let replaying = true;
+  const off = c.onEvent((id, event) => {
+    if (replaying) pending.push({ id, event });
+    else if (!last || id > last) {
+      last = id;
+      stream.send(id, event);
+    }
+  });
+  stream.onClose(off);
+  const backlog = await c.eventsWithIds(since, 1000, last);
+  for (const e of [...backlog, ...pending.filter((p) => !backlog.some((b) => b.id === p.id))].sort((a, b) => (a.id < b.id ? -1 : 1))) {
+    if (last && e.id <= last) continue;
+    last = e.id;
+    stream.send(e.id, e.event);
+  }
+  replaying = false;
 }
 
 /** Console: the log so far, then (with ?follow=1) what the VM prints next, until the client goes. */

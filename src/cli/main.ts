@@ -187,26 +187,28 @@ async function main(argv: string[]): Promise<number> {
       type Ev = { atMs: number; type: string; message: string };
       const c = client();
       const show = (e: Ev) => print(a.bool('json') && a.bool('follow') ? JSON.stringify(e) : `${new Date(e.atMs).toISOString()}  ${e.type.padEnd(22)} ${e.message}`);
-      let events = await c.call<Ev[]>('GET', `/api/v1/events?since=${a.int('since') ?? 0}`);
+      const since = a.int('since') ?? 0;
       if (!a.bool('follow')) {
+        const events = await c.call<Ev[]>('GET', `/api/v1/events?since=${since}`);
         if (a.bool('json')) json(events);
         else events.forEach(show);
         return 0;
       }
-      // --follow: one line (or one JSON object) per event as it happens, until Ctrl-C.
-      const seen = new Set<string>();
-      let since = 0;
-      for (;;) {
-        for (const e of events) {
-          const key = `${e.atMs}|${e.type}|${e.message}`;
-          if (seen.has(key)) continue;
-          seen.add(key);
-          show(e);
-          since = Math.max(since, e.atMs);
+      // --follow: the server-sent event stream, one line (or JSON object) per event, until Ctrl-C.
+      const res = await fetch(`${c.baseUrl}/api/v1/events?since=${since}`, { headers: { authorization: `Bearer ${c.authToken}`, accept: 'text/event-stream' } });
+      if (!res.ok || !res.body) throw errors.clusterNotRunning(c.layout.dir);
+      let buf = '';
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += Buffer.from(chunk).toString('utf8');
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (data) show(JSON.parse(data.slice(6)) as Ev);
         }
-        await new Promise((r) => setTimeout(r, 500));
-        events = await c.call<Ev[]>('GET', `/api/v1/events?since=${since}`);
       }
+      return 0;
     }
     case 'cluster': {
       if (sub === 'show') {

@@ -12,6 +12,7 @@
  *   events/<time>-<n>   the event log
  */
 import { execFile } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -159,13 +160,31 @@ export class Controller {
 
   async event(e: Omit<ClusterEvent, 'atMs'>): Promise<void> {
     const atMs = this.clock.nowMs();
-    const key = `events/${String(atMs).padStart(15, '0')}-${String(this.eventSeq++).padStart(6, '0')}`;
-    await this.store.put<ClusterEvent>(key, { atMs, ...e });
+    const id = `${String(atMs).padStart(15, '0')}-${String(this.eventSeq++).padStart(6, '0')}`;
+    const event: ClusterEvent = { atMs, ...e };
+    await this.store.put<ClusterEvent>(`events/${id}`, event);
+    this.eventsOut.emit('event', id, event);
   }
 
+  /** Live events (server-sent events): called with each new event and its id. */
+  onEvent(listener: (id: string, e: ClusterEvent) => void): () => void {
+    this.eventsOut.on('event', listener);
+    return () => this.eventsOut.off('event', listener);
+  }
+
+  private readonly eventsOut = new EventEmitter().setMaxListeners(100);
+
   async events(sinceMs = 0, limit = 1000): Promise<ClusterEvent[]> {
+    return (await this.eventsWithIds(sinceMs, limit)).map((e) => e.event);
+  }
+
+  /** Events with their ids (ids sort in time order), newer than `afterId` or from `sinceMs`. */
+  async eventsWithIds(sinceMs = 0, limit = 1000, afterId?: string): Promise<{ id: string; event: ClusterEvent }[]> {
     const all = await this.store.list<ClusterEvent>('events/');
-    return all.map((e) => e.value).filter((e) => e.atMs >= sinceMs).slice(-limit);
+    return all
+      .map((e) => ({ id: e.key.slice('events/'.length), event: e.value }))
+      .filter((e) => e.event.atMs >= sinceMs && (afterId === undefined || e.id > afterId))
+      .slice(-limit);
   }
 
   // ---- nodes --------------------------------------------------------------
