@@ -41,7 +41,8 @@ function sameSecret(a: string, b: string): boolean {
 
 /** Paths anyone may fetch: the login page and the dashboard's static files. */
 function isPublic(p: string): boolean {
-  return p === '/login' || p.startsWith('/login?') || p.startsWith('/ui/');
+  // `/` itself sends a visitor without a session to the login page.
+  return p === '/' || p === '/login' || p.startsWith('/login?') || p.startsWith('/ui/');
 }
 
 export class Sessions {

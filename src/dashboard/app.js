@@ -87,7 +87,7 @@ const views = {
     const rows = vms.map((v) => `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${stateBadge(v.state)}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
       `<td>${esc(v.node || '–')}</td><td>${v.memoryMiB} MiB</td><td>${v.cpus}</td><td>${esc(v.workload)}</td><td>${esc(v.ip)}</td></tr>`);
     const create = `<form id="create-vm" class="inline">
-        <input name="name" placeholder="name" required pattern="[a-z][a-z0-9-]*" aria-label="VM name">
+        <input name="name" placeholder="name" required aria-label="VM name">
         <input name="memoryMiB" type="number" min="64" value="128" aria-label="memory (MiB)"> MiB
         <input name="workload" value="idle" aria-label="workload">
         <select name="node" aria-label="node"><option value="">any node</option>${nodes.map((n) => `<option>${esc(n.name)}</option>`).join('')}</select>
@@ -242,6 +242,8 @@ function restoreInputs(saved) {
   if (saved.target?.value) void checkTarget();
 }
 
+let lastCheck = { key: '', html: '', ok: false };
+
 async function checkTarget() {
   const vm = $('.actions')?.dataset.vm;
   const to = $('#target')?.value;
@@ -249,12 +251,25 @@ async function checkTarget() {
   const live = $('#live-migrate');
   const quick = $('#quick-migrate');
   if (!vm || !list) return;
-  live.disabled = quick.disabled = true;
-  list.innerHTML = '';
-  if (!to) return;
+  if (!to) {
+    live.disabled = quick.disabled = true;
+    list.innerHTML = '';
+    return;
+  }
+  // A refresh of the same view shows the last answer at once; the check runs again in the background.
+  const key = `${vm}|${to}`;
+  if (lastCheck.key === key) {
+    list.innerHTML = lastCheck.html;
+    live.disabled = quick.disabled = !lastCheck.ok;
+  } else {
+    live.disabled = quick.disabled = true;
+    list.innerHTML = '<li class="muted">checking…</li>';
+  }
   const r = await api('POST', `/api/v1/vms/${encodeURIComponent(vm)}/migrate`, { to, check: true });
-  list.innerHTML = r.ok ? '<li class="ok">no blockers</li>' : r.blockers.map((b) => `<li>${esc(b)}</li>`).join('');
-  live.disabled = quick.disabled = !r.ok;
+  lastCheck = { key, html: r.ok ? '<li class="ok">no blockers</li>' : r.blockers.map((b) => `<li>${esc(b)}</li>`).join(''), ok: r.ok };
+  if ($('#target')?.value !== to) return;
+  $('#blockers').innerHTML = lastCheck.html;
+  $('#live-migrate').disabled = $('#quick-migrate').disabled = !r.ok;
 }
 
 document.addEventListener('change', (e) => {
@@ -327,7 +342,7 @@ function scheduleRender() {
 }
 // A running migration's progress is not an event: poll it while one is shown.
 setInterval(() => {
-  if (/^#\/migrations\/./.test(location.hash) || /^#\/(overview|vms|migrations)?$/.test(location.hash || '#/')) void render();
+  if (/^#\/(overview|vms|migrations)?(\/.*)?$/.test(location.hash || '#/')) void render();
 }, 1000);
 
 connect();
