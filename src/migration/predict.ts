@@ -30,19 +30,11 @@ export interface PredictionInput {
 
 export type Strategy = 'pre-copy' | 'pre-copy + auto-converge' | 'post-copy after round 1' | 'pre-copy (expected to abort)';
 
-export interface Prediction {
+export interface Prediction extends Simulation {
   strategy: Strategy;
   reason: string;
   /** The whole migration: measuring, orchestration and the transfer. */
   totalMs: number;
-  /** QEMU's part: from the first byte to the switchover. */
-  transferMs: number;
-  rounds: number;
-  downtimeMs: number;
-  bytes: number;
-  converges: boolean;
-  /** The throttle the guest ends up at (auto-converge). */
-  throttlePercent: number;
   /** Switch to post-copy once QEMU's round counter reaches this (post-copy strategy only). */
   postcopyAfterRound?: number;
   /** Auto-converge's first throttle and step, for QEMU (auto-converge strategy only). */
@@ -55,12 +47,14 @@ export interface Prediction {
 export const ORCHESTRATION_MS = 150;
 const MAX_ROUNDS = 200;
 
-interface Simulation {
+/** What the model says QEMU will do: the transfer (first byte to switchover), its rounds, downtime and bytes. */
+export interface Simulation {
   transferMs: number;
   rounds: number;
   downtimeMs: number;
   bytes: number;
   converges: boolean;
+  /** The throttle the guest ends up at (auto-converge). */
   throttlePercent: number;
 }
 
