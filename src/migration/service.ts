@@ -85,6 +85,8 @@ export function validateTuning(base: TransferTuning, overrides: Partial<Transfer
 const POLL_MS = 100;
 /** How long the pre-flight measures the guest's dirty rate, then the link. */
 const MEASURE_MS = 400;
+/** Remaining bytes must fall below this share of their lowest so far to count as progress. */
+const PROGRESS_FRACTION = 0.9;
 /** A link measured this recently is not measured again (a drain's moves share it). */
 const LINK_RATE_TTL_MS = 60_000;
 /** A guest measured while queued is used if its migration starts within this time. */
@@ -609,8 +611,9 @@ export class MigrationService {
         lastSave = now;
       }
       if (p.status === 'postcopy') postcopy = true;
-      // Policy: is pre-copy getting anywhere? (Only rounds after the first count: round 1 always shrinks.)
-      if (p.rounds >= 2 && p.remainingBytes < lowest) {
+      // Policy: is pre-copy getting anywhere? Only rounds after the first count (round 1
+      // always shrinks), and only a drop of a tenth counts as progress, not noise around a plateau.
+      if (p.rounds >= 2 && p.remainingBytes < lowest * PROGRESS_FRACTION) {
         lowest = p.remainingBytes;
         lowestAt = now - startedAt;
       } else if (p.rounds < 2) {

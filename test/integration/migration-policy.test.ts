@@ -68,11 +68,15 @@ describe('migration policies', () => {
 
   it('switches to post-copy when the policy allows it, and the guest finishes on the target without a reboot', async () => {
     const bootId = c.console('busy').ticks.at(-1)!.bootId;
-    const r = await c.ferry(['vm', 'migrate', 'busy', '--to', 'node-2', '--bandwidth', '24', '--postcopy', '--json']);
+    // No auto-converge: pre-copy cannot finish at 24 MiB/s, so the plan is post-copy after round 1.
+    const policy = path.join(c.dir, 'postcopy.json');
+    fs.writeFileSync(policy, JSON.stringify({ bandwidthMiBps: 24, escalation: ['postcopy'], progressTimeoutS: 5 }));
+    const r = await c.ferry(['vm', 'migrate', 'busy', '--to', 'node-2', '--policy', policy, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout) as MigrationReport;
     assert.equal(report.status, 'completed');
     assert.equal(typeof report.postcopyAfterMs, 'number', 'post-copy started');
+    assert.equal(report.predicted?.strategy, 'post-copy after round 1');
     assert.ok(report.escalation, 'the report says why');
     assert.equal((await c.vm('busy')).node, 'node-2');
     const ticks = c.console('busy').ticks.length;
