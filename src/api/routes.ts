@@ -21,6 +21,7 @@
  *   GET  /api/v1/switch-bindings[?node=]   POST /api/v1/switch-bindings {node, iface, switch}
  *   DELETE /api/v1/switch-bindings/:node/:iface
  *   POST /api/v1/switches-scrub {inactive, settings, name, force}
+ *   GET  /api/v1/backups[?vm=]   POST /api/v1/backups {vm, incremental}   POST /api/v1/backups/:id/restore {as}   DELETE /api/v1/backups/:id
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events       (JSON; Accept: text/event-stream for live server-sent events)
  *   GET  /api/v1/openapi.json  GET /metrics (Prometheus)
@@ -168,6 +169,14 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   });
   r.on('DELETE', '/api/v1/switch-bindings/:node/:iface', (req) => c.switches.unbind(req.params.node!, req.params.iface!));
   r.on('POST', '/api/v1/switches-scrub', (req) => c.switches.scrub((req.body ?? {}) as ScrubRequest));
+  r.on('GET', '/api/v1/backups', (req) => c.backups.list(req.query.get('vm') ?? undefined));
+  r.on('POST', '/api/v1/backups', (req) => {
+    const b = (req.body ?? {}) as { vm?: string; incremental?: boolean };
+    if (!b.vm) throw errors.invalid('vm', 'a backup needs a VM');
+    return c.backups.create(b.vm, { incremental: b.incremental === true });
+  });
+  r.on('POST', '/api/v1/backups/:id/restore', (req) => c.backups.restore(req.params.id!, (req.body ?? {}) as { as?: string }));
+  r.on('DELETE', '/api/v1/backups/:id', (req) => c.backups.delete(req.params.id!));
   r.on('GET', '/api/v1/switch/macs', async () => {
     const vms = await c.vms();
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));

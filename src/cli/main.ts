@@ -15,6 +15,7 @@ import type { CpuBaseline } from '../cluster/compat.js';
 import { NIC_BACKENDS, type NicBackend } from '../qemu/nic.js';
 import type { NetworkView } from '../cluster/networks.js';
 import type { ScrubResult, SwitchView } from '../cluster/switches.js';
+import type { BackupRecord } from '../storage/backups.js';
 import type { NodeRecord, VmRecord } from '../model.js';
 import { type MigrationPolicy, NAMED_POLICIES } from '../migration/policy.js';
 import type { Prediction } from '../migration/predict.js';
@@ -72,6 +73,11 @@ VMs
        [--policy FILE|ferry|qemu-defaults] [--bandwidth MiB/s] [--max-downtime ms] [--postcopy]
   vm set NAME --policy FILE|NAME|none   the VM's migration policy overrides
   vm save NAME                          save a running VM's state to the shared volume and stop it
+backups
+  backup create VM [--incremental]      online backup of a running VM, verified when written
+  backup list [VM] [--json]
+  backup restore ID [--as NAME]         as a new VM, or onto its stopped VM
+  backup delete ID
 migrations
   migration list [--json]
   migration show ID [--json]
@@ -80,7 +86,7 @@ other
   image build                           build the built-in guest image
   demo [--json]                         a self-contained tour: live-migrate a VM under load
 
-workloads: idle | memory:<MiB/s> | tcp | tcp-client:<VM>
+workloads: idle | memory:<MiB/s> | tcp | tcp-client:<VM> | disk:<writes/s>
 state directory: --state DIR, or $FERRY_STATE, default ~/.ferry`;
 
 export class Client {
@@ -133,7 +139,7 @@ async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2;
   }
   // Drop the command words so positionals start at the command's arguments.
-  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster', 'net'].includes(cmd) ? 2 : 1;
+  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster', 'net', 'backup'].includes(cmd) ? 2 : 1;
   const rest = { positionals: parsed.positionals.slice(words), flags: parsed.flags };
   const a = new Args(rest, words === 2 ? `${cmd} ${sub ?? ''}`.trim() : cmd);
   const client = () => Client.connect(layout);
@@ -273,6 +279,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'net':
       return netCommand(sub, a, client);
+    case 'backup':
+      return backupCommand(sub, a, client);
     case 'image': {
       if (sub !== 'build') throw errors.usage(`unknown command 'image ${sub ?? ''}' (try: image build)`);
       a.allow().maxPositionals(0);
@@ -477,6 +485,47 @@ async function switchCommand(sub: string | undefined, a: Args, client: () => Cli
     }
     default:
       throw errors.usage(`unknown command 'switch ${sub ?? ''}' (try: switch list|create|set|delete|bindings|bind|unbind|scrub|show)`);
+  }
+}
+
+async function backupCommand(sub: string | undefined, a: Args, client: () => Client): Promise<number> {
+  const enc = encodeURIComponent;
+  switch (sub) {
+    case 'create': {
+      a.allow('incremental', 'json').maxPositionals(1);
+      const vm = a.positional(0, 'a VM name');
+      const b = await client().call<BackupRecord>('POST', '/api/v1/backups', { vm, incremental: a.bool('incremental') }, 32 * 60_000);
+      if (a.bool('json')) json(b);
+      else print(`backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${b.waitedMs ? ` after waiting ${ms(b.waitedMs)} for a migration` : ''}, verified, ${b.file}`);
+      return 0;
+    }
+    case 'list': {
+      a.allow('json').maxPositionals(1);
+      const vm = a.optionalPositional(0);
+      const list = await client().call<BackupRecord[]>('GET', `/api/v1/backups${vm ? `?vm=${enc(vm)}` : ''}`);
+      if (a.bool('json')) json(list);
+      else print(table(['ID', 'VM', 'MODE', 'STATUS', 'TAKEN', 'COPIED', 'BASE'], list.map((b) => [
+        b.id, b.vm, b.mode, b.status, b.startedAtMs ? new Date(b.startedAtMs).toISOString() : '-', bytes(b.bytes ?? 0), b.parent ?? '-',
+      ])));
+      return 0;
+    }
+    case 'restore': {
+      a.allow('as', 'json').maxPositionals(1);
+      const id = a.positional(0, 'a backup id');
+      const vm = await client().call<VmRecord>('POST', `/api/v1/backups/${enc(id)}/restore`, a.string('as') ? { as: a.string('as') } : {}, 10 * 60_000);
+      if (a.bool('json')) json(vm);
+      else print(`backup ${id} restored ${a.string('as') ? `as VM ${vm.name}` : `onto VM ${vm.name}`} (stopped; 'ferry vm start ${vm.name}')`);
+      return 0;
+    }
+    case 'delete': {
+      a.allow('json').maxPositionals(1);
+      const b = await client().call<BackupRecord>('DELETE', `/api/v1/backups/${enc(a.positional(0, 'a backup id'))}`);
+      if (a.bool('json')) json(b);
+      else print(`backup ${b.id} deleted`);
+      return 0;
+    }
+    default:
+      throw errors.usage(`unknown command 'backup ${sub ?? ''}' (try: backup create VM [--incremental], backup list [VM], backup restore ID [--as NAME], backup delete ID)`);
   }
 }
 

@@ -65,6 +65,14 @@ export class AgentClient {
   nic(name: string, options?: CallOptions): Promise<{ offered: string[]; negotiated: string[] }> {
     return this.call('GET', `/v1/vms/${name}/nic`, undefined, { timeoutMs: 5000, ...options });
   }
+  /** Runs an online backup of the VM's disk (waits for the job). */
+  backup(name: string, req: { target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number }): Promise<{ bytes: number; ms: number }> {
+    return this.call('POST', `/v1/vms/${name}/backup`, req, { timeoutMs: 31 * 60_000 });
+  }
+  /** Forgets the disk's change bitmap (the next backup must be full). */
+  resetBackupBitmap(name: string): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/backup/reset`, {});
+  }
   /** Switches the VM's running transfer to post-copy. */
   startPostcopy(name: string): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/migration/postcopy`, {});

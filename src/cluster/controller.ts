@@ -31,6 +31,7 @@ import { type NodeLoad, placeVm, switchBlocker } from './placement.js';
 import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings.js';
 import { ClusterNetworks } from './networks.js';
 import { Membership } from './membership.js';
+import { Backups } from '../storage/backups.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { VirtualSwitches, switchOf } from './switches.js';
 import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
@@ -85,6 +86,7 @@ export class Controller {
   readonly networks: ClusterNetworks = new ClusterNetworks(this);
   readonly switches: VirtualSwitches = new VirtualSwitches(this);
   readonly membership: Membership = new Membership(this);
+  readonly backups: Backups;
   /** Each vendor's compatibility baseline as last announced (to tell when it changes). */
   private lastBaselines: Map<string, CpuBaseline> | undefined;
   private readonly liveness = new Map<string, Liveness>();
@@ -102,6 +104,7 @@ export class Controller {
     this.config = opts.config;
     this.token = opts.token;
     this.switch = new SwitchClient(opts.switchUrl, opts.token);
+    this.backups = new Backups(this, path.join(opts.layout.shared, 'backups'));
     this.log = opts.log ?? (() => {});
   }
 

@@ -31,6 +31,9 @@ export interface GuestConsole {
   /** Every "gap expected=… got=…" line the tcp client printed. */
   tcpGaps: string[];
   memoryWrittenMiB?: number;
+  /** The disk workload: the last record the guest had acknowledged, and where it started. */
+  diskAcked?: number;
+  diskStart?: number;
 }
 
 export function parseConsole(text: string): GuestConsole {
@@ -45,6 +48,10 @@ export function parseConsole(text: string): GuestConsole {
       out.tcpClient = { received: Number(m[1]), last: Number(m[2]), gaps: Number(m[3]), reconnects: Number(m[4]), connected: m[5] === '1' };
     } else if (/ferry-tcp-client gap /.test(line)) {
       out.tcpGaps.push(line.trim());
+    } else if ((m = /ferry-disk acked=(\d+)/.exec(line))) {
+      out.diskAcked = Number(m[1]);
+    } else if ((m = /ferry-disk start=(\d+)/.exec(line))) {
+      out.diskStart = Number(m[1]);
     } else if ((m = /ferry-memory written_mib=(\d+)/.exec(line))) {
       out.memoryWrittenMiB = Number(m[1]);
     }

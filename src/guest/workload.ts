@@ -1,6 +1,6 @@
 /**
  * Workloads of the built-in guest, parsed from what a user types:
- *   idle | memory:<MiB/s> | tcp | tcp-client:<VM>
+ *   idle | memory:<MiB/s> | tcp | tcp-client:<VM> | disk:<writes/s>
  * several joined with '+' run side by side, e.g. memory:32+tcp.
  */
 import { errors } from '../errors.js';
@@ -10,7 +10,8 @@ export type Workload =
   | { kind: 'idle' }
   | { kind: 'memory'; mibPerSec: number }
   | { kind: 'tcp' }
-  | { kind: 'tcp-client'; peer: string };
+  | { kind: 'tcp-client'; peer: string }
+  | { kind: 'disk'; writesPerSec: number };
 
 export const TCP_SERVICE_PORT = 7000;
 
@@ -25,6 +26,12 @@ function parseOne(text: string): Workload {
     }
     return { kind: 'memory', mibPerSec };
   }
+  const disk = /^disk:(\d+)$/.exec(text);
+  if (disk) {
+    const writesPerSec = Number(disk[1]);
+    if (writesPerSec < 1 || writesPerSec > 1000) throw errors.invalid('workload', `workload '${text}': disk writes must be 1..1000 per second`);
+    return { kind: 'disk', writesPerSec };
+  }
   const client = /^tcp-client:(.+)$/.exec(text);
   if (client) {
     const peer = client[1]!;
@@ -33,7 +40,7 @@ function parseOne(text: string): Workload {
   }
   throw errors.invalid(
     'workload',
-    `workload '${text}' does not parse: use idle, memory:<MiB/s>, tcp or tcp-client:<VM>`,
+    `workload '${text}' does not parse: use idle, memory:<MiB/s>, tcp, tcp-client:<VM> or disk:<writes/s>`,
   );
 }
 

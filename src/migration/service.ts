@@ -203,6 +203,8 @@ export class MigrationService {
     if (vm.state !== VmState.Running) {
       out.push(errors.invalidState(`VM '${vm.name}' is ${vm.state}: only a running VM can be ${mode}-migrated`, { vm: vm.name, state: vm.state }));
     }
+    const backup = this.c.backups.runningFor(vm.name);
+    if (backup) out.push(errors.invalidState(`a backup of VM '${vm.name}' is running (${backup}); the migration can start when it ends`, { vm: vm.name, backup }));
     if (target.name === vm.node) {
       out.push(errors.invalid('to', `VM '${vm.name}' already runs on node '${target.name}'`));
       return out;

@@ -15,6 +15,7 @@
  *   GET    /v1/vms/:name/console        console stream (raw, follows)
  *   POST   /v1/vms/:name/console        console input
  *   GET    /v1/vms/:name/nic            NIC offloads the device offers and the guest negotiated
+ *   POST   /v1/vms/:name/backup         an online backup job (full, or incremental from the change bitmap)
  *   POST   /v1/vms/:name/migration/postcopy   switch a running transfer to post-copy
  *   POST   /v1/vms/:name/measure        the guest's dirty rate and non-zero memory (for the prediction)
  *   POST   /v1/net/probe                can this node reach an address on a cluster network?
@@ -42,6 +43,7 @@ import { measureDirtyRate, measureNonZero } from '../qemu/dirty-rate.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
 import { TapUplinks } from './tap-uplink.js';
+import { type BackupJobRequest, dropBitmap, runBackupJob } from '../qemu/backup-job.js';
 
 export interface AgentOptions {
   node: string;
@@ -310,6 +312,11 @@ export class Agent {
     };
     r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
     r.on('GET', '/v1/vms/:name/nic', (req) => nicStatus(this.vm(req.params.name!).qmp));
+    r.on('POST', '/v1/vms/:name/backup', (req) => runBackupJob(this.vm(req.params.name!).qmp, req.body as BackupJobRequest));
+    r.on('POST', '/v1/vms/:name/backup/reset', async (req) => {
+      await dropBitmap(this.vm(req.params.name!).qmp);
+      return {};
+    });
     r.on('POST', '/v1/net/throughput', (req) => {
       const b = (req.body ?? {}) as { from?: string; to?: string; port?: number; ms?: number };
       if (typeof b.to !== 'string' || typeof b.port !== 'number') throw errors.invalid('throughput', 'a throughput test needs to and port');

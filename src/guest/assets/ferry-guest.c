@@ -11,6 +11,11 @@
  *       reads that stream, checks it arrives complete and in order, and
  *       reports once a second on the console:
  *       "ferry-tcp-client received=R last=L gaps=G reconnects=C connected=0|1"
+ *   ferry-guest disk DEVICE PER_SECOND
+ *       writes numbered 4 KiB records ("ferry-seq N") to blocks 1, 2, 3, ...
+ *       of DEVICE, each synchronously (O_DIRECT|O_SYNC: acknowledged means on
+ *       the virtual disk), continuing after the last record already there,
+ *       and reports "ferry-disk acked=N" once a second.
  *
  * Reports go to stdout, which init points at the serial console, where the
  * node agent reads them.
@@ -25,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -145,11 +151,51 @@ static int tcp_client(const char *host, int port) {
   return 0;
 }
 
+static int valid_record(const char *b, long n) {
+  char want[32];
+  int len = snprintf(want, sizeof want, "ferry-seq %ld\n", n);
+  return memcmp(b, want, (size_t)len) == 0;
+}
+
+static int disk(const char *dev, long per_sec) {
+  int fd = open(dev, O_RDWR | O_DIRECT | O_SYNC);
+  if (fd < 0) {
+    printf("ferry-error disk open %s: %s\n", dev, strerror(errno));
+    return 1;
+  }
+  char *buf;
+  if (posix_memalign((void **)&buf, 4096, 4096)) return 1;
+  long n = 0;
+  // Continue after the records already on the disk (a restored or migrated disk).
+  while (pread(fd, buf, 4096, (off_t)(n + 1) * 4096) == 4096 && valid_record(buf, n + 1)) n++;
+  printf("ferry-disk start=%ld\n", n);
+  double next_report = now_s() + 1;
+  long interval_us = per_sec > 0 ? 1000000 / per_sec : 100000;
+  for (;;) {
+    n++;
+    memset(buf, 0, 4096);
+    snprintf(buf, 4096, "ferry-seq %ld\n", n);
+    if (pwrite(fd, buf, 4096, (off_t)n * 4096) != 4096) {
+      printf("ferry-error disk write %ld: %s\n", n, strerror(errno));
+      n--;
+      sleep(1);
+      continue;
+    }
+    double t = now_s();
+    if (t >= next_report) {
+      printf("ferry-disk acked=%ld\n", n);
+      next_report = t + 1;
+    }
+    usleep(interval_us);
+  }
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc == 4 && !strcmp(argv[1], "memory")) return memory(atol(argv[2]), atol(argv[3]));
   if (argc == 3 && !strcmp(argv[1], "tcp-server")) return tcp_server(atoi(argv[2]));
   if (argc == 4 && !strcmp(argv[1], "tcp-client")) return tcp_client(argv[2], atoi(argv[3]));
+  if (argc == 4 && !strcmp(argv[1], "disk")) return disk(argv[2], atol(argv[3]));
   fprintf(stderr, "usage: ferry-guest memory MIB_PER_S SET_MIB | tcp-server PORT | tcp-client HOST PORT\n");
   return 2;
 }

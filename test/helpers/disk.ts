@@ -1,0 +1,34 @@
+/**
+ * Reads what the guest's `disk` workload wrote (records "ferry-seq N" in
+ * 4 KiB blocks 1, 2, 3, …) out of a disk image on the host.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface DiskRecords {
+  /** Records 1..last are all there, in order. */
+  last: number;
+  /** A valid record found after a missing one: the image is not a point in time. */
+  holes: number[];
+}
+
+export function readRecords(image: string): DiskRecords {
+  const raw = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-disk-')), 'disk.raw');
+  try {
+    execFileSync('qemu-img', ['convert', '-O', 'raw', image, raw]);
+    const fd = fs.openSync(raw, 'r');
+    const buf = Buffer.alloc(4096);
+    const valid = (n: number) => fs.readSync(fd, buf, 0, 4096, n * 4096) === 4096 && buf.toString('latin1', 0, 32).startsWith(`ferry-seq ${n}\n`);
+    let last = 0;
+    while (valid(last + 1)) last++;
+    // A point-in-time copy of sequential synchronous writes is a prefix: nothing valid after the first gap.
+    const holes: number[] = [];
+    for (let n = last + 2; n < last + 2000; n++) if (valid(n)) holes.push(n);
+    fs.closeSync(fd);
+    return { last, holes };
+  } finally {
+    fs.rmSync(path.dirname(raw), { recursive: true, force: true });
+  }
+}
