@@ -131,6 +131,7 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   r.on('POST', '/api/v1/vms/:name/start', (req) => c.startVm(req.params.name!, (req.body as { node?: string } | undefined) ?? {}));
   r.on('POST', '/api/v1/vms/:name/stop', (req) => c.stopVm(req.params.name!));
   r.on('POST', '/api/v1/vms/:name/save', (req) => c.saveVm(req.params.name!));
+  r.on('POST', '/api/v1/vms/:name/move-storage', (req) => c.moveStorage(req.params.name!, (req.body as { to?: unknown } | undefined)?.to));
   r.on('POST', '/api/v1/vms/:name/ping', async (req) => {
     const vm = await c.vm(req.params.name!);
     if (vm.state !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);

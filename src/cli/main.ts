@@ -73,6 +73,7 @@ VMs
        [--policy FILE|ferry|qemu-defaults] [--bandwidth MiB/s] [--max-downtime ms] [--postcopy]
   vm set NAME --policy FILE|NAME|none   the VM's migration policy overrides
   vm save NAME                          save a running VM's state to the shared volume and stop it
+  vm move-storage NAME --to DIR         move the VM's disk to another volume while it runs
 backups
   backup create VM [--incremental]      online backup of a running VM, verified when written
   backup list [VM] [--json]
@@ -599,6 +600,16 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       const vm = await client().call<VmRecord & { restoredFrom?: string }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/${sub}`, body, 120_000);
       if (a.bool('json')) json(vm);
       else print(sub === 'start' ? `VM ${vm.name} running on ${vm.node}${vm.restoredFrom ? ' (restored from its saved state)' : ''}` : `VM ${vm.name} stopped`);
+      return 0;
+    }
+    case 'move-storage': {
+      a.allow('to', 'json').maxPositionals(1);
+      const name = a.positional(0, 'a VM name');
+      const to = a.string('to');
+      if (!to) throw errors.usage("'vm move-storage' needs --to DIRECTORY");
+      const vm = await client().call<VmRecord & { movedBytes: number; ms: number }>('POST', `/api/v1/vms/${encodeURIComponent(name)}/move-storage`, { to: path.resolve(to) }, 32 * 60_000);
+      if (a.bool('json')) json(vm);
+      else print(`VM ${vm.name}'s disk moved to ${vm.diskPath}: ${bytes(vm.movedBytes)} copied in ${ms(vm.ms)}${vm.state === 'running' ? ', the VM kept running' : ''}`);
       return 0;
     }
     case 'save': {

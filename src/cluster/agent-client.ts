@@ -69,6 +69,10 @@ export class AgentClient {
   backup(name: string, req: { target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number }): Promise<{ bytes: number; ms: number }> {
     return this.call('POST', `/v1/vms/${name}/backup`, req, { timeoutMs: 31 * 60_000 });
   }
+  /** Moves the running VM's disk to `target` (mirror, then switch). */
+  moveStorage(name: string, target: string, sizeBytes: number): Promise<{ bytes: number; ms: number }> {
+    return this.call('POST', `/v1/vms/${name}/move-storage`, { target, sizeBytes }, { timeoutMs: 31 * 60_000 });
+  }
   /** Forgets the disk's change bitmap (the next backup must be full). */
   resetBackupBitmap(name: string): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/backup/reset`, {});

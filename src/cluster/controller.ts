@@ -576,6 +576,61 @@ export class Controller {
     });
   }
 
+  /** VMs whose disk is being moved: migrations and backups wait for the move. */
+  readonly storageMoves = new Set<string>();
+
+  /**
+   * Moves a VM's disk to another directory (volume). A running VM keeps
+   * running: QEMU mirrors the disk and switches to the copy; until the
+   * switch the VM runs on its original disk, which is removed only after.
+   * A stopped VM's disk is copied and then removed.
+   */
+  async moveStorage(name: string, to: unknown): Promise<VmRecord & { movedBytes: number; ms: number }> {
+    validateName('VM', name);
+    if (typeof to !== 'string' || !path.isAbsolute(to)) throw errors.invalid('to', `--to must be an absolute directory path, got '${String(to)}'`);
+    return this.withBusy(name, async () => {
+      const vm = await this.vm(name);
+      const target = path.join(path.resolve(to), `${name}.qcow2`);
+      if (target === vm.diskPath) throw errors.invalid('to', `VM '${name}''s disk is already in ${to}`);
+      if (vm.migrationId) throw errors.invalidState(`VM '${name}' is migrating; move its storage after the migration`, { vm: name });
+      const backup = this.backups.runningFor(name);
+      if (backup) throw errors.invalidState(`a backup of VM '${name}' is running (${backup})`, { vm: name });
+      if (vm.state !== VmState.Running && vm.state !== VmState.Stopped) throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running or stopped VM's disk moves`, { vm: name });
+      try {
+        // Not `recursive`: Node's recursive mkdir can spin forever on pseudo file systems like /proc.
+        const dir = path.dirname(target);
+        if (!fs.existsSync(dir)) {
+          if (!fs.statSync(path.dirname(dir)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+          fs.mkdirSync(dir);
+        }
+        fs.accessSync(dir, fs.constants.W_OK);
+      } catch (e) {
+        throw errors.invalid('to', `cannot write to ${to}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      if (fs.existsSync(target)) throw errors.alreadyExists('disk image', target);
+      this.storageMoves.add(name);
+      const started = this.clock.nowMs();
+      try {
+        let bytes: number;
+        if (vm.state === VmState.Running) {
+          bytes = (await (await this.agentFor(vm.node)).moveStorage(name, target, vm.diskGiB * 1073741824)).bytes;
+        } else {
+          await run('qemu-img', ['convert', '-O', 'qcow2', vm.diskPath, target]);
+          bytes = fs.statSync(target).size;
+        }
+        const moved = await this.updateVm(name, (cur) => ({ ...cur, diskPath: target }));
+        fs.rmSync(vm.diskPath, { force: true });
+        await this.event({ type: 'vm.storage-moved', vm: name, node: vm.node, message: `VM ${name}'s disk moved to ${target} (${bytes} bytes)` });
+        return { ...moved, movedBytes: bytes, ms: this.clock.nowMs() - started };
+      } catch (e) {
+        if (vm.state !== VmState.Running) fs.rmSync(target, { force: true });
+        throw toFerryError(e);
+      } finally {
+        this.storageMoves.delete(name);
+      }
+    });
+  }
+
   /**
    * Saves a running VM's memory and device state to the shared volume and
    * stops its QEMU (state `saved`); `startVm` restores it on any node.

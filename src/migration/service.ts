@@ -203,6 +203,7 @@ export class MigrationService {
     if (vm.state !== VmState.Running) {
       out.push(errors.invalidState(`VM '${vm.name}' is ${vm.state}: only a running VM can be ${mode}-migrated`, { vm: vm.name, state: vm.state }));
     }
+    if (this.c.storageMoves.has(vm.name)) out.push(errors.invalidState(`VM '${vm.name}''s disk is being moved; migrate it when the move ends`, { vm: vm.name }));
     const backup = this.c.backups.runningFor(vm.name);
     if (backup) out.push(errors.invalidState(`a backup of VM '${vm.name}' is running (${backup}); the migration can start when it ends`, { vm: vm.name, backup }));
     if (target.name === vm.node) {

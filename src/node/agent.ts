@@ -16,6 +16,7 @@
  *   POST   /v1/vms/:name/console        console input
  *   GET    /v1/vms/:name/nic            NIC offloads the device offers and the guest negotiated
  *   POST   /v1/vms/:name/backup         an online backup job (full, or incremental from the change bitmap)
+ *   POST   /v1/vms/:name/move-storage   mirror the running VM's disk to a new image and switch to it
  *   POST   /v1/vms/:name/migration/postcopy   switch a running transfer to post-copy
  *   POST   /v1/vms/:name/measure        the guest's dirty rate and non-zero memory (for the prediction)
  *   POST   /v1/net/probe                can this node reach an address on a cluster network?
@@ -44,6 +45,7 @@ import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
 import { TapUplinks } from './tap-uplink.js';
 import { type BackupJobRequest, dropBitmap, runBackupJob } from '../qemu/backup-job.js';
+import { runMirrorJob } from '../qemu/mirror-job.js';
 
 export interface AgentOptions {
   node: string;
@@ -313,6 +315,15 @@ export class Agent {
     r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
     r.on('GET', '/v1/vms/:name/nic', (req) => nicStatus(this.vm(req.params.name!).qmp));
     r.on('POST', '/v1/vms/:name/backup', (req) => runBackupJob(this.vm(req.params.name!).qmp, req.body as BackupJobRequest));
+    r.on('POST', '/v1/vms/:name/move-storage', async (req) => {
+      const vm = this.vm(req.params.name!);
+      const b = req.body as { target: string; sizeBytes: number };
+      const res = await runMirrorJob(vm.qmp, b.target, b.sizeBytes);
+      // The QEMU now runs on the new image: its spec (what a migration target gets, what adoption reads) says so too.
+      vm.descriptor.launch.spec.diskPath = b.target;
+      fs.writeFileSync(this.descriptorPath(vm.name), JSON.stringify(vm.descriptor), { mode: 0o600 });
+      return res;
+    });
     r.on('POST', '/v1/vms/:name/backup/reset', async (req) => {
       await dropBitmap(this.vm(req.params.name!).qmp);
       return {};

@@ -13,10 +13,10 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
+import { diskRootNode, qmpExec } from './mirror-job.js';
 
 const run = promisify(execFile);
 
-export const DISK_NODE = 'disk0';
 export const BACKUP_BITMAP = 'ferry-backup';
 
 export interface BackupJobRequest {
@@ -34,10 +34,12 @@ export interface BackupJobResult {
   ms: number;
 }
 
-type Exec = (cmd: string, args?: Record<string, unknown>) => Promise<unknown>;
+type Exec = ReturnType<typeof qmpExec>;
 
 export async function runBackupJob(qmp: QmpClient, req: BackupJobRequest): Promise<BackupJobResult> {
-  const exec: Exec = (cmd, args = {}) => qmp.execute(cmd as never, args as never, { timeoutMs: 30_000 }) as Promise<unknown>;
+  const exec: Exec = qmpExec(qmp);
+  // The disk's node: disk0 from the command line, or the image a storage move switched to.
+  const disk = await diskRootNode(exec);
   const started = Date.now();
   const id = `bk${started.toString(36)}`;
   const node = `${id}-target`;
@@ -48,16 +50,16 @@ export async function runBackupJob(qmp: QmpClient, req: BackupJobRequest): Promi
   try {
     await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: req.target } });
     added = true;
-    const bitmaps = await bitmapNames(exec);
+    const bitmaps = await bitmapNames(exec, disk);
     if (req.mode === 'incremental') {
       if (!bitmaps.includes(BACKUP_BITMAP)) throw new FerryError(ErrorCode.InvalidState, 'the disk has no change bitmap: take a full backup first');
-      await exec('blockdev-backup', { 'job-id': id, device: DISK_NODE, target: node, sync: 'incremental', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false });
+      await exec('blockdev-backup', { 'job-id': id, device: disk, target: node, sync: 'incremental', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false });
     } else {
       // The bitmap starts counting (or starts again) at the backup's point in time.
       const bitmap = bitmaps.includes(BACKUP_BITMAP)
-        ? { type: 'block-dirty-bitmap-clear', data: { node: DISK_NODE, name: BACKUP_BITMAP } }
-        : { type: 'block-dirty-bitmap-add', data: { node: DISK_NODE, name: BACKUP_BITMAP, persistent: true } };
-      const actions = [bitmap, { type: 'blockdev-backup', data: { 'job-id': id, device: DISK_NODE, target: node, sync: 'full', 'auto-dismiss': false } }];
+        ? { type: 'block-dirty-bitmap-clear', data: { node: disk, name: BACKUP_BITMAP } }
+        : { type: 'block-dirty-bitmap-add', data: { node: disk, name: BACKUP_BITMAP, persistent: true } };
+      const actions = [bitmap, { type: 'blockdev-backup', data: { 'job-id': id, device: disk, target: node, sync: 'full', 'auto-dismiss': false } }];
       await exec('transaction', { actions });
     }
     const bytes = await waitJob(exec, id);
@@ -70,9 +72,9 @@ export async function runBackupJob(qmp: QmpClient, req: BackupJobRequest): Promi
   }
 }
 
-async function bitmapNames(exec: Exec): Promise<string[]> {
+async function bitmapNames(exec: Exec, disk: string): Promise<string[]> {
   const blocks = (await exec('query-named-block-nodes', { flat: true })) as { 'node-name': string; 'dirty-bitmaps'?: { name: string }[] }[];
-  return blocks.find((b) => b['node-name'] === DISK_NODE)?.['dirty-bitmaps']?.map((b) => b.name) ?? [];
+  return blocks.find((b) => b['node-name'] === disk)?.['dirty-bitmaps']?.map((b) => b.name) ?? [];
 }
 
 async function waitJob(exec: Exec, id: string): Promise<number> {
@@ -96,7 +98,8 @@ async function waitJob(exec: Exec, id: string): Promise<number> {
 
 /** Drops the change bitmap (after a failed backup, the next one must be full). */
 export async function dropBitmap(qmp: QmpClient): Promise<void> {
-  await qmp.execute('block-dirty-bitmap-remove' as never, { node: DISK_NODE, name: BACKUP_BITMAP } as never).catch(() => {});
+  const exec = qmpExec(qmp);
+  await exec('block-dirty-bitmap-remove', { node: await diskRootNode(exec), name: BACKUP_BITMAP }).catch(() => {});
 }
 
 /** A backup file (and its backing chain) opens and its metadata is consistent. */

@@ -1,0 +1,74 @@
+/**
+ * Live storage move: QEMU's `blockdev-mirror` copies the running VM's disk
+ * into a new qcow2 while the guest writes (writes during the copy are
+ * mirrored), and once the copy is in sync `job-complete` switches the
+ * device to the new image in one step. Until that switch the VM runs on its
+ * original disk, so any failure before it leaves the VM as it was.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import { ErrorCode, FerryError } from '../errors.js';
+import type { QmpClient } from '../qmp/client.js';
+
+const run = promisify(execFile);
+
+type Exec = (cmd: string, args?: Record<string, unknown>) => Promise<unknown>;
+
+/** The node the VM's disk device reads and writes now (a storage move renames it). */
+export async function diskRootNode(exec: Exec, deviceId = 'disk0-dev'): Promise<string> {
+  const blocks = (await exec('query-block')) as { qdev?: string; device?: string; inserted?: { 'node-name': string } }[];
+  const disk = blocks.find((b) => (b.qdev ?? '').includes(deviceId) || b.device === deviceId);
+  if (!disk?.inserted) throw new FerryError(ErrorCode.Internal, `QEMU reports no disk for device ${deviceId}`);
+  return disk.inserted['node-name'];
+}
+
+export function qmpExec(qmp: QmpClient): Exec {
+  return (cmd, args = {}) => qmp.execute(cmd as never, args as never, { timeoutMs: 30_000 }) as Promise<unknown>;
+}
+
+export async function runMirrorJob(qmp: QmpClient, target: string, sizeBytes: number, timeoutMs = 30 * 60_000): Promise<{ bytes: number; ms: number }> {
+  const exec = qmpExec(qmp);
+  const started = Date.now();
+  const id = `mv${started.toString(36)}`;
+  const node = `disk-${id}`;
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', target, String(sizeBytes)]);
+  let added = false;
+  let switched = false;
+  let source = '';
+  try {
+    await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: target, 'aio': 'threads' } });
+    added = true;
+    source = await diskRootNode(exec);
+    await exec('blockdev-mirror', { 'job-id': id, device: source, target: node, sync: 'full', 'auto-dismiss': false, 'auto-finalize': true });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const job = ((await exec('query-jobs')) as { id: string; status: string; 'current-progress': number; error?: string }[]).find((j) => j.id === id);
+      if (!job) throw new FerryError(ErrorCode.Internal, `storage move job ${id} disappeared`);
+      if (job.status === 'ready') {
+        await exec('job-complete', { id });
+        switched = true;
+      } else if (job.status === 'concluded') {
+        await exec('job-dismiss', { id }).catch(() => {});
+        if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's storage move failed: ${job.error}`);
+        if (!switched) throw new FerryError(ErrorCode.Internal, 'the storage move ended before the switch');
+        // The device runs on the new image; close the old one (its file node goes with it when QEMU named it).
+        await exec('blockdev-del', { 'node-name': source }).catch(() => {});
+        await exec('blockdev-del', { 'node-name': `${source}-file` }).catch(() => {});
+        return { bytes: job['current-progress'], ms: Date.now() - started };
+      }
+      if (Date.now() > deadline && !switched) {
+        await exec('job-cancel', { id }).catch(() => {});
+        throw new FerryError(ErrorCode.Timeout, `storage move did not converge within ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (e) {
+    // Before the switch the VM still runs on its original disk: drop the half-made copy.
+    if (!switched) {
+      if (added) await exec('blockdev-del', { 'node-name': node }).catch(() => {});
+      fs.rmSync(target, { force: true });
+    }
+    throw e;
+  }
+}
