@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Client } from '../src/cli/main.js';
+import { Client, followMigration } from '../src/cli/main.js';
 import { down, up } from '../src/cli/daemons.js';
 import { parseConsole } from '../src/guest/console.js';
 import type { MigrationRecord, MigrationReport } from '../src/migration/record.js';
@@ -88,11 +88,8 @@ class Bench {
   }
 
   async follow(id: string): Promise<{ report: MigrationReport; record: MigrationRecord }> {
-    for (;;) {
-      const m = await this.c.call<MigrationRecord & { report?: MigrationReport }>('GET', `/api/v1/migrations/${id}`);
-      if (m.report) return { report: m.report, record: m };
-      await sleep(200);
-    }
+    const record = await followMigration(this.c, id, () => {});
+    return { report: record.report, record };
   }
 
   row(kase: string, variant: Variant, rep: number, report: MigrationReport, record: MigrationRecord, ramBytes: number): BenchRow {

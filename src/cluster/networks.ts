@@ -9,7 +9,8 @@
  */
 import { errors } from '../errors.js';
 import type { MigrationNetwork } from '../migration/record.js';
-import { NAME_PATTERN, type NodeRecord } from '../model.js';
+import type { NodeRecord } from '../model.js';
+import { validateName } from './validate.js';
 import {
   type ClusterNetwork,
   migrationCandidates,
@@ -67,7 +68,7 @@ export class ClusterNetworks {
   }
 
   async set(name: string, change: { role?: unknown; metric?: unknown }): Promise<ClusterNetwork> {
-    if (!NAME_PATTERN.test(name)) throw errors.invalid('network', `network name '${name}' is malformed`);
+    validateName('network', name, 'network');
     if (change.role === undefined && change.metric === undefined) throw errors.invalid('network', 'nothing to set: give --role and/or --metric');
     const role = change.role === undefined ? undefined : validateRole(change.role);
     const metric = change.metric === undefined ? undefined : validateMetric(change.metric);

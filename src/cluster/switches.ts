@@ -10,7 +10,8 @@
  * attached unless forced, which disconnects their NICs; the VMs keep running).
  */
 import { errors } from '../errors.js';
-import { NAME_PATTERN, type VmRecord, isActive } from '../model.js';
+import { type VmRecord, isActive } from '../model.js';
+import { validateName } from './validate.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { update } from '../store/store.js';
 import type { Controller } from './controller.js';
@@ -61,12 +62,7 @@ export function switchOf(vm: VmRecord): string {
   return vm.switch ?? DEFAULT_SWITCH;
 }
 
-function validSwitchName(name: unknown): string {
-  if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
-    throw errors.invalid('switch', `switch name '${String(name)}' is malformed: use 1-32 lowercase letters, digits and '-', starting with a letter`);
-  }
-  return name;
-}
+const validSwitchName = (name: unknown): string => validateName('switch', name, 'switch');
 
 function validAgeing(value: unknown): number {
   const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;

@@ -36,10 +36,10 @@ export interface ValidVmCreate {
 
 export const VM_DEFAULTS = { memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' } as const;
 
-export function validateName(kind: 'VM' | 'node', name: unknown): string {
+export function validateName(kind: 'VM' | 'node' | 'switch' | 'network', name: unknown, field = 'name'): string {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
     throw errors.invalid(
-      'name',
+      field,
       `${kind} name '${String(name)}' is malformed: use 1-32 lowercase letters, digits and '-', starting with a letter`,
     );
   }
@@ -67,10 +67,7 @@ export function validateVmCreate(req: VmCreateRequest): ValidVmCreate {
   if (tcpPeer(out.workload) === name) throw errors.invalid('workload', `VM '${name}' cannot be its own tcp-client peer`);
   if (req.node !== undefined) out.node = validateName('node', req.node);
   if (req.offloads !== undefined) out.offloads = validateOffloads(req.offloads);
-  if (req.switch !== undefined) {
-    if (typeof req.switch !== 'string' || !NAME_PATTERN.test(req.switch)) throw errors.invalid('switch', `switch name '${String(req.switch)}' is malformed`);
-    out.switch = req.switch;
-  }
+  if (req.switch !== undefined) out.switch = validateName('switch', req.switch, 'switch');
   return out;
 }
 

@@ -35,7 +35,6 @@ import {
   toReport,
 } from './record.js';
 import { type TransferProgress, type TransferTuning, isTransferFinal } from './transfer.js';
-import { DEFAULT_TUNING } from './tuning.js';
 import { type MigrationPolicy, effectivePolicy, escalate, tuningFor, validatePolicy } from './policy.js';
 import { type Prediction, predict } from './predict.js';
 
@@ -100,10 +99,7 @@ class MigrationAborted extends Error {}
 export class MigrationService {
   private readonly running = new Map<string, AbortController>();
 
-  constructor(
-    private readonly c: Controller,
-    private readonly tuning: TransferTuning = DEFAULT_TUNING,
-  ) {
+  constructor(private readonly c: Controller) {
     c.cancelMigrationOf = async (vm) => {
       const m = (await this.list()).find((r) => r.vm === vm && !isFinal(r.status));
       if (m) await this.cancelAndWait(m.id);
@@ -129,7 +125,10 @@ export class MigrationService {
   /** The VM record plus its running migration's step and progress, for `vm show`. */
   async decorate(vm: VmRecord): Promise<VmRecord & { migration?: Partial<MigrationRecord> }> {
     if (!vm.migrationId) return vm;
-    return this.decorateMigration(vm);
+    const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
+    if (!m) return vm;
+    const { id, phase, to, from, progress } = m.value;
+    return { ...vm, migration: { id, phase, from, to, ...(progress ? { progress } : {}) } };
   }
 
   /** `decorate` plus what the VM's NIC offers and its guest negotiated (one VM: asks its node). */
@@ -143,14 +142,6 @@ export class MigrationService {
     } catch {
       return out;
     }
-  }
-
-  private async decorateMigration(vm: VmRecord): Promise<VmRecord & { migration?: Partial<MigrationRecord> }> {
-    if (!vm.migrationId) return vm;
-    const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
-    if (!m) return vm;
-    const { id, phase, to, from, progress } = m.value;
-    return { ...vm, migration: { id, phase, from, to, ...(progress ? { progress } : {}) } };
   }
 
   private async save(id: string, change: (r: MigrationRecord) => MigrationRecord): Promise<MigrationRecord> {
