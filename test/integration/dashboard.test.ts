@@ -145,6 +145,20 @@ describe('dashboard in Chromium', () => {
     assert.match(await page.locator('#events li').first().innerText(), /cluster\.setting\s+balanceThresholdPct: 20 → 25/);
   });
 
+  it('shows the cluster networks and the switch MAC table, and serves metrics and the OpenAPI description', async () => {
+    await page.click('nav a[data-view=network]');
+    await page.waitForSelector('#networks tbody tr');
+    assert.match(await page.locator('#networks').innerText(), /migration\s+migration\s+100\s+127\.\d+\.1\.0\/24\s+up/);
+    await page.waitForSelector('#macs tbody tr');
+    assert.match(await page.locator('#macs').innerText(), /default\s+52:54:00:99:00:01\s+\S+\s+node-\d\s+web/);
+    const metrics = await page.evaluate(async () => (await fetch('/metrics')).text());
+    assert.match(metrics, /^ferry_migrations_total\{mode="live",status="completed"\} [1-9]\d*$/m);
+    assert.match(metrics, /^ferry_vms\{node="node-\d",state="running"\} 1$/m);
+    const api = await page.evaluate(async () => (await fetch('/api/v1/openapi.json')).json() as Promise<{ openapi: string; paths: Record<string, unknown> }>);
+    assert.equal(api.openapi, '3.1.0');
+    assert.ok(api.paths['/api/v1/vms/{name}/migrate']);
+  });
+
   it('logged no errors in the browser', () => {
     assert.deepEqual(problems, []);
   });

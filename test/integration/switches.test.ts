@@ -86,6 +86,11 @@ describe('virtual switch tools', () => {
     assert.equal((await c.ferry(['switch', 'create', 'lab'])).code, 0);
     assert.equal((await c.ferry(['switch', 'bind', 'node-2', 'eth1', '--switch', 'lab'])).code, 0);
     await refused(['switch', 'scrub'], 'say what to scrub: --inactive, --settings and/or --name NAME');
+    assert.equal((await c.ferry(['switch', 'create', 'gone'])).code, 0);
+    const deleted = await c.ferry(['switch', 'delete', 'gone']);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.equal(deleted.stdout.trim(), 'switch gone deleted');
+    assert.ok(!(await switches()).some((s) => s.name === 'gone'));
     const r = await c.ferryJson<ScrubResult>(['switch', 'scrub', '--inactive']);
     assert.deepEqual(r, { removedSwitches: ['spare'], removedBindings: [], resetSettings: [], disconnectedVms: [] }, 'lab has a binding, so it stays');
     assert.equal((await c.ferry(['switch', 'set', 'default', '--mac-ageing', '30'])).code, 0);
