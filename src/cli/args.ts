@@ -10,7 +10,7 @@ export interface ParsedArgs {
 }
 
 /** Flags that never take a value. */
-const BOOLEAN_FLAGS = new Set(['json', 'help', 'follow', 'quick', 'dry-run', 'force', 'check', 'plan', 'compat', 'inactive', 'settings', 'postcopy', 'incremental']);
+const BOOLEAN_FLAGS = new Set(['json', 'help', 'follow', 'quick', 'dry-run', 'force', 'check', 'plan', 'compat', 'inactive', 'settings', 'postcopy', 'incremental', 'off', 'planned', 'test']);
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const positionals: string[] = [];

@@ -41,6 +41,10 @@ export interface BackupRecord {
   waitedMs?: number;
   /** Bytes QEMU copied. */
   bytes?: number;
+  /** Taken by a backup schedule (only these are pruned). */
+  scheduled?: boolean;
+  /** A pruned base was merged into it: it no longer needs that base. */
+  mergedFrom?: string[];
   /** The disk's virtual size. */
   sizeBytes: number;
   node?: string;
@@ -84,7 +88,7 @@ export class Backups {
     return b;
   }
 
-  async create(vmName: string, opts: { incremental?: boolean } = {}): Promise<BackupRecord> {
+  async create(vmName: string, opts: { incremental?: boolean; scheduled?: boolean } = {}): Promise<BackupRecord> {
     validateName('VM', vmName);
     const vm = await this.c.vm(vmName);
     if (this.running.has(vmName)) throw errors.invalidState(`a backup of VM '${vmName}' is already running (${this.running.get(vmName)})`);
@@ -99,7 +103,7 @@ export class Backups {
     const file = path.join(this.dir, vmName, `${id}.qcow2`);
     const record: BackupRecord = {
       id, vm: vmName, mode, file, status: 'waiting', requestedAtMs: this.c.clock.nowMs(), sizeBytes: vm.diskGiB * 1073741824,
-      ...(parent ? { parent: parent.id } : {}),
+      ...(parent ? { parent: parent.id } : {}), ...(opts.scheduled ? { scheduled: true } : {}),
     };
     this.running.set(vmName, id);
     try {
@@ -187,14 +191,29 @@ export class Backups {
     return vm;
   }
 
-  async delete(id: string): Promise<BackupRecord> {
+  /**
+   * Deletes a backup. One another backup builds on is refused, unless
+   * `mergeIntoChildren` (pruning): then its data is first merged into each
+   * backup built on it (`qemu-img rebase` onto its own base, which copies
+   * what differs), so those still restore without it.
+   */
+  async delete(id: string, opts: { mergeIntoChildren?: boolean } = {}): Promise<BackupRecord> {
     const b = await this.get(id);
     if (b.status === 'running' || b.status === 'waiting') throw errors.invalidState(`backup '${id}' is ${b.status}`);
     const children = (await this.list()).filter((x) => x.parent === id);
-    if (children.length) throw errors.invalidState(`backup '${id}' is the base of ${children.map((x) => x.id).join(', ')}: delete those first`);
+    if (children.length && !opts.mergeIntoChildren) throw errors.invalidState(`backup '${id}' is the base of ${children.map((x) => x.id).join(', ')}: delete those first`);
+    const base = b.parent ? await this.get(b.parent) : undefined;
+    for (const child of children) {
+      await run('qemu-img', ['rebase', '-q', '-f', 'qcow2', ...(base ? ['-F', 'qcow2', '-b', base.file] : ['-b', '']), child.file]);
+      await verifyImage(child.file);
+      const next: BackupRecord = { ...child, mergedFrom: [...(child.mergedFrom ?? []), id] };
+      if (base) next.parent = base.id;
+      else delete next.parent;
+      await this.save(next);
+    }
     fs.rmSync(b.file, { force: true });
     await this.c.store.delete(this.key(id));
-    await this.c.event({ type: 'backup.deleted', vm: b.vm, message: `backup ${id} of ${b.vm} deleted` });
+    await this.c.event({ type: 'backup.deleted', vm: b.vm, message: `backup ${id} of ${b.vm} deleted${children.length ? ` (merged into ${children.map((x) => x.id).join(', ')})` : ''}` });
     return b;
   }
 }
