@@ -8,6 +8,7 @@
 import { LIMITS, NAME_PATTERN } from '../model.js';
 import { NETWORK_ROLES, METRIC_RANGE } from '../network/networks.js';
 import { OFFLOADS } from '../qemu/nic.js';
+import { KEEP_RANGE } from '../storage/schedules.js';
 
 type Schema = Record<string, unknown>;
 
@@ -40,6 +41,7 @@ export const SCHEMAS: Record<string, Schema> = {
     priority: { enum: ['drain', 'manual', 'rebalance'] },
     check: { type: 'boolean', description: 'list every blocker, move nothing' },
     plan: { type: 'boolean', description: 'measure and predict, move nothing' },
+    withStorage: { type: 'string', description: 'shared-nothing: an absolute directory on the target the disk is copied into' },
     policy: policyOrName,
     tuning: obj({
       maxBandwidthBytesPerSec: { type: 'integer', minimum: 0 }, maxDowntimeMs: int({ min: 1, max: 60000 }), multifdChannels: int({ min: 1, max: 16 }),
@@ -58,6 +60,11 @@ export const SCHEMAS: Record<string, Schema> = {
   MoveStorage: obj({ to: { type: 'string', description: 'an absolute directory' } }, ['to']),
   BackupCreate: obj({ vm: name, incremental: { type: 'boolean' } }, ['vm']),
   BackupRestore: obj({ as: name }),
+  BackupSchedule: obj({
+    every: { type: 'string', pattern: '^[0-9]{1,6}(s|m|h|d)$', description: '1s to 366d' },
+    keep: int(KEEP_RANGE),
+    window: { type: ['string', 'null'], pattern: '^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$', description: 'HH:MM-HH:MM local time, may wrap past midnight' },
+  }, ['every', 'keep']),
   Balance: obj({ dryRun: { type: 'boolean' } }),
   Ping: obj({ timeoutMs: { type: 'integer', minimum: 1 } }),
   ConsoleInput: obj({ data: { type: 'string' } }),
@@ -113,6 +120,9 @@ export const OPERATIONS: Record<string, Op> = {
   'POST /api/v1/backups': { summary: 'Back up a VM now (full or incremental); answers when it is verified', body: 'BackupCreate' },
   'POST /api/v1/backups/{id}/restore': { summary: 'Restore a backup as a new VM, or onto its stopped VM', body: 'BackupRestore' },
   'DELETE /api/v1/backups/{id}': { summary: 'Delete a backup no other backup builds on' },
+  'GET /api/v1/backup-schedules': { summary: 'Backup schedules with their last run' },
+  'PUT /api/v1/backup-schedules/{vm}': { summary: 'Back a VM up every so often inside a window, keeping the newest N scheduled backups', body: 'BackupSchedule' },
+  'DELETE /api/v1/backup-schedules/{vm}': { summary: "Stop a VM's scheduled backups (its backups stay)" },
   'GET /api/v1/events': { summary: 'The event log; with Accept: text/event-stream, live server-sent events', query: { since: 'ms since the epoch' }, response: 'events' },
   'GET /api/v1/cluster/settings': { summary: 'Cluster settings' },
   'GET /api/v1/cluster/cpu-baselines': { summary: 'Each CPU vendor\'s compatibility baseline' },

@@ -21,6 +21,7 @@
  *   GET  /api/v1/switch-bindings[?node=]   POST /api/v1/switch-bindings {node, iface, switch}
  *   DELETE /api/v1/switch-bindings/:node/:iface
  *   POST /api/v1/switches-scrub {inactive, settings, name, force}
+ *   GET  /api/v1/backup-schedules   PUT|DELETE /api/v1/backup-schedules/:vm {every, keep, window}
  *   GET  /api/v1/backups[?vm=]   POST /api/v1/backups {vm, incremental}   POST /api/v1/backups/:id/restore {as}   DELETE /api/v1/backups/:id
  *   GET  /api/v1/switch/macs
  *   GET  /api/v1/events       (JSON; Accept: text/event-stream for live server-sent events)
@@ -178,6 +179,9 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   });
   r.on('POST', '/api/v1/backups/:id/restore', (req) => c.backups.restore(req.params.id!, (req.body ?? {}) as { as?: string }));
   r.on('DELETE', '/api/v1/backups/:id', (req) => c.backups.delete(req.params.id!));
+  r.on('GET', '/api/v1/backup-schedules', () => c.backupSchedules.list());
+  r.on('PUT', '/api/v1/backup-schedules/:vm', (req) => c.backupSchedules.set(req.params.vm!, (req.body ?? {}) as { every?: unknown; keep?: unknown; window?: unknown }));
+  r.on('DELETE', '/api/v1/backup-schedules/:vm', (req) => c.backupSchedules.remove(req.params.vm!));
   r.on('GET', '/api/v1/switch/macs', async () => {
     const vms = await c.vms();
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));

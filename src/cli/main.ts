@@ -16,6 +16,7 @@ import { NIC_BACKENDS, type NicBackend } from '../qemu/nic.js';
 import type { NetworkView } from '../cluster/networks.js';
 import type { ScrubResult, SwitchView } from '../cluster/switches.js';
 import type { BackupRecord } from '../storage/backups.js';
+import type { BackupSchedule } from '../storage/schedules.js';
 import type { NodeRecord, VmRecord } from '../model.js';
 import { type MigrationPolicy, NAMED_POLICIES } from '../migration/policy.js';
 import type { Prediction } from '../migration/predict.js';
@@ -69,6 +70,8 @@ VMs
   vm ping NAME [--json]                 ping the VM through the virtual switch
   vm console NAME                       attach to the serial console (Ctrl-] detaches)
   vm migrate NAME --to NODE [--json]    live migration (--quick: pause, save, restore)
+  vm migrate NAME --to NODE --with-storage DIR
+                                        shared-nothing: copy a disk that is not on the shared volume into DIR on NODE
        [--quick] [--check] [--plan]     --check: list every blocker; --plan: measure and predict; neither moves
        [--policy FILE|ferry|qemu-defaults] [--bandwidth MiB/s] [--max-downtime ms] [--postcopy]
   vm set NAME --policy FILE|NAME|none   the VM's migration policy overrides
@@ -79,6 +82,10 @@ backups
   backup list [VM] [--json]
   backup restore ID [--as NAME]         as a new VM, or onto its stopped VM
   backup delete ID
+  backup schedule VM --every DURATION --keep N [--window HH:MM-HH:MM]
+                                        scheduled backups (30s, 15m, 6h, 1d) inside a local-time window, pruned to N
+  backup schedule VM --off              stop scheduling (backups stay)
+  backup schedules [--json]
 migrations
   migration list [--json]
   migration show ID [--json]
@@ -525,8 +532,36 @@ async function backupCommand(sub: string | undefined, a: Args, client: () => Cli
       else print(`backup ${b.id} deleted`);
       return 0;
     }
+    case 'schedule': {
+      a.allow('every', 'keep', 'window', 'off', 'json').maxPositionals(1);
+      const vm = a.positional(0, 'a VM name');
+      let s: BackupSchedule;
+      if (a.bool('off')) {
+        s = await client().call<BackupSchedule>('DELETE', `/api/v1/backup-schedules/${enc(vm)}`);
+        if (!a.bool('json')) print(`backup schedule of ${vm} removed (its backups stay)`);
+      } else {
+        const every = a.string('every');
+        const keep = a.string('keep');
+        if (!every || !keep) throw errors.usage("'backup schedule' needs --every DURATION and --keep N (or --off)");
+        const n = /^\d+$/.test(keep) ? Number(keep) : NaN;
+        if (Number.isNaN(n)) throw errors.usage(`--keep must be a whole number, got '${keep}'`);
+        s = await client().call<BackupSchedule>('PUT', `/api/v1/backup-schedules/${enc(vm)}`, { every, keep: n, ...(a.string('window') ? { window: a.string('window') } : {}) });
+        if (!a.bool('json')) print(`backups of ${vm} every ${s.every}, keeping the newest ${s.keep}${s.window ? `, only between ${s.window.text.replace('-', ' and ')}` : ''}`);
+      }
+      if (a.bool('json')) json(s);
+      return 0;
+    }
+    case 'schedules': {
+      a.allow('json').maxPositionals(0);
+      const list = await client().call<BackupSchedule[]>('GET', '/api/v1/backup-schedules');
+      if (a.bool('json')) json(list);
+      else print(table(['VM', 'EVERY', 'KEEP', 'WINDOW', 'LAST RUN', 'LAST BACKUP', 'NOTE'], list.map((s) => [
+        s.vm, s.every, String(s.keep), s.window?.text ?? 'any time', s.lastRunMs ? new Date(s.lastRunMs).toISOString() : '-', s.lastBackup ?? '-', s.lastError ?? '',
+      ])));
+      return 0;
+    }
     default:
-      throw errors.usage(`unknown command 'backup ${sub ?? ''}' (try: backup create VM [--incremental], backup list [VM], backup restore ID [--as NAME], backup delete ID)`);
+      throw errors.usage(`unknown command 'backup ${sub ?? ''}' (try: backup create VM [--incremental], backup list [VM], backup restore ID [--as NAME], backup delete ID, backup schedule VM --every D --keep N, backup schedules)`);
   }
 }
 
@@ -671,13 +706,14 @@ async function vmCommand(sub: string | undefined, a: Args, client: () => Client)
       a.allow().maxPositionals(1);
       return attachConsole(client(), a.positional(0, 'a VM name'));
     case 'migrate': {
-      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick', 'check', 'plan', 'policy', 'postcopy').maxPositionals(1);
+      a.allow('to', 'json', 'bandwidth', 'max-downtime', 'quick', 'check', 'plan', 'policy', 'postcopy', 'with-storage').maxPositionals(1);
       const name = a.positional(0, 'a VM name');
       const to = a.string('to');
       if (!to) throw errors.usage("'vm migrate' needs --to NODE");
       const policy = policyFromFlags(a);
       const mode: 'live' | 'quick' = a.bool('quick') ? 'quick' : 'live';
-      const body = { to, mode, ...(policy ? { policy } : {}) };
+      const withStorage = a.string('with-storage');
+      const body = { to, mode, ...(policy ? { policy } : {}), ...(withStorage !== undefined ? { withStorage: path.resolve(withStorage) } : {}) };
       if (a.bool('plan')) {
         const r = await client().call<PlanResult>('POST', `/api/v1/vms/${encodeURIComponent(name)}/migrate`, { ...body, plan: true }, 120_000);
         if (a.bool('json')) json(r);

@@ -8,6 +8,7 @@ import { ErrorCode, FerryError, errors } from '../errors.js';
 import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
 import type { TransferProgress, TransferTuning } from '../migration/transfer.js';
 import type { ProbeResult } from '../network/probe.js';
+import type { NbdEndpoint } from '../qemu/nbd-mirror.js';
 
 export class AgentClient {
   constructor(
@@ -40,8 +41,29 @@ export class AgentClient {
   config(name: string, options?: CallOptions): Promise<VmSpec> {
     return this.call('GET', `/v1/vms/${name}/config`, undefined, options);
   }
-  start(spec: VmSpec, incoming = false, options?: CallOptions): Promise<VmInstance> {
-    return this.call('POST', '/v1/vms', { spec, incoming }, { timeoutMs: 30_000, ...options });
+  /** Starts the VM's QEMU; `createDiskBytes`: first create its (new, empty) disk image here. */
+  start(spec: VmSpec, incoming = false, options?: CallOptions & { createDiskBytes?: number }): Promise<VmInstance> {
+    const body = { spec, incoming, ...(options?.createDiskBytes ? { createDiskBytes: options.createDiskBytes } : {}) };
+    return this.call('POST', '/v1/vms', body, { timeoutMs: 30_000, ...options });
+  }
+  /** Target of a shared-nothing migration: export the incoming VM's disk over NBD on `address`. */
+  exportDisk(name: string, address: string, options?: CallOptions): Promise<NbdEndpoint> {
+    return this.call('POST', `/v1/vms/${name}/nbd-export`, { address }, options);
+  }
+  unexportDisk(name: string, options?: CallOptions): Promise<void> {
+    return this.call('DELETE', `/v1/vms/${name}/nbd-export`, undefined, options);
+  }
+  /** Source of a shared-nothing migration: mirror the disk into `to` until in sync. */
+  mirrorDisk(name: string, to: NbdEndpoint, options?: CallOptions): Promise<{ bytes: number; ms: number }> {
+    return this.call('POST', `/v1/vms/${name}/disk-mirror`, to, { timeoutMs: 31 * 60_000, ...options });
+  }
+  /** Ends the disk mirror: `complete` with the VM paused and the copy in sync, else abandons it. */
+  endDiskMirror(name: string, complete: boolean, options?: CallOptions): Promise<{ bytes: number }> {
+    return this.call('POST', `/v1/vms/${name}/disk-mirror/end`, { complete }, { timeoutMs: 90_000, ...options });
+  }
+  /** Sends the device state of a transfer paused before switchover. */
+  continueMigration(name: string, options?: CallOptions): Promise<void> {
+    return this.call('POST', `/v1/vms/${name}/migration/continue`, {}, options);
   }
   stop(name: string): Promise<void> {
     return this.call('POST', `/v1/vms/${name}/stop`, {});

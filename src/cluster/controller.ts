@@ -32,6 +32,7 @@ import { type ClusterSettings, DEFAULT_SETTINGS, applySetting } from './settings
 import { ClusterNetworks } from './networks.js';
 import { Membership } from './membership.js';
 import { Backups } from '../storage/backups.js';
+import { BackupSchedules } from '../storage/schedules.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { VirtualSwitches, switchOf } from './switches.js';
 import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
@@ -87,6 +88,7 @@ export class Controller {
   readonly switches: VirtualSwitches = new VirtualSwitches(this);
   readonly membership: Membership = new Membership(this);
   readonly backups: Backups;
+  readonly backupSchedules: BackupSchedules;
   /** Each vendor's compatibility baseline as last announced (to tell when it changes). */
   private lastBaselines: Map<string, CpuBaseline> | undefined;
   private readonly liveness = new Map<string, Liveness>();
@@ -105,6 +107,7 @@ export class Controller {
     this.token = opts.token;
     this.switch = new SwitchClient(opts.switchUrl, opts.token);
     this.backups = new Backups(this, path.join(opts.layout.shared, 'backups'));
+    this.backupSchedules = new BackupSchedules(this, this.backups);
     this.log = opts.log ?? (() => {});
   }
 
@@ -123,7 +126,10 @@ export class Controller {
     await this.switches.initialise(this.config.nodes.map((n) => n.name));
     await this.noteBaselines();
     await this.switches.sync().catch((e: unknown) => this.log(`switch sync: ${String(e)}`));
-    this.timer = setInterval(() => void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`)), 1000);
+    this.timer = setInterval(() => {
+      void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`));
+      void this.backupSchedules.tick().catch((e) => this.log(`backup schedules: ${String(e)}`));
+    }, 1000);
   }
 
   async stop(): Promise<void> {
@@ -574,6 +580,15 @@ export class Controller {
       await this.event({ type: 'vm.set', vm: name, message: `VM ${name}: ${changes.join(', ')} (applies at its next start)` });
       return next;
     });
+  }
+
+  /**
+   * Whether a disk image is on the cluster's shared volume, which every node
+   * opens. Anywhere else counts as the storage of the node the VM runs on:
+   * such a VM migrates only with its disk copied along (--with-storage).
+   */
+  onSharedVolume(file: string): boolean {
+    return path.resolve(file).startsWith(path.resolve(this.layout.shared) + path.sep);
   }
 
   /** VMs whose disk is being moved: migrations and backups wait for the move. */

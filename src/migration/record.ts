@@ -69,6 +69,16 @@ export interface MigrationRecord {
   /** QEMU's own figure: from migrate to completion. */
   transferMs?: number;
   progress?: MigrationProgress;
+  /** Shared-nothing: the disk is copied along (QEMU mirror into the target's NBD export). */
+  storage?: {
+    sourceDisk: string;
+    targetDisk: string;
+    sizeBytes: number;
+    nbd?: { address: string; port: number; export: string };
+    /** Bytes the mirror copied in all, and how long the first full copy took. */
+    copiedBytes?: number;
+    syncedAfterMs?: number;
+  };
   /** Where the target QEMU listens for the stream (live). */
   target?: { address: string; port: number };
   /** The cluster network the stream crosses (live), and the better ones that could not be used. */
@@ -106,6 +116,8 @@ export interface MigrationNetwork {
 
 export interface MigrationReport {
   id: string;
+  /** Shared-nothing: where the disk was copied, and how much the mirror sent. */
+  storage?: { from: string; to: string; copiedBytes: number; syncedAfterMs: number | null };
   vm: string;
   mode: MigrationMode;
   from: string;
@@ -205,6 +217,7 @@ export function toReport(r: MigrationRecord): MigrationReport {
   const memoryStep = r.steps.find((s) => s.name === 'memory');
   if (r.postcopyStartedAtMs !== undefined && memoryStep) report.postcopyAfterMs = r.postcopyStartedAtMs - memoryStep.startedAtMs;
   if (r.escalation) report.escalation = r.escalation;
+  if (r.storage) report.storage = { from: r.storage.sourceDisk, to: r.storage.targetDisk, copiedBytes: r.storage.copiedBytes ?? 0, syncedAfterMs: r.storage.syncedAfterMs ?? null };
   if (r.policy) report.policy = r.policy;
   if (r.error) report.error = r.error;
   if (r.warnings?.length) report.warnings = r.warnings;

@@ -51,6 +51,12 @@ export interface MigrateRequest {
   policy?: unknown;
   /** Run the pre-flight checks, measure and predict; move nothing. */
   plan?: boolean;
+  /**
+   * Shared-nothing: an absolute directory on the target node the VM's disk
+   * is copied into during the live migration (for a disk that is not on
+   * the shared volume).
+   */
+  withStorage?: string;
 }
 
 /** Checks per-migration tuning overrides; unknown or out-of-range fields are refused. */
@@ -183,8 +189,14 @@ export class MigrationService {
    * Every reason this VM cannot move to this node now, all at once: state,
    * target, memory, a migration already running, and CPU compatibility (R9).
    */
-  async preflight(vm: VmRecord, target: NodeRecord, mode: MigrationMode): Promise<FerryError[]> {
+  async preflight(vm: VmRecord, target: NodeRecord, mode: MigrationMode, withStorage?: string): Promise<FerryError[]> {
     const out: FerryError[] = [];
+    if (withStorage === undefined && !this.c.onSharedVolume(vm.diskPath)) {
+      out.push(errors.invalidState(
+        `VM '${vm.name}''s disk ${vm.diskPath} is not on the shared volume: migrate it with --with-storage DIR to copy the disk along`,
+        { vm: vm.name, disk: vm.diskPath },
+      ));
+    }
     if (vm.migrationId) {
       const m = await this.c.store.get<MigrationRecord>(this.key(vm.migrationId));
       if (m && !isFinal(m.value.status)) {
@@ -258,7 +270,8 @@ export class MigrationService {
     // Explicit tuning fields (the API's older knobs) win over the policy's.
     const tuning = validateTuning(tuningFor(policy), req.tuning);
     const target = await this.resolveTarget(req.to);
-    const blockers = await this.preflight(vm, target, mode);
+    const storage = req.withStorage === undefined ? undefined : this.storageCopy(vm, mode, tuning, req.withStorage);
+    const blockers = await this.preflight(vm, target, mode, req.withStorage);
     if (req.check) {
       return { check: true, vm: vmName, to: target.name, mode, ok: blockers.length === 0, blockers: blockers.map((b) => b.message) } as never;
     }
@@ -278,6 +291,7 @@ export class MigrationService {
       id: `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`,
       vm: vmName, mode, from: vm.node, to: target.name,
       phase: 'queued', status: 'queued', requestedAtMs: now, priority, steps: [], tuning, policy,
+      ...(storage ? { storage } : {}),
     };
     // Claim the VM with compare-and-set: two requests at once cannot both win.
     await this.c.updateVm(vmName, (cur) => {
@@ -292,6 +306,17 @@ export class MigrationService {
     this.measureWhileQueued(record);
     await this.schedule();
     return this.get(record.id);
+  }
+
+  /** Checks a shared-nothing request: where the disk goes, and that nothing else stands in the way. */
+  private storageCopy(vm: VmRecord, mode: MigrationMode, tuning: TransferTuning, dir: unknown): NonNullable<MigrationRecord['storage']> {
+    if (typeof dir !== 'string' || !path.isAbsolute(dir)) throw errors.invalid('withStorage', `--with-storage must be an absolute directory on the target node, got '${String(dir)}'`);
+    if (mode !== 'live') throw errors.invalid('withStorage', '--with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
+    if (tuning.postcopy) throw errors.invalid('withStorage', '--with-storage cannot be combined with post-copy: the disk copy must end before the target runs the VM');
+    const targetDisk = path.join(path.resolve(dir), `${vm.name}.qcow2`);
+    if (targetDisk === vm.diskPath) throw errors.invalid('withStorage', `VM '${vm.name}''s disk is already ${targetDisk}`);
+    if (fs.existsSync(targetDisk)) throw errors.alreadyExists('disk image', targetDisk);
+    return { sourceDisk: vm.diskPath, targetDisk, sizeBytes: vm.diskGiB * 1073741824 };
   }
 
   private scheduling: Promise<void> = Promise.resolve();
@@ -398,6 +423,7 @@ export class MigrationService {
     let probeId: string | undefined;
     let targetCreated = false;
     let stateFile: string | undefined;
+    let mirroring = false;
     const check = async () => {
       if (signal.aborted || (await this.get(id)).cancelRequested) throw new MigrationAborted();
     };
@@ -421,7 +447,8 @@ export class MigrationService {
       // 3. create: an empty VM on the target, waiting for the stream.
       await this.enterStep(id, 'create');
       targetCreated = true;
-      await target.start(spec, true, { signal });
+      if (r.storage) spec.diskPath = r.storage.targetDisk;
+      await target.start(spec, true, { signal, ...(r.storage ? { createDiskBytes: r.storage.sizeBytes } : {}) });
       if (r.mode === 'live') {
         // The best network both nodes reach each other on right now (R6).
         const network = await this.c.networks.choose(await this.c.node(r.from), await this.c.node(r.to), signal);
@@ -433,6 +460,11 @@ export class MigrationService {
         });
         const listen = await target.listenIncoming(vm.name, r.tuning, network.targetAddress, { signal });
         r = await this.save(id, (cur) => ({ ...cur, target: listen }));
+        if (r.storage) {
+          // Shared-nothing: the target's new disk is written over NBD on the same network.
+          const nbd = await target.exportDisk(vm.name, network.targetAddress, { signal });
+          r = await this.save(id, (cur) => ({ ...cur, storage: { ...cur.storage!, nbd } }));
+        }
       } else {
         fs.mkdirSync(this.c.layout.states, { recursive: true });
         stateFile = path.join(this.c.layout.states, `${vm.name}-${id}.state`);
@@ -463,6 +495,14 @@ export class MigrationService {
         }
         await check();
       }
+      if (r.storage?.nbd) {
+        // The disk first: mirrored until in sync; from then on every guest write lands on both disks.
+        mirroring = true;
+        const copy = await source.mirrorDisk(vm.name, r.storage.nbd, { signal });
+        r = await this.save(id, (cur) => ({ ...cur, storage: { ...cur.storage!, syncedAfterMs: copy.ms, copiedBytes: copy.bytes } }));
+        await this.c.event({ type: 'migration.disk-synced', vm: vm.name, migration: id, message: `migration ${id}: disk copied to ${r.to} (${copy.bytes} bytes in ${copy.ms} ms), now mirrored`, data: { bytes: copy.bytes } });
+        await check();
+      }
       if (r.mode === 'quick') {
         await source.pause(vm.name);
         const pausedAt = this.c.clock.nowMs();
@@ -471,12 +511,15 @@ export class MigrationService {
       } else {
         // The prediction picks auto-converge's starting throttle (when the policy has auto-converge at all).
         const p = r.predicted;
-        const tuning = p?.throttleInitialPercent && r.tuning.autoConverge
+        const throttled = p?.throttleInitialPercent && r.tuning.autoConverge
           ? { ...r.tuning, throttleInitialPercent: p.throttleInitialPercent, throttleIncrementPercent: p.throttleIncrementPercent }
           : r.tuning;
+        // Shared-nothing: the source stops before the device state so the disk copy can end first.
+        const tuning = r.storage ? { ...throttled, pauseBeforeSwitchover: true } : throttled;
         await source.startMigration(vm.name, r.target!, tuning, { signal });
       }
-      const final = await this.followTransfer(id, vm.name, source, target, signal);
+      const final = await this.followTransfer(id, vm.name, source, target, signal, r.storage ? () => this.endDiskCopy(id, vm.name, source!, target!) : undefined);
+      mirroring = false;
       if (final.status !== 'completed') {
         throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
       }
@@ -501,9 +544,12 @@ export class MigrationService {
       // Handover: the VM now lives on the target.
       const moved = this.c.clock.nowMs();
       if (r.pausedAtMs !== undefined) r = await this.save(id, (cur) => ({ ...cur, pausedMs: moved - cur.pausedAtMs! }));
-      await this.c.updateVm(vm.name, (cur) => ({ ...cur, node: r.to, state: VmState.Running, stateSinceMs: moved }));
+      const disk = r.storage ? { diskPath: r.storage.targetDisk } : {};
+      await this.c.updateVm(vm.name, (cur) => ({ ...cur, ...disk, node: r.to, state: VmState.Running, stateSinceMs: moved }));
       r = await this.save(id, (cur) => ({ ...cur, ownerMovedAtMs: moved }));
       await source.kill(vm.name).catch((e: unknown) => this.addCleanupError(id, `source QEMU: ${toFerryError(e).message}`));
+      // Shared-nothing: the VM runs on its copy; the source's disk goes.
+      if (r.storage) fs.rmSync(r.storage.sourceDisk, { force: true });
 
       // 7. network: the switch learnt the MAC on the target's port.
       await this.enterStep(id, 'network');
@@ -527,7 +573,10 @@ export class MigrationService {
         await this.finish(id, 'completed', { warnings: [`after handover: ${err?.message ?? 'cancel came too late'}`] });
       } else {
         await this.save(id, (cur) => ({ ...cur, phase: 'rolling-back' }));
+        if (mirroring && source) await source.endDiskMirror(vm.name, false).catch((e: unknown) => this.addCleanupError(id, `disk copy on source: ${toFerryError(e).message}`));
         await this.rollback(id, vm.name, source, target, targetCreated);
+        // The half-made copy goes; the VM runs on its own disk.
+        if (after.storage && targetCreated) fs.rmSync(after.storage.targetDisk, { force: true });
         await this.finish(id, cancelled ? 'cancelled' : 'failed', cancelled ? { error: 'cancelled by user' } : { error: err!.message });
       }
     } finally {
@@ -578,7 +627,19 @@ export class MigrationService {
   }
 
   /** Polls the source's transfer until it ends; cancels it on abort or when the target goes away. */
-  private async followTransfer(id: string, vm: string, source: AgentClient, target: AgentClient, signal: AbortSignal): Promise<TransferProgress> {
+  /**
+   * Shared-nothing switchover, with the source paused before the device
+   * state: end the mirror (the target's disk now holds every block), drop
+   * the target's export, and let QEMU send the device state.
+   */
+  private async endDiskCopy(id: string, vm: string, source: AgentClient, target: AgentClient): Promise<void> {
+    const { bytes } = await source.endDiskMirror(vm, true);
+    await target.unexportDisk(vm);
+    await this.save(id, (cur) => ({ ...cur, storage: { ...cur.storage!, copiedBytes: bytes } }));
+    await source.continueMigration(vm);
+  }
+
+  private async followTransfer(id: string, vm: string, source: AgentClient, target: AgentClient, signal: AbortSignal, atSwitchover?: () => Promise<void>): Promise<TransferProgress> {
     let lastSave = 0;
     let targetFailures = 0;
     const startedAt = this.c.clock.nowMs();
@@ -603,6 +664,13 @@ export class MigrationService {
       if (now - lastSave >= SAVE_PROGRESS_EVERY_MS) {
         await this.saveProgress(id, p, now, now - startedAt);
         lastSave = now;
+      }
+      if (p.status === 'pre-switchover') {
+        if (!atSwitchover) throw new FerryError(ErrorCode.MigrationFailed, 'QEMU paused before switchover, which this migration did not ask for');
+        await atSwitchover();
+        atSwitchover = undefined;
+        await this.c.clock.sleep(POLL_MS);
+        continue;
       }
       if (p.status === 'postcopy') postcopy = true;
       // Policy: is pre-copy getting anywhere? Only rounds after the first count (round 1

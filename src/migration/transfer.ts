@@ -7,6 +7,8 @@ export type TransferStatus =
   | 'setup'
   | 'active'
   | 'postcopy'
+  /** Paused before the device state is sent (pause-before-switchover): waits for migrate-continue. */
+  | 'pre-switchover'
   | 'device'
   | 'completed'
   | 'failed'
@@ -47,4 +49,6 @@ export interface TransferTuning {
   /** Auto-converge: the first throttle and each step after it (QEMU: 20 and 10). */
   throttleInitialPercent?: number;
   throttleIncrementPercent?: number;
+  /** Pause before the switchover and wait for `continueMigration` (a disk copy must end first). */
+  pauseBeforeSwitchover?: boolean;
 }

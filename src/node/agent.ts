@@ -45,7 +45,8 @@ import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
 import { TapUplinks } from './tap-uplink.js';
 import { type BackupJobRequest, dropBitmap, runBackupJob } from '../qemu/backup-job.js';
-import { runMirrorJob } from '../qemu/mirror-job.js';
+import { endNbdMirror, type NbdEndpoint, startNbdExport, startNbdMirror, stopNbdExport } from '../qemu/nbd-mirror.js';
+import { createImage, runMirrorJob } from '../qemu/mirror-job.js';
 
 export interface AgentOptions {
   node: string;
@@ -71,6 +72,8 @@ export interface AgentOptions {
 interface StartRequest {
   spec: VmSpec;
   incoming?: boolean;
+  /** Create the VM's disk image first, empty, this size (the target of a shared-nothing migration). */
+  createDiskBytes?: number;
 }
 
 export class Agent {
@@ -242,6 +245,19 @@ export class Agent {
     if (spec.memoryMiB > free) {
       throw errors.insufficientResources(`node '${this.opts.node}' has ${free} MiB free, VM '${spec.name}' needs ${spec.memoryMiB} MiB`);
     }
+    if (req.createDiskBytes) {
+      if (fs.existsSync(spec.diskPath)) throw errors.alreadyExists('disk image', spec.diskPath);
+      await createImage(spec.diskPath, req.createDiskBytes);
+    }
+    try {
+      return await this.launchVm(spec, req.incoming ?? false);
+    } catch (e) {
+      if (req.createDiskBytes) fs.rmSync(spec.diskPath, { force: true });
+      throw e;
+    }
+  }
+
+  private async launchVm(spec: VmSpec, incoming: boolean): Promise<VmInstance> {
     const sw = spec.switch ?? DEFAULT_SWITCH;
     let nic: NicAttachment = { kind: 'none' };
     let bridge: string | undefined;
@@ -265,7 +281,7 @@ export class Agent {
         serialSocket: path.join(this.runDir, `${spec.name}.serial`),
         nic,
         pidFile: path.join(this.runDir, `${spec.name}.pid`),
-        incoming: req.incoming ?? false,
+        incoming,
       },
       this.descriptorPath(spec.name),
       path.join(this.runDir, `${spec.name}.stderr`),
@@ -279,7 +295,7 @@ export class Agent {
       }
     }
     this.track(vm);
-    this.log(`started QEMU of '${spec.name}' (pid ${vm.pid}${req.incoming ? ', incoming' : ''}, nic ${nic.kind})`);
+    this.log(`started QEMU of '${spec.name}' (pid ${vm.pid}${incoming ? ', incoming' : ''}, nic ${nic.kind})`);
     return this.instance(vm);
   }
 
@@ -323,6 +339,21 @@ export class Agent {
       vm.descriptor.launch.spec.diskPath = b.target;
       fs.writeFileSync(this.descriptorPath(vm.name), JSON.stringify(vm.descriptor), { mode: 0o600 });
       return res;
+    });
+    r.on('POST', '/v1/vms/:name/nbd-export', (req) => {
+      const address = (req.body as { address?: string } | undefined)?.address ?? this.opts.migrationAddress;
+      this.ownAddress(address);
+      return startNbdExport(this.vm(req.params.name!).qmp, address);
+    });
+    r.on('DELETE', '/v1/vms/:name/nbd-export', async (req) => {
+      await stopNbdExport(this.vm(req.params.name!).qmp);
+      return {};
+    });
+    r.on('POST', '/v1/vms/:name/disk-mirror', (req) => startNbdMirror(this.vm(req.params.name!).qmp, req.body as NbdEndpoint));
+    r.on('POST', '/v1/vms/:name/disk-mirror/end', (req) => endNbdMirror(this.vm(req.params.name!).qmp, (req.body as { complete?: boolean } | undefined)?.complete === true));
+    r.on('POST', '/v1/vms/:name/migration/continue', async (req) => {
+      await this.vm(req.params.name!).qmp.execute('migrate-continue' as never, { state: 'pre-switchover' } as never);
+      return {};
     });
     r.on('POST', '/v1/vms/:name/backup/reset', async (req) => {
       await dropBitmap(this.vm(req.params.name!).qmp);

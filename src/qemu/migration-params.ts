@@ -11,6 +11,8 @@ export function migrationCapabilities(t: TransferTuning): { capability: string; 
     { capability: 'multifd', state: t.multifdChannels > 1 },
     { capability: 'xbzrle', state: t.xbzrle },
     { capability: 'postcopy-ram', state: t.postcopy },
+    // Shared-nothing: the source pauses before sending the device state, so the disk copy can end first.
+    { capability: 'pause-before-switchover', state: t.pauseBeforeSwitchover === true },
     // Keep the source's blocks consistent: QEMU inactivates the source's
     // images at switchover and the target activates them, so the shared
     // qcow2 is never written by two QEMUs.
@@ -52,7 +54,7 @@ const STATUS: Record<string, TransferStatus> = {
   none: 'none',
   setup: 'setup',
   active: 'active',
-  'pre-switchover': 'active',
+  'pre-switchover': 'pre-switchover',
   device: 'device',
   'postcopy-active': 'postcopy',
   'postcopy-paused': 'postcopy',

@@ -7,6 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
@@ -23,6 +24,16 @@ export async function diskRootNode(exec: Exec, deviceId = 'disk0-dev'): Promise<
   return disk.inserted['node-name'];
 }
 
+/**
+ * Creates an empty qcow2 image, and its directory if only that is missing
+ * (never `recursive`: Node's recursive mkdir can spin forever on pseudo file systems).
+ */
+export async function createImage(file: string, sizeBytes: number): Promise<void> {
+  const dir = path.dirname(file);
+  if (!fs.existsSync(dir)) fs.mkdirSync(dir);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(sizeBytes)]);
+}
+
 export function qmpExec(qmp: QmpClient): Exec {
   return (cmd, args = {}) => qmp.execute(cmd as never, args as never, { timeoutMs: 30_000 }) as Promise<unknown>;
 }
@@ -32,7 +43,7 @@ export async function runMirrorJob(qmp: QmpClient, target: string, sizeBytes: nu
   const started = Date.now();
   const id = `mv${started.toString(36)}`;
   const node = `disk-${id}`;
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', target, String(sizeBytes)]);
+  await createImage(target, sizeBytes);
   let added = false;
   let switched = false;
   let source = '';

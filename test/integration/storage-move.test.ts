@@ -38,7 +38,8 @@ describe('live storage move', () => {
 
   it('moves the running VM\'s disk while it writes, and every acknowledged write is on the new disk', async () => {
     const original = (await c.vm('vol')).diskPath;
-    const dir = path.join(c.dir, 'volume-2');
+    // A second volume on the shared storage: the VM still live-migrates without copying its disk.
+    const dir = path.join(c.dir, 'shared', 'volume-2');
     const bootId = c.console('vol').ticks.at(-1)!.bootId;
     const r = await c.ferry(['vm', 'move-storage', 'vol', '--to', dir, '--json']);
     assert.equal(r.code, 0, r.stderr);
