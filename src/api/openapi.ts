@@ -58,7 +58,7 @@ export const SCHEMAS: Record<string, Schema> = {
   Scrub: obj({ inactive: { type: 'boolean' }, settings: { type: 'boolean' }, name, force: { type: 'boolean' } }),
   Setting: obj({ value: {} }, ['value']),
   MoveStorage: obj({ to: { type: 'string', description: 'an absolute directory' } }, ['to']),
-  BackupCreate: obj({ vm: name, incremental: { type: 'boolean' } }, ['vm']),
+  BackupCreate: obj({ vm: name, incremental: { type: 'boolean' }, bandwidthMiBps: { type: 'integer', minimum: 1, maximum: 100000, description: 'cap on the copy' } }, ['vm']),
   BackupRestore: obj({ as: name }),
   BackupSchedule: obj({
     every: { type: 'string', pattern: '^[0-9]{1,6}(s|m|h|d)$', description: '1s to 366d' },

@@ -173,9 +173,9 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   r.on('POST', '/api/v1/switches-scrub', (req) => c.switches.scrub((req.body ?? {}) as ScrubRequest));
   r.on('GET', '/api/v1/backups', (req) => c.backups.list(req.query.get('vm') ?? undefined));
   r.on('POST', '/api/v1/backups', (req) => {
-    const b = (req.body ?? {}) as { vm?: string; incremental?: boolean };
+    const b = (req.body ?? {}) as { vm?: string; incremental?: boolean; bandwidthMiBps?: unknown };
     if (!b.vm) throw errors.invalid('vm', 'a backup needs a VM');
-    return c.backups.create(b.vm, { incremental: b.incremental === true });
+    return c.backups.create(b.vm, { incremental: b.incremental === true, ...(b.bandwidthMiBps !== undefined ? { bandwidthMiBps: b.bandwidthMiBps } : {}) });
   });
   r.on('POST', '/api/v1/backups/:id/restore', (req) => c.backups.restore(req.params.id!, (req.body ?? {}) as { as?: string }));
   r.on('DELETE', '/api/v1/backups/:id', (req) => c.backups.delete(req.params.id!));

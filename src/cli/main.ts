@@ -78,7 +78,8 @@ VMs
   vm save NAME                          save a running VM's state to the shared volume and stop it
   vm move-storage NAME --to DIR         move the VM's disk to another volume while it runs
 backups
-  backup create VM [--incremental]      online backup of a running VM, verified when written
+  backup create VM [--incremental] [--bandwidth MiB/s]
+                                        online backup of a running VM, verified when written; the VM may migrate meanwhile
   backup list [VM] [--json]
   backup restore ID [--as NAME]         as a new VM, or onto its stopped VM
   backup delete ID
@@ -500,11 +501,16 @@ async function backupCommand(sub: string | undefined, a: Args, client: () => Cli
   const enc = encodeURIComponent;
   switch (sub) {
     case 'create': {
-      a.allow('incremental', 'json').maxPositionals(1);
+      a.allow('incremental', 'bandwidth', 'json').maxPositionals(1);
       const vm = a.positional(0, 'a VM name');
-      const b = await client().call<BackupRecord>('POST', '/api/v1/backups', { vm, incremental: a.bool('incremental') }, 32 * 60_000);
+      const bw = a.string('bandwidth');
+      if (bw !== undefined && !/^\d+$/.test(bw)) throw errors.usage(`--bandwidth must be a whole number of MiB/s, got '${bw}'`);
+      const b = await client().call<BackupRecord>('POST', '/api/v1/backups', { vm, incremental: a.bool('incremental'), ...(bw ? { bandwidthMiBps: Number(bw) } : {}) }, 32 * 60_000);
       if (a.bool('json')) json(b);
-      else print(`backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${b.waitedMs ? ` after waiting ${ms(b.waitedMs)} for a migration` : ''}, verified, ${b.file}`);
+      else {
+        print(`backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${b.waitedMs ? `, waited ${ms(b.waitedMs)} for migrations` : ''}${b.movedTo ? ` (the VM moved to ${b.movedTo} meanwhile)` : ''}, verified, ${b.file}`);
+        if (b.mergeError) print(`warning: the VM runs on the backup's overlay: ${b.mergeError}`);
+      }
       return 0;
     }
     case 'list': {

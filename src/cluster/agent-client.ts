@@ -9,6 +9,7 @@ import type { NodeCapabilities, VmInstance, VmSpec } from '../model.js';
 import type { TransferProgress, TransferTuning } from '../migration/transfer.js';
 import type { ProbeResult } from '../network/probe.js';
 import type { NbdEndpoint } from '../qemu/nbd-mirror.js';
+import type { FreezeResult } from '../qemu/backup-job.js';
 
 export class AgentClient {
   constructor(
@@ -87,17 +88,17 @@ export class AgentClient {
   nic(name: string, options?: CallOptions): Promise<{ offered: string[]; negotiated: string[] }> {
     return this.call('GET', `/v1/vms/${name}/nic`, undefined, { timeoutMs: 5000, ...options });
   }
-  /** Runs an online backup of the VM's disk (waits for the job). */
-  backup(name: string, req: { target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number }): Promise<{ bytes: number; ms: number }> {
-    return this.call('POST', `/v1/vms/${name}/backup`, req, { timeoutMs: 31 * 60_000 });
+  /** Freezes the VM's disk image for a backup under an overlay that takes the writes (see qemu/backup-job.ts). */
+  freezeDisk(name: string, overlay: string, mode: 'full' | 'incremental'): Promise<FreezeResult> {
+    return this.call('POST', `/v1/vms/${name}/backup/freeze`, { overlay, mode }, { timeoutMs: 60_000 });
+  }
+  /** Merges the backup's overlay back into the disk image; `copied`: the backup succeeded. */
+  mergeOverlay(name: string, copied: boolean): Promise<{ base: string; overlay: string }> {
+    return this.call('POST', `/v1/vms/${name}/backup/merge`, { copied }, { timeoutMs: 31 * 60_000 });
   }
   /** Moves the running VM's disk to `target` (mirror, then switch). */
   moveStorage(name: string, target: string, sizeBytes: number): Promise<{ bytes: number; ms: number }> {
     return this.call('POST', `/v1/vms/${name}/move-storage`, { target, sizeBytes }, { timeoutMs: 31 * 60_000 });
-  }
-  /** Forgets the disk's change bitmap (the next backup must be full). */
-  resetBackupBitmap(name: string): Promise<void> {
-    return this.call('POST', `/v1/vms/${name}/backup/reset`, {});
   }
   /** Switches the VM's running transfer to post-copy. */
   startPostcopy(name: string): Promise<void> {

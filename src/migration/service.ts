@@ -207,8 +207,9 @@ export class MigrationService {
       out.push(errors.invalidState(`VM '${vm.name}' is ${vm.state}: only a running VM can be ${mode}-migrated`, { vm: vm.name, state: vm.state }));
     }
     if (this.c.storageMoves.has(vm.name)) out.push(errors.invalidState(`VM '${vm.name}''s disk is being moved; migrate it when the move ends`, { vm: vm.name }));
+    // A backup runs on overlay + frozen image on the shared volume and merges after a move; a disk copy along would take neither.
     const backup = this.c.backups.runningFor(vm.name);
-    if (backup) out.push(errors.invalidState(`a backup of VM '${vm.name}' is running (${backup}); the migration can start when it ends`, { vm: vm.name, backup }));
+    if (backup && withStorage !== undefined) out.push(errors.invalidState(`a backup of VM '${vm.name}' is running (${backup}); migrate it with --with-storage when the backup ends`, { vm: vm.name, backup }));
     if (target.name === vm.node) {
       out.push(errors.invalid('to', `VM '${vm.name}' already runs on node '${target.name}'`));
       return out;
@@ -433,6 +434,8 @@ export class MigrationService {
       source = await this.c.agentFor(r.from);
       target = await this.c.agentFor(r.to);
       await Promise.all([source.health({ signal }), target.health({ signal })]);
+      // A backup freezing or merging the disk right now finishes that first (a moment).
+      await this.c.backups.quiesce(vm.name);
       const onSource = await source.get(vm.name, { signal });
       if (onSource.runState !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${onSource.runState} on ${r.from}`);
       await check();

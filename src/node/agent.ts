@@ -44,7 +44,7 @@ import { measureDirtyRate, measureNonZero } from '../qemu/dirty-rate.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
 import { TapUplinks } from './tap-uplink.js';
-import { type BackupJobRequest, dropBitmap, runBackupJob } from '../qemu/backup-job.js';
+import { freezeDisk, mergeOverlay } from '../qemu/backup-job.js';
 import { endNbdMirror, type NbdEndpoint, startNbdExport, startNbdMirror, stopNbdExport } from '../qemu/nbd-mirror.js';
 import { createImage, runMirrorJob } from '../qemu/mirror-job.js';
 
@@ -316,6 +316,12 @@ export class Agent {
     return true;
   }
 
+  /** The QEMU now runs on another image: its spec (what a migration target gets, what adoption reads) says so too. */
+  private saveDiskPath(vm: QemuVm, diskPath: string): void {
+    vm.descriptor.launch.spec.diskPath = diskPath;
+    fs.writeFileSync(this.descriptorPath(vm.name), JSON.stringify(vm.descriptor), { mode: 0o600 });
+  }
+
   /** Refuses an address that is not this node's on some cluster network. */
   private ownAddress(address: string): void {
     const mine = [this.opts.migrationAddress, ...(this.opts.networks ?? []).map((n) => n.address)];
@@ -330,14 +336,25 @@ export class Agent {
     };
     r.on('GET', '/v1/health', () => ({ node: this.opts.node, clusterId: this.opts.clusterId, pid: process.pid }));
     r.on('GET', '/v1/vms/:name/nic', (req) => nicStatus(this.vm(req.params.name!).qmp));
-    r.on('POST', '/v1/vms/:name/backup', (req) => runBackupJob(this.vm(req.params.name!).qmp, req.body as BackupJobRequest));
+    r.on('POST', '/v1/vms/:name/backup/freeze', async (req) => {
+      const vm = this.vm(req.params.name!);
+      const b = req.body as { overlay: string; mode: 'full' | 'incremental' };
+      const res = await freezeDisk(vm.qmp, b.overlay, b.mode);
+      this.saveDiskPath(vm, res.overlay);
+      return res;
+    });
+    r.on('POST', '/v1/vms/:name/backup/merge', async (req) => {
+      const vm = this.vm(req.params.name!);
+      const res = await mergeOverlay(vm.qmp, (req.body as { copied?: boolean } | undefined)?.copied === true);
+      this.saveDiskPath(vm, res.base);
+      fs.rmSync(res.overlay, { force: true });
+      return res;
+    });
     r.on('POST', '/v1/vms/:name/move-storage', async (req) => {
       const vm = this.vm(req.params.name!);
       const b = req.body as { target: string; sizeBytes: number };
       const res = await runMirrorJob(vm.qmp, b.target, b.sizeBytes);
-      // The QEMU now runs on the new image: its spec (what a migration target gets, what adoption reads) says so too.
-      vm.descriptor.launch.spec.diskPath = b.target;
-      fs.writeFileSync(this.descriptorPath(vm.name), JSON.stringify(vm.descriptor), { mode: 0o600 });
+      this.saveDiskPath(vm, b.target);
       return res;
     });
     r.on('POST', '/v1/vms/:name/nbd-export', (req) => {
@@ -353,10 +370,6 @@ export class Agent {
     r.on('POST', '/v1/vms/:name/disk-mirror/end', (req) => endNbdMirror(this.vm(req.params.name!).qmp, (req.body as { complete?: boolean } | undefined)?.complete === true));
     r.on('POST', '/v1/vms/:name/migration/continue', async (req) => {
       await this.vm(req.params.name!).qmp.execute('migrate-continue' as never, { state: 'pre-switchover' } as never);
-      return {};
-    });
-    r.on('POST', '/v1/vms/:name/backup/reset', async (req) => {
-      await dropBitmap(this.vm(req.params.name!).qmp);
       return {};
     });
     r.on('POST', '/v1/net/throughput', (req) => {

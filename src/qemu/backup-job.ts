@@ -1,105 +1,214 @@
 /**
- * An online backup of a running VM's disk with QEMU's own block layer: a
- * `blockdev-backup` job (copy-before-write, so the copy is the disk as it
- * was when the job started, while the guest keeps writing) into a qcow2
- * target, and a persistent dirty bitmap on the disk that records what
- * changed since, for the next incremental backup. A full backup starts the
- * job and (re)starts the bitmap in one transaction, so both share one point
- * in time; an incremental one copies only the bitmap's blocks into a target
- * whose backing file is the previous backup.
+ * Online backups with QEMU's own block layer, built so that a backup and a
+ * live migration of the same VM never get in each other's way:
+ *
+ *   freeze  (the VM's QEMU) one transaction: the disk's change bitmap
+ *           `ferry-backup` stops recording, an external snapshot overlay on
+ *           the shared volume takes every guest write from now on, and a
+ *           new persistent bitmap `ferry-next` on the overlay records them.
+ *           The disk image itself no longer changes: it is the backup's
+ *           point in time.
+ *   copy    (outside the VM's QEMU, see copyFrozenImage) a
+ *           qemu-storage-daemon opens the frozen image read-only and runs a
+ *           backup job into the backup file: everything (full) or only the
+ *           blocks `ferry-backup` marks (incremental, into a file backed by
+ *           the previous backup). The VM may live-migrate meanwhile: its
+ *           QEMU on either node runs on overlay + frozen image, both on the
+ *           shared volume, and the persistent bitmaps travel in the files.
+ *   merge   (whichever QEMU runs the VM then, with no migration running)
+ *           `block-commit` of the overlay into the disk; once in sync the
+ *           bitmaps are swapped in one transaction (after a good copy
+ *           `ferry-backup` becomes exactly `ferry-next`, the writes after
+ *           the point in time; after a failed one it keeps its old blocks
+ *           too, so the next incremental is still complete) and the device
+ *           switches back to the disk image.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
+import { QmpClient } from '../qmp/client.js';
 import { diskRootNode, qmpExec } from './mirror-job.js';
 
 const run = promisify(execFile);
 
 export const BACKUP_BITMAP = 'ferry-backup';
-
-export interface BackupJobRequest {
-  /** The backup file to write (qcow2). */
-  target: string;
-  mode: 'full' | 'incremental';
-  /** Incremental: the previous backup, which becomes the target's backing file. */
-  parent?: string;
-  sizeBytes: number;
-}
-
-export interface BackupJobResult {
-  /** Bytes QEMU copied (an incremental copies only changed blocks). */
-  bytes: number;
-  ms: number;
-}
+const NEXT_BITMAP = 'ferry-next';
 
 type Exec = ReturnType<typeof qmpExec>;
+type Job = { id: string; status: string; 'current-progress': number; error?: string };
+interface NamedNode { 'node-name': string; drv: string; file: string; backing_file?: string; 'dirty-bitmaps'?: { name: string; recording?: boolean; count: number }[] }
 
-export async function runBackupJob(qmp: QmpClient, req: BackupJobRequest): Promise<BackupJobResult> {
-  const exec: Exec = qmpExec(qmp);
-  // The disk's node: disk0 from the command line, or the image a storage move switched to.
-  const disk = await diskRootNode(exec);
-  const started = Date.now();
-  const id = `bk${started.toString(36)}`;
-  const node = `${id}-target`;
-  const createArgs = ['create', '-q', '-f', 'qcow2'];
-  if (req.mode === 'incremental') createArgs.push('-F', 'qcow2', '-b', req.parent!);
-  await run('qemu-img', [...createArgs, req.target, String(req.sizeBytes)]);
-  let added = false;
-  try {
-    await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: req.target } });
-    added = true;
-    const bitmaps = await bitmapNames(exec, disk);
-    if (req.mode === 'incremental') {
-      if (!bitmaps.includes(BACKUP_BITMAP)) throw new FerryError(ErrorCode.InvalidState, 'the disk has no change bitmap: take a full backup first');
-      await exec('blockdev-backup', { 'job-id': id, device: disk, target: node, sync: 'incremental', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false });
-    } else {
-      // The bitmap starts counting (or starts again) at the backup's point in time.
-      const bitmap = bitmaps.includes(BACKUP_BITMAP)
-        ? { type: 'block-dirty-bitmap-clear', data: { node: disk, name: BACKUP_BITMAP } }
-        : { type: 'block-dirty-bitmap-add', data: { node: disk, name: BACKUP_BITMAP, persistent: true } };
-      const actions = [bitmap, { type: 'blockdev-backup', data: { 'job-id': id, device: disk, target: node, sync: 'full', 'auto-dismiss': false } }];
-      await exec('transaction', { actions });
-    }
-    const bytes = await waitJob(exec, id);
-    return { bytes, ms: Date.now() - started };
-  } catch (e) {
-    fs.rmSync(req.target, { force: true });
-    throw e instanceof FerryError ? e : new FerryError(ErrorCode.Internal, `backup job failed: ${(e as Error).message}`, { cause: e });
-  } finally {
-    if (added) await exec('blockdev-del', { 'node-name': node }).catch(() => {});
-  }
+async function nodes(exec: Exec): Promise<NamedNode[]> {
+  return (await exec('query-named-block-nodes', { flat: true })) as NamedNode[];
 }
 
-async function bitmapNames(exec: Exec, disk: string): Promise<string[]> {
-  const blocks = (await exec('query-named-block-nodes', { flat: true })) as { 'node-name': string; 'dirty-bitmaps'?: { name: string }[] }[];
-  return blocks.find((b) => b['node-name'] === disk)?.['dirty-bitmaps']?.map((b) => b.name) ?? [];
+/** The format node of an image file (the qcow2 layer, not its file node). */
+async function nodeOfImage(exec: Exec, file: string): Promise<NamedNode> {
+  const n = (await nodes(exec)).find((x) => x.drv === 'qcow2' && x.file === file);
+  if (!n) throw new FerryError(ErrorCode.Internal, `QEMU has no node for image ${file}`);
+  return n;
 }
 
-async function waitJob(exec: Exec, id: string): Promise<number> {
-  const deadline = Date.now() + 30 * 60_000;
+async function waitJob(exec: Exec, id: string, until: 'ready' | 'concluded', timeoutMs = 30 * 60_000): Promise<Job> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const jobs = (await exec('query-jobs')) as { id: string; status: string; 'current-progress': number; error?: string }[];
-    const job = jobs.find((j) => j.id === id);
-    if (!job) throw new FerryError(ErrorCode.Internal, `backup job ${id} disappeared`);
-    if (job.status === 'concluded') {
-      await exec('job-dismiss', { id }).catch(() => {});
-      if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's backup job failed: ${job.error}`);
-      return job['current-progress'];
+    const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === id);
+    if (!job) throw new FerryError(ErrorCode.Internal, `block job ${id} disappeared`);
+    if (job.status === until || job.status === 'concluded') {
+      if (job.status === 'concluded') {
+        await exec('job-dismiss', { id }).catch(() => {});
+        if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's block job ${id} failed: ${job.error}`);
+        if (until === 'ready') throw new FerryError(ErrorCode.Internal, `QEMU's block job ${id} ended before it was in sync`);
+      }
+      return job;
     }
     if (Date.now() > deadline) {
       await exec('job-cancel', { id }).catch(() => {});
-      throw new FerryError(ErrorCode.Timeout, `backup job ${id} did not finish within 30 min`);
+      throw new FerryError(ErrorCode.Timeout, `block job ${id} did not finish within ${Math.round(timeoutMs / 1000)} s`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
-/** Drops the change bitmap (after a failed backup, the next one must be full). */
-export async function dropBitmap(qmp: QmpClient): Promise<void> {
+export interface FreezeResult {
+  /** The frozen disk image: the backup copies it. */
+  base: string;
+  /** The overlay that takes the guest's writes until the merge. */
+  overlay: string;
+  /** Whether the disk had a change bitmap to build an incremental backup on. */
+  hadBitmap: boolean;
+}
+
+/** Freezes the VM's disk image under a new overlay file (see the module comment). */
+export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' | 'incremental'): Promise<FreezeResult> {
   const exec = qmpExec(qmp);
-  await exec('block-dirty-bitmap-remove', { node: await diskRootNode(exec), name: BACKUP_BITMAP }).catch(() => {});
+  const root = await diskRootNode(exec);
+  const disk = (await nodes(exec)).find((n) => n['node-name'] === root);
+  if (!disk) throw new FerryError(ErrorCode.Internal, `QEMU has no node ${root}`);
+  if (disk.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is already frozen under an overlay (another backup has not merged yet)');
+  const hadBitmap = (disk['dirty-bitmaps'] ?? []).some((b) => b.name === BACKUP_BITMAP);
+  if (mode === 'incremental' && !hadBitmap) throw new FerryError(ErrorCode.InvalidState, 'the disk has no change bitmap: take a full backup first');
+  const size = ((await exec('query-block')) as { inserted?: { 'node-name': string; image: { 'virtual-size': number } } }[])
+    .find((b) => b.inserted?.['node-name'] === root)?.inserted?.image['virtual-size'];
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk.file, overlay, String(size ?? '')].filter(Boolean));
+  const node = `ferry-ov-${Date.now().toString(36)}`;
+  let added = false;
+  try {
+    await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: overlay, aio: 'threads' }, backing: null });
+    added = true;
+    if (!hadBitmap) await exec('block-dirty-bitmap-add', { node: root, name: BACKUP_BITMAP, persistent: true });
+    await exec('transaction', {
+      actions: [
+        { type: 'block-dirty-bitmap-disable', data: { node: root, name: BACKUP_BITMAP } },
+        { type: 'blockdev-snapshot', data: { node: root, overlay: node } },
+        { type: 'block-dirty-bitmap-add', data: { node, name: NEXT_BITMAP, persistent: true } },
+      ],
+    });
+    return { base: disk.file, overlay, hadBitmap };
+  } catch (e) {
+    if (added) await exec('blockdev-del', { 'node-name': node }).catch(() => {});
+    fs.rmSync(overlay, { force: true });
+    throw e instanceof FerryError ? e : new FerryError(ErrorCode.Internal, `freezing the disk failed: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * Merges the overlay back into the frozen disk image in the running QEMU
+ * and switches the device back to it. `copied`: the backup succeeded, so
+ * the change bitmap restarts at its point in time.
+ */
+export async function mergeOverlay(qmp: QmpClient, copied: boolean): Promise<{ base: string; overlay: string }> {
+  const exec = qmpExec(qmp);
+  const top = await diskRootNode(exec);
+  const topNode = (await nodes(exec)).find((n) => n['node-name'] === top);
+  if (!topNode?.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is not frozen under an overlay');
+  const base = await nodeOfImage(exec, topNode.backing_file);
+  const id = `merge-${Date.now().toString(36)}`;
+  await exec('block-commit', { 'job-id': id, device: top, 'auto-dismiss': false });
+  await waitJob(exec, id, 'ready');
+  const swap = [
+    ...(copied ? [{ type: 'block-dirty-bitmap-clear', data: { node: base['node-name'], name: BACKUP_BITMAP } }] : []),
+    { type: 'block-dirty-bitmap-merge', data: { node: base['node-name'], target: BACKUP_BITMAP, bitmaps: [{ node: top, name: NEXT_BITMAP }] } },
+    { type: 'block-dirty-bitmap-enable', data: { node: base['node-name'], name: BACKUP_BITMAP } },
+  ];
+  await exec('transaction', { actions: swap });
+  await exec('job-complete', { id });
+  await waitJob(exec, id, 'concluded');
+  // The device runs on the disk image again: close the overlay's nodes (named ones from a command line too).
+  await exec('blockdev-del', { 'node-name': top }).catch(() => {});
+  await exec('blockdev-del', { 'node-name': `${top}-file` }).catch(() => {});
+  return { base: topNode.backing_file, overlay: topNode.file };
+}
+
+/**
+ * Merges an overlay into its frozen image with no QEMU running the VM
+ * (it was stopped or saved during the backup): the same bitmap swap with
+ * qemu-img, then `qemu-img commit`.
+ */
+export async function mergeOverlayOffline(overlay: string, base: string, copied: boolean): Promise<void> {
+  if (copied) await run('qemu-img', ['bitmap', '-f', 'qcow2', '--clear', base, BACKUP_BITMAP]);
+  await run('qemu-img', ['bitmap', '-f', 'qcow2', '--merge', NEXT_BITMAP, '-b', overlay, '-F', 'qcow2', '--enable', base, BACKUP_BITMAP]);
+  await run('qemu-img', ['commit', '-q', '-f', 'qcow2', overlay]);
+  fs.rmSync(overlay, { force: true });
+}
+
+/**
+ * Copies a frozen disk image into a backup file outside the VM's QEMU: a
+ * qemu-storage-daemon opens it read-only (sharing it with the QEMU that
+ * runs the VM on top of it) and runs a backup job, full or only the blocks
+ * the image's `ferry-backup` bitmap marks. `parent`: the backup the new
+ * file is backed by (incremental). Resolves with the bytes QEMU copied.
+ */
+export async function copyFrozenImage(req: { source: string; target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number; bytesPerSec?: number }): Promise<{ bytes: number; ms: number }> {
+  for (const p of [req.source, req.target]) if (p.includes(',')) throw new FerryError(ErrorCode.InvalidArgument, `image paths may not contain commas: ${p}`);
+  const started = Date.now();
+  const createArgs = ['create', '-q', '-f', 'qcow2'];
+  if (req.mode === 'incremental') createArgs.push('-F', 'qcow2', '-b', req.parent!);
+  await run('qemu-img', [...createArgs, req.target, String(req.sizeBytes)]);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-qsd-'));
+  const socket = path.join(dir, 'qmp.sock');
+  const qsd = spawn('qemu-storage-daemon', [
+    '--blockdev', `driver=file,node-name=src-file,filename=${req.source},read-only=on,force-share=on`,
+    '--blockdev', 'driver=qcow2,node-name=src,file=src-file,read-only=on,force-share=on',
+    '--blockdev', `driver=qcow2,node-name=tgt,file.driver=file,file.filename=${req.target}`,
+    '--chardev', `socket,id=qmp,path=${socket},server=on,wait=off`,
+    '--monitor', 'chardev=qmp',
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  qsd.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve) => qsd.once('exit', () => resolve()));
+  let qmp: QmpClient | undefined;
+  try {
+    const deadline = Date.now() + 10_000;
+    while (!fs.existsSync(socket)) {
+      if (qsd.exitCode !== null || Date.now() > deadline) throw new FerryError(ErrorCode.Internal, `qemu-storage-daemon did not start: ${stderr.trim() || 'no QMP socket'}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    qmp = await QmpClient.connect(socket);
+    const exec = qmpExec(qmp);
+    const id = 'ferry-copy';
+    await exec('blockdev-backup', {
+      'job-id': id, device: 'src', target: 'tgt', 'auto-dismiss': false, ...(req.bytesPerSec ? { speed: req.bytesPerSec } : {}),
+      ...(req.mode === 'incremental' ? { sync: 'bitmap', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'never' } : { sync: 'full' }),
+    });
+    const job = await waitJob(exec, id, 'concluded');
+    await exec('quit').catch(() => {});
+    return { bytes: job['current-progress'], ms: Date.now() - started };
+  } catch (e) {
+    fs.rmSync(req.target, { force: true });
+    throw e instanceof FerryError ? e : new FerryError(ErrorCode.Internal, `copying ${req.source} failed: ${(e as Error).message}`, { cause: e });
+  } finally {
+    qmp?.close();
+    if (qsd.exitCode === null) {
+      const t = setTimeout(() => qsd.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** A backup file (and its backing chain) opens and its metadata is consistent. */

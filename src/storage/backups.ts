@@ -1,14 +1,20 @@
 /**
- * Online backups (R13) on the controller. A backup of a running VM is a
- * QEMU backup job on the VM's node (see qemu/backup-job.ts): full, or
- * incremental from the persistent change bitmap into a file backed by the
- * previous backup. Every backup is verified (qemu-img check of the file and
- * its chain) before it is recorded as complete. A stopped VM's disk is
- * copied with qemu-img.
+ * Online backups (R13) on the controller. A backup of a running VM freezes
+ * its disk image under an overlay on the shared volume (the point in time),
+ * copies the frozen image outside the VM's QEMU with qemu-storage-daemon
+ * (full, or only the blocks the persistent change bitmap marks, into a file
+ * backed by the previous backup), verifies the copy (qemu-img check of the
+ * file and its chain), and merges the overlay back; see qemu/backup-job.ts.
+ * A stopped VM's disk is copied with qemu-img.
  *
- * Backups and migrations do not run at the same time on one VM: a backup
- * asked for during a migration waits for it (the record says how long), and
- * a migration asked for during a backup is refused until the backup ends.
+ * Backups and migrations of one VM coexist: a backup asked for during a
+ * migration freezes the disk once the migration ended; a migration asked
+ * for during a backup runs (the VM moves on overlay + frozen image, both on
+ * the shared volume) while the copy goes on, and the backup merges the
+ * overlay back in the target's QEMU once the migration ended. The record
+ * says how long the backup waited and where it merged. Only the freeze and
+ * the merge hold the VM's block lock, for a moment each; a migration that
+ * starts then waits for them.
  *
  * Store keys: backups/<id> → BackupRecord. Files: <backup store>/<vm>/<id>.qcow2
  * (the store defaults to the shared volume's backups/ directory).
@@ -22,7 +28,7 @@ import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type VmRecord, VmState } from '../model.js';
-import { verifyImage } from '../qemu/backup-job.js';
+import { copyFrozenImage, type FreezeResult, mergeOverlayOffline, verifyImage } from '../qemu/backup-job.js';
 
 const run = promisify(execFile);
 
@@ -37,8 +43,15 @@ export interface BackupRecord {
   requestedAtMs: number;
   startedAtMs?: number;
   finishedAtMs?: number;
-  /** Time spent waiting for a migration of the VM to end. */
+  /** Time spent waiting for migrations of the VM to end: before the freeze and before the merge. */
   waitedMs?: number;
+  /** Of waitedMs: before merging the overlay back (a migration started during the backup). */
+  mergeWaitedMs?: number;
+  /** The node whose QEMU merged the overlay back; movedTo when the VM migrated during the backup. */
+  mergedOn?: string;
+  movedTo?: string;
+  /** The backup stands but its overlay could not be merged back (the VM runs on overlay + image). */
+  mergeError?: string;
   /** Bytes QEMU copied. */
   bytes?: number;
   /** Taken by a backup schedule (only these are pruned). */
@@ -58,6 +71,8 @@ const MAX_WAIT_MS = 30 * 60_000;
 export class Backups {
   /** Backups running in this process, by VM: a migration of that VM is refused meanwhile. */
   private readonly running = new Map<string, string>();
+  /** Per VM: a backup is freezing or merging its disk (migrations wait, see quiesce). */
+  private readonly locks = new Map<string, Promise<void>>();
 
   constructor(
     private readonly c: Controller,
@@ -88,8 +103,12 @@ export class Backups {
     return b;
   }
 
-  async create(vmName: string, opts: { incremental?: boolean; scheduled?: boolean } = {}): Promise<BackupRecord> {
+  async create(vmName: string, opts: { incremental?: boolean; scheduled?: boolean; bandwidthMiBps?: unknown } = {}): Promise<BackupRecord> {
     validateName('VM', vmName);
+    const bw = opts.bandwidthMiBps;
+    if (bw !== undefined && (typeof bw !== 'number' || !Number.isInteger(bw) || bw < 1 || bw > 100000)) {
+      throw errors.invalid('bandwidth', `--bandwidth must be a whole number of MiB/s from 1 to 100000, got '${String(bw)}'`);
+    }
     const vm = await this.c.vm(vmName);
     if (this.running.has(vmName)) throw errors.invalidState(`a backup of VM '${vmName}' is already running (${this.running.get(vmName)})`);
     const mode = opts.incremental ? 'incremental' : 'full';
@@ -97,7 +116,7 @@ export class Backups {
     if (mode === 'incremental') {
       parent = (await this.list(vmName)).filter((b) => b.status === 'completed').at(-1);
       if (!parent) throw errors.invalidState(`VM '${vmName}' has no completed backup to build an incremental one on: take a full backup first`);
-      if (vm.state !== VmState.Running && vm.state !== VmState.Migrating) throw errors.invalidState(`VM '${vmName}' is ${vm.state}: incremental backups need the running VM's change bitmap`);
+      if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${vmName}' is ${vm.state}: incremental backups need the running VM's change bitmap`);
     }
     const id = `b-${Date.now().toString(36)}-${randomUUID().slice(0, 4)}`;
     const file = path.join(this.dir, vmName, `${id}.qcow2`);
@@ -106,32 +125,32 @@ export class Backups {
       ...(parent ? { parent: parent.id } : {}), ...(opts.scheduled ? { scheduled: true } : {}),
     };
     this.running.set(vmName, id);
+    let frozen: FreezeResult | undefined;
+    let copied = false;
+    let failure: FerryError | undefined;
     try {
       await this.save(record);
-      // A migration of this VM runs: wait for it, then back up wherever the VM is.
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      // A migration of this VM runs: wait for it, then freeze the disk wherever the VM is.
       const waitStart = this.c.clock.nowMs();
-      let current = await this.c.vm(vmName);
-      while (current.migrationId) {
-        if (this.c.clock.nowMs() - waitStart > MAX_WAIT_MS) throw errors.timeout(`the migration of '${vmName}' to end`, MAX_WAIT_MS);
-        await this.c.clock.sleep(WAIT_STEP_MS);
-        current = await this.c.vm(vmName);
-      }
+      const current = await this.whenNoMigration(vmName, async (cur) => {
+        if (cur.state !== VmState.Running) return cur;
+        const overlay = path.join(this.c.layout.shared, 'overlays', `${vmName}-${id}.qcow2`);
+        fs.mkdirSync(path.dirname(overlay), { recursive: true });
+        frozen = await (await this.c.agentFor(cur.node)).freezeDisk(vmName, overlay, mode);
+        // The VM's disk is the overlay on its frozen image until the merge (a stop and start keeps both).
+        await this.c.updateVm(vmName, (v) => ({ ...v, diskPath: overlay }));
+        return cur;
+      });
       record.waitedMs = this.c.clock.nowMs() - waitStart;
       record.status = 'running';
       record.startedAtMs = this.c.clock.nowMs();
       record.node = current.node;
       await this.save(record);
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      if (current.state === VmState.Running) {
-        const agent = await this.c.agentFor(current.node);
-        try {
-          const res = await agent.backup(vmName, { target: file, mode, sizeBytes: record.sizeBytes, ...(parent ? { parent: parent.file } : {}) });
-          record.bytes = res.bytes;
-        } catch (e) {
-          // The change bitmap now counts from a backup that did not happen: the next must be full.
-          if (mode === 'full') await agent.resetBackupBitmap(vmName).catch(() => {});
-          throw e;
-        }
+      if (frozen) {
+        // The copy runs outside the VM's QEMU: the VM may migrate meanwhile.
+        const res = await copyFrozenImage({ source: frozen.base, target: file, mode, sizeBytes: record.sizeBytes, ...(parent ? { parent: parent.file } : {}), ...(bw ? { bytesPerSec: (bw as number) * 1048576 } : {}) });
+        record.bytes = res.bytes;
       } else if (current.state === VmState.Stopped) {
         await run('qemu-img', ['convert', '-O', 'qcow2', current.diskPath, file]);
         record.bytes = fs.statSync(file).size;
@@ -140,23 +159,78 @@ export class Backups {
       }
       await verifyImage(file);
       record.verified = true;
-      record.status = 'completed';
-      record.finishedAtMs = this.c.clock.nowMs();
-      await this.save(record);
-      await this.c.event({ type: 'backup.completed', vm: vmName, message: `${mode} backup ${id} of ${vmName}: ${record.bytes} bytes copied${record.waitedMs ? `, waited ${record.waitedMs} ms for a migration` : ''}`, data: { backup: id } });
-      return record;
+      copied = true;
     } catch (e) {
-      const err = toFerryError(e);
+      failure = toFerryError(e);
       fs.rmSync(file, { force: true });
       record.status = 'failed';
-      record.error = err.message;
-      record.finishedAtMs = this.c.clock.nowMs();
-      await this.save(record).catch(() => {});
-      await this.c.event({ type: 'backup.failed', vm: vmName, message: `backup ${id} of ${vmName} failed: ${err.message}` });
-      throw err;
+      record.error = failure.message;
+    }
+    try {
+      if (frozen) await this.merge(record, frozen, copied);
+    } catch (e) {
+      // The backup stands; the VM keeps running on overlay + image, both on the shared volume.
+      record.mergeError = toFerryError(e).message;
+      await this.c.event({ type: 'backup.merge-failed', vm: vmName, message: `backup ${id} of ${vmName}: merging the overlay back failed: ${record.mergeError}` });
     } finally {
       this.running.delete(vmName);
     }
+    record.finishedAtMs = this.c.clock.nowMs();
+    if (copied) {
+      record.status = 'completed';
+      await this.save(record);
+      const waited = [record.waitedMs ? `waited ${record.waitedMs} ms for a migration to end before starting` : '', record.mergeWaitedMs ? `waited ${record.mergeWaitedMs} ms for a migration to end before merging on ${record.mergedOn}` : ''].filter(Boolean).join(', ');
+      await this.c.event({ type: 'backup.completed', vm: vmName, message: `${mode} backup ${id} of ${vmName}: ${record.bytes} bytes copied${waited ? `, ${waited}` : ''}`, data: { backup: id } });
+      return record;
+    }
+    await this.save(record).catch(() => {});
+    await this.c.event({ type: 'backup.failed', vm: vmName, message: `backup ${id} of ${vmName} failed: ${record.error}` });
+    throw failure!;
+  }
+
+  /**
+   * Runs `fn` once no migration of the VM is queued or running, holding the
+   * VM's block lock (a migration starting meanwhile waits for it, see
+   * `quiesce`). Waits at most MAX_WAIT_MS.
+   */
+  private async whenNoMigration<T>(vmName: string, fn: (vm: VmRecord) => Promise<T>): Promise<T> {
+    const started = this.c.clock.nowMs();
+    for (;;) {
+      if (this.c.clock.nowMs() - started > MAX_WAIT_MS) throw errors.timeout(`the migration of '${vmName}' to end`, MAX_WAIT_MS);
+      if (!(await this.c.vm(vmName)).migrationId && !this.locks.has(vmName)) {
+        let release!: () => void;
+        this.locks.set(vmName, new Promise<void>((r) => (release = r)));
+        try {
+          // Checked again under the lock: a migration asked for in between runs first.
+          const vm = await this.c.vm(vmName);
+          if (!vm.migrationId) return await fn(vm);
+        } finally {
+          this.locks.delete(vmName);
+          release();
+        }
+      }
+      await this.c.clock.sleep(WAIT_STEP_MS);
+    }
+  }
+
+  /** A migration about to move the VM waits here while a backup freezes or merges its disk. */
+  async quiesce(vmName: string): Promise<void> {
+    while (this.locks.has(vmName)) await this.locks.get(vmName);
+  }
+
+  /** Merges the overlay back where the VM runs now, once no migration runs (offline if it is not running). */
+  private async merge(record: BackupRecord, frozen: FreezeResult, copied: boolean): Promise<void> {
+    const waitStart = this.c.clock.nowMs();
+    const node = await this.whenNoMigration(record.vm, async (cur) => {
+      record.mergeWaitedMs = this.c.clock.nowMs() - waitStart;
+      if (cur.state === VmState.Running) await (await this.c.agentFor(cur.node)).mergeOverlay(record.vm, copied);
+      else await mergeOverlayOffline(frozen.overlay, frozen.base, copied);
+      await this.c.updateVm(record.vm, (v) => ({ ...v, diskPath: frozen.base }));
+      return cur.node;
+    });
+    record.mergedOn = node;
+    if (node !== record.node) record.movedTo = node;
+    record.waitedMs = (record.waitedMs ?? 0) + (record.mergeWaitedMs ?? 0);
   }
 
   /**
@@ -184,6 +258,7 @@ export class Backups {
     }
     const vm = await this.c.vm(b.vm);
     if (vm.state !== VmState.Stopped) throw errors.invalidState(`VM '${b.vm}' is ${vm.state}: stop it to restore its disk in place, or restore --as NAME`);
+    if (this.running.has(b.vm)) throw errors.invalidState(`a backup of VM '${b.vm}' is running (${this.running.get(b.vm)}): restore in place after it`);
     const tmp = `${vm.diskPath}.restore`;
     await run('qemu-img', ['convert', '-O', 'qcow2', b.file, tmp]);
     fs.renameSync(tmp, vm.diskPath);

@@ -7,6 +7,7 @@
  * migration waits for it and then completes; bad requests are refused.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationRecord } from '../../src/migration/record.js';
 import type { BackupRecord } from '../../src/storage/backups.js';
@@ -85,6 +86,57 @@ describe('online backups', () => {
     const records = readRecords((await c.vm('db-moved')).diskPath);
     assert.deepEqual(records.holes, []);
     assert.ok(records.last >= before);
+  });
+
+  it('lets a migration started mid-backup complete; the backup then finishes from the shared volume and merges on the new node', async () => {
+    // The VM is on node-2 now (previous test). A capped copy keeps the backup running while the VM moves.
+    const boot = c.console('db').ticks.at(-1)!.bootId;
+    const before = acked();
+    const pending = c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--bandwidth', '200']);
+    const running = await waitFor('the backup to freeze the disk', 20_000, async () => (await c.ferryJson<BackupRecord[]>(['backup', 'list', 'db'])).find((b) => b.status === 'running'));
+    const frozenDisk = (await c.vm('db')).diskPath;
+    assert.match(frozenDisk, /\/shared\/overlays\/db-b-[^/]+\.qcow2$/, 'the VM writes into an overlay on the shared volume');
+    const atFreeze = acked();
+    // A migration slower than the copy: the backup has to wait for it before merging.
+    const m = await c.client.call<MigrationRecord>('POST', '/api/v1/vms/db/migrate', { to: 'node-1', policy: { bandwidthMiBps: 12 } });
+    assert.equal((await finalReport(c, m.id)).report.status, 'completed', 'the migration did not wait for the backup');
+    const b = await pending;
+    assert.equal(b.id, running.id);
+    assert.equal(b.status, 'completed');
+    assert.equal(b.verified, true);
+    assert.equal(b.node, 'node-2', 'frozen where the VM ran');
+    assert.equal(b.mergedOn, 'node-1', "merged in the target's QEMU");
+    assert.equal(b.movedTo, 'node-1');
+    assert.ok(b.mergeWaitedMs! > 0 && b.waitedMs! >= b.mergeWaitedMs!, `the record shows the wait (${b.mergeWaitedMs} ms; copy ${b.finishedAtMs! - b.startedAtMs!} ms)`);
+    assert.equal(b.mergeError, undefined);
+    // The VM is back on its disk image, the overlay is gone, the guest never rebooted and keeps writing.
+    const vm = await c.vm('db');
+    assert.deepEqual([vm.node, vm.state], ['node-1', 'running']);
+    assert.doesNotMatch(vm.diskPath, /overlays/);
+    assert.ok(!fs.existsSync(frozenDisk), 'the overlay file is removed');
+    assert.equal(c.console('db').ticks.at(-1)!.bootId, boot);
+    const n = acked();
+    await waitFor('writes after the merge', 10_000, () => acked() > n + 20);
+    // The backup is the point in time it was started.
+    assert.equal((await c.ferry(['backup', 'restore', b.id, '--as', 'db-mid'])).code, 0);
+    const records = readRecords((await c.vm('db-mid')).diskPath);
+    assert.deepEqual(records.holes, []);
+    assert.ok(records.last >= before && records.last <= atFreeze + 5, `restored ${records.last}: acknowledged before the request ${before}, at the freeze ${atFreeze}`);
+    // The next incremental builds on it: the change bitmap came through the move and the merge.
+    const inc = await c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--incremental']);
+    assert.equal(inc.parent, b.id);
+    assert.ok(inc.bytes! <= 8 * 1048576, `incremental after the move copied ${inc.bytes} bytes`);
+    assert.equal((await c.ferry(['backup', 'restore', inc.id, '--as', 'db-after'])).code, 0);
+    const after = readRecords((await c.vm('db-after')).diskPath);
+    assert.deepEqual(after.holes, []);
+    assert.ok(after.last > records.last);
+    // Every write the guest acknowledged is on its disk image after the merge.
+    assert.equal((await c.ferry(['vm', 'stop', 'db'])).code, 0);
+    const last = acked();
+    const onDisk = readRecords((await c.vm('db')).diskPath);
+    assert.deepEqual(onDisk.holes, []);
+    assert.ok(onDisk.last >= last, `${onDisk.last} ≥ ${last}`);
+    assert.equal((await c.ferry(['vm', 'start', 'db'])).code, 0);
   });
 
   it('refuses what cannot be done with one line', async () => {
