@@ -9,6 +9,7 @@ import { LIMITS, NAME_PATTERN } from '../model.js';
 import { NETWORK_ROLES, METRIC_RANGE } from '../network/networks.js';
 import { OFFLOADS } from '../qemu/nic.js';
 import { KEEP_RANGE } from '../storage/schedules.js';
+import { REPLICA_INTERVALS, REPLICA_KEEP } from '../replica/replicas.js';
 
 type Schema = Record<string, unknown>;
 
@@ -60,6 +61,11 @@ export const SCHEMAS: Record<string, Schema> = {
   MoveStorage: obj({ to: { type: 'string', description: 'an absolute directory' } }, ['to']),
   BackupCreate: obj({ vm: name, incremental: { type: 'boolean' }, bandwidthMiBps: { type: 'integer', minimum: 1, maximum: 100000, description: 'cap on the copy' } }, ['vm']),
   BackupRestore: obj({ as: name }),
+  ReplicaEnable: obj({
+    to: { type: 'string', description: "the replica cluster's API URL" }, token: { type: 'string', description: "the replica cluster's API token" },
+    interval: { enum: Object.keys(REPLICA_INTERVALS) }, keep: int(REPLICA_KEEP),
+  }, ['to', 'token']),
+  ReplicaFailover: obj({ planned: { type: 'boolean' }, test: { type: 'boolean' }, point: { type: 'string', pattern: '^p-[a-z0-9-]{1,40}$' } }),
   BackupSchedule: obj({
     every: { type: 'string', pattern: '^[0-9]{1,6}(s|m|h|d)$', description: '1s to 366d' },
     keep: int(KEEP_RANGE),
@@ -121,6 +127,18 @@ export const OPERATIONS: Record<string, Op> = {
   'POST /api/v1/backups/{id}/restore': { summary: 'Restore a backup as a new VM, or onto its stopped VM', body: 'BackupRestore' },
   'DELETE /api/v1/backups/{id}': { summary: 'Delete a backup no other backup builds on' },
   'GET /api/v1/backup-schedules': { summary: 'Backup schedules with their last run' },
+  'GET /api/v1/replicas': { summary: 'Replicated VMs (outgoing: last sync, lag, bytes, health) and replicas this cluster holds (incoming: recovery points)' },
+  'PUT /api/v1/replicas/{vm}': { summary: "Replicate a running VM's disk to another Ferry cluster; answers after the initial full copy", body: 'ReplicaEnable' },
+  'DELETE /api/v1/replicas/{vm}': { summary: 'Stop replicating a VM; the replica side drops its copy' },
+  'POST /api/v1/replicas/{vm}/sync': { summary: 'Sync now (changed blocks since the last recovery point)' },
+  'POST /api/v1/replicas/{vm}/failover': { summary: 'Planned (final sync, nothing lost), unplanned (newest or chosen recovery point) or test failover', body: 'ReplicaFailover' },
+  'POST /api/v1/replicas/{vm}/reverse': { summary: 'After a failover, replicate the VM back to its old primary' },
+  'GET /api/v1/replica-target': { summary: "Replica side: this cluster's id (a primary checks it is not itself)" },
+  'POST /api/v1/replica-in': { summary: 'Replica side: register a replica sent by a primary cluster' },
+  'POST /api/v1/replica-in/{vm}/sync': { summary: "Replica side: open one sync (an NBD export of the replica disk)" },
+  'POST /api/v1/replica-in/{vm}/sync/close': { summary: 'Replica side: close a sync; with a point, keep it as a recovery point' },
+  'POST /api/v1/replica-in/{vm}/failover': { summary: 'Replica side: start the VM (or a test copy on an isolated switch) from a recovery point', body: 'ReplicaFailover' },
+  'DELETE /api/v1/replica-in/{vm}': { summary: 'Replica side: drop a replica and its recovery points' },
   'PUT /api/v1/backup-schedules/{vm}': { summary: 'Back a VM up every so often inside a window, keeping the newest N scheduled backups', body: 'BackupSchedule' },
   'DELETE /api/v1/backup-schedules/{vm}': { summary: "Stop a VM's scheduled backups (its backups stay)" },
   'GET /api/v1/events': { summary: 'The event log; with Accept: text/event-stream, live server-sent events', query: { since: 'ms since the epoch' }, response: 'events' },

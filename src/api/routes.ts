@@ -21,6 +21,9 @@
  *   GET  /api/v1/switch-bindings[?node=]   POST /api/v1/switch-bindings {node, iface, switch}
  *   DELETE /api/v1/switch-bindings/:node/:iface
  *   POST /api/v1/switches-scrub {inactive, settings, name, force}
+ *   GET  /api/v1/replicas   PUT|DELETE /api/v1/replicas/:vm {to, token, interval, keep}
+ *   POST /api/v1/replicas/:vm/sync | failover {planned, test, point} | reverse
+ *   GET  /api/v1/replica-target   POST /api/v1/replica-in   POST /api/v1/replica-in/:vm/sync | sync/close | failover   DELETE /api/v1/replica-in/:vm
  *   GET  /api/v1/backup-schedules   PUT|DELETE /api/v1/backup-schedules/:vm {every, keep, window}
  *   GET  /api/v1/backups[?vm=]   POST /api/v1/backups {vm, incremental}   POST /api/v1/backups/:id/restore {as}   DELETE /api/v1/backups/:id
  *   GET  /api/v1/switch/macs
@@ -182,6 +185,31 @@ export function controllerRouter(c: Controller, migrations: MigrationService, to
   r.on('GET', '/api/v1/backup-schedules', () => c.backupSchedules.list());
   r.on('PUT', '/api/v1/backup-schedules/:vm', (req) => c.backupSchedules.set(req.params.vm!, (req.body ?? {}) as { every?: unknown; keep?: unknown; window?: unknown }));
   r.on('DELETE', '/api/v1/backup-schedules/:vm', (req) => c.backupSchedules.remove(req.params.vm!));
+  // Replica (R5), the primary's side.
+  r.on('GET', '/api/v1/replicas', () => c.replicas.status());
+  r.on('PUT', '/api/v1/replicas/:vm', (req) => c.replicas.enable(req.params.vm!, (req.body ?? {}) as { to?: unknown; token?: unknown; interval?: unknown; keep?: unknown }));
+  r.on('DELETE', '/api/v1/replicas/:vm', (req) => c.replicas.disable(req.params.vm!));
+  r.on('POST', '/api/v1/replicas/:vm/sync', async (req) => {
+    const point = await c.replicas.sync(req.params.vm!);
+    return { point: point ?? null, status: await c.replicas.statusOf(req.params.vm!) };
+  });
+  r.on('POST', '/api/v1/replicas/:vm/failover', (req) => c.replicas.failover(req.params.vm!, (req.body ?? {}) as { planned?: boolean; test?: boolean; point?: string }));
+  r.on('POST', '/api/v1/replicas/:vm/reverse', (req) => c.replicas.reverse(req.params.vm!));
+  // Replica, the replica side (called by the primary cluster with this cluster's token).
+  r.on('GET', '/api/v1/replica-target', () => ({ clusterId: c.config.id }));
+  r.on('POST', '/api/v1/replica-in', async (req) => {
+    const body = (req.body ?? {}) as Parameters<typeof c.replicas.incoming.register>[0];
+    const view = await c.replicas.incoming.register(body);
+    await c.replicas.supersede(view.vm);
+    return view;
+  });
+  r.on('POST', '/api/v1/replica-in/:vm/sync', (req) => c.replicas.incoming.openSync(req.params.vm!, new URL(`http://${req.headers.host ?? '127.0.0.1'}`).hostname));
+  r.on('POST', '/api/v1/replica-in/:vm/sync/close', (req) => c.replicas.incoming.closeSync(req.params.vm!, (req.body as { point?: never } | undefined)?.point));
+  r.on('POST', '/api/v1/replica-in/:vm/failover', (req) => c.replicas.incoming.failover(req.params.vm!, (req.body ?? {}) as { point?: string; test?: boolean }));
+  r.on('DELETE', '/api/v1/replica-in/:vm', async (req) => {
+    await c.replicas.incoming.remove(req.params.vm!);
+    return {};
+  });
   r.on('GET', '/api/v1/switch/macs', async () => {
     const vms = await c.vms();
     return (await c.switch.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null }));

@@ -26,7 +26,8 @@ import { pidAlive } from '../qemu/qemu-vm.js';
 import { Args, parseArgs } from './args.js';
 import { down, stopNodeAgent, up } from './daemons.js';
 import { runDemo } from './demo.js';
-import { Progress, bytes, ms, table } from './output.js';
+import { Progress, bytes, json, ms, print, table } from './output.js';
+import { replicaCommand } from './replica.js';
 
 const USAGE = `ferry: a virtualization cluster manager
 
@@ -87,6 +88,16 @@ backups
                                         scheduled backups (30s, 15m, 6h, 1d) inside a local-time window, pruned to N
   backup schedule VM --off              stop scheduling (backups stay)
   backup schedules [--json]
+replica (to another Ferry cluster or a standalone Ferry node)
+  replica enable VM --to URL --token-file FILE [--interval 30s|5m|15m] [--keep N]
+                                        initial full copy, then changed blocks every interval, N recovery points kept there
+  replica status [--json]               last sync, lag, bytes sent, health; replicas this cluster holds
+  replica sync VM                       sync now
+  replica failover VM --planned         stop here after a final sync, start there: nothing lost
+  replica failover VM [--point ID]      (on the replica cluster) start from the newest or a chosen recovery point
+  replica failover VM --test            start a copy on an isolated switch there; replication goes on
+  replica reverse VM                    (where the VM runs after a failover) replicate back to the old primary
+  replica disable VM
 migrations
   migration list [--json]
   migration show ID [--json]
@@ -130,14 +141,6 @@ export class Client {
   }
 }
 
-function print(s: string): void {
-  process.stdout.write(s + '\n');
-}
-
-function json(v: unknown): void {
-  print(JSON.stringify(v, null, 2));
-}
-
 async function main(argv: string[]): Promise<number> {
   const parsed = parseArgs(argv);
   const stateFlag = parsed.flags.get('state');
@@ -148,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2;
   }
   // Drop the command words so positionals start at the command's arguments.
-  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster', 'net', 'backup'].includes(cmd) ? 2 : 1;
+  const words = ['vm', 'node', 'migration', 'switch', 'image', 'cluster', 'net', 'backup', 'replica'].includes(cmd) ? 2 : 1;
   const rest = { positionals: parsed.positionals.slice(words), flags: parsed.flags };
   const a = new Args(rest, words === 2 ? `${cmd} ${sub ?? ''}`.trim() : cmd);
   const client = () => Client.connect(layout);
@@ -290,6 +293,8 @@ async function main(argv: string[]): Promise<number> {
       return netCommand(sub, a, client);
     case 'backup':
       return backupCommand(sub, a, client);
+    case 'replica':
+      return replicaCommand(sub, a, client);
     case 'image': {
       if (sub !== 'build') throw errors.usage(`unknown command 'image ${sub ?? ''}' (try: image build)`);
       a.allow().maxPositionals(0);

@@ -3,6 +3,14 @@
  * that only draws on a terminal.
  */
 
+export function print(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+export function json(v: unknown): void {
+  print(JSON.stringify(v, null, 2));
+}
+
 export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
   const cells = rows.map((r) => r.map((c) => (c === null || c === undefined ? '-' : String(c))));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => (r[i] ?? '').length)));

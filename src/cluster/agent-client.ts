@@ -10,6 +10,7 @@ import type { TransferProgress, TransferTuning } from '../migration/transfer.js'
 import type { ProbeResult } from '../network/probe.js';
 import type { NbdEndpoint } from '../qemu/nbd-mirror.js';
 import type { FreezeResult } from '../qemu/backup-job.js';
+import type { ReplicaSyncResult } from '../qemu/replica-job.js';
 
 export class AgentClient {
   constructor(
@@ -95,6 +96,13 @@ export class AgentClient {
   /** Merges the backup's overlay back into the disk image; `copied`: the backup succeeded. */
   mergeOverlay(name: string, copied: boolean): Promise<{ base: string; overlay: string }> {
     return this.call('POST', `/v1/vms/${name}/backup/merge`, { copied }, { timeoutMs: 31 * 60_000 });
+  }
+  /** One replica sync of the VM's disk into the replica side's NBD export (waits for the job). */
+  replicaSync(name: string, req: NbdEndpoint & { mode: 'full' | 'incremental' }): Promise<ReplicaSyncResult> {
+    return this.call('POST', `/v1/vms/${name}/replica-sync`, req, { timeoutMs: 31 * 60_000 });
+  }
+  cancelReplicaSync(name: string): Promise<{ cancelled: boolean }> {
+    return this.call('POST', `/v1/vms/${name}/replica-sync/cancel`, {});
   }
   /** Moves the running VM's disk to `target` (mirror, then switch). */
   moveStorage(name: string, target: string, sizeBytes: number): Promise<{ bytes: number; ms: number }> {

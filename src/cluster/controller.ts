@@ -33,6 +33,7 @@ import { ClusterNetworks } from './networks.js';
 import { Membership } from './membership.js';
 import { Backups } from '../storage/backups.js';
 import { BackupSchedules } from '../storage/schedules.js';
+import { Replicas } from '../replica/replicas.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { VirtualSwitches, switchOf } from './switches.js';
 import { type CpuBaseline, type NodeCpu, cpuBaseline } from './compat.js';
@@ -89,10 +90,12 @@ export class Controller {
   readonly membership: Membership = new Membership(this);
   readonly backups: Backups;
   readonly backupSchedules: BackupSchedules;
+  readonly replicas: Replicas;
   /** Each vendor's compatibility baseline as last announced (to tell when it changes). */
   private lastBaselines: Map<string, CpuBaseline> | undefined;
   private readonly liveness = new Map<string, Liveness>();
-  private readonly token: string;
+  /** This cluster's API token (a replica side stores it to replicate back, see replica/). */
+  readonly token: string;
   private eventSeq = 0;
   private timer: NodeJS.Timeout | undefined;
   /** VMs with an operation in flight in this process: reconcile leaves them alone. */
@@ -108,6 +111,7 @@ export class Controller {
     this.switch = new SwitchClient(opts.switchUrl, opts.token);
     this.backups = new Backups(this, path.join(opts.layout.shared, 'backups'));
     this.backupSchedules = new BackupSchedules(this, this.backups);
+    this.replicas = new Replicas(this);
     this.log = opts.log ?? (() => {});
   }
 
@@ -129,11 +133,13 @@ export class Controller {
     this.timer = setInterval(() => {
       void this.reconcile().catch((e) => this.log(`reconcile: ${String(e)}`));
       void this.backupSchedules.tick().catch((e) => this.log(`backup schedules: ${String(e)}`));
+      void this.replicas.tick().catch((e) => this.log(`replicas: ${String(e)}`));
     }, 1000);
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    await this.replicas.incoming.closeAll();
   }
 
   // ---- settings -------------------------------------------------------------

@@ -436,6 +436,8 @@ export class MigrationService {
       await Promise.all([source.health({ signal }), target.health({ signal })]);
       // A backup freezing or merging the disk right now finishes that first (a moment).
       await this.c.backups.quiesce(vm.name);
+      // A replica sync in flight is cancelled; its changed blocks go with the next one, from the new node.
+      await this.c.replicas.pauseFor(vm.name);
       const onSource = await source.get(vm.name, { signal });
       if (onSource.runState !== 'running') throw errors.invalidState(`VM '${vm.name}' is ${onSource.runState} on ${r.from}`);
       await check();

@@ -45,6 +45,7 @@ import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { type NicAttachment, type NicBackend, nicStatus, probeBackendOffloads } from '../qemu/nic.js';
 import { TapUplinks } from './tap-uplink.js';
 import { freezeDisk, mergeOverlay } from '../qemu/backup-job.js';
+import { cancelReplicaJob, runReplicaJob } from '../qemu/replica-job.js';
 import { endNbdMirror, type NbdEndpoint, startNbdExport, startNbdMirror, stopNbdExport } from '../qemu/nbd-mirror.js';
 import { createImage, runMirrorJob } from '../qemu/mirror-job.js';
 
@@ -350,6 +351,8 @@ export class Agent {
       fs.rmSync(res.overlay, { force: true });
       return res;
     });
+    r.on('POST', '/v1/vms/:name/replica-sync', (req) => runReplicaJob(this.vm(req.params.name!).qmp, req.body as NbdEndpoint & { mode: 'full' | 'incremental' }));
+    r.on('POST', '/v1/vms/:name/replica-sync/cancel', async (req) => ({ cancelled: await cancelReplicaJob(this.vm(req.params.name!).qmp) }));
     r.on('POST', '/v1/vms/:name/move-storage', async (req) => {
       const vm = this.vm(req.params.name!);
       const b = req.body as { target: string; sizeBytes: number };

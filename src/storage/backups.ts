@@ -197,7 +197,8 @@ export class Backups {
     const started = this.c.clock.nowMs();
     for (;;) {
       if (this.c.clock.nowMs() - started > MAX_WAIT_MS) throw errors.timeout(`the migration of '${vmName}' to end`, MAX_WAIT_MS);
-      if (!(await this.c.vm(vmName)).migrationId && !this.locks.has(vmName)) {
+      // A replica sync in flight ends first (it reads the disk the freeze would put under an overlay).
+      if (!(await this.c.vm(vmName)).migrationId && !this.locks.has(vmName) && !this.c.replicas.isSyncing(vmName)) {
         let release!: () => void;
         this.locks.set(vmName, new Promise<void>((r) => (release = r)));
         try {

@@ -1,0 +1,69 @@
+/**
+ * One replica sync (R5) in the VM's QEMU: a `blockdev-backup` job (a
+ * point-in-time copy: copy-before-write keeps the blocks as they were when
+ * the job started while the guest writes on) into the replica side's NBD
+ * export. The first sync copies everything and starts the persistent change
+ * bitmap `ferry-replica` in the same transaction; every later one copies
+ * only the blocks the bitmap marks and clears them when it succeeds
+ * (`bitmap-mode: on-success`), so a failed or cancelled sync leaves them
+ * for the next one. A disk without the bitmap (moved, or copied along a
+ * shared-nothing migration, which does not carry bitmaps) gets a full sync.
+ */
+import { ErrorCode, FerryError } from '../errors.js';
+import type { QmpClient } from '../qmp/client.js';
+import { diskRootNode, qmpExec } from './mirror-job.js';
+import type { NbdEndpoint } from './nbd-mirror.js';
+
+export const REPLICA_BITMAP = 'ferry-replica';
+const JOB = 'ferry-replica-sync';
+const TARGET = 'ferry-replica-target';
+
+type Job = { id: string; status: string; 'current-progress': number; error?: string };
+
+export interface ReplicaSyncResult {
+  mode: 'full' | 'incremental';
+  bytes: number;
+  ms: number;
+}
+
+export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'full' | 'incremental'; bytesPerSec?: number }): Promise<ReplicaSyncResult> {
+  const exec = qmpExec(qmp);
+  const started = Date.now();
+  const disk = await diskRootNode(exec);
+  const node = ((await exec('query-named-block-nodes', { flat: true })) as { 'node-name': string; 'dirty-bitmaps'?: { name: string }[] }[]).find((n) => n['node-name'] === disk);
+  const hasBitmap = (node?.['dirty-bitmaps'] ?? []).some((b) => b.name === REPLICA_BITMAP);
+  const mode = to.mode === 'incremental' && hasBitmap ? 'incremental' : 'full';
+  await exec('blockdev-add', { driver: 'nbd', 'node-name': TARGET, server: { type: 'inet', host: to.address, port: String(to.port) }, export: to.export });
+  try {
+    const speed = to.bytesPerSec ? { speed: to.bytesPerSec } : {};
+    if (mode === 'incremental') {
+      await exec('blockdev-backup', { 'job-id': JOB, device: disk, target: TARGET, sync: 'incremental', bitmap: REPLICA_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false, ...speed });
+    } else {
+      const bitmap = hasBitmap
+        ? { type: 'block-dirty-bitmap-clear', data: { node: disk, name: REPLICA_BITMAP } }
+        : { type: 'block-dirty-bitmap-add', data: { node: disk, name: REPLICA_BITMAP, persistent: true } };
+      await exec('transaction', { actions: [bitmap, { type: 'blockdev-backup', data: { 'job-id': JOB, device: disk, target: TARGET, sync: 'full', 'auto-dismiss': false, ...speed } }] });
+    }
+    for (;;) {
+      const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === JOB);
+      if (!job) throw new FerryError(ErrorCode.Internal, 'the replica sync job disappeared');
+      if (job.status === 'concluded') {
+        await exec('job-dismiss', { id: JOB }).catch(() => {});
+        if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's replica sync failed: ${job.error}`);
+        return { mode, bytes: job['current-progress'], ms: Date.now() - started };
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    await exec('blockdev-del', { 'node-name': TARGET }).catch(() => {});
+  }
+}
+
+/** Cancels a running replica sync (a migration is about to move the VM); its blocks stay marked. */
+export async function cancelReplicaJob(qmp: QmpClient): Promise<boolean> {
+  const exec = qmpExec(qmp);
+  const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === JOB);
+  if (!job || job.status === 'concluded') return false;
+  await exec('job-cancel', { id: JOB });
+  return true;
+}
