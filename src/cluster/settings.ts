@@ -13,9 +13,11 @@ export interface ClusterSettings {
   balanceAuto: boolean;
   /** How often automatic balancing runs; no VM moves more than once per interval. */
   balanceIntervalS: number;
+  /** Where backups are written: an absolute directory; '' is the shared volume's backups/ directory. */
+  backupStore: string;
 }
 
-export const DEFAULT_SETTINGS: ClusterSettings = { migrationsPerNode: 1, balanceThresholdPct: 20, balanceAuto: false, balanceIntervalS: 300 };
+export const DEFAULT_SETTINGS: ClusterSettings = { migrationsPerNode: 1, balanceThresholdPct: 20, balanceAuto: false, balanceIntervalS: 300, backupStore: '' };
 
 function intRule(name: string, min: number, max: number): (raw: unknown) => number {
   return (raw) => {
@@ -31,6 +33,12 @@ const RULES: { [K in keyof ClusterSettings]: (raw: unknown) => ClusterSettings[K
   migrationsPerNode: intRule('migrationsPerNode', 1, 16),
   balanceThresholdPct: intRule('balanceThresholdPct', 1, 100),
   balanceIntervalS: intRule('balanceIntervalS', 5, 86_400),
+  backupStore: (raw) => {
+    if (raw === '' || raw === 'default') return '';
+    const ok = typeof raw === 'string' && raw.startsWith('/') && !/(^|\/)\.\.(\/|$)/.test(raw) && !/^\/(proc|sys|dev)(\/|$)/.test(raw);
+    if (!ok) throw errors.invalid('backupStore', `backupStore must be an absolute directory outside /proc, /sys and /dev (or 'default'), got '${String(raw)}'`);
+    return raw.replace(/\/+$/, '') || '/';
+  },
   balanceAuto: (raw) => {
     if (raw === true || raw === 'true' || raw === 'on') return true;
     if (raw === false || raw === 'false' || raw === 'off') return false;

@@ -119,7 +119,7 @@ export class Backups {
       if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${vmName}' is ${vm.state}: incremental backups need the running VM's change bitmap`);
     }
     const id = `b-${Date.now().toString(36)}-${randomUUID().slice(0, 4)}`;
-    const file = path.join(this.dir, vmName, `${id}.qcow2`);
+    const file = path.join((await this.c.settings()).backupStore || this.dir, vmName, `${id}.qcow2`);
     const record: BackupRecord = {
       id, vm: vmName, mode, file, status: 'waiting', requestedAtMs: this.c.clock.nowMs(), sizeBytes: vm.diskGiB * 1073741824,
       ...(parent ? { parent: parent.id } : {}), ...(opts.scheduled ? { scheduled: true } : {}),

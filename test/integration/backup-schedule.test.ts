@@ -7,6 +7,7 @@
  * are never pruned; --off stops it; bad input is refused with one line.
  */
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BackupRecord } from '../../src/storage/backups.js';
 import type { BackupSchedule } from '../../src/storage/schedules.js';
@@ -62,7 +63,11 @@ describe('backup schedules', () => {
   });
 
   it('backs up inside its window and prunes its own backups to --keep, each kept one restoring', async () => {
+    // The backup store is a setting: another directory than the shared volume's backups/.
+    const store = path.join(c.dir, 'backup-store');
+    await c.ferryOk(['cluster', 'set', 'backupStore', store]);
     const manual = await c.ferryJson<BackupRecord>(['backup', 'create', 'db']);
+    assert.ok(manual.file.startsWith(`${store}/db/`), manual.file);
     await c.ferryOk(['backup', 'schedule', 'db', '--every', '2s', '--keep', '2', '--window', `${hhmm(-60)}-${hhmm(60)}`]);
     // Enough runs that pruning has merged scheduled bases into newer ones.
     await waitFor('five scheduled backups', 90_000, async () => {

@@ -111,4 +111,12 @@ describe('cluster settings', () => {
     assert.throws(() => applySetting(DEFAULT_SETTINGS, 'migrationsPerNode', '0'), /from 1 to 16, got '0'/);
     assert.throws(() => applySetting(DEFAULT_SETTINGS, 'speed', 1), /unknown cluster setting 'speed'/);
   });
+
+  it('takes an absolute backup store outside pseudo file systems, or the default', () => {
+    assert.equal(applySetting(DEFAULT_SETTINGS, 'backupStore', '/srv/backups/').backupStore, '/srv/backups');
+    assert.equal(applySetting({ ...DEFAULT_SETTINGS, backupStore: '/x' }, 'backupStore', 'default').backupStore, '');
+    for (const bad of ['relative/dir', '/proc/x', '/sys', '/srv/../etc', 3]) {
+      assert.throws(() => applySetting(DEFAULT_SETTINGS, 'backupStore', bad), /backupStore must be an absolute directory outside \/proc, \/sys and \/dev/);
+    }
+  });
 });
