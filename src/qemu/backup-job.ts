@@ -30,7 +30,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../errors.js';
 import { QmpClient } from '../qmp/client.js';
-import { diskRootNode, qmpExec } from './mirror-job.js';
+import { diskRootNode, qmpExec, waitJob } from './mirror-job.js';
 
 const run = promisify(execFile);
 
@@ -38,7 +38,6 @@ export const BACKUP_BITMAP = 'ferry-backup';
 const NEXT_BITMAP = 'ferry-next';
 
 type Exec = ReturnType<typeof qmpExec>;
-type Job = { id: string; status: string; 'current-progress': number; error?: string };
 interface NamedNode { 'node-name': string; drv: string; file: string; backing_file?: string; 'dirty-bitmaps'?: { name: string; recording?: boolean; count: number }[] }
 
 async function nodes(exec: Exec): Promise<NamedNode[]> {
@@ -50,27 +49,6 @@ async function nodeOfImage(exec: Exec, file: string): Promise<NamedNode> {
   const n = (await nodes(exec)).find((x) => x.drv === 'qcow2' && x.file === file);
   if (!n) throw new FerryError(ErrorCode.Internal, `QEMU has no node for image ${file}`);
   return n;
-}
-
-async function waitJob(exec: Exec, id: string, until: 'ready' | 'concluded', timeoutMs = 30 * 60_000): Promise<Job> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === id);
-    if (!job) throw new FerryError(ErrorCode.Internal, `block job ${id} disappeared`);
-    if (job.status === until || job.status === 'concluded') {
-      if (job.status === 'concluded') {
-        await exec('job-dismiss', { id }).catch(() => {});
-        if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's block job ${id} failed: ${job.error}`);
-        if (until === 'ready') throw new FerryError(ErrorCode.Internal, `QEMU's block job ${id} ended before it was in sync`);
-      }
-      return job;
-    }
-    if (Date.now() > deadline) {
-      await exec('job-cancel', { id }).catch(() => {});
-      throw new FerryError(ErrorCode.Timeout, `block job ${id} did not finish within ${Math.round(timeoutMs / 1000)} s`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 export interface FreezeResult {

@@ -34,6 +34,33 @@ export async function createImage(file: string, sizeBytes: number): Promise<void
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(sizeBytes)]);
 }
 
+export type BlockJob = { id: string; status: string; 'current-progress': number; 'total-progress'?: number; error?: string };
+
+/**
+ * Waits until a block job is `ready` (in sync) or `concluded` (dismissing it
+ * then); a job that fails or ends before `ready` throws with QEMU's error.
+ */
+export async function waitJob(exec: Exec, id: string, until: 'ready' | 'concluded', timeoutMs = 30 * 60_000): Promise<BlockJob> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = ((await exec('query-jobs')) as BlockJob[]).find((j) => j.id === id);
+    if (!job) throw new FerryError(ErrorCode.Internal, `block job ${id} disappeared`);
+    if (job.status === until || job.status === 'concluded') {
+      if (job.status === 'concluded') {
+        await exec('job-dismiss', { id }).catch(() => {});
+        if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's block job ${id} failed: ${job.error}`);
+        if (until === 'ready') throw new FerryError(ErrorCode.Internal, `QEMU's block job ${id} ended before it was in sync`);
+      }
+      return job;
+    }
+    if (Date.now() > deadline) {
+      await exec('job-cancel', { id }).catch(() => {});
+      throw new FerryError(ErrorCode.Timeout, `block job ${id} did not finish within ${Math.round(timeoutMs / 1000)} s`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export function qmpExec(qmp: QmpClient): Exec {
   return (cmd, args = {}) => qmp.execute(cmd as never, args as never, { timeoutMs: 30_000 }) as Promise<unknown>;
 }

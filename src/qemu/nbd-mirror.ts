@@ -19,7 +19,7 @@
 import net from 'node:net';
 import { ErrorCode, FerryError } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
-import { diskRootNode, qmpExec } from './mirror-job.js';
+import { type BlockJob, diskRootNode, qmpExec, waitJob } from './mirror-job.js';
 
 export const MIRROR_JOB = 'ferry-sn-mirror';
 const EXPORT_ID = 'ferry-sn-export';
@@ -32,10 +32,8 @@ export interface NbdEndpoint {
   export: string;
 }
 
-type Job = { id: string; status: string; 'current-progress': number; 'total-progress': number; error?: string };
-
 /** A free TCP port on `address` (QEMU's NBD server cannot report an ephemeral one). */
-async function freePort(address: string): Promise<number> {
+export async function freePort(address: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
@@ -88,14 +86,8 @@ export async function startNbdMirror(qmp: QmpClient, to: NbdEndpoint, timeoutMs 
       'job-id': MIRROR_JOB, device: await diskRootNode(exec), target: TARGET_NODE, sync: 'full',
       'copy-mode': 'write-blocking', 'auto-dismiss': false, 'auto-finalize': true,
     });
-    for (;;) {
-      const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === MIRROR_JOB);
-      if (!job) throw new FerryError(ErrorCode.Internal, 'the disk copy job disappeared');
-      if (job.status === 'ready') return { bytes: job['current-progress'], ms: Date.now() - started };
-      if (job.status === 'concluded' || job.status === 'aborting') throw new FerryError(ErrorCode.MigrationFailed, `QEMU's disk copy failed: ${job.error ?? job.status}`);
-      if (Date.now() - started > timeoutMs) throw new FerryError(ErrorCode.Timeout, `the disk copy was not in sync within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const job = await waitJob(exec, MIRROR_JOB, 'ready', timeoutMs);
+    return { bytes: job['current-progress'], ms: Date.now() - started };
   } catch (e) {
     await endNbdMirror(qmp, false).catch(() => {});
     throw e;
@@ -111,13 +103,13 @@ export async function startNbdMirror(qmp: QmpClient, to: NbdEndpoint, timeoutMs 
 export async function endNbdMirror(qmp: QmpClient, complete: boolean): Promise<{ bytes: number }> {
   const exec = qmpExec(qmp);
   let bytes = 0;
-  const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === MIRROR_JOB);
+  const job = ((await exec('query-jobs')) as BlockJob[]).find((j) => j.id === MIRROR_JOB);
   if (job) {
     if (complete && job.status !== 'ready') throw new FerryError(ErrorCode.MigrationFailed, `the disk copy is ${job.status}, not in sync`);
     if (job.status !== 'concluded') await exec('block-job-cancel', { device: MIRROR_JOB, force: !complete });
     const deadline = Date.now() + 60_000;
     for (;;) {
-      const j = ((await exec('query-jobs')) as Job[]).find((x) => x.id === MIRROR_JOB);
+      const j = ((await exec('query-jobs')) as BlockJob[]).find((x) => x.id === MIRROR_JOB);
       if (!j || j.status === 'concluded' || j.status === 'null') {
         bytes = j?.['current-progress'] ?? job['current-progress'];
         if (j) await exec('job-dismiss', { id: MIRROR_JOB }).catch(() => {});

@@ -9,16 +9,13 @@
  * for the next one. A disk without the bitmap (moved, or copied along a
  * shared-nothing migration, which does not carry bitmaps) gets a full sync.
  */
-import { ErrorCode, FerryError } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
-import { diskRootNode, qmpExec } from './mirror-job.js';
+import { type BlockJob, diskRootNode, qmpExec, waitJob } from './mirror-job.js';
 import type { NbdEndpoint } from './nbd-mirror.js';
 
 export const REPLICA_BITMAP = 'ferry-replica';
 const JOB = 'ferry-replica-sync';
 const TARGET = 'ferry-replica-target';
-
-type Job = { id: string; status: string; 'current-progress': number; error?: string };
 
 export interface ReplicaSyncResult {
   mode: 'full' | 'incremental';
@@ -44,16 +41,8 @@ export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'f
         : { type: 'block-dirty-bitmap-add', data: { node: disk, name: REPLICA_BITMAP, persistent: true } };
       await exec('transaction', { actions: [bitmap, { type: 'blockdev-backup', data: { 'job-id': JOB, device: disk, target: TARGET, sync: 'full', 'auto-dismiss': false, ...speed } }] });
     }
-    for (;;) {
-      const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === JOB);
-      if (!job) throw new FerryError(ErrorCode.Internal, 'the replica sync job disappeared');
-      if (job.status === 'concluded') {
-        await exec('job-dismiss', { id: JOB }).catch(() => {});
-        if (job.error) throw new FerryError(ErrorCode.Internal, `QEMU's replica sync failed: ${job.error}`);
-        return { mode, bytes: job['current-progress'], ms: Date.now() - started };
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const job = await waitJob(exec, JOB, 'concluded');
+    return { mode, bytes: job['current-progress'], ms: Date.now() - started };
   } finally {
     await exec('blockdev-del', { 'node-name': TARGET }).catch(() => {});
   }
@@ -62,7 +51,7 @@ export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'f
 /** Cancels a running replica sync (a migration is about to move the VM); its blocks stay marked. */
 export async function cancelReplicaJob(qmp: QmpClient): Promise<boolean> {
   const exec = qmpExec(qmp);
-  const job = ((await exec('query-jobs')) as Job[]).find((j) => j.id === JOB);
+  const job = ((await exec('query-jobs')) as BlockJob[]).find((j) => j.id === JOB);
   if (!job || job.status === 'concluded') return false;
   await exec('job-cancel', { id: JOB });
   return true;

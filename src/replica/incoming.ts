@@ -25,7 +25,7 @@ import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
 import { errors } from '../errors.js';
 import { type VmRecord, VmState } from '../model.js';
-import type { NbdEndpoint } from '../qemu/nbd-mirror.js';
+import { freePort, type NbdEndpoint } from '../qemu/nbd-mirror.js';
 
 const run = promisify(execFile);
 
@@ -128,12 +128,7 @@ export class IncomingReplicas {
     const r = await this.get(vm);
     if (r.state !== 'replicating') throw errors.invalidState(`the replica of '${vm}' is ${r.state}`);
     await this.closeSync(vm, undefined);
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = net.createServer().once('error', reject).listen(0, host, () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort(host);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-replica-'));
     const proc = spawn('qemu-storage-daemon', [
       '--blockdev', `driver=file,node-name=f,filename=${r.disk}`,

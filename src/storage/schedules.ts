@@ -146,7 +146,11 @@ export class BackupSchedules {
       const base = (await this.backups.list(s.vm)).some((b) => b.status === 'completed');
       const incremental = base && vm.state === VmState.Running;
       await this.patch(s.vm, { lastRunMs: now });
-      const b = await this.backups.create(s.vm, { incremental, scheduled: true });
+      // A disk that lost its change bitmap (moved, or copied along a migration) gets a full backup instead.
+      const b = await this.backups.create(s.vm, { incremental, scheduled: true }).catch((e: unknown) => {
+        if (incremental && toFerryError(e).message.includes('no change bitmap')) return this.backups.create(s.vm, { scheduled: true });
+        throw e;
+      });
       await this.patch(s.vm, { lastBackup: b.id, lastError: undefined });
       await this.prune(s.vm, s.keep);
     } catch (e) {
