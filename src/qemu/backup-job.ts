@@ -14,7 +14,8 @@
  *           blocks `ferry-backup` marks (incremental, into a file backed by
  *           the previous backup). The VM may live-migrate meanwhile: its
  *           QEMU on either node runs on overlay + frozen image, both on the
- *           shared volume, and the persistent bitmaps travel in the files.
+ *           shared volume, and the persistent bitmaps travel in the files;
+ *           the copy pauses while the migration runs and then finishes.
  *   merge   (whichever QEMU runs the VM then, with no migration running)
  *           `block-commit` of the overlay into the disk; once in sync the
  *           bitmaps are swapped in one transaction (after a good copy
@@ -30,7 +31,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../errors.js';
 import { QmpClient } from '../qmp/client.js';
-import { diskRootNode, qmpExec, waitJob } from './mirror-job.js';
+import { type BlockJob, diskRootNode, qmpExec, waitJob } from './mirror-job.js';
 
 const run = promisify(execFile);
 
@@ -140,7 +141,11 @@ export async function mergeOverlayOffline(overlay: string, base: string, copied:
  * the image's `ferry-backup` bitmap marks. `parent`: the backup the new
  * file is backed by (incremental). Resolves with the bytes QEMU copied.
  */
-export async function copyFrozenImage(req: { source: string; target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number; bytesPerSec?: number }): Promise<{ bytes: number; ms: number }> {
+export async function copyFrozenImage(req: {
+  source: string; target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number; bytesPerSec?: number;
+  /** Asked every 100 ms: true pauses the copy until it says false again. */
+  hold?: () => Promise<boolean>;
+}): Promise<{ bytes: number; ms: number; pausedMs: number }> {
   for (const p of [req.source, req.target]) if (p.includes(',')) throw new FerryError(ErrorCode.InvalidArgument, `image paths may not contain commas: ${p}`);
   const started = Date.now();
   const createArgs = ['create', '-q', '-f', 'qcow2'];
@@ -172,9 +177,28 @@ export async function copyFrozenImage(req: { source: string; target: string; mod
       'job-id': id, device: 'src', target: 'tgt', 'auto-dismiss': false, ...(req.bytesPerSec ? { speed: req.bytesPerSec } : {}),
       ...(req.mode === 'incremental' ? { sync: 'bitmap', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'never' } : { sync: 'full' }),
     });
+    // While `hold` says so (a migration of the VM runs) the copy waits, leaving the I/O to the move.
+    let pausedMs = 0;
+    if (req.hold) {
+      let pausedAt: number | undefined;
+      for (;;) {
+        const job = ((await exec('query-jobs')) as BlockJob[]).find((j) => j.id === id);
+        if (!job || job.status === 'concluded') break;
+        const hold = await req.hold();
+        if (hold && pausedAt === undefined && job.status === 'running') {
+          await exec('job-pause', { id });
+          pausedAt = Date.now();
+        } else if (!hold && pausedAt !== undefined) {
+          await exec('job-resume', { id });
+          pausedMs += Date.now() - pausedAt;
+          pausedAt = undefined;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
     const job = await waitJob(exec, id, 'concluded');
     await exec('quit').catch(() => {});
-    return { bytes: job['current-progress'], ms: Date.now() - started };
+    return { bytes: job['current-progress'], ms: Date.now() - started, pausedMs };
   } catch (e) {
     fs.rmSync(req.target, { force: true });
     throw e instanceof FerryError ? e : new FerryError(ErrorCode.Internal, `copying ${req.source} failed: ${(e as Error).message}`, { cause: e });

@@ -43,8 +43,10 @@ export interface BackupRecord {
   requestedAtMs: number;
   startedAtMs?: number;
   finishedAtMs?: number;
-  /** Time spent waiting for migrations of the VM to end: before the freeze and before the merge. */
+  /** Time spent waiting for migrations of the VM: before the freeze, the copy paused, and before the merge. */
   waitedMs?: number;
+  /** Of waitedMs: the copy paused while a migration of the VM ran. */
+  copyPausedMs?: number;
   /** Of waitedMs: before merging the overlay back (a migration started during the backup). */
   mergeWaitedMs?: number;
   /** The node whose QEMU merged the overlay back; movedTo when the VM migrated during the backup. */
@@ -149,8 +151,16 @@ export class Backups {
       await this.save(record);
       if (frozen) {
         // The copy runs outside the VM's QEMU: the VM may migrate meanwhile.
-        const res = await copyFrozenImage({ source: frozen.base, target: file, mode, sizeBytes: record.sizeBytes, ...(parent ? { parent: parent.file } : {}), ...(bw ? { bytesPerSec: (bw as number) * 1048576 } : {}) });
+        const res = await copyFrozenImage({
+          source: frozen.base, target: file, mode, sizeBytes: record.sizeBytes, ...(parent ? { parent: parent.file } : {}), ...(bw ? { bytesPerSec: (bw as number) * 1048576 } : {}),
+          // A migration of the VM gets the I/O: the copy waits for it, then finishes from the shared volume.
+          hold: async () => (await this.c.vm(vmName)).migrationId !== undefined,
+        });
         record.bytes = res.bytes;
+        if (res.pausedMs) {
+          record.copyPausedMs = res.pausedMs;
+          record.waitedMs = (record.waitedMs ?? 0) + res.pausedMs;
+        }
       } else if (current.state === VmState.Stopped) {
         await run('qemu-img', ['convert', '-O', 'qcow2', current.diskPath, file]);
         record.bytes = fs.statSync(file).size;
@@ -179,7 +189,7 @@ export class Backups {
     if (copied) {
       record.status = 'completed';
       await this.save(record);
-      const waited = [record.waitedMs ? `waited ${record.waitedMs} ms for a migration to end before starting` : '', record.mergeWaitedMs ? `waited ${record.mergeWaitedMs} ms for a migration to end before merging on ${record.mergedOn}` : ''].filter(Boolean).join(', ');
+      const waited = record.waitedMs ? `waited ${record.waitedMs} ms for migrations (copy paused ${record.copyPausedMs ?? 0} ms, merge on ${record.mergedOn ?? record.node} waited ${record.mergeWaitedMs ?? 0} ms)` : '';
       await this.c.event({ type: 'backup.completed', vm: vmName, message: `${mode} backup ${id} of ${vmName}: ${record.bytes} bytes copied${waited ? `, ${waited}` : ''}`, data: { backup: id } });
       return record;
     }

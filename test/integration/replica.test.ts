@@ -12,6 +12,7 @@
  * every write acknowledged before that sync.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/cluster/config.js';
 import type { IncomingView, RecoveryPoint } from '../../src/replica/incoming.js';
@@ -116,6 +117,24 @@ describe('replica to another cluster', () => {
     assert.equal((await a.vm('db')).state, 'running');
     await b.ferryOk(['vm', 'stop', 'db-test']);
     await b.ferryOk(['vm', 'delete', 'db-test']);
+  });
+
+  it('disables a replica: the replica side drops its copy, the VM runs on', async () => {
+    await a.createAndStart('aux', { memoryMiB: 128 });
+    await a.ferryOk(['replica', 'enable', 'aux', '--to', url(b), '--token-file', b.layout.token, '--interval', '15m', '--keep', '1']);
+    const held = (await status(b)).incoming.find((r) => r.vm === 'aux')!;
+    assert.equal(held.points.length, 1);
+    assert.equal(fs.existsSync(held.disk), true);
+    assert.match(await a.ferryOk(['replica', 'disable', 'aux']), /^replication of aux disabled$/m);
+    assert.deepEqual((await status(a)).outgoing.map((o) => o.vm), ['db']);
+    assert.deepEqual((await status(b)).incoming.map((r) => r.vm), ['db']);
+    assert.equal(fs.existsSync(held.disk), false, "the replica side's copy is gone");
+    assert.equal((await a.vm('aux')).state, 'running');
+    const again = await a.ferry(['replica', 'disable', 'aux']);
+    assert.equal(again.code, 2);
+    assert.equal(again.stderr.trim(), "error: VM 'aux' is not replicated (see 'ferry replica status')");
+    await a.ferryOk(['vm', 'stop', 'aux']);
+    await a.ferryOk(['vm', 'delete', 'aux']);
   });
 
   it('fails over planned: the VM stops here after a final sync and starts there with every acknowledged write', async () => {
