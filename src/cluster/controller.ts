@@ -33,6 +33,7 @@ import { ClusterNetworks } from './networks.js';
 import { Membership } from './membership.js';
 import { Backups } from '../storage/backups.js';
 import { BackupSchedules } from '../storage/schedules.js';
+import { killStaleStorageDaemons } from '../qemu/backup-job.js';
 import { Replicas } from '../replica/replicas.js';
 import { DEFAULT_SWITCH } from '../network/switch-daemon.js';
 import { VirtualSwitches, switchOf } from './switches.js';
@@ -116,6 +117,9 @@ export class Controller {
   }
 
   async start(): Promise<void> {
+    // Storage daemons a killed controller left behind (a backup copy, a replica export).
+    const stale = killStaleStorageDaemons(this.layout.run);
+    if (stale.length) this.log(`stopped ${stale.length} leftover qemu-storage-daemon(s): ${stale.join(', ')}`);
     for (const member of this.config.nodes) {
       const existing = await this.store.get<NodeRecord>(`nodes/${member.name}`);
       if (!existing) {

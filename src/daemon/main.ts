@@ -86,6 +86,8 @@ async function main(): Promise<void> {
       void migrations
         .recover()
         .catch((e) => log('controller')(`recover: ${String(e)}`))
+        .then(() => controller.backups.recover())
+        .catch((e) => log('controller')(`recover backups: ${String(e)}`))
         .finally(() => {
           migrations.startScheduler();
           balancer.start();

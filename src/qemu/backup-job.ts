@@ -145,6 +145,8 @@ export async function copyFrozenImage(req: {
   source: string; target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number; bytesPerSec?: number;
   /** Asked every 100 ms: true pauses the copy until it says false again. */
   hold?: () => Promise<boolean>;
+  /** Where the daemon writes its pid (a restarted controller stops leftovers, see killStaleStorageDaemons). */
+  pidFile?: string;
 }): Promise<{ bytes: number; ms: number; pausedMs: number }> {
   for (const p of [req.source, req.target]) if (p.includes(',')) throw new FerryError(ErrorCode.InvalidArgument, `image paths may not contain commas: ${p}`);
   const started = Date.now();
@@ -159,6 +161,7 @@ export async function copyFrozenImage(req: {
     '--blockdev', `driver=qcow2,node-name=tgt,file.driver=file,file.filename=${req.target}`,
     '--chardev', `socket,id=qmp,path=${socket},server=on,wait=off`,
     '--monitor', 'chardev=qmp',
+    ...(req.pidFile ? ['--pidfile', req.pidFile] : []),
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   qsd.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -210,7 +213,38 @@ export async function copyFrozenImage(req: {
       clearTimeout(t);
     }
     fs.rmSync(dir, { recursive: true, force: true });
+    if (req.pidFile) fs.rmSync(req.pidFile, { force: true });
   }
+}
+
+/**
+ * Stops qemu-storage-daemons a previous controller started and could not
+ * stop (it was killed): each left its pid in `dir` as qsd-*.pid.
+ */
+export function killStaleStorageDaemons(dir: string): number[] {
+  const killed: number[] = [];
+  let files: string[] = [];
+  try {
+    files = fs.readdirSync(dir).filter((f) => /^qsd-.+\.pid$/.test(f));
+  } catch {
+    return killed;
+  }
+  for (const f of files) {
+    const file = path.join(dir, f);
+    const pid = Number(fs.readFileSync(file, 'utf8').trim());
+    let cmdline = '';
+    try {
+      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      // gone already
+    }
+    if (pid > 0 && cmdline.includes('qemu-storage-daemon')) {
+      process.kill(pid, 'SIGKILL');
+      killed.push(pid);
+    }
+    fs.rmSync(file, { force: true });
+  }
+  return killed;
 }
 
 /** A backup file (and its backing chain) opens and its metadata is consistent. */

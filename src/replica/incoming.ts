@@ -18,7 +18,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Controller } from '../cluster/controller.js';
@@ -55,7 +54,6 @@ export type IncomingView = Omit<IncomingReplica, 'source'> & { source: { cluster
 
 interface OpenSync {
   proc: ChildProcess;
-  dir: string;
   exited: Promise<void>;
 }
 
@@ -68,6 +66,10 @@ export class IncomingReplicas {
 
   private key(vm: string): string {
     return `replica-in/${vm}`;
+  }
+
+  private pidFile(vm: string): string {
+    return path.join(this.c.layout.run, `qsd-replica-${vm}.pid`);
   }
 
   private get dir(): string {
@@ -129,18 +131,17 @@ export class IncomingReplicas {
     if (r.state !== 'replicating') throw errors.invalidState(`the replica of '${vm}' is ${r.state}`);
     await this.closeSync(vm, undefined);
     const port = await freePort(host);
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-replica-'));
     const proc = spawn('qemu-storage-daemon', [
       '--blockdev', `driver=file,node-name=f,filename=${r.disk}`,
       '--blockdev', 'driver=qcow2,node-name=d,file=f',
       '--nbd-server', `addr.type=inet,addr.host=${host},addr.port=${port}`,
       '--export', 'type=nbd,id=e,node-name=d,name=disk,writable=on',
-      '--pidfile', path.join(dir, 'pid'),
+      '--pidfile', this.pidFile(vm),
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    this.open.set(vm, { proc, dir, exited });
+    this.open.set(vm, { proc, exited });
     // Ready once it listens.
     const deadline = Date.now() + 10_000;
     for (;;) {
@@ -171,7 +172,7 @@ export class IncomingReplicas {
         await o.exited;
         clearTimeout(t);
       }
-      fs.rmSync(o.dir, { recursive: true, force: true });
+      fs.rmSync(this.pidFile(vm), { force: true });
     }
     if (!point) return undefined;
     const r = await this.get(vm);

@@ -79,6 +79,8 @@ export function replicaHealth(r: ReplicaRecord, nowMs: number): ReplicaHealth {
 export class Replicas {
   readonly incoming: IncomingReplicas;
   private readonly syncing = new Map<string, Promise<void>>();
+  /** Syncs cancelled because a migration moves the VM: not a failure. */
+  private readonly cancelledForMigration = new Set<string>();
 
   constructor(private readonly c: Controller) {
     this.incoming = new IncomingReplicas(c);
@@ -236,6 +238,11 @@ export class Replicas {
     } catch (e) {
       const err = toFerryError(e);
       await this.remote(vm, 'POST', `/api/v1/replica-in/${vm}/sync/close`, {}).catch(() => {});
+      if (this.cancelledForMigration.has(vm)) {
+        // Its blocks stay marked: the next interval sends them from the VM's new node.
+        await this.patch(vm, { deferred: 'the VM is migrating' });
+        throw err;
+      }
       await this.patch(vm, { lastError: err.message, unreachable: false });
       await this.c.event({ type: 'replica.sync-failed', vm, message: `replica sync of ${vm} failed: ${err.message}` });
       throw err;
@@ -247,8 +254,10 @@ export class Replicas {
     const running = this.syncing.get(vm);
     if (!running) return;
     const v = await this.c.vm(vm);
+    this.cancelledForMigration.add(vm);
     await (await this.c.agentFor(v.node)).cancelReplicaSync(vm).catch(() => {});
     await running;
+    this.cancelledForMigration.delete(vm);
   }
 
   /**

@@ -155,6 +155,7 @@ export class Backups {
           source: frozen.base, target: file, mode, sizeBytes: record.sizeBytes, ...(parent ? { parent: parent.file } : {}), ...(bw ? { bytesPerSec: (bw as number) * 1048576 } : {}),
           // A migration of the VM gets the I/O: the copy waits for it, then finishes from the shared volume.
           hold: async () => (await this.c.vm(vmName)).migrationId !== undefined,
+          pidFile: path.join(this.c.layout.run, `qsd-backup-${id}.pid`),
         });
         record.bytes = res.bytes;
         if (res.pausedMs) {
@@ -221,6 +222,42 @@ export class Backups {
         }
       }
       await this.c.clock.sleep(WAIT_STEP_MS);
+    }
+  }
+
+  /**
+   * After a controller restart: a backup that was waiting or running then
+   * failed (its copy died with the controller); a VM still on its overlay
+   * is merged back where it runs (retried until its node answers).
+   */
+  async recover(): Promise<void> {
+    for (const b of await this.list()) {
+      if (b.status !== 'waiting' && b.status !== 'running') continue;
+      fs.rmSync(b.file, { force: true });
+      await this.save({ ...b, status: 'failed', error: 'the controller stopped during the backup', finishedAtMs: this.c.clock.nowMs() });
+      const vm = await this.c.vm(b.vm).catch(() => undefined);
+      const overlay = vm?.diskPath;
+      if (!overlay || path.dirname(overlay) !== path.join(this.c.layout.shared, 'overlays')) continue;
+      const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', overlay])).stdout) as { 'full-backing-filename'?: string; 'backing-filename'?: string };
+      const base = info['full-backing-filename'] ?? info['backing-filename'];
+      if (!base) continue;
+      this.running.set(b.vm, b.id);
+      void (async () => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await this.merge(b, { base, overlay, hadBitmap: true }, false);
+            await this.c.event({ type: 'backup.recovered', vm: b.vm, message: `backup ${b.id} of ${b.vm} failed with the controller; its overlay was merged back on ${b.mergedOn}` });
+            break;
+          } catch (e) {
+            if (attempt >= 30) {
+              await this.c.event({ type: 'backup.merge-failed', vm: b.vm, message: `backup ${b.id} of ${b.vm}: merging the overlay back failed: ${toFerryError(e).message}` });
+              break;
+            }
+            await this.c.clock.sleep(2000);
+          }
+        }
+        this.running.delete(b.vm);
+      })();
     }
   }
 
