@@ -129,6 +129,28 @@ const views = {
       table(['Switch', 'MAC', 'Port', 'Node', 'VM', 'Age'], macs.map((m) => `<tr><td>${esc(m.switch)}</td><td><code>${esc(m.mac)}</code></td><td>${esc(m.port)}</td><td>${esc(m.node)}</td><td>${esc(m.vm ?? '–')}</td><td>${ms(m.ageMs)}</td></tr>`), 'id="macs"');
   },
 
+  async storage() {
+    const [backups, schedules, replicas, vms] = await Promise.all([
+      api('GET', '/api/v1/backups'), api('GET', '/api/v1/backup-schedules'), api('GET', '/api/v1/replicas'), api('GET', '/api/v1/vms'),
+    ]);
+    const running = vms.filter((v) => v.state === 'running');
+    const form = `<form id="backup-form" class="inline"><label>VM <select name="vm">${running.map((v) => `<option>${esc(v.name)}</option>`).join('')}</select></label>
+      <label><input type="checkbox" name="incremental"> incremental</label><button type="submit"${running.length ? '' : ' disabled'}>Back up now</button></form>`;
+    return `<h2>Storage</h2><h3>Backups</h3>${form}` +
+      table(['ID', 'VM', 'Mode', 'Status', 'Taken', 'Copied', 'Waited for migrations', 'Base'], backups.slice().reverse().map((b) =>
+        `<tr><td><code>${esc(b.id)}</code></td><td>${esc(b.vm)}</td><td>${esc(b.mode)}</td><td>${stateBadge(b.status)}${b.error ? ` ${esc(b.error)}` : ''}</td>` +
+        `<td>${b.startedAtMs ? time(b.startedAtMs) : '–'}</td><td>${bytes(b.bytes)}</td><td>${b.waitedMs ? `${ms(b.waitedMs)}${b.movedTo ? ` (moved to ${esc(b.movedTo)})` : ''}` : '–'}</td><td>${esc(b.parent ?? '–')}</td></tr>`), 'id="backups"') +
+      '<h3>Backup schedules</h3>' +
+      table(['VM', 'Every', 'Keep', 'Window', 'Last run', 'Note'], schedules.map((s) =>
+        `<tr><td>${esc(s.vm)}</td><td>${esc(s.every)}</td><td>${s.keep}</td><td>${esc(s.window?.text ?? 'any time')}</td><td>${s.lastRunMs ? time(s.lastRunMs) : '–'}</td><td>${esc(s.lastError ?? '')}</td></tr>`), 'id="schedules"') +
+      '<h3>Replicas</h3>' +
+      table(['VM', 'To', 'State', 'Health', 'Interval', 'Last sync', 'Lag', 'Sent'], replicas.outgoing.map((r) =>
+        `<tr><td>${esc(r.vm)}</td><td>${esc(r.target.url)}</td><td>${esc(r.state)}</td><td>${stateBadge(r.health)}${r.lastError ? ` ${esc(r.lastError)}` : ''}</td><td>${esc(r.interval)}</td>` +
+        `<td>${r.lastSyncAtMs ? time(r.lastSyncAtMs) : '–'}</td><td>${ms(r.lagMs)}</td><td>${bytes(r.bytesSent)}</td></tr>`), 'id="replicas"') +
+      (replicas.incoming.length ? '<h3>Replicas held here</h3>' + table(['Replica of', 'From', 'State', 'Recovery points'], replicas.incoming.map((r) =>
+        `<tr><td>${esc(r.vm)}</td><td>${esc(r.source.url)}</td><td>${esc(r.state)}</td><td>${r.points.map((p) => `${esc(p.id)} ${time(p.atMs)}`).join(', ') || 'none'}</td></tr>`), 'id="replicas-in"') : '');
+  },
+
   async events() {
     const list = await api('GET', `/api/v1/events?since=${Date.now() - 3600_000}`);
     eventLog.splice(0, eventLog.length, ...list.slice(-200));
@@ -277,6 +299,13 @@ document.addEventListener('change', (e) => {
 });
 
 document.addEventListener('submit', (e) => {
+  if (e.target.id === 'backup-form') {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const vm = f.get('vm');
+    void act(`backup of ${vm} done`, () => api('POST', '/api/v1/backups', { vm, incremental: f.get('incremental') === 'on' }));
+    return;
+  }
   if (e.target.id !== 'create-vm') return;
   e.preventDefault();
   const f = new FormData(e.target);
@@ -342,7 +371,7 @@ function scheduleRender() {
 }
 // A running migration's progress is not an event: poll it while one is shown.
 setInterval(() => {
-  if (/^#\/(overview|vms|migrations)?(\/.*)?$/.test(location.hash || '#/')) void render();
+  if (/^#\/(overview|vms|migrations|storage)?(\/.*)?$/.test(location.hash || '#/')) void render();
 }, 1000);
 
 connect();

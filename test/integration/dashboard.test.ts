@@ -159,6 +159,18 @@ describe('dashboard in Chromium', () => {
     assert.ok(api.paths['/api/v1/vms/{name}/migrate']);
   });
 
+  it('backs a VM up from the storage view and lists the backup', async () => {
+    await page.click('nav a[data-view=storage]');
+    await page.waitForSelector('#backup-form');
+    await page.selectOption('#backup-form select[name=vm]', 'web');
+    await page.click('#backup-form button[type=submit]');
+    await page.waitForFunction(() => /completed/.test(document.querySelector('#backups tbody')?.textContent ?? ''), undefined, { timeout: 60_000 });
+    assert.match(await page.locator('#backups tbody tr').first().innerText(), /^b-\S+\s+web\s+full\s+completed\b/);
+    const [b] = await c.client.call<{ id: string; status: string; verified: boolean }[]>('GET', '/api/v1/backups?vm=web');
+    assert.deepEqual([b!.status, b!.verified], ['completed', true]);
+    assert.match(await page.locator('#replicas').innerText(), /none/);
+  });
+
   it('logged no errors in the browser', () => {
     assert.deepEqual(problems, []);
   });
