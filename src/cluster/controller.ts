@@ -724,6 +724,8 @@ export class Controller {
     if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
       throw errors.invalidState(`VM '${name}' is ${vm.state}; stop it before deleting it`, { vm: name });
     }
+    const backup = this.backups.runningFor(name);
+    if (backup) throw errors.invalidState(`a backup of VM '${name}' is running (${backup}); delete the VM after it`, { vm: name, backup });
     await this.store.delete(`vms/${name}`);
     fs.rmSync(vm.diskPath, { force: true });
     fs.rmSync(this.layout.consoleLog(name), { force: true });

@@ -64,4 +64,32 @@ describe('backup recovery after a controller crash', () => {
     assert.deepEqual(records.holes, []);
     assert.ok(records.last >= last, `every acknowledged write is on the image (${records.last} ≥ ${last})`);
   });
+
+  it('finishes a backup of a VM stopped during it and merges its overlay offline; delete waits for the backup', async () => {
+    await c.ferryOk(['vm', 'start', 'db']);
+    await waitFor('the guest to write again', 60_000, () => (c.console('db').diskStart ?? 0) > 0 && acked() > (c.console('db').diskStart ?? 0) + 20);
+    const image = (await c.vm('db')).diskPath;
+    const pending = c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--bandwidth', '64']);
+    await waitFor('the disk to be frozen', 20_000, async () => (await c.vm('db')).diskPath.includes('/shared/overlays/'));
+    const overlay = (await c.vm('db')).diskPath;
+    await c.ferryOk(['vm', 'stop', 'db']);
+    const last = acked();
+    const refused = await c.ferry(['vm', 'delete', 'db']);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr.trim(), /^error: a backup of VM 'db' is running \(b-[^)]+\); delete the VM after it$/);
+    const b = await pending;
+    assert.equal(b.status, 'completed');
+    assert.equal(b.mergedOn, 'node-1');
+    const vm = await c.vm('db');
+    assert.deepEqual([vm.state, vm.diskPath], ['stopped', image]);
+    assert.ok(!fs.existsSync(overlay));
+    // The writes made on the overlay after the freeze were merged into the image.
+    const records = readRecords(image);
+    assert.deepEqual(records.holes, []);
+    assert.ok(records.last >= last, `${records.last} ≥ ${last}`);
+    // The merged change bitmap still serves an incremental backup of the started VM.
+    await c.ferryOk(['vm', 'start', 'db']);
+    const inc = await c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--incremental']);
+    assert.equal(inc.parent, b.id);
+  });
 });
