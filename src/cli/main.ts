@@ -513,7 +513,7 @@ async function backupCommand(sub: string | undefined, a: Args, client: () => Cli
       const b = await client().call<BackupRecord>('POST', '/api/v1/backups', { vm, incremental: a.bool('incremental'), ...(bw ? { bandwidthMiBps: Number(bw) } : {}) }, 32 * 60_000);
       if (a.bool('json')) json(b);
       else {
-        print(`backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${b.waitedMs ? `, waited ${ms(b.waitedMs)} for migrations` : ''}${b.movedTo ? ` (the VM moved to ${b.movedTo} meanwhile)` : ''}, verified, ${b.file}`);
+        print(`backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${(b.waitedMs ?? 0) >= 100 ? `, waited ${ms(b.waitedMs!)} for migrations` : ''}${b.movedTo ? ` (the VM moved to ${b.movedTo} meanwhile)` : ''}, verified, ${b.file}`);
         if (b.mergeError) print(`warning: the VM runs on the backup's overlay: ${b.mergeError}`);
       }
       return 0;

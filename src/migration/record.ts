@@ -201,8 +201,9 @@ export function toReport(r: MigrationRecord): MigrationReport {
     totalMs: r.totalMs ?? 0,
     downtimeMs: r.downtimeMs ?? null,
     guestBlackoutMs: r.guestBlackoutMs ?? null,
-    transferredBytes: r.transferredBytes ?? 0,
-    rounds: r.rounds ?? 0,
+    // A move that failed or was cancelled reports what it had sent by its last progress sample.
+    transferredBytes: r.transferredBytes ?? r.progress?.transferredBytes ?? 0,
+    rounds: r.rounds ?? r.progress?.rounds ?? 0,
     steps: r.steps.filter((s) => s.ms !== undefined).map((s) => ({ name: s.name, ms: s.ms! })),
   };
   if (r.mode === 'quick' && r.pausedMs !== undefined) report.pausedMs = r.pausedMs;

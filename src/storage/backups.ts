@@ -136,6 +136,7 @@ export class Backups {
       // A migration of this VM runs: wait for it, then freeze the disk wherever the VM is.
       const waitStart = this.c.clock.nowMs();
       const current = await this.whenNoMigration(vmName, async (cur) => {
+        record.waitedMs = this.c.clock.nowMs() - waitStart;
         if (cur.state !== VmState.Running) return cur;
         const overlay = path.join(this.c.layout.shared, 'overlays', `${vmName}-${id}.qcow2`);
         fs.mkdirSync(path.dirname(overlay), { recursive: true });
@@ -144,7 +145,6 @@ export class Backups {
         await this.c.updateVm(vmName, (v) => ({ ...v, diskPath: overlay }));
         return cur;
       });
-      record.waitedMs = this.c.clock.nowMs() - waitStart;
       record.status = 'running';
       record.startedAtMs = this.c.clock.nowMs();
       record.node = current.node;
@@ -190,7 +190,7 @@ export class Backups {
     if (copied) {
       record.status = 'completed';
       await this.save(record);
-      const waited = record.waitedMs ? `waited ${record.waitedMs} ms for migrations (copy paused ${record.copyPausedMs ?? 0} ms, merge on ${record.mergedOn ?? record.node} waited ${record.mergeWaitedMs ?? 0} ms)` : '';
+      const waited = (record.waitedMs ?? 0) >= 100 ? `waited ${record.waitedMs} ms for migrations (copy paused ${record.copyPausedMs ?? 0} ms, merge on ${record.mergedOn ?? record.node} waited ${record.mergeWaitedMs ?? 0} ms)` : '';
       await this.c.event({ type: 'backup.completed', vm: vmName, message: `${mode} backup ${id} of ${vmName}: ${record.bytes} bytes copied${waited ? `, ${waited}` : ''}`, data: { backup: id } });
       return record;
     }
