@@ -41,6 +41,8 @@ export class StateLayout {
   get consoles(): string { return path.join(this.shared, 'consoles'); }
   /** Saved VM states (quick migration, vm save). */
   get states(): string { return path.join(this.shared, 'states'); }
+  /** Backup overlays: a frozen disk's writes until the backup merges them back. */
+  get overlays(): string { return path.join(this.shared, 'overlays'); }
   get switchDir(): string { return path.join(this.run, 'switch'); }
   daemonFile(name: string): string { return path.join(this.run, `${name}.json`); }
   daemonLog(name: string): string { return path.join(this.logs, `${name}.log`); }

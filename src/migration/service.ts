@@ -424,7 +424,6 @@ export class MigrationService {
     let probeId: string | undefined;
     let targetCreated = false;
     let stateFile: string | undefined;
-    let mirroring = false;
     const check = async () => {
       if (signal.aborted || (await this.get(id)).cancelRequested) throw new MigrationAborted();
     };
@@ -502,7 +501,6 @@ export class MigrationService {
       }
       if (r.storage?.nbd) {
         // The disk first: mirrored until in sync; from then on every guest write lands on both disks.
-        mirroring = true;
         const copy = await source.mirrorDisk(vm.name, r.storage.nbd, { signal });
         r = await this.save(id, (cur) => ({ ...cur, storage: { ...cur.storage!, syncedAfterMs: copy.ms, copiedBytes: copy.bytes } }));
         await this.c.event({ type: 'migration.disk-synced', vm: vm.name, migration: id, message: `migration ${id}: disk copied to ${r.to} (${copy.bytes} bytes in ${copy.ms} ms), now mirrored`, data: { bytes: copy.bytes } });
@@ -524,7 +522,6 @@ export class MigrationService {
         await source.startMigration(vm.name, r.target!, tuning, { signal });
       }
       const final = await this.followTransfer(id, vm.name, source, target, signal, r.storage ? () => this.endDiskCopy(id, vm.name, source!, target!) : undefined);
-      mirroring = false;
       if (final.status !== 'completed') {
         throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
       }
@@ -578,7 +575,8 @@ export class MigrationService {
         await this.finish(id, 'completed', { warnings: [`after handover: ${err?.message ?? 'cancel came too late'}`] });
       } else {
         await this.save(id, (cur) => ({ ...cur, phase: 'rolling-back' }));
-        if (mirroring && source) await source.endDiskMirror(vm.name, false).catch((e: unknown) => this.addCleanupError(id, `disk copy on source: ${toFerryError(e).message}`));
+        // Ends a disk mirror if one runs (nothing to do before it started or after it ended).
+        if (after.storage?.nbd && source) await source.endDiskMirror(vm.name, false).catch((e: unknown) => this.addCleanupError(id, `disk copy on source: ${toFerryError(e).message}`));
         await this.rollback(id, vm.name, source, target, targetCreated);
         // The half-made copy goes; the VM runs on its own disk.
         if (after.storage && targetCreated) fs.rmSync(after.storage.targetDisk, { force: true });

@@ -31,7 +31,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../errors.js';
 import { QmpClient } from '../qmp/client.js';
-import { type BlockJob, diskRootNode, qmpExec, waitJob } from './mirror-job.js';
+import { type BlockJob, diskRootNode, hasBitmap, type NamedNode, namedNodes, qmpExec, waitJob } from './mirror-job.js';
 
 const run = promisify(execFile);
 
@@ -39,15 +39,10 @@ export const BACKUP_BITMAP = 'ferry-backup';
 const NEXT_BITMAP = 'ferry-next';
 
 type Exec = ReturnType<typeof qmpExec>;
-interface NamedNode { 'node-name': string; drv: string; file: string; backing_file?: string; 'dirty-bitmaps'?: { name: string; recording?: boolean; count: number }[] }
-
-async function nodes(exec: Exec): Promise<NamedNode[]> {
-  return (await exec('query-named-block-nodes', { flat: true })) as NamedNode[];
-}
 
 /** The format node of an image file (the qcow2 layer, not its file node). */
 async function nodeOfImage(exec: Exec, file: string): Promise<NamedNode> {
-  const n = (await nodes(exec)).find((x) => x.drv === 'qcow2' && x.file === file);
+  const n = (await namedNodes(exec)).find((x) => x.drv === 'qcow2' && x.file === file);
   if (!n) throw new FerryError(ErrorCode.Internal, `QEMU has no node for image ${file}`);
   return n;
 }
@@ -57,22 +52,19 @@ export interface FreezeResult {
   base: string;
   /** The overlay that takes the guest's writes until the merge. */
   overlay: string;
-  /** Whether the disk had a change bitmap to build an incremental backup on. */
-  hadBitmap: boolean;
 }
 
 /** Freezes the VM's disk image under a new overlay file (see the module comment). */
 export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' | 'incremental'): Promise<FreezeResult> {
   const exec = qmpExec(qmp);
   const root = await diskRootNode(exec);
-  const disk = (await nodes(exec)).find((n) => n['node-name'] === root);
+  const disk = (await namedNodes(exec)).find((n) => n['node-name'] === root);
   if (!disk) throw new FerryError(ErrorCode.Internal, `QEMU has no node ${root}`);
   if (disk.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is already frozen under an overlay (another backup has not merged yet)');
-  const hadBitmap = (disk['dirty-bitmaps'] ?? []).some((b) => b.name === BACKUP_BITMAP);
+  const hadBitmap = hasBitmap(disk, BACKUP_BITMAP);
   if (mode === 'incremental' && !hadBitmap) throw new FerryError(ErrorCode.InvalidState, 'the disk has no change bitmap: take a full backup first');
-  const size = ((await exec('query-block')) as { inserted?: { 'node-name': string; image: { 'virtual-size': number } } }[])
-    .find((b) => b.inserted?.['node-name'] === root)?.inserted?.image['virtual-size'];
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk.file, overlay, String(size ?? '')].filter(Boolean));
+  // The overlay's size is its backing image's.
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk.file, overlay]);
   const node = `ferry-ov-${Date.now().toString(36)}`;
   let added = false;
   try {
@@ -86,7 +78,7 @@ export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' |
         { type: 'block-dirty-bitmap-add', data: { node, name: NEXT_BITMAP, persistent: true } },
       ],
     });
-    return { base: disk.file, overlay, hadBitmap };
+    return { base: disk.file, overlay };
   } catch (e) {
     if (added) await exec('blockdev-del', { 'node-name': node }).catch(() => {});
     fs.rmSync(overlay, { force: true });
@@ -102,7 +94,7 @@ export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' |
 export async function mergeOverlay(qmp: QmpClient, copied: boolean): Promise<{ base: string; overlay: string }> {
   const exec = qmpExec(qmp);
   const top = await diskRootNode(exec);
-  const topNode = (await nodes(exec)).find((n) => n['node-name'] === top);
+  const topNode = (await namedNodes(exec)).find((n) => n['node-name'] === top);
   if (!topNode?.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is not frozen under an overlay');
   const base = await nodeOfImage(exec, topNode.backing_file);
   const id = `merge-${Date.now().toString(36)}`;

@@ -34,6 +34,35 @@ export async function createImage(file: string, sizeBytes: number): Promise<void
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(sizeBytes)]);
 }
 
+/**
+ * Replaces a (stopped) VM's disk image with a standalone qcow2 copy of
+ * `source`: qemu-img convert arguments ending in the input image (a
+ * backing chain is flattened). Written beside it and renamed over it, so a
+ * failed copy leaves the old image.
+ */
+export async function replaceImage(file: string, source: string[]): Promise<void> {
+  const tmp = `${file}.new`;
+  try {
+    await run('qemu-img', ['convert', '-O', 'qcow2', ...source, tmp]);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** A block node as query-named-block-nodes reports it (the fields Ferry reads). */
+export interface NamedNode { 'node-name': string; drv: string; file: string; backing_file?: string; 'dirty-bitmaps'?: { name: string; recording?: boolean; count: number }[] }
+
+export async function namedNodes(exec: Exec): Promise<NamedNode[]> {
+  return (await exec('query-named-block-nodes', { flat: true })) as NamedNode[];
+}
+
+/** Whether a node carries the named dirty bitmap. */
+export function hasBitmap(node: NamedNode | undefined, name: string): boolean {
+  return (node?.['dirty-bitmaps'] ?? []).some((b) => b.name === name);
+}
+
 export type BlockJob = { id: string; status: string; 'current-progress': number; 'total-progress'?: number; error?: string };
 
 /**

@@ -19,7 +19,7 @@
 import net from 'node:net';
 import { ErrorCode, FerryError } from '../errors.js';
 import type { QmpClient } from '../qmp/client.js';
-import { type BlockJob, diskRootNode, qmpExec, waitJob } from './mirror-job.js';
+import { type BlockJob, diskRootNode, namedNodes, qmpExec, waitJob } from './mirror-job.js';
 
 export const MIRROR_JOB = 'ferry-sn-mirror';
 const EXPORT_ID = 'ferry-sn-export';
@@ -42,6 +42,11 @@ export async function freePort(address: string): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** Opens a client node for an NBD export (the target a mirror or backup job writes into). */
+export async function addNbdNode(exec: ReturnType<typeof qmpExec>, nodeName: string, to: NbdEndpoint): Promise<void> {
+  await exec('blockdev-add', { driver: 'nbd', 'node-name': nodeName, server: { type: 'inet', host: to.address, port: String(to.port) }, export: to.export });
 }
 
 /** Target: export the incoming QEMU's (empty) disk writable over NBD on `address`. */
@@ -80,7 +85,7 @@ export async function stopNbdExport(qmp: QmpClient): Promise<void> {
 export async function startNbdMirror(qmp: QmpClient, to: NbdEndpoint, timeoutMs = 30 * 60_000): Promise<{ bytes: number; ms: number }> {
   const exec = qmpExec(qmp);
   const started = Date.now();
-  await exec('blockdev-add', { driver: 'nbd', 'node-name': TARGET_NODE, server: { type: 'inet', host: to.address, port: String(to.port) }, export: to.export });
+  await addNbdNode(exec, TARGET_NODE, to);
   try {
     await exec('blockdev-mirror', {
       'job-id': MIRROR_JOB, device: await diskRootNode(exec), target: TARGET_NODE, sync: 'full',
@@ -120,7 +125,6 @@ export async function endNbdMirror(qmp: QmpClient, complete: boolean): Promise<{
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-  const nodes = (await exec('query-named-block-nodes', { flat: true })) as { 'node-name': string }[];
-  if (nodes.some((n) => n['node-name'] === TARGET_NODE)) await exec('blockdev-del', { 'node-name': TARGET_NODE });
+  if ((await namedNodes(exec)).some((n) => n['node-name'] === TARGET_NODE)) await exec('blockdev-del', { 'node-name': TARGET_NODE });
   return { bytes };
 }

@@ -10,8 +10,8 @@
  * shared-nothing migration, which does not carry bitmaps) gets a full sync.
  */
 import type { QmpClient } from '../qmp/client.js';
-import { type BlockJob, diskRootNode, qmpExec, waitJob } from './mirror-job.js';
-import type { NbdEndpoint } from './nbd-mirror.js';
+import { type BlockJob, diskRootNode, hasBitmap, namedNodes, qmpExec, waitJob } from './mirror-job.js';
+import { addNbdNode, type NbdEndpoint } from './nbd-mirror.js';
 
 export const REPLICA_BITMAP = 'ferry-replica';
 const JOB = 'ferry-replica-sync';
@@ -23,23 +23,21 @@ export interface ReplicaSyncResult {
   ms: number;
 }
 
-export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'full' | 'incremental'; bytesPerSec?: number }): Promise<ReplicaSyncResult> {
+export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'full' | 'incremental' }): Promise<ReplicaSyncResult> {
   const exec = qmpExec(qmp);
   const started = Date.now();
   const disk = await diskRootNode(exec);
-  const node = ((await exec('query-named-block-nodes', { flat: true })) as { 'node-name': string; 'dirty-bitmaps'?: { name: string }[] }[]).find((n) => n['node-name'] === disk);
-  const hasBitmap = (node?.['dirty-bitmaps'] ?? []).some((b) => b.name === REPLICA_BITMAP);
-  const mode = to.mode === 'incremental' && hasBitmap ? 'incremental' : 'full';
-  await exec('blockdev-add', { driver: 'nbd', 'node-name': TARGET, server: { type: 'inet', host: to.address, port: String(to.port) }, export: to.export });
+  const marked = hasBitmap((await namedNodes(exec)).find((n) => n['node-name'] === disk), REPLICA_BITMAP);
+  const mode = to.mode === 'incremental' && marked ? 'incremental' : 'full';
+  await addNbdNode(exec, TARGET, to);
   try {
-    const speed = to.bytesPerSec ? { speed: to.bytesPerSec } : {};
     if (mode === 'incremental') {
-      await exec('blockdev-backup', { 'job-id': JOB, device: disk, target: TARGET, sync: 'incremental', bitmap: REPLICA_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false, ...speed });
+      await exec('blockdev-backup', { 'job-id': JOB, device: disk, target: TARGET, sync: 'incremental', bitmap: REPLICA_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false });
     } else {
-      const bitmap = hasBitmap
+      const bitmap = marked
         ? { type: 'block-dirty-bitmap-clear', data: { node: disk, name: REPLICA_BITMAP } }
         : { type: 'block-dirty-bitmap-add', data: { node: disk, name: REPLICA_BITMAP, persistent: true } };
-      await exec('transaction', { actions: [bitmap, { type: 'blockdev-backup', data: { 'job-id': JOB, device: disk, target: TARGET, sync: 'full', 'auto-dismiss': false, ...speed } }] });
+      await exec('transaction', { actions: [bitmap, { type: 'blockdev-backup', data: { 'job-id': JOB, device: disk, target: TARGET, sync: 'full', 'auto-dismiss': false } }] });
     }
     const job = await waitJob(exec, JOB, 'concluded');
     return { mode, bytes: job['current-progress'], ms: Date.now() - started };

@@ -24,6 +24,7 @@ import type { Controller } from '../cluster/controller.js';
 import { validateName } from '../cluster/validate.js';
 import { errors } from '../errors.js';
 import { type VmRecord, VmState } from '../model.js';
+import { createImage, replaceImage } from '../qemu/mirror-job.js';
 import { freePort, type NbdEndpoint } from '../qemu/nbd-mirror.js';
 
 const run = promisify(execFile);
@@ -114,7 +115,7 @@ export class IncomingReplicas {
     fs.mkdirSync(this.dir, { recursive: true });
     const disk = path.join(this.dir, `${vm}.qcow2`);
     fs.rmSync(disk, { force: true });
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', disk, `${spec.diskGiB}G`]);
+    await createImage(disk, spec.diskGiB * 1073741824);
     const r: IncomingReplica = {
       vm, source: { clusterId: s.clusterId, url: s.url, token: s.token },
       spec: { memoryMiB: spec.memoryMiB, cpus: spec.cpus, diskGiB: spec.diskGiB, workload: spec.workload },
@@ -212,9 +213,7 @@ export class IncomingReplicas {
     const created = !target;
     target ??= await this.c.createVm({ name, memoryMiB: fresh.spec.memoryMiB, cpus: fresh.spec.cpus, diskGiB: fresh.spec.diskGiB, workload: fresh.spec.workload, ...(sw ? { switch: sw } : {}) });
     try {
-      const tmp = `${target.diskPath}.failover`;
-      await run('qemu-img', ['convert', '-U', '-O', 'qcow2', '-l', `snapshot.name=${point.id}`, fresh.disk, tmp]);
-      fs.renameSync(tmp, target.diskPath);
+      await replaceImage(target.diskPath, ['-U', '-l', `snapshot.name=${point.id}`, fresh.disk]);
       const started = await this.c.startVm(name);
       if (!opts.test) await this.c.store.put(this.key(vm), { ...(await this.get(vm)), state: 'failed-over', failedOverAtMs: this.c.clock.nowMs() });
       await this.c.event({ type: 'replica.failover', vm: name, message: `${opts.test ? 'test failover' : 'failover'} of ${vm}: ${name} started from recovery point ${point.id} (${new Date(point.atMs).toISOString()})` });

@@ -169,14 +169,17 @@ export class Replicas {
     return this.statusOf(vm);
   }
 
-  async statusOf(vm: string): Promise<ReplicaStatus> {
-    const r = await this.get(vm);
+  private toStatus(r: ReplicaRecord): ReplicaStatus {
     const now = this.c.clock.nowMs();
-    return { ...r, lagMs: r.lastSyncAtMs === undefined ? null : now - r.lastSyncAtMs, health: replicaHealth(r, now), syncing: this.syncing.has(vm) };
+    return { ...r, lagMs: r.lastSyncAtMs === undefined ? null : now - r.lastSyncAtMs, health: replicaHealth(r, now), syncing: this.syncing.has(r.vm) };
+  }
+
+  async statusOf(vm: string): Promise<ReplicaStatus> {
+    return this.toStatus(await this.get(vm));
   }
 
   async status(): Promise<{ outgoing: ReplicaStatus[]; incoming: IncomingView[] }> {
-    const outgoing = await Promise.all((await this.c.store.list<ReplicaRecord>('replicas/')).map((e) => this.statusOf(e.value.vm)));
+    const outgoing = (await this.c.store.list<ReplicaRecord>('replicas/')).map((e) => this.toStatus(e.value));
     return { outgoing, incoming: (await this.incoming.list()).map(IncomingReplicas.view) };
   }
 

@@ -29,6 +29,7 @@ import { validateName } from '../cluster/validate.js';
 import { ErrorCode, FerryError, errors, toFerryError } from '../errors.js';
 import { type VmRecord, VmState } from '../model.js';
 import { copyFrozenImage, type FreezeResult, mergeOverlayOffline, verifyImage } from '../qemu/backup-job.js';
+import { replaceImage } from '../qemu/mirror-job.js';
 
 const run = promisify(execFile);
 
@@ -138,7 +139,7 @@ export class Backups {
       const current = await this.whenNoMigration(vmName, async (cur) => {
         record.waitedMs = this.c.clock.nowMs() - waitStart;
         if (cur.state !== VmState.Running) return cur;
-        const overlay = path.join(this.c.layout.shared, 'overlays', `${vmName}-${id}.qcow2`);
+        const overlay = path.join(this.c.layout.overlays, `${vmName}-${id}.qcow2`);
         fs.mkdirSync(path.dirname(overlay), { recursive: true });
         frozen = await (await this.c.agentFor(cur.node)).freezeDisk(vmName, overlay, mode);
         // The VM's disk is the overlay on its frozen image until the merge (a stop and start keeps both).
@@ -237,7 +238,7 @@ export class Backups {
       await this.save({ ...b, status: 'failed', error: 'the controller stopped during the backup', finishedAtMs: this.c.clock.nowMs() });
       const vm = await this.c.vm(b.vm).catch(() => undefined);
       const overlay = vm?.diskPath;
-      if (!overlay || path.dirname(overlay) !== path.join(this.c.layout.shared, 'overlays')) continue;
+      if (!overlay || path.dirname(overlay) !== this.c.layout.overlays) continue;
       const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', overlay])).stdout) as { 'full-backing-filename'?: string; 'backing-filename'?: string };
       const base = info['full-backing-filename'] ?? info['backing-filename'];
       if (!base) continue;
@@ -245,7 +246,7 @@ export class Backups {
       void (async () => {
         for (let attempt = 1; ; attempt++) {
           try {
-            await this.merge(b, { base, overlay, hadBitmap: true }, false);
+            await this.merge(b, { base, overlay }, false);
             await this.c.event({ type: 'backup.recovered', vm: b.vm, message: `backup ${b.id} of ${b.vm} failed with the controller; its overlay was merged back on ${b.mergedOn}` });
             break;
           } catch (e) {
@@ -296,7 +297,7 @@ export class Backups {
         workload: source?.workload ?? 'idle', ...(source?.switch ? { switch: source.switch } : {}),
       });
       try {
-        await run('qemu-img', ['convert', '-O', 'qcow2', b.file, vm.diskPath]);
+        await replaceImage(vm.diskPath, [b.file]);
       } catch (e) {
         await this.c.deleteVm(vm.name).catch(() => {});
         throw toFerryError(e);
@@ -307,9 +308,7 @@ export class Backups {
     const vm = await this.c.vm(b.vm);
     if (vm.state !== VmState.Stopped) throw errors.invalidState(`VM '${b.vm}' is ${vm.state}: stop it to restore its disk in place, or restore --as NAME`);
     if (this.running.has(b.vm)) throw errors.invalidState(`a backup of VM '${b.vm}' is running (${this.running.get(b.vm)}): restore in place after it`);
-    const tmp = `${vm.diskPath}.restore`;
-    await run('qemu-img', ['convert', '-O', 'qcow2', b.file, tmp]);
-    fs.renameSync(tmp, vm.diskPath);
+    await replaceImage(vm.diskPath, [b.file]);
     await this.c.event({ type: 'backup.restored', vm: vm.name, message: `backup ${id} restored onto ${vm.name}'s disk` });
     return vm;
   }
