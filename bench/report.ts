@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { MigrationPolicy } from '../src/migration/policy.js';
-import type { PredictionInput } from '../src/migration/predict.js';
+import type { MigrationPolicy } from '../src/domain/policy.js';
+import type { PredictionInput } from '../src/domain/predict.js';
 
 export interface BenchRow {
   case: string;

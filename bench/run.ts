@@ -15,10 +15,10 @@ import path from 'node:path';
 import { Client, followMigration } from '../src/cli/main.js';
 import { down, up } from '../src/cli/daemons.js';
 import { parseConsole } from '../src/guest/console.js';
-import type { MigrationRecord, MigrationReport } from '../src/migration/record.js';
-import type { VmRecord } from '../src/model.js';
-import type { NetworkView } from '../src/cluster/networks.js';
-import { StateLayout, projectRoot } from '../src/paths.js';
+import type { MigrationRecord, MigrationReport } from '../src/domain/migration.js';
+import type { VmRecord } from '../src/domain/records.js';
+import type { NetworkView } from '../src/controller/network/networks.js';
+import { StateLayout, projectRoot } from '../src/config/paths.js';
 import { ShapedLink } from './link.js';
 import { type BenchRow, writeReport } from './report.js';
 

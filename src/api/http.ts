@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode, FerryError, type FerryErrorJson, errors, toFerryError } from '../errors.js';
+import { ErrorCode, FerryError, type FerryErrorJson, errors, toFerryError } from '../domain/errors.js';
 
 export interface ApiRequest {
   method: string;

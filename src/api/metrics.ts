@@ -4,8 +4,8 @@
  * and guest blackout as histograms, bytes transferred, the queue, and VMs
  * per node and state. Pure: records in, text out.
  */
-import { isFinal, type MigrationRecord } from '../migration/record.js';
-import type { NodeRecord, VmRecord } from '../model.js';
+import { isFinal, type MigrationRecord } from '../domain/migration.js';
+import type { NodeRecord, VmRecord } from '../domain/records.js';
 
 const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300];
 const PAUSE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];

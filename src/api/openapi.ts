@@ -5,11 +5,11 @@
  * roles); a unit test checks that every route the router serves is here and
  * nothing else is.
  */
-import { LIMITS, NAME_PATTERN } from '../model.js';
-import { NETWORK_ROLES, METRIC_RANGE } from '../network/networks.js';
-import { OFFLOADS } from '../qemu/nic.js';
-import { KEEP_RANGE } from '../storage/schedules.js';
-import { REPLICA_INTERVALS, REPLICA_KEEP } from '../replica/replicas.js';
+import { LIMITS, NAME_PATTERN } from '../domain/records.js';
+import { NETWORK_ROLES, METRIC_RANGE } from '../domain/networks.js';
+import { OFFLOADS } from '../domain/nic.js';
+import { KEEP_RANGE } from '../controller/storage/schedules.js';
+import { REPLICA_INTERVALS, REPLICA_KEEP } from '../controller/replica/replicas.js';
 
 type Schema = Record<string, unknown>;
 

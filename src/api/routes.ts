@@ -38,21 +38,21 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
-import { errors, toFerryError } from '../errors.js';
-import type { Controller, Heartbeat } from '../cluster/controller.js';
-import type { VmCreateRequest } from '../cluster/validate.js';
-import type { ScrubRequest } from '../cluster/switches.js';
-import type { NodeAddRequest } from '../cluster/membership.js';
-import type { DrainMode } from '../cluster/drain.js';
-import { Maintenance } from '../cluster/maintenance.js';
-import { Balancer } from '../cluster/balancer.js';
-import type { MigrationService } from '../migration/service.js';
+import { errors, toFerryError } from '../domain/errors.js';
+import type { Controller, Heartbeat } from '../controller/controller.js';
+import type { VmCreateRequest } from '../domain/validate.js';
+import type { ScrubRequest } from '../domain/switches.js';
+import type { NodeAddRequest } from '../controller/membership.js';
+import type { DrainMode } from '../domain/drain.js';
+import { Maintenance } from '../controller/maintenance.js';
+import { Balancer } from '../controller/balancer.js';
+import type { MigrationService } from '../controller/migration/service.js';
 import { Router } from './http.js';
 import { renderMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
 import { Sessions, cookies, handleLogin, openEventStream, sendAsset } from './web.js';
-import { effectivePolicy } from '../migration/policy.js';
-import { switchOf } from '../cluster/switches.js';
+import { effectivePolicy } from '../domain/policy.js';
+import { switchOf } from '../controller/network/switches.js';
 
 export function controllerRouter(c: Controller, migrations: MigrationService, token: string, onDown: () => void, balancer = new Balancer(c, migrations, c.clock)): Router {
   const r = new Router();

@@ -11,8 +11,8 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { errors } from '../errors.js';
-import { projectRoot } from '../paths.js';
+import { errors } from '../domain/errors.js';
+import { projectRoot } from '../config/paths.js';
 import type { ApiRequest } from './http.js';
 
 const SESSION_COOKIE = 'ferry_session';

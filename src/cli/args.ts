@@ -2,7 +2,7 @@
  * Command-line parsing: positionals and --flags, checked against what each
  * command accepts so a typo is an error, not silently ignored.
  */
-import { errors } from '../errors.js';
+import { errors } from '../domain/errors.js';
 
 export interface ParsedArgs {
   positionals: string[];

@@ -17,14 +17,14 @@ import {
   readEndpoint,
   readToken,
   writeConfig,
-} from '../cluster/config.js';
-import { errors } from '../errors.js';
-import { defaultNetworks, randomBlock } from '../network/networks.js';
+} from '../config/cluster-config.js';
+import { errors } from '../domain/errors.js';
+import { defaultNetworks, randomBlock } from '../domain/networks.js';
 import { ensureImage } from '../guest/image.js';
-import type { NodeRecord } from '../model.js';
-import { StateLayout, projectRoot } from '../paths.js';
+import type { NodeRecord } from '../domain/records.js';
+import { StateLayout, projectRoot } from '../config/paths.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
-import type { NicBackend } from '../qemu/nic.js';
+import type { NicBackend } from '../domain/nic.js';
 import { deleteLinks, removeUplinks } from '../node/tap-uplink.js';
 
 export interface UpOptions {

@@ -2,10 +2,10 @@
  * `ferry replica …`: Replica (R5) from the command line; see src/replica/.
  */
 import fs from 'node:fs';
-import { errors } from '../errors.js';
-import type { RecoveryPoint } from '../replica/incoming.js';
-import type { ReplicaStatus } from '../replica/replicas.js';
-import type { IncomingView } from '../replica/incoming.js';
+import { errors } from '../domain/errors.js';
+import type { RecoveryPoint } from '../controller/replica/incoming.js';
+import type { ReplicaStatus } from '../controller/replica/replicas.js';
+import type { IncomingView } from '../controller/replica/incoming.js';
 import type { Args } from './args.js';
 import type { Client } from './main.js';
 import { bytes, json, ms, print, table } from './output.js';

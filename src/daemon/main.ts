@@ -11,14 +11,14 @@
 import fs from 'node:fs';
 import { controllerRouter } from '../api/routes.js';
 import { serve } from '../api/http.js';
-import { systemClock } from '../clock.js';
-import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../cluster/config.js';
-import { Balancer } from '../cluster/balancer.js';
-import { Controller } from '../cluster/controller.js';
-import { MigrationService } from '../migration/service.js';
-import { startSwitch } from '../network/switch-daemon.js';
+import { systemClock } from '../domain/clock.js';
+import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
+import { Balancer } from '../controller/balancer.js';
+import { Controller } from '../controller/controller.js';
+import { MigrationService } from '../controller/migration/service.js';
+import { startSwitch } from '../switch/daemon.js';
 import { Agent } from '../node/agent.js';
-import { StateLayout } from '../paths.js';
+import { StateLayout } from '../config/paths.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 
 function arg(name: string): string | undefined {

@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { ErrorCode, FerryError } from '../errors.js';
-import { projectRoot } from '../paths.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
+import { projectRoot } from '../config/paths.js';
 import { CpioWriter } from './cpio.js';
 
 const run = promisify(execFile);

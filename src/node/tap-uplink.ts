@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ErrorCode, FerryError } from '../errors.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 
 const run = promisify(execFile);

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Accelerator } from '../model.js';
+import type { Accelerator } from '../domain/records.js';
 
 export interface AcceleratorChoice {
   accelerator: Accelerator;

@@ -3,7 +3,7 @@
  * source and on a migration target, which is what makes the target's device
  * model match the source's (a mismatch fails the migration's device load).
  */
-import type { Accelerator, VmSpec } from '../model.js';
+import type { Accelerator, VmSpec } from '../domain/records.js';
 import { NIC_ID, type NicAttachment, netdevArg, offloadProps } from './nic.js';
 
 export interface QemuLaunch {

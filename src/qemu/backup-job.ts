@@ -29,8 +29,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ErrorCode, FerryError } from '../errors.js';
-import { QmpClient } from '../qmp/client.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
+import { QmpClient } from './qmp/client.js';
 import { type BlockJob, diskRootNode, hasBitmap, type NamedNode, namedNodes, qmpExec, waitJob } from './mirror-job.js';
 
 const run = promisify(execFile);

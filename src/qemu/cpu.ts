@@ -5,9 +5,9 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import type { Accelerator, CpuIdentity } from '../model.js';
-import type { QmpCommands } from '../qmp/types.js';
-import { ErrorCode, FerryError } from '../errors.js';
+import type { Accelerator, CpuIdentity } from '../domain/records.js';
+import type { QmpCommands } from './qmp/types.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
 import { qmpBatch } from './qmp-batch.js';
 
 /** Property names that are settings, not CPUID feature flags. */

@@ -10,8 +10,8 @@
  *   lock for one 64 KiB copy, so the guest does not notice.
  */
 import fs from 'node:fs';
-import { ErrorCode, FerryError } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
+import type { QmpClient } from './qmp/client.js';
 
 const PAGE = 4096;
 /** i440fx puts guest RAM above this address (up to 4 GiB) in the PCI hole; the rest starts at 4 GiB. */

@@ -2,8 +2,8 @@
  * Ferry's transfer tuning → QEMU 7.2 migration capabilities and parameters,
  * and query-migrate → Ferry's TransferProgress.
  */
-import type { TransferProgress, TransferStatus, TransferTuning } from '../migration/transfer.js';
-import type { QemuMigrationInfo } from '../qmp/types.js';
+import type { TransferProgress, TransferStatus, TransferTuning } from '../domain/transfer.js';
+import type { QemuMigrationInfo } from './qmp/types.js';
 
 export function migrationCapabilities(t: TransferTuning): { capability: string; state: boolean }[] {
   return [

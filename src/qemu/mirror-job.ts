@@ -9,8 +9,8 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ErrorCode, FerryError } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
+import type { QmpClient } from './qmp/client.js';
 
 const run = promisify(execFile);
 

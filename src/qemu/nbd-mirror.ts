@@ -17,8 +17,8 @@
  * mirror and the VM goes on as before.
  */
 import net from 'node:net';
-import { ErrorCode, FerryError } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
+import type { QmpClient } from './qmp/client.js';
 import { type BlockJob, diskRootNode, namedNodes, qmpExec, waitJob } from './mirror-job.js';
 
 export const MIRROR_JOB = 'ferry-sn-mirror';

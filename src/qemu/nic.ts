@@ -13,20 +13,11 @@
  * runs in (source and migration target) gets the same device properties.
  */
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, FerryError, errors } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
+import { ErrorCode, FerryError, errors } from '../domain/errors.js';
+import type { QmpClient } from './qmp/client.js';
 import { qmpBatch } from './qmp-batch.js';
 
-/** virtio-net-pci properties that are offloads (QEMU's names). */
-export const OFFLOADS = [
-  'csum', 'guest_csum', 'gso',
-  'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'host_uso',
-  'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo', 'guest_uso4', 'guest_uso6',
-] as const;
-export type Offload = (typeof OFFLOADS)[number];
-
-export type NicBackend = 'stream' | 'tap';
-export const NIC_BACKENDS: readonly NicBackend[] = ['stream', 'tap'];
+import { OFFLOADS, type NicBackend, type Offload } from '../domain/nic.js';
 
 /** Where the NIC's frames go. */
 export type NicAttachment =
@@ -53,16 +44,6 @@ export function netdevArg(a: NicAttachment): string {
 export function offloadProps(requested: readonly string[] | undefined): string {
   const on = new Set(requested ?? OFFLOADS);
   return OFFLOADS.map((o) => `${o}=${on.has(o) ? 'on' : 'off'}`).join(',');
-}
-
-export function validateOffloads(value: unknown): Offload[] {
-  if (value === 'none') return [];
-  if (value === 'all') return [...OFFLOADS];
-  const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
-  if (!list) throw errors.invalid('offloads', `offloads must be a comma-separated list, 'all' or 'none'`);
-  const unknown = list.filter((o) => !(OFFLOADS as readonly string[]).includes(String(o)));
-  if (unknown.length) throw errors.invalid('offloads', `unknown NIC offload${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${OFFLOADS.join(', ')})`);
-  return OFFLOADS.filter((o) => list.includes(o));
 }
 
 /** `VIRTIO_NET_F_HOST_TSO4: Device can receive TSOv4` → host_tso4, for offload bits only. */

@@ -13,8 +13,8 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { ErrorCode, FerryError } from '../errors.js';
-import { QmpClient } from '../qmp/client.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
+import { QmpClient } from './qmp/client.js';
 import { type QemuLaunch, qemuArgv } from './argv.js';
 
 export interface QemuVmDescriptor {

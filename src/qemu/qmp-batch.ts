@@ -4,7 +4,7 @@
  * offers). Commands carry numeric ids; the answers come back by id.
  */
 import { spawn } from 'node:child_process';
-import { ErrorCode, FerryError } from '../errors.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
 
 export interface QmpAnswer {
   return?: unknown;

@@ -9,7 +9,7 @@
  * for the next one. A disk without the bitmap (moved, or copied along a
  * shared-nothing migration, which does not carry bitmaps) gets a full sync.
  */
-import type { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from './qmp/client.js';
 import { type BlockJob, diskRootNode, hasBitmap, namedNodes, qmpExec, waitJob } from './mirror-job.js';
 import { addNbdNode, type NbdEndpoint } from './nbd-mirror.js';
 

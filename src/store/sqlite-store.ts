@@ -5,10 +5,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
-import type { Clock } from '../clock.js';
-import { systemClock } from '../clock.js';
-import { errors } from '../errors.js';
-import type { Change, ClusterStore, Entry, PutOptions } from './store.js';
+import type { Clock } from '../domain/clock.js';
+import { systemClock } from '../domain/clock.js';
+import { errors } from '../domain/errors.js';
+import type { Change, ClusterStore, Entry, PutOptions } from '../ports/store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, mod_rev INTEGER NOT NULL, create_rev INTEGER NOT NULL, lease TEXT);

@@ -9,13 +9,13 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AgentClient, SwitchClient } from '../../src/cluster/agent-client.js';
-import { readConfig, readEndpoint, readToken } from '../../src/cluster/config.js';
+import { AgentClient, SwitchClient } from '../../src/node/client.js';
+import { readConfig, readEndpoint, readToken } from '../../src/config/cluster-config.js';
 import { down, up, type UpOptions } from '../../src/cli/daemons.js';
 import { Client } from '../../src/cli/main.js';
 import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
-import type { VmInstance, VmRecord } from '../../src/model.js';
-import { StateLayout, projectRoot } from '../../src/paths.js';
+import type { VmInstance, VmRecord } from '../../src/domain/records.js';
+import { StateLayout, projectRoot } from '../../src/config/paths.js';
 
 export interface CliResult {
   code: number;

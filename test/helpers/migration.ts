@@ -3,7 +3,7 @@
  * check the invariants every migration test asserts (DESIGN.md).
  */
 import assert from 'node:assert/strict';
-import type { MigrationRecord, MigrationReport } from '../../src/migration/record.js';
+import type { MigrationRecord, MigrationReport } from '../../src/domain/migration.js';
 import { keptRunning } from '../../src/guest/console.js';
 import type { TestCluster } from './cluster.js';
 import { waitFor } from './cluster.js';

@@ -9,9 +9,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { readEndpoint } from '../../src/cluster/config.js';
+import { readEndpoint } from '../../src/config/cluster-config.js';
 import { Client } from '../../src/cli/main.js';
-import type { BackupRecord } from '../../src/storage/backups.js';
+import type { BackupRecord } from '../../src/controller/storage/backups.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, processesMentioning, waitFor } from '../helpers/cluster.js';
 

@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { BackupRecord } from '../../src/storage/backups.js';
-import type { BackupSchedule } from '../../src/storage/schedules.js';
+import type { BackupRecord } from '../../src/controller/storage/backups.js';
+import type { BackupSchedule } from '../../src/controller/storage/schedules.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 

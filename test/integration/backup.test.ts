@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationRecord } from '../../src/migration/record.js';
-import type { BackupRecord } from '../../src/storage/backups.js';
+import type { MigrationRecord } from '../../src/domain/migration.js';
+import type { BackupRecord } from '../../src/controller/storage/backups.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport } from '../helpers/migration.js';

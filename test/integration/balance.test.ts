@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationRecord } from '../../src/migration/record.js';
+import type { MigrationRecord } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 describe('rebalancing', () => {

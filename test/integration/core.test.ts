@@ -8,9 +8,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readEndpoint } from '../../src/cluster/config.js';
+import { readEndpoint } from '../../src/config/cluster-config.js';
 import { pidAlive } from '../../src/qemu/qemu-vm.js';
-import { projectRoot } from '../../src/paths.js';
+import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster, processesMentioning, socketsUnder, waitFor } from '../helpers/cluster.js';
 
 describe('core: a local cluster with real QEMU', () => {

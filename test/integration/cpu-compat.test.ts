@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationReport } from '../../src/migration/record.js';
+import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 describe('CPU compatibility pre-flight', () => {

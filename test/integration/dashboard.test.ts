@@ -11,8 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, type Page, chromium } from 'playwright-core';
-import { readEndpoint } from '../../src/cluster/config.js';
-import { projectRoot } from '../../src/paths.js';
+import { readEndpoint } from '../../src/config/cluster-config.js';
+import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster } from '../helpers/cluster.js';
 
 const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { projectRoot } from '../../src/paths.js';
-import { STEPS } from '../../src/migration/record.js';
+import { projectRoot } from '../../src/config/paths.js';
+import { STEPS } from '../../src/domain/migration.js';
 
 describe('ferry demo', () => {
   it('migrates a loaded VM, keeps the TCP stream intact, reports it, and cleans up', () => {

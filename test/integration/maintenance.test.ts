@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
-import type { MigrationRecord } from '../../src/migration/record.js';
+import type { MigrationRecord } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];

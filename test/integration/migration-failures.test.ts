@@ -8,8 +8,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { readEndpoint } from '../../src/cluster/config.js';
-import type { MigrationRecord, MigrationReport } from '../../src/migration/record.js';
+import { readEndpoint } from '../../src/config/cluster-config.js';
+import type { MigrationRecord, MigrationReport } from '../../src/domain/migration.js';
 import { pidAlive } from '../../src/qemu/qemu-vm.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HostSampler, assertStillOnSource, finalReport, startMigration, waitForPhase } from '../helpers/migration.js';

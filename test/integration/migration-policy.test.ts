@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
-import type { MigrationRecord, MigrationReport } from '../../src/migration/record.js';
+import type { MigrationRecord, MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { HostSampler, assertStillOnSource, finalReport } from '../helpers/migration.js';
 

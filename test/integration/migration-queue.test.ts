@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationRecord } from '../../src/migration/record.js';
-import { projectRoot } from '../../src/paths.js';
+import type { MigrationRecord } from '../../src/domain/migration.js';
+import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport, startMigration } from '../helpers/migration.js';
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
-import { STEPS, type MigrationReport } from '../../src/migration/record.js';
+import { STEPS, type MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { assertStillOnSource, finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
 

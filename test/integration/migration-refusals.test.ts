@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { readEndpoint } from '../../src/cluster/config.js';
-import type { MigrationRecord } from '../../src/migration/record.js';
+import { readEndpoint } from '../../src/config/cluster-config.js';
+import type { MigrationRecord } from '../../src/domain/migration.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
 

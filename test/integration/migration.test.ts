@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
-import { STEPS, type MigrationReport } from '../../src/migration/record.js';
+import { STEPS, type MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HostSampler, finalReport, startMigration } from '../helpers/migration.js';
 

@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import type { NetworkView } from '../../src/cluster/networks.js';
-import type { MigrationRecord, MigrationReport } from '../../src/migration/record.js';
-import type { NodeRecord } from '../../src/model.js';
+import type { NetworkView } from '../../src/controller/network/networks.js';
+import type { MigrationRecord, MigrationReport } from '../../src/domain/migration.js';
+import type { NodeRecord } from '../../src/domain/records.js';
 import { TestCluster } from '../helpers/cluster.js';
 
 describe('cluster networks', () => {

@@ -9,9 +9,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationReport } from '../../src/migration/record.js';
-import type { NodeRecord, VmRecord } from '../../src/model.js';
-import { OFFLOADS } from '../../src/qemu/nic.js';
+import type { MigrationReport } from '../../src/domain/migration.js';
+import type { NodeRecord, VmRecord } from '../../src/domain/records.js';
+import { OFFLOADS } from '../../src/domain/nic.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 type VmView = VmRecord & { nic?: { backend: string; offered: string[]; negotiated: string[] } };

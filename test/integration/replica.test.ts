@@ -14,9 +14,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { readEndpoint } from '../../src/cluster/config.js';
-import type { IncomingView, RecoveryPoint } from '../../src/replica/incoming.js';
-import type { ReplicaStatus } from '../../src/replica/replicas.js';
+import { readEndpoint } from '../../src/config/cluster-config.js';
+import type { IncomingView, RecoveryPoint } from '../../src/controller/replica/incoming.js';
+import type { ReplicaStatus } from '../../src/controller/replica/replicas.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationReport } from '../../src/migration/record.js';
+import type { MigrationReport } from '../../src/domain/migration.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport } from '../helpers/migration.js';

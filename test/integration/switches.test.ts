@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import type { ScrubResult, SwitchView } from '../../src/cluster/switches.js';
-import type { MigrationReport } from '../../src/migration/record.js';
+import type { ScrubResult, SwitchView } from '../../src/domain/switches.js';
+import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 describe('virtual switch tools', () => {

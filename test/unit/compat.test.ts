@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { cpuBaseline, cpuBlockers } from '../../src/cluster/compat.js';
-import type { CpuIdentity } from '../../src/model.js';
+import { cpuBaseline, cpuBlockers } from '../../src/domain/compat.js';
+import type { CpuIdentity } from '../../src/domain/records.js';
 
 const recorded = JSON.parse(fs.readFileSync(new URL('../../../test/fixtures/qemu-cpu-models.json', import.meta.url), 'utf8')) as {
   models: Record<string, { vendor: string; features: string[] }>;

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { planDrain } from '../../src/cluster/drain.js';
-import { planBalance } from '../../src/cluster/balance.js';
-import { cpuBlockers } from '../../src/cluster/compat.js';
-import type { NodeLoad } from '../../src/cluster/placement.js';
-import type { NodeRecord, VmRecord } from '../../src/model.js';
+import { planDrain } from '../../src/domain/drain.js';
+import { planBalance } from '../../src/domain/balance.js';
+import { cpuBlockers } from '../../src/domain/compat.js';
+import type { NodeLoad } from '../../src/domain/placement.js';
+import type { NodeRecord, VmRecord } from '../../src/domain/records.js';
 
 const node = (name: string, state: NodeRecord['state'], totalMiB: number): NodeRecord => ({
   name, url: 'http://x', migrationAddress: '127.0.1.1', state,

@@ -4,8 +4,9 @@ import { describe, it } from 'node:test';
 import { keptRunning, parseConsole } from '../../src/guest/console.js';
 import { CpioWriter } from '../../src/guest/cpio.js';
 import { kernelCommandLine, qemuArgv } from '../../src/qemu/argv.js';
-import { OFFLOADS, offloadsIn, validateOffloads } from '../../src/qemu/nic.js';
-import type { VmSpec } from '../../src/model.js';
+import { OFFLOADS, validateOffloads } from '../../src/domain/nic.js';
+import { offloadsIn } from '../../src/qemu/nic.js';
+import type { VmSpec } from '../../src/domain/records.js';
 
 const spec: VmSpec = {
   name: 'web', memoryMiB: 256, cpus: 2, diskPath: '/s/disks/web.qcow2', mac: '52:54:00:99:00:01', ip: '10.99.0.1/16',

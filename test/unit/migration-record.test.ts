@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { placeVm } from '../../src/cluster/placement.js';
-import type { NodeRecord } from '../../src/model.js';
-import { type MigrationRecord, STEPS, queueOrder, startable, toReport } from '../../src/migration/record.js';
-import { DEFAULT_SETTINGS, applySetting } from '../../src/cluster/settings.js';
+import { placeVm } from '../../src/domain/placement.js';
+import type { NodeRecord } from '../../src/domain/records.js';
+import { type MigrationRecord, STEPS, queueOrder, startable, toReport } from '../../src/domain/migration.js';
+import { DEFAULT_SETTINGS, applySetting } from '../../src/domain/settings.js';
 import { toTransferProgress } from '../../src/qemu/migration-params.js';
-import { validateTuning } from '../../src/migration/service.js';
-import { DEFAULT_TUNING } from '../../src/migration/tuning.js';
-import { isFerryError } from '../../src/errors.js';
+import { validateTuning } from '../../src/controller/migration/service.js';
+import { DEFAULT_TUNING } from '../../src/domain/tuning.js';
+import { isFerryError } from '../../src/domain/errors.js';
 
 describe('migration report', () => {
   it('lists finished steps in R3 order with their durations and keeps the error', () => {

@@ -4,8 +4,8 @@ import { describe, it } from 'node:test';
 import { OPERATIONS, openApiDocument } from '../../src/api/openapi.js';
 import { controllerRouter } from '../../src/api/routes.js';
 import { renderMetrics } from '../../src/api/metrics.js';
-import { LIMITS } from '../../src/model.js';
-import { validateVmCreate } from '../../src/cluster/validate.js';
+import { LIMITS } from '../../src/domain/records.js';
+import { validateVmCreate } from '../../src/domain/validate.js';
 
 describe('OpenAPI description', () => {
   // Routing only: no route handler runs here.

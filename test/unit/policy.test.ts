@@ -9,7 +9,7 @@ import {
   escalate,
   tuningFor,
   validatePolicy,
-} from '../../src/migration/policy.js';
+} from '../../src/domain/policy.js';
 
 const GiB = 1073741824;
 const watch = (w: Partial<TransferWatch>): TransferWatch => ({

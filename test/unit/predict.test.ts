@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { FERRY_POLICY, QEMU_DEFAULTS_POLICY, type MigrationPolicy } from '../../src/migration/policy.js';
-import { type PredictionInput, predict, throttleFor } from '../../src/migration/predict.js';
+import { FERRY_POLICY, QEMU_DEFAULTS_POLICY, type MigrationPolicy } from '../../src/domain/policy.js';
+import { type PredictionInput, predict, throttleFor } from '../../src/domain/predict.js';
 
 interface Run {
   case: string;

@@ -4,8 +4,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import { isFerryError } from '../../src/errors.js';
-import { QmpClient, QmpError } from '../../src/qmp/client.js';
+import { isFerryError } from '../../src/domain/errors.js';
+import { QmpClient, QmpError } from '../../src/qemu/qmp/client.js';
 
 /**
  * A strict scripted QMP server: it answers only the commands the test

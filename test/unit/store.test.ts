@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { ManualClock } from '../../src/clock.js';
-import { isFerryError } from '../../src/errors.js';
+import { ManualClock } from '../../src/domain/clock.js';
+import { isFerryError } from '../../src/domain/errors.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { type Change, update } from '../../src/store/store.js';
+import { type Change, update } from '../../src/ports/store.js';
 
 describe('SQLite cluster store', () => {
   let dir: string;

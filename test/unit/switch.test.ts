@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../../src/clock.js';
-import { EtherType, arpRequest, icmpEchoRequest, macToBytes, parseArp, parseIcmpEcho } from '../../src/network/ethernet.js';
-import { LearningSwitch } from '../../src/network/switch.js';
+import { ManualClock } from '../../src/domain/clock.js';
+import { EtherType, arpRequest, icmpEchoRequest, macToBytes, parseArp, parseIcmpEcho } from '../../src/switch/ethernet.js';
+import { LearningSwitch } from '../../src/switch/learning-switch.js';
 
 const A = '52:54:00:00:00:0a';
 const B = '52:54:00:00:00:0b';

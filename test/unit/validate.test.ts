@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ipFor, macFor, validateName, validateVmCreate } from '../../src/cluster/validate.js';
-import { ERROR_CLASSES, FerryError, errors, isFerryError } from '../../src/errors.js';
-import { parseWorkloads } from '../../src/guest/workload.js';
+import { ipFor, macFor, validateName, validateVmCreate } from '../../src/domain/validate.js';
+import { ERROR_CLASSES, FerryError, errors, isFerryError } from '../../src/domain/errors.js';
+import { parseWorkloads } from '../../src/domain/workload.js';
 
 const invalid = (fn: () => unknown, pattern: RegExp) =>
   assert.throws(fn, (e: unknown) => isFerryError(e, 'invalid-argument') && pattern.test(e.message));

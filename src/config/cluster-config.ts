@@ -1,0 +1,110 @@
+/**
+ * The cluster's identity and membership, written once by `ferry up` to
+ * cluster.json in the state directory, and the daemon endpoint files.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import type { ClusterNetwork } from '../domain/networks.js';
+import type { StateLayout } from './paths.js';
+
+export interface NodeMember {
+  name: string;
+  /** Loopback address of this node on the migration network. */
+  migrationAddress: string;
+  memoryMiB?: number;
+  cpuModel?: string;
+  /** How VMs' NICs reach the switch on this node (default stream). */
+  nicBackend?: 'stream' | 'tap';
+}
+
+export interface ClusterConfig {
+  id: string;
+  name: string;
+  createdAtMs: number;
+  nodes: NodeMember[];
+  /** Subnet VMs get their addresses from (inside the virtual switch only). */
+  vmSubnet: string;
+  /** The networks as first defined; their role and metric live in the store and may change. */
+  networks?: ClusterNetwork[];
+}
+
+export interface DaemonEndpoint {
+  pid: number;
+  url: string;
+}
+
+export function nodeName(i: number): string {
+  return `node-${i}`;
+}
+
+export function defaultMembers(count: number, networks: ClusterNetwork[], memoryMiB?: number): NodeMember[] {
+  const migration = networks.find((n) => n.role === 'migration');
+  return Array.from({ length: count }, (_, k) => {
+    const name = nodeName(k + 1);
+    const m: NodeMember = { name, migrationAddress: migration?.addresses[name] ?? '127.0.0.1' };
+    if (memoryMiB) m.memoryMiB = memoryMiB;
+    return m;
+  });
+}
+
+export function readConfig(layout: StateLayout): ClusterConfig | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(layout.cluster, 'utf8')) as ClusterConfig;
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: ClusterNetwork[] = []): ClusterConfig {
+  const config: ClusterConfig = {
+    id: randomUUID(),
+    name: 'ferry',
+    createdAtMs: Date.now(),
+    nodes,
+    vmSubnet: '10.99.0.0/16',
+    networks,
+  };
+  fs.writeFileSync(layout.cluster, JSON.stringify(config, null, 2) + '\n');
+  return config;
+}
+
+/** Rewrites cluster.json atomically (membership changed). */
+export function saveConfig(layout: StateLayout, config: ClusterConfig): void {
+  fs.writeFileSync(layout.cluster + '.tmp', JSON.stringify(config, null, 2) + '\n');
+  fs.renameSync(layout.cluster + '.tmp', layout.cluster);
+}
+
+/** One node's address on each network. */
+export function memberAddresses(config: ClusterConfig, node: string): { network: string; address: string }[] {
+  return (config.networks ?? []).flatMap((n) => (n.addresses[node] ? [{ network: n.name, address: n.addresses[node]! }] : []));
+}
+
+export function readToken(layout: StateLayout): string | undefined {
+  try {
+    return fs.readFileSync(layout.token, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+export function ensureToken(layout: StateLayout): string {
+  const existing = readToken(layout);
+  if (existing) return existing;
+  const token = randomBytes(24).toString('hex');
+  fs.writeFileSync(layout.token, token + '\n', { mode: 0o600 });
+  return token;
+}
+
+export function readEndpoint(layout: StateLayout, daemon: string): DaemonEndpoint | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(layout.daemonFile(daemon), 'utf8')) as DaemonEndpoint;
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeEndpoint(layout: StateLayout, daemon: string, endpoint: DaemonEndpoint): void {
+  const file = layout.daemonFile(daemon);
+  fs.writeFileSync(file + '.tmp', JSON.stringify(endpoint), { mode: 0o600 });
+  fs.renameSync(file + '.tmp', file);
+}

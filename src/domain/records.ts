@@ -1,0 +1,143 @@
+/**
+ * Ferry's core records, as the controller saves them in the store and the
+ * API returns them. Pure data: no I/O here.
+ */
+
+export const VmState = {
+  Stopped: 'stopped',
+  Starting: 'starting',
+  Running: 'running',
+  Migrating: 'migrating',
+  Stopping: 'stopping',
+  Saved: 'saved',
+  Error: 'error',
+} as const;
+export type VmState = (typeof VmState)[keyof typeof VmState];
+
+export const NodeState = { Up: 'up', Maintenance: 'maintenance', Down: 'down' } as const;
+export type NodeState = (typeof NodeState)[keyof typeof NodeState];
+
+export type Accelerator = 'kvm' | 'tcg';
+
+export interface CpuIdentity {
+  vendor: string; // GenuineIntel, AuthenticAMD, or "qemu" for TCG's generic model
+  model: string; // the QEMU CPU model the node runs guests with
+  features: string[];
+}
+
+export interface NodeCapabilities {
+  accelerator: Accelerator;
+  acceleratorReason: string;
+  cpu: CpuIdentity;
+  qemuVersion: string;
+  memoryTotalMiB: number;
+  memoryFreeMiB: number;
+  /** Host CPUs this node offers (vCPU load is counted against them). */
+  cpuCount?: number;
+  /** The network backend VMs' NICs use here and the offloads it lets them offer (from QEMU). */
+  nic?: { backend: string; offloads: string[]; vnetHeader: boolean };
+}
+
+export interface NodeRecord {
+  name: string;
+  /** The agent's HTTP base URL (loopback). */
+  url: string;
+  /** The address QEMU listens on for incoming migrations. */
+  migrationAddress: string;
+  state: NodeState;
+  capabilities?: NodeCapabilities;
+  lastSeenMs?: number;
+  /** Where the node answers on each cluster network (address and probe port). */
+  networks?: Record<string, { address: string; port: number }>;
+}
+
+export interface VmRecord {
+  name: string;
+  memoryMiB: number;
+  cpus: number;
+  diskGiB: number;
+  /** qcow2 on the cluster's shared volume. */
+  diskPath: string;
+  mac: string;
+  /** Address with prefix, e.g. 10.99.0.5/16. */
+  ip: string;
+  workload: string;
+  /** The node the VM runs on or will start on. */
+  node: string;
+  state: VmState;
+  createdAtMs: number;
+  /** When `state` last changed. */
+  stateSinceMs?: number;
+  /** Why the last operation on the VM failed, if it did. */
+  error?: string;
+  /** Running migration, if any. */
+  migrationId?: string;
+  /** When state is saved: the VM's memory and device state on the shared volume. */
+  savedState?: string;
+  /** The CPU the guest was booted with: its node's model, or the vendor's baseline in compatibility mode. */
+  guestCpu?: CpuIdentity;
+  /** Processor compatibility mode (R9): boot with the features all nodes of the vendor share. */
+  compat?: boolean;
+  /** The virtual switch the NIC is attached to; '' when disconnected; absent means 'default'. */
+  switch?: string;
+  /** NIC offloads the VM asks for (R10); absent: all that QEMU has. */
+  nicOffloads?: string[];
+  /** Migration policy fields overriding the cluster default for this VM. */
+  policy?: Partial<import('./policy.js').MigrationPolicy>;
+}
+
+/** What an agent needs to start a VM's QEMU. */
+export interface VmSpec {
+  name: string;
+  memoryMiB: number;
+  cpus: number;
+  diskPath: string;
+  mac: string;
+  ip: string;
+  workload: string;
+  /** IP of the VM a tcp-client workload connects to. */
+  peerIp?: string;
+  /** The guest's CPU model; it travels with the VM so a migration target runs the same one. */
+  cpuModel?: string;
+  /** The virtual switch the NIC plugs into ('' for none). */
+  switch?: string;
+  /** The NIC's requested offloads (virtio-net property names); absent: all. */
+  nicOffloads?: string[];
+  consoleLogPath: string;
+}
+
+/** What an agent reports of one QEMU it runs. */
+export interface VmInstance {
+  name: string;
+  pid: number;
+  /** QEMU's run state: running, paused, inmigrate, postmigrate, … */
+  runState: string;
+  incoming: boolean;
+  startedAtMs: number;
+}
+
+/** What an agent tells the controller every second. */
+export interface Heartbeat {
+  name: string;
+  url: string;
+  clusterId: string;
+  migrationAddress: string;
+  networks?: Record<string, { address: string; port: number }>;
+  capabilities: NodeCapabilities;
+  vms: VmInstance[];
+}
+
+/** A VM that holds resources on its node. */
+export function isActive(state: VmState): boolean {
+  return state === VmState.Running || state === VmState.Starting || state === VmState.Migrating || state === VmState.Stopping;
+}
+
+export const LIMITS = {
+  memoryMiB: { min: 64, max: 65536 },
+  cpus: { min: 1, max: 64 },
+  diskGiB: { min: 1, max: 4096 },
+  nodes: { min: 1, max: 16 },
+} as const;
+
+/** Names of VMs and nodes: DNS-label-like, so they are safe in paths and argv. */
+export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$/;
