@@ -64,7 +64,6 @@ function max(xs: (number | null)[]): number | null {
 }
 
 const fmt = (x: number | null, unit = '', digits = 0) => (x === null ? '–' : `${x.toFixed(digits)}${unit}`);
-const mib = (b: number | null) => (b === null ? '–' : `${(b / 1048576).toFixed(0)} MiB`);
 
 interface Summary {
   case: string;

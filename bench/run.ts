@@ -12,12 +12,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Client, followMigration } from '../src/cli/main.js';
+import { Cluster, followMigration } from '../src/cli/context.js';
+import { nodeRoutes } from '../src/api/controller/nodes.js';
+import { networkRoutes } from '../src/api/controller/networks.js';
+import { requestMigration, vmRoutes } from '../src/api/controller/vms.js';
+import { systemClock } from '../src/domain/clock.js';
 import { down, up } from '../src/cli/daemons.js';
 import { parseConsole } from '../src/guest/console.js';
 import type { MigrationRecord, MigrationReport } from '../src/domain/migration.js';
 import type { VmRecord } from '../src/domain/records.js';
-import type { NetworkView } from '../src/controller/network/networks.js';
 import { StateLayout, projectRoot } from '../src/config/paths.js';
 import { ShapedLink } from './link.js';
 import { type BenchRow, writeReport } from './report.js';
@@ -55,7 +58,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 class Bench {
   rows: BenchRow[] = [];
   constructor(
-    readonly c: Client,
+    readonly c: Cluster,
     readonly layout: StateLayout,
     readonly link: ShapedLink,
   ) {}
@@ -69,12 +72,12 @@ class Bench {
   }
 
   async vm(name: string): Promise<VmRecord> {
-    return this.c.call<VmRecord>('GET', `/api/v1/vms/${name}`);
+    return this.c.api.call(vmRoutes.show, { params: { name } }) as Promise<VmRecord>;
   }
 
   async boot(name: string, memoryMiB: number, workload: string, node: string): Promise<void> {
-    await this.c.call('POST', '/api/v1/vms', { name, memoryMiB, workload, node });
-    await this.c.call('POST', `/api/v1/vms/${name}/start`, {}, 120_000);
+    await this.c.api.call(vmRoutes.create, { body: { name, memoryMiB, workload, node } });
+    await this.c.api.call(vmRoutes.start, { params: { name }, body: {} }, { timeoutMs: 120_000 });
     const deadline = Date.now() + 120_000;
     while (parseConsole(fs.existsSync(this.layout.consoleLog(name)) ? fs.readFileSync(this.layout.consoleLog(name), 'utf8') : '').ticks.length < 3) {
       if (Date.now() > deadline) throw new Error(`${name} did not boot`);
@@ -83,12 +86,12 @@ class Bench {
   }
 
   async migrate(vm: string, to: string, policy: Variant): Promise<{ report: MigrationReport; record: MigrationRecord }> {
-    const started = await this.c.call<MigrationRecord>('POST', `/api/v1/vms/${vm}/migrate`, { to, policy });
+    const started = (await requestMigration(this.c.api, vm, { to, policy: policy as never })) as MigrationRecord;
     return this.follow(started.id);
   }
 
   async follow(id: string): Promise<{ report: MigrationReport; record: MigrationRecord }> {
-    const record = await followMigration(this.c, id, () => {});
+    const record = await followMigration(this.c.api, id, () => {}, (t) => systemClock.sleep(t));
     return { report: record.report, record };
   }
 
@@ -129,8 +132,8 @@ class Bench {
         await sleep(1500);
       }
     }
-    await this.c.call('POST', `/api/v1/vms/${name}/stop`, {}, 60_000);
-    await this.c.call('DELETE', `/api/v1/vms/${name}`);
+    await this.c.api.call(vmRoutes.stop, { params: { name } }, { timeoutMs: 60_000 });
+    await this.c.api.call(vmRoutes.delete, { params: { name } });
   }
 
   /**
@@ -148,7 +151,7 @@ class Bench {
       const started = Date.now();
       let reports: { report: MigrationReport; record: MigrationRecord }[];
       if (variant === 'ferry') {
-        const res = await this.c.call<{ migrations: { id: string }[] }>('POST', '/api/v1/nodes/node-1/maintenance', { drain: 'live' }, 120_000);
+        const res = await this.c.api.call(nodeRoutes.maintenance, { params: { name: 'node-1' }, body: { drain: 'live' } }, { timeoutMs: 120_000 });
         reports = await Promise.all(res.migrations.map((m) => this.follow(m.id)));
       } else {
         reports = [];
@@ -171,13 +174,13 @@ class Bench {
       this.record(row);
       if (variant === 'ferry') {
         // Back to node-1 for the naive run (not measured).
-        await this.c.call('POST', '/api/v1/nodes/node-1/resume', {});
+        await this.c.api.call(nodeRoutes.resume, { params: { name: 'node-1' } });
         for (const n of names) await this.migrate(n, 'node-1', 'ferry');
       }
     }
     for (const n of names) {
-      await this.c.call('POST', `/api/v1/vms/${n}/stop`, {}, 60_000);
-      await this.c.call('DELETE', `/api/v1/vms/${n}`);
+      await this.c.api.call(vmRoutes.stop, { params: { name: n } }, { timeoutMs: 60_000 });
+      await this.c.api.call(vmRoutes.delete, { params: { name: n } });
     }
   }
 }
@@ -199,8 +202,8 @@ async function main(): Promise<void> {
   try {
     log(`starting a 4-node cluster in ${dir}`);
     await up(layout, { nodes: 4, progress: log });
-    const c = Client.connect(layout);
-    const nets = await c.call<NetworkView[]>('GET', '/api/v1/networks');
+    const c = Cluster.connect(layout);
+    const nets = await c.api.call(networkRoutes.list, {});
     const migration = nets.find((n) => n.name === 'migration')!;
     link = new ShapedLink(migration.subnet, LINK_MBIT * 1e6);
     link.install();
@@ -216,8 +219,8 @@ async function main(): Promise<void> {
   }
 }
 
-async function qemuVersion(c: Client): Promise<string> {
-  const nodes = await c.call<{ capabilities?: { qemuVersion: string; accelerator: string } }[]>('GET', '/api/v1/nodes');
+async function qemuVersion(c: Cluster): Promise<string> {
+  const nodes = await c.api.call(nodeRoutes.list, {});
   return `QEMU ${nodes[0]?.capabilities?.qemuVersion ?? '?'} (${nodes[0]?.capabilities?.accelerator ?? '?'})`;
 }
 

@@ -1,201 +1,115 @@
 /**
- * A small JSON-over-HTTP layer shared by the controller, the agents and the
- * switch: a router whose `handle()` is a plain function from request to
- * response (tests call it without a socket), a server around it, and a
- * client that turns error answers back into FerryErrors.
+ * What the controller's, the agents' and the switch's HTTP APIs share, on
+ * Hono: an app whose schema failures and errors answer as one FerryError
+ * line, route helpers, a body size limit, and a server around the app. The
+ * app is a function from Request to Response, so tests call
+ * `app.request(path, init)` without opening a socket.
  */
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode, FerryError, type FerryErrorJson, errors, toFerryError } from '../domain/errors.js';
+import { serve as serveNode, type ServerType } from '@hono/node-server';
+import { OpenAPIHono, type z } from '@hono/zod-openapi';
+import type { Context, MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { ErrorCode, FerryError, errors, toFerryError } from '../domain/errors.js';
+import { ErrorBody } from './schemas.js';
 
-export interface ApiRequest {
-  method: string;
-  path: string;
-  params: Record<string, string>;
-  query: URLSearchParams;
-  headers: http.IncomingHttpHeaders;
-  body: unknown;
+/** Requests larger than this are refused before they are read further. */
+export const MAX_BODY_BYTES = 1 << 20;
+
+const ZOD_DEFAULT = /^(Invalid|Too (small|big)|Unrecognized|Expected)/;
+
+/** One line for the first thing wrong with a request. */
+export function issueMessage(issues: readonly z.core.$ZodIssue[]): string {
+  const i = issues[0];
+  if (!i) return 'the request is invalid';
+  const where = i.path.length ? i.path.join('.') : '';
+  // Zod's own wording is replaced by Ferry's; a schema's own message is kept (zod marks neither, so its wording tells).
+  // eslint-disable-next-line no-restricted-syntax
+  if (!ZOD_DEFAULT.test(i.message)) return i.message;
+  switch (i.code) {
+    case 'unrecognized_keys':
+      return `unknown field '${i.keys[0]}'${where ? ` in ${where}` : ''}`;
+    case 'invalid_type':
+      return `${where || 'the request body'} must be ${i.expected === 'object' ? 'a JSON object' : `a ${i.expected}`}${(i as { input?: unknown }).input === undefined ? ' (missing)' : ''}`;
+    case 'too_big':
+      return `${where || 'the value'} is too ${i.origin === 'string' ? 'long' : 'big'} (at most ${String(i.maximum)})`;
+    case 'too_small':
+      return `${where || 'the value'} is too ${i.origin === 'string' ? 'short' : 'small'} (at least ${String(i.minimum)})`;
+    case 'invalid_value':
+      return `${where || 'the value'} must be one of ${i.values.map(String).join(', ')}`;
+    default:
+      return `${where ? `${where}: ` : ''}${i.message}`;
+  }
 }
 
-export interface ApiResponse {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
+export function errorResponse(c: Context, err: FerryError): Response {
+  return c.json({ error: err.toJSON() }, err.httpStatus as 400);
 }
 
-export type Handler = (req: ApiRequest) => Promise<unknown> | unknown;
-/** A route that takes over the raw connection (server-sent events, console streams). */
-export type RawHandler = (req: http.IncomingMessage, res: http.ServerResponse, params: Record<string, string>) => void;
-
-interface Route {
-  method: string;
-  path: string;
-  pattern: RegExp;
-  keys: string[];
-  handler?: Handler;
-  raw?: RawHandler;
-}
-
-function compile(path: string): { pattern: RegExp; keys: string[] } {
-  const keys: string[] = [];
-  const source = path.replace(/:([a-zA-Z]+)/g, (_, key: string) => {
-    keys.push(key);
-    return '([^/]+)';
+/** An app that answers every failure as a FerryError. */
+export function createApp(): OpenAPIHono {
+  const app = new OpenAPIHono({
+    defaultHook: (result, c) => {
+      if (!result.success) return errorResponse(c, errors.invalid('request', issueMessage(result.error.issues)));
+      return undefined;
+    },
   });
-  return { pattern: new RegExp(`^${source}$`), keys };
+  app.onError((e, c) => {
+    // A body that is not JSON, or not a JSON object.
+    if (e instanceof SyntaxError || (e as { name?: string }).name === 'HTTPException') {
+      const status = (e as { status?: number }).status;
+      if (status === 413) return errorResponse(c, errors.invalid('body', `the request body is larger than ${MAX_BODY_BYTES} bytes`));
+      if (status && status !== 400) return c.json({ error: { code: ErrorCode.Usage, message: e.message } }, status as 400);
+      return errorResponse(c, errors.invalid('body', 'request body is not valid JSON'));
+    }
+    return errorResponse(c, toFerryError(e));
+  });
+  app.notFound((c) => c.json({ error: { code: ErrorCode.Usage, message: `no such endpoint: ${c.req.method} ${new URL(c.req.url).pathname}` } }, 404));
+  return app;
 }
 
-export class Router {
-  private readonly routes: Route[] = [];
-  /** Checked before every route; throws to refuse (authentication). */
-  guard: ((req: ApiRequest) => void) | undefined;
-
-  on(method: string, path: string, handler: Handler): this {
-    this.routes.push({ method, path, ...compile(path), handler });
-    return this;
-  }
-
-  /** Every route, as registered (for the OpenAPI description and its test). */
-  list(): { method: string; path: string }[] {
-    return this.routes.map((r) => ({ method: r.method, path: r.path }));
-  }
-
-  raw(method: string, path: string, handler: RawHandler): this {
-    this.routes.push({ method, path, ...compile(path), raw: handler });
-    return this;
-  }
-
-  match(method: string, path: string): { route: Route; params: Record<string, string> } | undefined {
-    for (const route of this.routes) {
-      if (route.method !== method) continue;
-      const m = route.pattern.exec(path);
-      if (!m) continue;
-      const params: Record<string, string> = {};
-      route.keys.forEach((k, i) => (params[k] = decodeURIComponent(m[i + 1]!)));
-      return { route, params };
-    }
-    return undefined;
-  }
-
-  async handle(method: string, url: string, body: unknown, headers: http.IncomingHttpHeaders = {}): Promise<ApiResponse> {
-    const parsed = new URL(url, 'http://ferry.invalid');
-    const found = this.match(method, parsed.pathname);
-    if (!found || !found.route.handler) {
-      return errorResponse(new FerryError(ErrorCode.Usage, `no such endpoint: ${method} ${parsed.pathname}`), 404);
-    }
-    const req: ApiRequest = { method, path: parsed.pathname, params: found.params, query: parsed.searchParams, headers, body };
-    try {
-      this.guard?.(req);
-      const result = await found.route.handler(req);
-      return { status: 200, body: result ?? {} };
-    } catch (e) {
-      return errorResponse(toFerryError(e));
-    }
-  }
+/** Refuses bodies over MAX_BODY_BYTES, by their announced length and while reading. */
+export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler {
+  return bodyLimit({ maxSize: max, onError: (c) => errorResponse(c, errors.invalid('body', `the request body is larger than ${max} bytes`)) });
 }
 
-function errorResponse(err: FerryError, status = err.httpStatus): ApiResponse {
-  return { status, body: { error: err.toJSON() } };
+export const json = <S extends z.ZodType>(schema: S) => ({ 'application/json': { schema } });
+
+/** The responses of a JSON route: its 200 and the error every route can answer. */
+export function answers<S extends z.ZodType>(schema: S, description = 'OK') {
+  return {
+    200: { description, content: json(schema) },
+    default: { description: 'A Ferry error', content: json(ErrorBody) },
+  } as const;
+}
+
+export function body<S extends z.ZodType>(schema: S, required = true) {
+  return { body: { content: json(schema), required } } as const;
 }
 
 export interface Listening {
-  server: http.Server;
   port: number;
   url: string;
   close(): Promise<void>;
 }
 
-export async function serve(router: Router, host = '127.0.0.1', port = 0): Promise<Listening> {
-  const server = http.createServer((req, res) => void dispatch(router, req, res));
-  server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
+/** Serves an app on `host:port` (0: any free port). */
+export async function serve(app: { fetch: (req: Request) => Response | Promise<Response> }, host = '127.0.0.1', port = 0): Promise<Listening> {
+  const server = await new Promise<ServerType>((resolve, reject) => {
+    const s = serveNode({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
+    s.once('error', reject);
   });
   const actual = (server.address() as AddressInfo).port;
+  (server as { keepAliveTimeout?: number }).keepAliveTimeout = 5_000;
   return {
-    server,
     port: actual,
     url: `http://${host}:${actual}`,
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());
-        server.closeAllConnections();
+        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       }),
   };
 }
 
-async function dispatch(router: Router, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  const url = req.url ?? '/';
-  const found = router.match(req.method ?? 'GET', new URL(url, 'http://x').pathname);
-  if (found?.route.raw) {
-    try {
-      router.guard?.({
-        method: req.method ?? 'GET', path: url, params: found.params,
-        query: new URL(url, 'http://x').searchParams, headers: req.headers, body: undefined,
-      });
-    } catch (e) {
-      const err = toFerryError(e);
-      res.writeHead(err.httpStatus, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: err.toJSON() }));
-      return;
-    }
-    found.route.raw(req, res, found.params);
-    return;
-  }
-  let body: unknown;
-  try {
-    body = await readJson(req);
-  } catch {
-    res.writeHead(400, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ error: { code: 'invalid-argument', message: 'request body is not valid JSON' } }));
-    return;
-  }
-  const out = await router.handle(req.method ?? 'GET', url, body, req.headers);
-  res.writeHead(out.status, { 'content-type': 'application/json', ...out.headers });
-  res.end(JSON.stringify(out.body));
-}
-
-async function readJson(req: http.IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  if (chunks.length === 0) return undefined;
-  const text = Buffer.concat(chunks).toString('utf8');
-  return text.trim() ? JSON.parse(text) : undefined;
-}
-
-export interface CallOptions {
-  token?: string;
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
-/** Calls a Ferry JSON endpoint; an error answer becomes the FerryError it describes. */
-export async function callJson<T>(base: string, method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<T> {
-  const timeout = AbortSignal.timeout(options.timeoutMs ?? 30_000);
-  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-  const headers: Record<string, string> = {};
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  if (options.token) headers.authorization = `Bearer ${options.token}`;
-  let res: Response;
-  try {
-    res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
-  } catch (e) {
-    if (options.signal?.aborted) throw errors.aborted(`${method} ${path}`);
-    if (timeout.aborted) throw errors.timeout(`${method} ${base}${path}`, options.timeoutMs ?? 30_000);
-    throw new FerryError(ErrorCode.AgentUnreachable, `cannot reach ${base}: ${(e as Error).message}`, { cause: e, details: { url: base } });
-  }
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : {};
-  } catch {
-    throw errors.internal(`${method} ${path}: answer is not JSON (HTTP ${res.status})`);
-  }
-  if (!res.ok) {
-    const err = (json as { error?: FerryErrorJson }).error;
-    if (err) throw FerryError.fromJSON(err);
-    throw errors.internal(`${method} ${path}: HTTP ${res.status}`);
-  }
-  return json as T;
-}
+export { FerryError };

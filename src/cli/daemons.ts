@@ -6,7 +6,9 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { callJson } from '../api/http.js';
+import { ApiClient } from '../api/client.js';
+import { nodeRoutes } from '../api/controller/nodes.js';
+import { clusterRoutes } from '../api/controller/cluster.js';
 import {
   type ClusterConfig,
   type NodeMember,
@@ -32,8 +34,13 @@ export interface UpOptions {
   nodeMemoryMiB?: number;
   cpuModels?: string[];
   nicBackends?: NicBackend[];
+  /** The controller's port on a new cluster (default 8470; 0: any free port). */
+  port?: number;
   progress?: (line: string) => void;
 }
+
+/** The controller's port unless `ferry up --port` says otherwise. */
+export const DEFAULT_CONTROLLER_PORT = 8470;
 
 export interface UpResult {
   alreadyRunning: boolean;
@@ -87,7 +94,7 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     opts.nicBackends?.forEach((backend, i) => {
       if (members[i]) members[i]!.nicBackend = backend;
     });
-    config = writeConfig(layout, members, networks);
+    config = writeConfig(layout, members, networks, opts.port ?? DEFAULT_CONTROLLER_PORT);
   }
   const names = daemonNames(config);
   const missing = names.filter((n) => !daemonAlive(layout, n));
@@ -107,7 +114,7 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
   progress('waiting for the nodes to report');
   await waitUntil(
     async () => {
-      const nodes = await callJson<NodeRecord[]>(controllerUrl, 'GET', '/api/v1/nodes', undefined, { token, timeoutMs: 3000 }).catch(() => []);
+      const nodes = await new ApiClient({ baseUrl: controllerUrl, token, timeoutMs: 3000 }).call(nodeRoutes.list, {}).catch(() => [] as NodeRecord[]);
       // Each agent is ready once it wrote its endpoint and the controller heard from that very agent.
       return config!.nodes.every((m) => {
         const endpoint = readEndpoint(layout, m.name);
@@ -127,7 +134,7 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
   let stoppedVms: string[] = [];
   const controller = readEndpoint(layout, 'controller');
   if (controller && token && pidAlive(controller.pid)) {
-    const res = await callJson<{ stopped: string[] }>(controller.url, 'POST', '/api/v1/cluster/down', {}, { token, timeoutMs: 120_000 }).catch(() => ({ stopped: [] }));
+    const res = await new ApiClient({ baseUrl: controller.url, token, timeoutMs: 120_000 }).call(clusterRoutes.down, {}).catch(() => ({ stopped: [] as string[] }));
     stoppedVms = res.stopped;
   }
   const stoppedDaemons: string[] = [];

@@ -7,35 +7,14 @@ import fs from 'node:fs';
 import type { ClusterNetwork } from '../domain/networks.js';
 import type { StateLayout } from './paths.js';
 
-export interface NodeMember {
-  name: string;
-  /** Loopback address of this node on the migration network. */
-  migrationAddress: string;
-  memoryMiB?: number;
-  cpuModel?: string;
-  /** How VMs' NICs reach the switch on this node (default stream). */
-  nicBackend?: 'stream' | 'tap';
-}
-
-export interface ClusterConfig {
-  id: string;
-  name: string;
-  createdAtMs: number;
-  nodes: NodeMember[];
-  /** Subnet VMs get their addresses from (inside the virtual switch only). */
-  vmSubnet: string;
-  /** The networks as first defined; their role and metric live in the store and may change. */
-  networks?: ClusterNetwork[];
-}
+import { type ClusterConfig, type NodeMember, nodeName } from '../domain/cluster.js';
+export { type ClusterConfig, type NodeMember, nodeName };
 
 export interface DaemonEndpoint {
   pid: number;
   url: string;
 }
 
-export function nodeName(i: number): string {
-  return `node-${i}`;
-}
 
 export function defaultMembers(count: number, networks: ClusterNetwork[], memoryMiB?: number): NodeMember[] {
   const migration = networks.find((n) => n.role === 'migration');
@@ -55,7 +34,7 @@ export function readConfig(layout: StateLayout): ClusterConfig | undefined {
   }
 }
 
-export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: ClusterNetwork[] = []): ClusterConfig {
+export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: ClusterNetwork[] = [], controllerPort?: number): ClusterConfig {
   const config: ClusterConfig = {
     id: randomUUID(),
     name: 'ferry',
@@ -63,6 +42,7 @@ export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: 
     nodes,
     vmSubnet: '10.99.0.0/16',
     networks,
+    ...(controllerPort !== undefined ? { controllerPort } : {}),
   };
   fs.writeFileSync(layout.cluster, JSON.stringify(config, null, 2) + '\n');
   return config;
@@ -107,4 +87,19 @@ export function writeEndpoint(layout: StateLayout, daemon: string, endpoint: Dae
   const file = layout.daemonFile(daemon);
   fs.writeFileSync(file + '.tmp', JSON.stringify(endpoint), { mode: 0o600 });
   fs.renameSync(file + '.tmp', file);
+}
+
+/** The cluster configuration in cluster.json, kept in memory and saved atomically when membership changes. */
+export class FileConfigStore {
+  private config: ClusterConfig;
+  constructor(private readonly layout: StateLayout, initial: ClusterConfig) {
+    this.config = initial;
+  }
+  current(): ClusterConfig {
+    return this.config;
+  }
+  save(config: ClusterConfig): void {
+    this.config = config;
+    saveConfig(this.layout, config);
+  }
 }

@@ -4,12 +4,11 @@
  * saved to the shared volume. A plan with blockers changes nothing.
  */
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
-import type { NodeRecord } from '../domain/records.js';
-import type { MigrationService } from './migration/service.js';
-import { update } from '../ports/store.js';
-import type { Controller } from './controller.js';
 import { type DrainMode, type DrainPlan, planDrain } from '../domain/drain.js';
-import { validateName } from '../domain/validate.js';
+import type { NodeLoad } from '../domain/placement.js';
+import type { NodeRecord, VmRecord } from '../domain/records.js';
+import type { EventSink } from '../ports/events.js';
+import type { NodeDirectory } from '../ports/node-directory.js';
 
 export interface DrainResult {
   plan: DrainPlan;
@@ -18,17 +17,22 @@ export interface DrainResult {
   migrations: { vm: string; id: string; to: string }[];
 }
 
+export interface MaintenanceDeps {
+  nodes: NodeDirectory;
+  events: EventSink;
+  /** VMs as the API shows them (with the migration holding each, if any). */
+  vms: () => Promise<VmRecord[]>;
+  loads: () => Promise<NodeLoad[]>;
+  migrate: (vm: string, to: string) => Promise<{ id: string }>;
+  save: (vm: string) => Promise<unknown>;
+}
+
 export class Maintenance {
-  constructor(
-    private readonly c: Controller,
-    private readonly migrations: MigrationService,
-  ) {}
+  constructor(private readonly d: MaintenanceDeps) {}
 
   async plan(node: string, mode: DrainMode): Promise<DrainPlan> {
-    validateName('node', node);
-    if (mode !== 'live' && mode !== 'save') throw errors.invalid('drain', `--drain must be live or save, got '${String(mode)}'`);
-    await this.c.node(node);
-    return planDrain(node, mode, await this.c.vms(), await this.c.loads());
+    await this.d.nodes.get(node);
+    return planDrain(node, mode, await this.d.vms(), await this.d.loads());
   }
 
   async drain(node: string, mode: DrainMode, dryRun: boolean): Promise<DrainResult> {
@@ -37,41 +41,33 @@ export class Maintenance {
     if (plan.blockers.length > 0) {
       throw new FerryError(ErrorCode.InsufficientResources, `cannot drain '${node}': ${plan.blockers.join('; ')}`, { details: { blockers: plan.blockers } });
     }
-    await this.setState(node, 'maintenance');
-    await this.c.event({ type: 'node.maintenance', node, message: `node ${node} in maintenance: ${mode} drain of ${plan.steps.length} VM(s)`, data: { plan } });
+    await this.d.nodes.setState(node, 'maintenance');
+    await this.d.events.emit({ type: 'node.maintenance', node, message: `node ${node} in maintenance: ${mode} drain of ${plan.steps.length} VM(s)`, data: { plan } });
     const migrations: DrainResult['migrations'] = [];
     if (mode === 'live') {
       for (const step of plan.steps) {
-        const m = await this.migrations.request(step.vm, { to: step.to, priority: 'drain' });
+        const m = await this.d.migrate(step.vm, step.to!);
         migrations.push({ vm: step.vm, id: m.id, to: step.to! });
       }
     } else {
       // Saves run one after another in the background; `vm list` shows each VM turn saved.
       void (async () => {
         for (const step of plan.steps) {
-          await this.c.saveVm(step.vm).catch((e: unknown) =>
-            this.c.event({ type: 'node.drain-error', node, vm: step.vm, message: `saving ${step.vm} failed: ${(e as Error).message}` }),
+          await this.d.save(step.vm).catch((e: unknown) =>
+            this.d.events.emit({ type: 'node.drain-error', node, vm: step.vm, message: `saving ${step.vm} failed: ${(e as Error).message}` }),
           );
         }
-        await this.c.event({ type: 'node.drained', node, message: `node ${node} drained (save)` });
+        await this.d.events.emit({ type: 'node.drained', node, message: `node ${node} drained (save)` });
       })();
     }
     return { plan, dryRun, migrations };
   }
 
   async resume(node: string): Promise<NodeRecord> {
-    validateName('node', node);
-    const current = await this.c.node(node);
+    const current = await this.d.nodes.get(node);
     if (current.state !== 'maintenance') throw errors.invalidState(`node '${node}' is ${current.state}, not in maintenance`, { node });
-    const next = await this.setState(node, 'up');
-    await this.c.event({ type: 'node.resumed', node, message: `node ${node} left maintenance` });
+    const next = await this.d.nodes.setState(node, 'up');
+    await this.d.events.emit({ type: 'node.resumed', node, message: `node ${node} left maintenance` });
     return next;
-  }
-
-  private setState(node: string, state: 'up' | 'maintenance'): Promise<NodeRecord> {
-    return update<NodeRecord>(this.c.store, `nodes/${node}`, (cur) => {
-      if (!cur) throw errors.nodeNotFound(node);
-      return { ...cur, state };
-    });
   }
 }

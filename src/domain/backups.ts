@@ -4,8 +4,10 @@
  * and when a scheduled backup is due.
  */
 import { errors } from './errors.js';
+import type { FreezeResult } from './block-jobs.js';
+import type { PhasedRecord } from './phases.js';
 
-export interface BackupRecord {
+export interface BackupRecord extends PhasedRecord {
   id: string;
   vm: string;
   mode: 'full' | 'incremental';
@@ -38,6 +40,13 @@ export interface BackupRecord {
   node?: string;
   verified?: boolean;
   error?: string;
+  /** Cap on the copy, MiB/s. */
+  bandwidthMiBps?: number;
+  /** The frozen image and its overlay, once frozen (a running VM). */
+  frozen?: FreezeResult;
+  /** The freeze: asked for at, and done at (controller clock); the point in time lies between. */
+  freezeStartedAtMs?: number;
+  frozenAtMs?: number;
 }
 
 export interface BackupWindow {

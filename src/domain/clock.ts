@@ -44,3 +44,22 @@ export class ManualClock implements Clock {
     for (const s of due) s.resolve();
   }
 }
+
+/**
+ * A clock that runs `factor` times faster than real time: component tests
+ * run the controller's polls and timeouts at this speed, with real
+ * concurrency (a ManualClock would need every await to be scripted).
+ */
+export class ScaledClock implements Clock {
+  private readonly startReal = performance.now();
+  constructor(
+    private readonly factor: number,
+    private readonly startMs = 1_700_000_000_000,
+  ) {}
+  nowMs(): number {
+    return Math.floor(this.startMs + (performance.now() - this.startReal) * this.factor);
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return systemClock.sleep(Math.max(0, ms / this.factor), signal);
+  }
+}

@@ -16,6 +16,8 @@ export const ErrorCode = {
   NotClusterMember: 'not-cluster-member',
   InsufficientResources: 'insufficient-resources',
   Conflict: 'conflict',
+  /** A disk has no change bitmap to build an incremental backup on. */
+  BitmapMissing: 'bitmap-missing',
   Unauthorized: 'unauthorized',
   ClusterNotRunning: 'cluster-not-running',
   // the operation was attempted and failed (exit 1)
@@ -47,6 +49,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   'not-cluster-member': { httpStatus: 422, exitCode: 2, retryable: false },
   'insufficient-resources': { httpStatus: 422, exitCode: 2, retryable: false },
   conflict: { httpStatus: 409, exitCode: 2, retryable: true },
+  'bitmap-missing': { httpStatus: 409, exitCode: 2, retryable: false },
   unauthorized: { httpStatus: 401, exitCode: 2, retryable: false },
   'cluster-not-running': { httpStatus: 503, exitCode: 2, retryable: true },
   'qmp-error': { httpStatus: 500, exitCode: 1, retryable: false },

@@ -13,6 +13,7 @@
  * destroy the target. After it, nothing rolls back: the VM lives on the target.
  */
 import type { TransferProgress, TransferTuning } from './transfer.js';
+import type { PhasedRecord } from './phases.js';
 import type { MigrationPolicy } from './policy.js';
 import type { Prediction } from './predict.js';
 
@@ -41,7 +42,7 @@ export interface MigrationProgress extends TransferProgress {
   sampledAtMs: number;
 }
 
-export interface MigrationRecord {
+export interface MigrationRecord extends PhasedRecord {
   id: string;
   vm: string;
   mode: MigrationMode;

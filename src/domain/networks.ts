@@ -9,7 +9,6 @@
  * and each network a /24 in it, so each node has a distinct address per
  * network and a network can really fail (an unreachable route to an address).
  */
-import { errors } from './errors.js';
 
 export const NETWORK_ROLES = ['management', 'migration', 'storage', 'none'] as const;
 export type NetworkRole = (typeof NETWORK_ROLES)[number];
@@ -51,21 +50,6 @@ export function defaultNetworks(nodes: string[], block: number): ClusterNetwork[
 /** A loopback block no other cluster on this host is likely to use (127.0.0.0/16 stays the host's own). */
 export function randomBlock(): number {
   return 2 + Math.floor(Math.random() * 250);
-}
-
-export function validateRole(value: unknown): NetworkRole {
-  if (typeof value !== 'string' || !(NETWORK_ROLES as readonly string[]).includes(value)) {
-    throw errors.invalid('role', `network role must be one of ${NETWORK_ROLES.join(', ')}, got '${String(value)}'`);
-  }
-  return value as NetworkRole;
-}
-
-export function validateMetric(value: unknown): number {
-  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < METRIC_RANGE.min || n > METRIC_RANGE.max) {
-    throw errors.invalid('metric', `network metric must be a whole number from ${METRIC_RANGE.min} to ${METRIC_RANGE.max}, got '${String(value)}'`);
-  }
-  return n;
 }
 
 export interface NetworkCandidate {

@@ -12,7 +12,6 @@
  * post-copy if the policy allows it, else abort: the transfer is cancelled
  * and the VM keeps running on its source.
  */
-import { errors } from './errors.js';
 import type { TransferTuning } from './transfer.js';
 
 export type EscalationStep = 'auto-converge' | 'postcopy';
@@ -68,50 +67,6 @@ export const QEMU_DEFAULTS_POLICY: MigrationPolicy = {
 };
 
 export const NAMED_POLICIES: Record<string, MigrationPolicy> = { ferry: FERRY_POLICY, 'qemu-defaults': QEMU_DEFAULTS_POLICY };
-
-const FIELDS: Record<keyof MigrationPolicy, (v: unknown) => unknown> = {
-  bandwidthMiBps: (v) => (v === null || v === 'none' ? null : int(v, 'bandwidthMiBps', 1, 100_000)),
-  downtimeMs: (v) => int(v, 'downtimeMs', 1, 60_000),
-  completionTimeoutSPerGiB: (v) => int(v, 'completionTimeoutSPerGiB', 0, 86_400),
-  progressTimeoutS: (v) => int(v, 'progressTimeoutS', 0, 86_400),
-  escalation: (v) => {
-    const list = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
-    if (!Array.isArray(list) || list.some((s) => s !== 'auto-converge' && s !== 'postcopy') || new Set(list).size !== list.length) {
-      throw errors.invalid('escalation', `escalation must list auto-converge and/or postcopy, each once, got '${JSON.stringify(v)}'`);
-    }
-    return list;
-  },
-  multifdChannels: (v) => int(v, 'multifdChannels', 1, 16),
-  xbzrle: (v) => {
-    if (typeof v !== 'boolean') throw errors.invalid('xbzrle', `xbzrle must be true or false, got '${String(v)}'`);
-    return v;
-  },
-};
-
-function int(v: unknown, field: string, min: number, max: number): number {
-  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
-    throw errors.invalid(field, `${field} must be a whole number from ${min} to ${max}, got '${String(v)}'`);
-  }
-  return n;
-}
-
-/** Checks a partial policy (a file, flags, a stored override); unknown fields are refused. A name picks a preset. */
-export function validatePolicy(input: unknown): Partial<MigrationPolicy> {
-  if (typeof input === 'string') {
-    const named = NAMED_POLICIES[input];
-    if (!named) throw errors.invalid('policy', `unknown policy '${input}' (named policies: ${Object.keys(NAMED_POLICIES).join(', ')}; or a JSON object)`);
-    return { ...named };
-  }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw errors.invalid('policy', 'a policy is a JSON object or a policy name');
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(input)) {
-    const check = FIELDS[k as keyof MigrationPolicy];
-    if (!check) throw errors.invalid('policy', `unknown policy field '${k}' (fields: ${Object.keys(FIELDS).join(', ')})`);
-    out[k] = check(v);
-  }
-  return out as Partial<MigrationPolicy>;
-}
 
 /** Cluster default, then the VM's, then the migration's: later wins field by field. */
 export function effectivePolicy(...layers: (Partial<MigrationPolicy> | undefined)[]): MigrationPolicy {

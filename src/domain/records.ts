@@ -70,7 +70,7 @@ export interface VmRecord {
   stateSinceMs?: number;
   /** Why the last operation on the VM failed, if it did. */
   error?: string;
-  /** Running migration, if any. */
+  /** In API views (never stored): the migration holding the VM, while one does. */
   migrationId?: string;
   /** When state is saved: the VM's memory and device state on the shared volume. */
   savedState?: string;
@@ -106,12 +106,30 @@ export interface VmSpec {
   consoleLogPath: string;
 }
 
-/** What an agent reports of one QEMU it runs. */
+/** A guest's run state, as Ferry names it (QEMU's own names stay in the driver). */
+export const RunState = {
+  Running: 'running',
+  Paused: 'paused',
+  /** Waiting for its state to arrive (a migration target). */
+  Incoming: 'incoming',
+  /** Its state went to another host or a file; the guest no longer runs here. */
+  Migrated: 'migrated',
+  /** Stopped by a disk error (a full disk); resumes when the error is gone. */
+  IoError: 'io-error',
+  /** The guest crashed or the emulator hit an internal error. */
+  Failed: 'failed',
+  Exited: 'exited',
+  /** The process exists but does not answer. */
+  Unresponsive: 'unresponsive',
+} as const;
+export type RunState = (typeof RunState)[keyof typeof RunState];
+
+/** What an agent reports of one guest process it runs. */
 export interface VmInstance {
   name: string;
   pid: number;
-  /** QEMU's run state: running, paused, inmigrate, postmigrate, … */
-  runState: string;
+  runState: RunState;
+  /** Started as a migration target (or to restore a saved state). */
   incoming: boolean;
   startedAtMs: number;
 }

@@ -31,6 +31,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../domain/errors.js';
 import { QmpClient } from './qmp/client.js';
+import type { FreezeResult } from '../domain/block-jobs.js';
+export type { FreezeResult };
 import { type BlockJob, diskRootNode, hasBitmap, type NamedNode, namedNodes, qmpExec, waitJob } from './mirror-job.js';
 
 const run = promisify(execFile);
@@ -47,12 +49,6 @@ async function nodeOfImage(exec: Exec, file: string): Promise<NamedNode> {
   return n;
 }
 
-export interface FreezeResult {
-  /** The frozen disk image: the backup copies it. */
-  base: string;
-  /** The overlay that takes the guest's writes until the merge. */
-  overlay: string;
-}
 
 /** Freezes the VM's disk image under a new overlay file (see the module comment). */
 export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' | 'incremental'): Promise<FreezeResult> {
@@ -62,7 +58,7 @@ export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' |
   if (!disk) throw new FerryError(ErrorCode.Internal, `QEMU has no node ${root}`);
   if (disk.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is already frozen under an overlay (another backup has not merged yet)');
   const hadBitmap = hasBitmap(disk, BACKUP_BITMAP);
-  if (mode === 'incremental' && !hadBitmap) throw new FerryError(ErrorCode.InvalidState, 'the disk has no change bitmap: take a full backup first');
+  if (mode === 'incremental' && !hadBitmap) throw new FerryError(ErrorCode.BitmapMissing, 'the disk has no change bitmap: take a full backup first');
   // The overlay's size is its backing image's.
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk.file, overlay]);
   const node = `ferry-ov-${Date.now().toString(36)}`;
@@ -139,6 +135,8 @@ export async function copyFrozenImage(req: {
   hold?: () => Promise<boolean>;
   /** Where the daemon writes its pid (a restarted controller stops leftovers, see killStaleStorageDaemons). */
   pidFile?: string;
+  /** Stops the copy (the daemon is killed; the call fails). */
+  signal?: AbortSignal;
 }): Promise<{ bytes: number; ms: number; pausedMs: number }> {
   for (const p of [req.source, req.target]) if (p.includes(',')) throw new FerryError(ErrorCode.InvalidArgument, `image paths may not contain commas: ${p}`);
   const started = Date.now();
@@ -158,6 +156,8 @@ export async function copyFrozenImage(req: {
   let stderr = '';
   qsd.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => qsd.once('exit', () => resolve()));
+  const onAbort = () => qsd.kill('SIGKILL');
+  req.signal?.addEventListener('abort', onAbort, { once: true });
   let qmp: QmpClient | undefined;
   try {
     const deadline = Date.now() + 10_000;
@@ -198,6 +198,7 @@ export async function copyFrozenImage(req: {
     fs.rmSync(req.target, { force: true });
     throw e instanceof FerryError ? e : new FerryError(ErrorCode.Internal, `copying ${req.source} failed: ${(e as Error).message}`, { cause: e });
   } finally {
+    req.signal?.removeEventListener('abort', onAbort);
     qmp?.close();
     if (qsd.exitCode === null) {
       const t = setTimeout(() => qsd.kill('SIGKILL'), 5000);
@@ -215,7 +216,7 @@ export async function copyFrozenImage(req: {
  */
 export function killStaleStorageDaemons(dir: string): number[] {
   const killed: number[] = [];
-  let files: string[] = [];
+  let files: string[];
   try {
     files = fs.readdirSync(dir).filter((f) => /^qsd-.+\.pid$/.test(f));
   } catch {

@@ -102,7 +102,7 @@ export async function runMirrorJob(qmp: QmpClient, target: string, sizeBytes: nu
   await createImage(target, sizeBytes);
   let added = false;
   let switched = false;
-  let source = '';
+  let source: string;
   try {
     await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: target, 'aio': 'threads' } });
     added = true;

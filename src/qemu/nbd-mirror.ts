@@ -26,11 +26,8 @@ const EXPORT_ID = 'ferry-sn-export';
 const EXPORT_NAME = 'disk0';
 const TARGET_NODE = 'ferry-sn-target';
 
-export interface NbdEndpoint {
-  address: string;
-  port: number;
-  export: string;
-}
+import type { NbdEndpoint } from '../domain/block-jobs.js';
+export type { NbdEndpoint };
 
 /** A free TCP port on `address` (QEMU's NBD server cannot report an ephemeral one). */
 export async function freePort(address: string): Promise<number> {

@@ -13,7 +13,7 @@
  * runs in (source and migration target) gets the same device properties.
  */
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, FerryError, errors } from '../domain/errors.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
 import type { QmpClient } from './qmp/client.js';
 import { qmpBatch } from './qmp-batch.js';
 

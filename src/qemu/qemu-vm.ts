@@ -16,23 +16,14 @@ import net from 'node:net';
 import { ErrorCode, FerryError } from '../domain/errors.js';
 import { QmpClient } from './qmp/client.js';
 import { type QemuLaunch, qemuArgv } from './argv.js';
+import { pidAlive } from '../system/process.js';
+export { pidAlive };
 
 export interface QemuVmDescriptor {
   name: string;
   pid: number;
   launch: QemuLaunch;
   startedAtMs: number;
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    // A zombie still answers kill(0); it is dead for our purposes.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) Z/.test(stat);
-  } catch {
-    return false;
-  }
 }
 
 async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 20): Promise<boolean> {

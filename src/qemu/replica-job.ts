@@ -17,11 +17,8 @@ export const REPLICA_BITMAP = 'ferry-replica';
 const JOB = 'ferry-replica-sync';
 const TARGET = 'ferry-replica-target';
 
-export interface ReplicaSyncResult {
-  mode: 'full' | 'incremental';
-  bytes: number;
-  ms: number;
-}
+import type { ReplicaSyncResult } from '../domain/block-jobs.js';
+export type { ReplicaSyncResult };
 
 export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'full' | 'incremental' }): Promise<ReplicaSyncResult> {
   const exec = qmpExec(qmp);

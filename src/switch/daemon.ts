@@ -15,26 +15,22 @@ import net from 'node:net';
 import path from 'node:path';
 import { systemClock } from '../domain/clock.js';
 import { errors } from '../domain/errors.js';
-import { Router, serve, type Listening } from '../api/http.js';
+import { timingSafeEqual } from 'node:crypto';
+import { createApp, errorResponse, limitBody, serve, type Listening } from '../api/http.js';
+import { switchDaemonRoutes as r } from './routes.js';
 import { DEFAULT_AGEING_MS, LearningSwitch } from './learning-switch.js';
 import { PROBE_MAC, Probe } from './probe.js';
 
 export const PROBE_IP = '10.99.255.254';
 import { DEFAULT_SWITCH } from '../domain/switches.js';
-export { DEFAULT_SWITCH };
 const PROBE_PORT = 'probe';
 
-/** What the controller wants a switch to be. */
-export interface SwitchWanted {
-  nodes: string[];
-  ageingMs: number;
-}
+import type { SwitchState, SwitchWanted } from '../ports/switch-control.js';
 
-export interface SwitchState {
-  name: string;
-  nodes: string[];
-  ports: number;
-  ageingMs: number;
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 interface VirtualSwitch {
@@ -158,57 +154,57 @@ export async function startSwitch(opts: {
     for (const vs of switches.values()) vs.sw.age();
   }, 1000);
 
-  const router = new Router();
-  router.guard = (req) => {
-    if (opts.token && req.path !== '/v1/health' && req.headers.authorization !== `Bearer ${opts.token}`) throw errors.unauthorized();
-  };
-  router
-    .on('GET', '/v1/health', () => ({ ok: true }))
-    .on('GET', '/v1/switches', () => [...switches.values()].map(stateOf))
-    .on('PUT', '/v1/switches/:name', (req) => {
-      const b = req.body as Partial<SwitchWanted> | undefined;
-      if (!b || !Array.isArray(b.nodes) || typeof b.ageingMs !== 'number') throw errors.invalid('switch', 'a switch needs nodes and ageingMs');
-      return apply(req.params.name!, { nodes: b.nodes, ageingMs: b.ageingMs });
-    })
-    .on('DELETE', '/v1/switches/:name', (req) => {
-      remove(req.params.name!);
-      return { deleted: req.params.name };
-    })
-    .on('GET', '/v1/macs', () =>
-      [...switches.values()].flatMap((vs) => vs.sw.macTable().map((e) => ({ ...e, switch: vs.name, ageMs: Date.now() - e.lastSeenMs }))))
-    .on('GET', '/v1/ports', (req) => named(req.query.get('switch')).sw.portList())
-    .on('GET', '/v1/moves', (req) => {
-      const mac = req.query.get('mac');
-      const since = Number(req.query.get('since') ?? 0);
-      return [...switches.values()].flatMap((vs) => vs.sw.moves.filter((m) => (!mac || m.mac === mac) && m.atMs >= since));
-    })
-    .on('POST', '/v1/probes/:id', (req) => {
-      const b = req.body as { ip?: string; mac?: string; intervalMs?: number; switch?: string } | undefined;
-      if (!b?.ip || !b.mac) throw errors.invalid('probe', 'a probe needs ip and mac');
-      named(b.switch ?? null).probe.start(req.params.id!, b.ip, b.mac, b.intervalMs ?? 1);
-      return { id: req.params.id };
-    })
-    .on('GET', '/v1/probes/:id', (req) => {
-      for (const vs of switches.values()) {
-        const r = vs.probe.snapshot(req.params.id!);
-        if (r) return r;
-      }
-      throw errors.invalid('probe', `no probe '${req.params.id}'`);
-    })
-    .on('DELETE', '/v1/probes/:id', (req) => {
-      for (const vs of switches.values()) {
-        const r = vs.probe.stop(req.params.id!);
-        if (r) return r;
-      }
-      throw errors.invalid('probe', `no probe '${req.params.id}'`);
-    })
-    .on('POST', '/v1/ping', async (req) => {
-      const b = req.body as { ip?: string; mac?: string; timeoutMs?: number; switch?: string } | undefined;
-      if (!b?.ip || !b.mac) throw errors.invalid('ping', 'ping needs ip and mac');
-      const rttMs = await named(b.switch ?? null).probe.ping(b.ip, b.mac, b.timeoutMs ?? 2000);
-      return { ip: b.ip, answered: rttMs !== undefined, rttMs: rttMs ?? null };
-    });
-  const api = await serve(router);
+  const app = createApp();
+  app.use('/v1/*', async (c, next) => {
+    const auth = c.req.header('authorization') ?? '';
+    if (opts.token && c.req.path !== '/v1/health' && !sameSecret(auth, `Bearer ${opts.token}`)) return errorResponse(c, errors.unauthorized());
+    return next();
+  });
+  app.use('/v1/*', limitBody());
+  const noProbe = (id: string) => errors.invalid('probe', `no probe '${id}'`);
+  app.openapi(r.health, (c) => c.json({ ok: true }, 200));
+  app.openapi(r.list, (c) => c.json([...switches.values()].map(stateOf), 200));
+  app.openapi(r.apply, async (c) => c.json(await apply(c.req.valid('param').name, c.req.valid('json')), 200));
+  app.openapi(r.remove, (c) => {
+    const { name } = c.req.valid('param');
+    remove(name);
+    return c.json({ deleted: name }, 200);
+  });
+  app.openapi(r.macs, (c) =>
+    c.json([...switches.values()].flatMap((vs) => vs.sw.macTable().map((e) => ({ ...e, switch: vs.name, ageMs: systemClock.nowMs() - e.lastSeenMs }))), 200),
+  );
+  app.openapi(r.moves, (c) => {
+    const { mac, since } = c.req.valid('query');
+    return c.json([...switches.values()].flatMap((vs) => vs.sw.moves.filter((m) => (!mac || m.mac === mac) && m.atMs >= (since ?? 0))), 200);
+  });
+  app.openapi(r.startProbe, (c) => {
+    const { id } = c.req.valid('param');
+    const b = c.req.valid('json');
+    named(b.switch ?? null).probe.start(id, b.ip, b.mac, b.intervalMs ?? 1);
+    return c.json({ id }, 200);
+  });
+  app.openapi(r.probe, (c) => {
+    const { id } = c.req.valid('param');
+    for (const vs of switches.values()) {
+      const res = vs.probe.snapshot(id);
+      if (res) return c.json(res, 200);
+    }
+    throw noProbe(id);
+  });
+  app.openapi(r.stopProbe, (c) => {
+    const { id } = c.req.valid('param');
+    for (const vs of switches.values()) {
+      const res = vs.probe.stop(id);
+      if (res) return c.json(res, 200);
+    }
+    throw noProbe(id);
+  });
+  app.openapi(r.ping, async (c) => {
+    const b = c.req.valid('json');
+    const rttMs = await named(b.switch ?? null).probe.ping(b.ip, b.mac, b.timeoutMs ?? 2000);
+    return c.json({ ip: b.ip, answered: rttMs !== undefined, rttMs: rttMs ?? null }, 200);
+  });
+  const api = await serve(app);
 
   return {
     api,

@@ -10,17 +10,8 @@ import { arpReply, icmpEchoRequest, parseArp, parseIcmpEcho } from './ethernet.j
 
 export const PROBE_MAC = '02:fe:00:00:00:01';
 
-export interface ProbeResult {
-  id: string;
-  ip: string;
-  sent: number;
-  received: number;
-  /** Longest time without a reply, ms. */
-  maxGapMs: number;
-  /** When that gap started, ms after the session started. */
-  maxGapAtMs: number;
-  durationMs: number;
-}
+import type { ProbeResult } from '../domain/probe.js';
+export type { ProbeResult };
 
 interface Session {
   id: string;

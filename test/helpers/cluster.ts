@@ -7,15 +7,20 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { AgentClient, SwitchClient } from '../../src/node/client.js';
+import { AgentClient } from '../../src/node/client.js';
+import { SwitchClient } from '../../src/switch/client.js';
+import type { ApiClient } from '../../src/api/client.js';
 import { readConfig, readEndpoint, readToken } from '../../src/config/cluster-config.js';
 import { down, up, type UpOptions } from '../../src/cli/daemons.js';
-import { Client } from '../../src/cli/main.js';
+import { Cluster } from '../../src/cli/context.js';
 import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
 import type { VmInstance, VmRecord } from '../../src/domain/records.js';
 import { StateLayout, projectRoot } from '../../src/config/paths.js';
+import { eventRoutes } from '../../src/api/controller/events.js';
+import { vmRoutes } from '../../src/api/controller/vms.js';
 
 export interface CliResult {
   code: number;
@@ -68,9 +73,21 @@ export function socketsUnder(dir: string): string[] {
   return out;
 }
 
+/** A TCP port nothing listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
 export class TestCluster {
   readonly layout: StateLayout;
-  client!: Client;
+  client!: Cluster;
 
   private constructor(readonly dir: string) {
     this.layout = new StateLayout(dir);
@@ -80,13 +97,19 @@ export class TestCluster {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-test-'));
     const c = new TestCluster(dir);
     try {
-      await up(c.layout, opts);
-      c.client = Client.connect(c.layout);
+      // Each test cluster's controller on a port chosen now, so clusters never collide.
+      await up(c.layout, { port: await freePort(), ...opts });
+      c.client = Cluster.connect(c.layout);
       return c;
     } catch (e) {
       await c.stop().catch(() => {});
       throw e;
     }
+  }
+
+  /** The typed client of this cluster's controller. */
+  get api(): ApiClient {
+    return this.client.api;
   }
 
   get token(): string {
@@ -126,7 +149,7 @@ export class TestCluster {
   }
 
   vm(name: string): Promise<VmRecord> {
-    return this.client.call<VmRecord>('GET', `/api/v1/vms/${name}`);
+    return this.api.call(vmRoutes.show, { params: { name: name } });
   }
 
   agent(node: string): AgentClient {
@@ -157,8 +180,8 @@ export class TestCluster {
   }
 
   async createAndStart(name: string, opts: { node?: string; memoryMiB?: number; workload?: string } = {}): Promise<VmRecord> {
-    await this.client.call('POST', '/api/v1/vms', { name, ...opts });
-    await this.client.call('POST', `/api/v1/vms/${name}/start`, {});
+    await this.api.call(vmRoutes.create, { body: { name, ...opts } });
+    await this.api.call(vmRoutes.start, { params: { name: name }, body: {} });
     await waitFor(`${name} to boot`, 60_000, () => this.console(name).ticks.length > 0);
     return this.vm(name);
   }
@@ -169,7 +192,7 @@ export class TestCluster {
       // Debugging aid: keep the events, logs and consoles of the run.
       const keep = `${process.env.FERRY_TEST_KEEP}/${path.basename(this.dir)}`;
       fs.mkdirSync(keep, { recursive: true });
-      await this.client?.call('GET', '/api/v1/events').then((e) => fs.writeFileSync(`${keep}/events.json`, JSON.stringify(e, null, 1))).catch(() => {});
+      await this.api?.call(eventRoutes.list, {}).then((e) => fs.writeFileSync(`${keep}/events.json`, JSON.stringify(e, null, 1))).catch(() => {});
       fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
       fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
     }

@@ -7,6 +7,8 @@ import type { MigrationRecord, MigrationReport } from '../../src/domain/migratio
 import { keptRunning } from '../../src/guest/console.js';
 import type { TestCluster } from './cluster.js';
 import { waitFor } from './cluster.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { requestMigration } from '../../src/api/controller/vms.js';
 
 /** Samples every node's agent until stopped: how many hosts ran the VM at once. */
 export class HostSampler {
@@ -44,19 +46,19 @@ export class HostSampler {
 }
 
 export async function startMigration(c: TestCluster, vm: string, to: string, tuning: Record<string, unknown> = {}): Promise<MigrationRecord> {
-  return c.client.call<MigrationRecord>('POST', `/api/v1/vms/${vm}/migrate`, { to, tuning });
+  return requestMigration(c.api, vm, { to, tuning });
 }
 
 export async function finalReport(c: TestCluster, id: string, timeoutMs = 120_000): Promise<MigrationRecord & { report: MigrationReport }> {
   return waitFor(`migration ${id} to end`, timeoutMs, async () => {
-    const m = await c.client.call<MigrationRecord & { report?: MigrationReport }>('GET', `/api/v1/migrations/${id}`);
+    const m = await c.api.call(migrationRoutes.show, { params: { id: id } });
     return m.report ? (m as MigrationRecord & { report: MigrationReport }) : undefined;
   }, 100);
 }
 
 export async function waitForPhase(c: TestCluster, id: string, phase: string, minTransferred = 0): Promise<MigrationRecord> {
   return waitFor(`migration ${id} to reach ${phase}`, 60_000, async () => {
-    const m = await c.client.call<MigrationRecord>('GET', `/api/v1/migrations/${id}`);
+    const m = await c.api.call(migrationRoutes.show, { params: { id: id } });
     if (m.status !== 'running' && m.status !== 'queued') throw new Error(`migration ended early: ${m.status} ${m.error ?? ''}`);
     return m.phase === phase && (m.progress?.transferredBytes ?? 0) >= minTransferred ? m : undefined;
   }, 20);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/config/cluster-config.js';
-import { Client } from '../../src/cli/main.js';
+import { Cluster } from '../../src/cli/context.js';
 import type { BackupRecord } from '../../src/controller/storage/backups.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, processesMentioning, waitFor } from '../helpers/cluster.js';
@@ -40,7 +40,7 @@ describe('backup recovery after a controller crash', () => {
     const n = acked();
     await waitFor('the guest to write on, on its overlay', 10_000, () => acked() > n + 20);
     await c.ferryOk(['up']);
-    c.client = Client.connect(c.layout);
+    c.client = Cluster.connect(c.layout);
     const [b] = await waitFor('the backup to be settled', 60_000, async () => {
       const list = await c.ferryJson<BackupRecord[]>(['backup', 'list', 'db']);
       return list[0]?.status === 'failed' ? list : undefined;

@@ -13,6 +13,7 @@ import type { BackupRecord } from '../../src/controller/storage/backups.js';
 import type { BackupSchedule } from '../../src/controller/storage/schedules.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { eventRoutes } from '../../src/api/controller/events.js';
 
 /** Local "HH:MM" `minutes` from now (wrapping past midnight). */
 function hhmm(minutes: number): string {
@@ -71,7 +72,7 @@ describe('backup schedules', () => {
     await c.ferryOk(['backup', 'schedule', 'db', '--every', '2s', '--keep', '2', '--window', `${hhmm(-60)}-${hhmm(60)}`]);
     // Enough runs that pruning has merged scheduled bases into newer ones.
     await waitFor('five scheduled backups', 90_000, async () => {
-      const events = await c.client.call<{ type: string; data?: { pruned?: string[] } }[]>('GET', '/api/v1/events');
+      const events = await c.api.call(eventRoutes.list, {});
       return events.filter((e) => e.type === 'backup.pruned').flatMap((e) => e.data?.pruned ?? []).length >= 3;
     }, 500);
     await c.ferryOk(['backup', 'schedule', 'db', '--off']);

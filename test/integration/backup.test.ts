@@ -9,11 +9,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationRecord } from '../../src/domain/migration.js';
 import type { BackupRecord } from '../../src/controller/storage/backups.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport } from '../helpers/migration.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { requestMigration } from '../../src/api/controller/vms.js';
 
 describe('online backups', () => {
   let c: TestCluster;
@@ -74,8 +75,8 @@ describe('online backups', () => {
   });
 
   it('makes a backup asked for during a migration wait for it, then completes it where the VM runs', async () => {
-    const m = await c.client.call<MigrationRecord>('POST', '/api/v1/vms/db/migrate', { to: 'node-2', policy: { bandwidthMiBps: 16 } });
-    await waitFor('the migration to copy memory', 20_000, async () => (await c.client.call<MigrationRecord>('GET', `/api/v1/migrations/${m.id}`)).phase === 'memory');
+    const m = await requestMigration(c.api, 'db', { to: 'node-2', policy: { bandwidthMiBps: 16 } });
+    await waitFor('the migration to copy memory', 20_000, async () => (await c.api.call(migrationRoutes.show, { params: { id: m.id } })).phase === 'memory');
     const before = acked();
     const b = await c.ferryJson<BackupRecord>(['backup', 'create', 'db']);
     assert.equal((await finalReport(c, m.id)).report.status, 'completed', 'the migration was not disturbed');
@@ -97,7 +98,7 @@ describe('online backups', () => {
     const frozenDisk = (await c.vm('db')).diskPath;
     assert.match(frozenDisk, /\/shared\/overlays\/db-b-[^/]+\.qcow2$/, 'the VM writes into an overlay on the shared volume');
     const atFreeze = acked();
-    const m = await c.client.call<MigrationRecord>('POST', '/api/v1/vms/db/migrate', { to: 'node-1', policy: { bandwidthMiBps: 12 } });
+    const m = await requestMigration(c.api, 'db', { to: 'node-1', policy: { bandwidthMiBps: 12 } });
     assert.equal((await finalReport(c, m.id)).report.status, 'completed', 'the migration did not wait for the backup');
     const b = await pending;
     assert.equal(b.id, running.id);

@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { MigrationRecord } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { eventRoutes } from '../../src/api/controller/events.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
 
 describe('rebalancing', () => {
   let c: TestCluster;
@@ -24,17 +25,17 @@ describe('rebalancing', () => {
     assert.equal(dry.plan.moves.length, 2);
     assert.ok(dry.plan.moves.every((m) => m.from === 'node-1'));
     assert.deepEqual(dry.migrations, []);
-    assert.equal((await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations')).length, 0, 'a dry run moves nothing');
+    assert.equal((await c.api.call(migrationRoutes.list, {})).length, 0, 'a dry run moves nothing');
     const r = await c.ferry(['cluster', 'balance']);
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
     assert.match(r.stdout, /load now: node-1 \d+(\.\d)?%, node-2 0%, node-3 0%/);
     const nodes = new Set((await Promise.all(['b1', 'b2', 'b3'].map((v) => c.vm(v)))).map((v) => v.node));
     assert.deepEqual([...nodes].sort(), ['node-1', 'node-2', 'node-3'], 'one VM per node');
-    const migrations = await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations');
+    const migrations = await c.api.call(migrationRoutes.list, {});
     assert.ok(migrations.every((m) => m.priority === 'rebalance' && m.status === 'completed'));
     const again = await c.ferry(['cluster', 'balance']);
     assert.match(again.stdout, /balanced: no moves/);
-    assert.equal((await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations')).length, migrations.length);
+    assert.equal((await c.api.call(migrationRoutes.list, {})).length, migrations.length);
   });
 
   it('balances by itself in automatic mode, never moving a VM twice within an interval', async () => {
@@ -48,19 +49,19 @@ describe('rebalancing', () => {
     const since = Date.now();
     await c.ferryOk(['cluster', 'set', 'balanceAuto', 'true']);
     const moved = await waitFor('an automatic rebalance move', 30_000, async () => {
-      const ms = await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations');
+      const ms = await c.api.call(migrationRoutes.list, {});
       return ms.find((m) => m.requestedAtMs >= since && m.status === 'completed');
     }, 250);
     assert.equal(moved.priority, 'rebalance');
     assert.equal(moved.from, 'node-1');
     await new Promise((r) => setTimeout(r, 6000));
     await c.ferryOk(['cluster', 'set', 'balanceAuto', 'false']);
-    const all = (await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations')).filter((m) => m.status === 'completed');
+    const all = (await c.api.call(migrationRoutes.list, {})).filter((m) => m.status === 'completed');
     for (const vm of new Set(all.map((m) => m.vm))) {
       const times = all.filter((m) => m.vm === vm).map((m) => m.requestedAtMs).sort((a, b) => a - b);
       for (let i = 1; i < times.length; i++) assert.ok(times[i]! - times[i - 1]! >= 5000, `${vm} moved twice within 5 s`);
     }
-    const events = await c.client.call<{ type: string; message: string }[]>('GET', '/api/v1/events');
+    const events = await c.api.call(eventRoutes.list, {});
     assert.ok(events.some((e) => e.type === 'cluster.balance' && /automatic/.test(e.message)));
   });
 });

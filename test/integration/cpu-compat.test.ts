@@ -9,6 +9,9 @@ import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { eventRoutes } from '../../src/api/controller/events.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { vmRoutes } from '../../src/api/controller/vms.js';
 
 describe('CPU compatibility pre-flight', () => {
   let c: TestCluster;
@@ -70,7 +73,7 @@ describe('CPU compatibility pre-flight', () => {
     const fine = await c.ferry(['vm', 'migrate', 'old', '--to', 'node-1', '--check']);
     assert.equal(fine.code, 0);
     assert.match(fine.stdout, /old can live-migrate to node-1: no blockers/);
-    assert.equal((await c.client.call<unknown[]>('GET', '/api/v1/migrations')).filter((m) => (m as { vm: string }).vm !== 'old').length, 0);
+    assert.equal((await c.api.call(migrationRoutes.list, {})).filter((m) => (m as { vm: string }).vm !== 'old').length, 0);
   });
 
   it('runs a compat VM on the Intel baseline, moves it across generations, and never changes compat while it runs', async () => {
@@ -136,11 +139,11 @@ describe('CPU compatibility pre-flight', () => {
     const penryn = nodes.find((n) => n.name === 'node-4')!.capabilities.cpu.features;
     const widened = await intel();
     assert.deepEqual([widened.nodes, widened.baseModel, widened.features], [['node-1', 'node-2', 'node-4'], 'Penryn', penryn]);
-    const events = await c.client.call<{ type: string; message: string }[]>('GET', '/api/v1/events');
+    const events = await c.api.call(eventRoutes.list, {});
     assert.ok(events.some((e) => e.type === 'cluster.cpu-baseline' && /GenuineIntel compatibility baseline: Nehalem .* → Penryn/.test(e.message)), 'the change is an event');
 
-    await c.client.call('POST', '/api/v1/vms', { name: 'late', compat: true, node: 'node-1', memoryMiB: 128 });
-    await c.client.call('POST', '/api/v1/vms/late/start', {});
+    await c.api.call(vmRoutes.create, { body: { name: 'late', compat: true, node: 'node-1', memoryMiB: 128 } });
+    await c.api.call(vmRoutes.start, { params: { name: 'late' }, body: {} });
     assert.deepEqual((await c.vm('late')).guestCpu?.features, penryn, 'a compat VM started now gets the new baseline');
     await waitFor('late to boot', 60_000, () => c.console('late').ticks.length > 0);
     assert.equal((await c.ferry(['vm', 'migrate', 'late', '--to', 'node-4'])).code, 0, 'Westmere → Penryn in compatibility mode');

@@ -14,6 +14,8 @@ import { type Browser, type Page, chromium } from 'playwright-core';
 import { readEndpoint } from '../../src/config/cluster-config.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster } from '../helpers/cluster.js';
+import { backupRoutes } from '../../src/api/controller/storage.js';
+import { clusterRoutes } from '../../src/api/controller/cluster.js';
 
 const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = path.join(projectRoot(), 'docs', 'screenshots');
@@ -140,7 +142,7 @@ describe('dashboard in Chromium', () => {
     await page.click('nav a[data-view=events]');
     await page.waitForSelector('#events');
     const before = await page.locator('#events li').count();
-    await c.client.call('PUT', '/api/v1/cluster/settings/balanceThresholdPct', { value: 25 });
+    await c.api.call(clusterRoutes.set, { params: { name: 'balanceThresholdPct' }, body: { value: 25 } });
     await page.waitForFunction((n) => document.querySelectorAll('#events li').length > n, before, { timeout: 10_000 });
     assert.match(await page.locator('#events li').first().innerText(), /cluster\.setting\s+balanceThresholdPct: 20 → 25/);
   });
@@ -166,7 +168,7 @@ describe('dashboard in Chromium', () => {
     await page.click('#backup-form button[type=submit]');
     await page.waitForFunction(() => /completed/.test(document.querySelector('#backups tbody')?.textContent ?? ''), undefined, { timeout: 60_000 });
     assert.match(await page.locator('#backups tbody tr').first().innerText(), /^b-\S+\s+web\s+full\s+completed\b/);
-    const [b] = await c.client.call<{ id: string; status: string; verified: boolean }[]>('GET', '/api/v1/backups?vm=web');
+    const [b] = await c.api.call(backupRoutes.list, { query: { vm: 'web' } });
     assert.deepEqual([b!.status, b!.verified], ['completed', true]);
     assert.match(await page.locator('#replicas').innerText(), /none/);
   });

@@ -7,8 +7,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
-import type { MigrationRecord } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { nodeRoutes } from '../../src/api/controller/nodes.js';
+import { vmRoutes } from '../../src/api/controller/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 
@@ -38,12 +40,12 @@ describe('maintenance mode', () => {
     assert.match(human.stdout, /1\. m1 \(256 MiB\) → node-3/);
     const nodes = await c.ferryJson<{ name: string; state: string }[]>(['node', 'list']);
     assert.equal(nodes.find((n) => n.name === 'node-1')!.state, 'up');
-    assert.deepEqual((await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations')).length, 0);
+    assert.deepEqual((await c.api.call(migrationRoutes.list, {})).length, 0);
   });
 
   it('names blockers and refuses a drain it cannot finish, touching nothing', async () => {
     // node-2 holds 512 of 768 MiB: with node-3 in maintenance, m1 (256) fits, m2 and m3 do not.
-    await c.client.call('POST', '/api/v1/nodes/node-3/maintenance', { drain: 'live' });
+    await c.api.call(nodeRoutes.maintenance, { params: { name: 'node-3' }, body: { drain: 'live' } });
     const dry = await c.ferry(['node', 'maintenance', 'node-1', '--drain', 'live', '--dry-run']);
     assert.equal(dry.code, 1, 'a dry run with blockers exits 1');
     assert.match(dry.stdout, /blockers:\n {2}- no node has room for VM 'm2' \(needs 128 MiB; node-2: 0 MiB free\)/);
@@ -73,10 +75,10 @@ describe('maintenance mode', () => {
       assert.equal(rec.state, 'running');
       assert.ok(keptRunning(c.console(v)).ok, v);
     }
-    const migrations = await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations');
+    const migrations = await c.api.call(migrationRoutes.list, {});
     assert.ok(migrations.filter((m) => m.from === 'node-1').every((m) => m.priority === 'drain' && m.status === 'completed'));
     assert.equal((await c.ferryJson<{ name: string; state: string }[]>(['node', 'list'])).find((n) => n.name === 'node-1')!.state, 'maintenance');
-    const start = await c.client.call('POST', '/api/v1/vms', { name: 'late', memoryMiB: 64, node: 'node-1' }).then(() => c.ferry(['vm', 'start', 'late']));
+    const start = await c.api.call(vmRoutes.create, { body: { name: 'late', memoryMiB: 64, node: 'node-1' } }).then(() => c.ferry(['vm', 'start', 'late']));
     assert.equal(start.code, 2, 'no new VM on a node in maintenance');
     await c.ferryOk(['node', 'resume', 'node-1']);
     await c.ferryOk(['vm', 'start', 'late']);

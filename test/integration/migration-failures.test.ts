@@ -13,6 +13,7 @@ import type { MigrationRecord, MigrationReport } from '../../src/domain/migratio
 import { pidAlive } from '../../src/qemu/qemu-vm.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HostSampler, assertStillOnSource, finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 /** Slow enough to hit the memory step: ~130 MiB of non-zero pages at 12 MiB/s. */
@@ -83,7 +84,7 @@ describe('live migration failures leave the VM on the source', () => {
     let cliPid = 0;
     const cli = c.ferry(['vm', 'migrate', 'victim', '--to', 'node-2', '--bandwidth', '12', '--json'], { onSpawn: (pid) => (cliPid = pid) });
     const m = await waitFor('the migration to start', 20_000, async () => {
-      const list = await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations');
+      const list = await c.api.call(migrationRoutes.list, {});
       return list.find((x) => x.status === 'running' && x.vm === 'victim');
     });
     await waitForPhase(c, m.id, 'memory', 4 * 1024 * 1024);
@@ -125,7 +126,7 @@ describe('live migration failures leave the VM on the source', () => {
     await waitFor('the controller to die', 5000, () => !pidAlive(controllerPid));
     const r = await c.ferry(['up']);
     assert.equal(r.code, 0, r.stderr);
-    c.client = (await import('../../src/cli/main.js')).Client.connect(c.layout);
+    c.client = (await import('../../src/cli/context.js')).Cluster.connect(c.layout);
     const final = await finalReport(c, m.id, 60_000);
     await sampler.stop();
     assert.ok(['completed', 'failed'].includes(final.report.status));

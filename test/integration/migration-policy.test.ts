@@ -10,9 +10,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
-import type { MigrationRecord, MigrationReport } from '../../src/domain/migration.js';
+import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster } from '../helpers/cluster.js';
-import { HostSampler, assertStillOnSource, finalReport } from '../helpers/migration.js';
+import { HostSampler, assertStillOnSource } from '../helpers/migration.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
 
 describe('migration policies', () => {
   let c: TestCluster;
@@ -25,7 +26,7 @@ describe('migration policies', () => {
     await c?.stop();
   });
 
-  const migrations = () => c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations');
+  const migrations = () => c.api.call(migrationRoutes.list, {});
 
   it('--plan measures the guest and the link, predicts and names the strategy, and moves nothing', async () => {
     const human = await c.ferry(['vm', 'migrate', 'calm', '--to', 'node-2', '--plan']);

@@ -12,6 +12,7 @@ import type { MigrationRecord } from '../../src/domain/migration.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport, startMigration } from '../helpers/migration.js';
+import { eventRoutes } from '../../src/api/controller/events.js';
 
 const SLOW = { maxBandwidthBytesPerSec: 16 * 1024 * 1024 };
 
@@ -63,7 +64,7 @@ describe('migration slots and queue', () => {
     assert.equal(maxOverall(finals), 2, 'two ran at the same time');
     assert.ok(finals[1]!.report.queuedMs > 0, 'a2 waited for its slot');
     assert.ok(finals[1]!.startedAtMs! >= finals[0]!.finishedAtMs!, 'a2 started only after a1 freed node-1/node-2');
-    const events = await c.client.call<{ type: string; migration?: string; atMs: number }[]>('GET', '/api/v1/events');
+    const events = await c.api.call(eventRoutes.list, {});
     for (const id of ids) {
       const types = events.filter((e) => e.migration === id).map((e) => e.type);
       assert.deepEqual([types[0], types[1], types.at(-1)], ['migration.queued', 'migration.started', 'migration.completed']);

@@ -11,6 +11,8 @@ import { keptRunning } from '../../src/guest/console.js';
 import { STEPS, type MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { assertStillOnSource, finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { requestMigration } from '../../src/api/controller/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 
@@ -57,9 +59,9 @@ describe('quick migration and save/restore', () => {
     await c.createAndStart('qbusy', { node: 'node-1', workload: 'memory:8', memoryMiB: 256 });
     await waitFor('the workload', 30_000, () => (c.console('qbusy').memoryWrittenMiB ?? 0) > 8);
     const m = await startMigration(c, 'qbusy', 'node-2', { maxBandwidthBytesPerSec: 8 * 1024 * 1024 });
-    assert.equal((await c.client.call<{ mode: string }>('GET', `/api/v1/migrations/${m.id}`)).mode, 'live');
-    await finalReport(c, (await c.client.call<{ id: string }>('POST', `/api/v1/migrations/${m.id}/cancel`, {})).id);
-    const q = await c.client.call<{ id: string; mode: string }>('POST', '/api/v1/vms/qbusy/migrate', {
+    assert.equal((await c.api.call(migrationRoutes.show, { params: { id: m.id } })).mode, 'live');
+    await finalReport(c, (await c.api.call(migrationRoutes.cancel, { params: { id: m.id } })).id);
+    const q = await requestMigration(c.api, 'qbusy', {
       to: 'node-2', mode: 'quick', tuning: { maxBandwidthBytesPerSec: 8 * 1024 * 1024 },
     });
     assert.equal(q.mode, 'quick');
@@ -70,7 +72,7 @@ describe('quick migration and save/restore', () => {
     assert.equal(final.report.status, 'failed');
     await assertStillOnSource(c, 'qbusy', 'node-1', NODES);
     assert.deepEqual(statesLeft(), []);
-    const retry = await c.client.call<{ id: string }>('POST', '/api/v1/vms/qbusy/migrate', { to: 'node-2', mode: 'quick' });
+    const retry = await requestMigration(c.api, 'qbusy', { to: 'node-2', mode: 'quick' });
     assert.equal((await finalReport(c, retry.id)).report.status, 'completed');
     await c.ferryOk(['vm', 'stop', 'qbusy']);
   });

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/config/cluster-config.js';
-import type { MigrationRecord } from '../../src/domain/migration.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { vmRoutes } from '../../src/api/controller/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 
@@ -21,7 +22,7 @@ describe('live migration refusals', () => {
     other = await TestCluster.start({ nodes: 1 });
     await c.createAndStart('web', { node: 'node-1', memoryMiB: 384 });
     await c.createAndStart('filler', { node: 'node-2', memoryMiB: 256 });
-    await c.client.call('POST', '/api/v1/vms', { name: 'parked', node: 'node-1', memoryMiB: 64 });
+    await c.api.call(vmRoutes.create, { body: { name: 'parked', node: 'node-1', memoryMiB: 64 } });
   });
   after(async () => {
     await other?.stop();
@@ -29,7 +30,7 @@ describe('live migration refusals', () => {
   });
 
   async function refused(args: string[], pattern: RegExp): Promise<void> {
-    const migrationsBefore = await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations');
+    const migrationsBefore = await c.api.call(migrationRoutes.list, {});
     const r = await c.ferry(['vm', 'migrate', ...args]);
     assert.equal(r.code, 2, `ferry vm migrate ${args.join(' ')}: exit ${r.code}, ${r.stderr}`);
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one error line');
@@ -40,7 +41,7 @@ describe('live migration refusals', () => {
     assert.deepEqual(all.get('node-1')!.map((i) => i.name).sort(), ['web']);
     assert.deepEqual(all.get('node-2')!.map((i) => i.name), ['filler']);
     assert.deepEqual(all.get('node-3')!.map((i) => i.name), []);
-    assert.equal((await c.client.call<MigrationRecord[]>('GET', '/api/v1/migrations')).length, migrationsBefore.length, 'no migration started');
+    assert.equal((await c.api.call(migrationRoutes.list, {})).length, migrationsBefore.length, 'no migration started');
   }
 
   it('refuses an unknown VM', () => refused(['ghost', '--to', 'node-2'], /^error: unknown VM 'ghost'$/));

@@ -9,6 +9,7 @@ import { keptRunning } from '../../src/guest/console.js';
 import { STEPS, type MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HostSampler, finalReport, startMigration } from '../helpers/migration.js';
+import { vmRoutes } from '../../src/api/controller/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 
@@ -68,7 +69,7 @@ describe('live migration', () => {
     assert.ok(ticks.at(-1)!.uptimeS > ticks[0]!.uptimeS, 'uptime continued');
     const macs = await c.switch.macs();
     assert.equal(macs.find((m) => m.mac === vm.mac)?.node, 'node-2', 'the switch moved the MAC to the target');
-    const ping = await c.client.call<{ answered: boolean }>('POST', '/api/v1/vms/busy/ping', {});
+    const ping = await c.api.call(vmRoutes.ping, { params: { name: 'busy' }, body: {} });
     assert.equal(ping.answered, true);
 
     const list = await c.ferryJson<{ id: string; status: string }[]>(['migration', 'list']);

@@ -9,9 +9,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import type { NetworkView } from '../../src/controller/network/networks.js';
-import type { MigrationRecord, MigrationReport } from '../../src/domain/migration.js';
+import type { MigrationReport } from '../../src/domain/migration.js';
 import type { NodeRecord } from '../../src/domain/records.js';
 import { TestCluster } from '../helpers/cluster.js';
+import { migrationRoutes } from '../../src/api/controller/migrations.js';
 
 describe('cluster networks', () => {
   let c: TestCluster;
@@ -59,7 +60,7 @@ describe('cluster networks', () => {
     assert.deepEqual(report.network, {
       name: 'migration', sourceAddress: await addressOf('migration', 'node-1'), targetAddress: await addressOf('migration', 'node-2'), skipped: [],
     });
-    const record = await c.client.call<MigrationRecord>('GET', `/api/v1/migrations/${report.id}`);
+    const record = await c.api.call(migrationRoutes.show, { params: { id: report.id } });
     assert.equal(record.target?.address, await addressOf('migration', 'node-2'), "the target QEMU listened on its migration-network address");
   });
 

@@ -10,11 +10,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/domain/migration.js';
-import type { NodeRecord, VmRecord } from '../../src/domain/records.js';
+import type { NodeRecord } from '../../src/domain/records.js';
 import { OFFLOADS } from '../../src/domain/nic.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { vmRoutes } from '../../src/api/controller/vms.js';
 
-type VmView = VmRecord & { nic?: { backend: string; offered: string[]; negotiated: string[] } };
 
 describe('NIC offloads', () => {
   let c: TestCluster;
@@ -29,7 +29,7 @@ describe('NIC offloads', () => {
     const inst = (await c.agent(node).list()).find((i) => i.name === vm)!;
     return fs.readFileSync(`/proc/${inst.pid}/cmdline`, 'utf8').split('\0').find((a) => a.startsWith('virtio-net-pci'))!;
   };
-  const view = (vm: string) => c.client.call<VmView>('GET', `/api/v1/vms/${vm}`);
+  const view = (vm: string) => c.api.call(vmRoutes.show, { params: { name: vm } });
   const answers = async (vm: string) => waitFor(`${vm} to answer through the switch`, 20_000, async () => (await c.ferry(['vm', 'ping', vm])).code === 0);
 
   it('reports what each node\'s backend lets a NIC offer, from QEMU', async () => {
@@ -78,7 +78,7 @@ describe('NIC offloads', () => {
     const bad = await c.ferry(['vm', 'create', 'x', '--offloads', 'csum,tso']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr.trim(), /^error: unknown NIC offload tso \(known: csum, guest_csum, gso,/);
-    assert.equal((await c.client.call<VmRecord[]>('GET', '/api/v1/vms')).some((v) => v.name === 'x'), false);
+    assert.equal((await c.api.call(vmRoutes.list, {})).some((v) => v.name === 'x'), false);
     assert.equal((await c.ferry(['vm', 'create', 'few', '--node', 'node-1', '--memory', '128', '--offloads', 'csum,gso'])).code, 0);
     assert.equal((await c.ferry(['vm', 'start', 'few'])).code, 0);
     await waitFor('few to boot', 60_000, () => c.console('few').ticks.length > 0);

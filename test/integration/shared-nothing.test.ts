@@ -16,6 +16,7 @@ import type { MigrationReport } from '../../src/domain/migration.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport } from '../helpers/migration.js';
+import { requestMigration } from '../../src/api/controller/vms.js';
 
 describe('shared-nothing live migration', () => {
   let c: TestCluster;
@@ -45,7 +46,7 @@ describe('shared-nothing live migration', () => {
     const quick = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--quick', '--with-storage', path.join(c.dir, 'x')]);
     assert.equal(quick.code, 2);
     assert.equal(quick.stderr.trim(), 'error: --with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
-    await assert.rejects(c.client.call('POST', '/api/v1/vms/sn/migrate', { to: 'node-2', withStorage: 'relative/dir' }), /--with-storage must be an absolute directory on the target node, got 'relative\/dir'/);
+    await assert.rejects(requestMigration(c.api, 'sn', { to: 'node-2', withStorage: 'relative/dir' }), /--with-storage must be an absolute directory on the target node, got 'relative\/dir'/);
     const vm = await c.vm('sn');
     assert.deepEqual([vm.node, vm.diskPath, vm.state, vm.migrationId], ['node-1', localDisk, 'running', undefined]);
   });
@@ -82,7 +83,7 @@ describe('shared-nothing live migration', () => {
     assert.equal(bootId(), boot, 'no reboot');
     await waitFor('writes to go on, on node-2', 10_000, () => acked() > before + 50);
     // The copy is the VM's disk now: it migrates back the same way.
-    const back = await c.client.call<{ id: string }>('POST', '/api/v1/vms/sn/migrate', { to: 'node-1', withStorage: path.join(c.dir, 'local-node-1') });
+    const back = await requestMigration(c.api, 'sn', { to: 'node-1', withStorage: path.join(c.dir, 'local-node-1') });
     assert.equal((await finalReport(c, back.id)).report.status, 'completed');
     assert.equal((await c.vm('sn')).node, 'node-1');
     const n = acked();

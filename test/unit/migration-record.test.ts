@@ -3,11 +3,8 @@ import { describe, it } from 'node:test';
 import { placeVm } from '../../src/domain/placement.js';
 import type { NodeRecord } from '../../src/domain/records.js';
 import { type MigrationRecord, STEPS, queueOrder, startable, toReport } from '../../src/domain/migration.js';
-import { DEFAULT_SETTINGS, applySetting } from '../../src/domain/settings.js';
 import { toTransferProgress } from '../../src/qemu/migration-params.js';
-import { validateTuning } from '../../src/controller/migration/service.js';
 import { DEFAULT_TUNING } from '../../src/domain/tuning.js';
-import { isFerryError } from '../../src/domain/errors.js';
 
 describe('migration report', () => {
   it('lists finished steps in R3 order with their durations and keeps the error', () => {
@@ -72,16 +69,6 @@ describe('placement', () => {
   });
 });
 
-describe('per-migration tuning', () => {
-  it('applies valid overrides and refuses unknown or out-of-range ones', () => {
-    assert.equal(validateTuning(DEFAULT_TUNING, { maxBandwidthBytesPerSec: 1048576 }).maxBandwidthBytesPerSec, 1048576);
-    assert.deepEqual(validateTuning(DEFAULT_TUNING, undefined), DEFAULT_TUNING);
-    assert.throws(() => validateTuning(DEFAULT_TUNING, { speed: 1 } as never), (e: unknown) => isFerryError(e, 'invalid-argument') && /unknown tuning field 'speed'/.test(e.message));
-    assert.throws(() => validateTuning(DEFAULT_TUNING, { maxDowntimeMs: 0 }), /out of range/);
-    assert.throws(() => validateTuning(DEFAULT_TUNING, { autoConverge: 'yes' as never }), /true or false/);
-  });
-});
-
 describe('migration queue and slots (R11)', () => {
   const rec = (id: string, from: string, to: string, status: MigrationRecord['status'], priority: MigrationRecord['priority'] = 'manual', at = 0): MigrationRecord => ({
     id, vm: id, mode: 'live', from, to, phase: status === 'running' ? 'memory' : 'queued', status, requestedAtMs: at, priority, steps: [], tuning: DEFAULT_TUNING,
@@ -102,21 +89,5 @@ describe('migration queue and slots (R11)', () => {
     const all = [rec('bal', 'n1', 'n2', 'queued', 'rebalance', 1), rec('man2', 'n1', 'n2', 'queued', 'manual', 3), rec('man1', 'n1', 'n2', 'queued', 'manual', 2), rec('drain', 'n1', 'n2', 'queued', 'drain', 4)];
     assert.deepEqual(queueOrder(all).map((m) => m.id), ['drain', 'man1', 'man2', 'bal']);
     assert.deepEqual(startable(all, 1).map((m) => m.id), ['drain']);
-  });
-});
-
-describe('cluster settings', () => {
-  it('validates migrationsPerNode and refuses unknown settings', () => {
-    assert.equal(applySetting(DEFAULT_SETTINGS, 'migrationsPerNode', '2').migrationsPerNode, 2);
-    assert.throws(() => applySetting(DEFAULT_SETTINGS, 'migrationsPerNode', '0'), /from 1 to 16, got '0'/);
-    assert.throws(() => applySetting(DEFAULT_SETTINGS, 'speed', 1), /unknown cluster setting 'speed'/);
-  });
-
-  it('takes an absolute backup store outside pseudo file systems, or the default', () => {
-    assert.equal(applySetting(DEFAULT_SETTINGS, 'backupStore', '/srv/backups/').backupStore, '/srv/backups');
-    assert.equal(applySetting({ ...DEFAULT_SETTINGS, backupStore: '/x' }, 'backupStore', 'default').backupStore, '');
-    for (const bad of ['relative/dir', '/proc/x', '/sys', '/srv/../etc', 3]) {
-      assert.throws(() => applySetting(DEFAULT_SETTINGS, 'backupStore', bad), /backupStore must be an absolute directory outside \/proc, \/sys and \/dev/);
-    }
   });
 });

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type BackupSchedule, inWindow, isDue, parseDuration, parseWindow } from '../../src/controller/storage/schedules.js';
-import { type ReplicaRecord, replicaHealth } from '../../src/controller/replica/replicas.js';
+import { type BackupSchedule, inWindow, isDue, parseDuration, parseWindow } from '../../src/domain/backups.js';
+import { type ReplicaRecord, replicaHealth } from '../../src/domain/replicas.js';
 
 describe('backup schedules', () => {
   it('parses durations from 1s to 366d and refuses the rest with one line', () => {

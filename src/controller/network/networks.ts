@@ -10,16 +10,13 @@
 import { errors } from '../../domain/errors.js';
 import type { MigrationNetwork } from '../../domain/migration.js';
 import type { NodeRecord } from '../../domain/records.js';
-import { validateName } from '../../domain/validate.js';
-import {
-  type ClusterNetwork,
-  migrationCandidates,
-  validateMetric,
-  validateRole,
-} from '../../domain/networks.js';
-import { update } from '../../ports/store.js';
-import { probeTcp } from '../../node/net-tools.js';
-import type { Controller } from '../controller.js';
+import { type ClusterNetwork, type NetworkRole, migrationCandidates } from '../../domain/networks.js';
+import type { EventSink } from '../../ports/events.js';
+import type { NodeDirectory } from '../../ports/node-directory.js';
+import { type ClusterStore, update } from '../../ports/store.js';
+
+/** Can this controller reach `address:port` (a node's beacon on a network)? */
+export type Reach = (address: string, port: number) => Promise<{ ok: boolean; error?: string }>;
 
 export interface NodeOnNetwork {
   node: string;
@@ -35,21 +32,31 @@ export interface NetworkView extends ClusterNetwork {
 }
 
 export class ClusterNetworks {
-  constructor(private readonly c: Controller) {}
+  constructor(
+    private readonly store: ClusterStore,
+    private readonly nodes: NodeDirectory,
+    private readonly events: EventSink,
+    private readonly reach: Reach,
+  ) {}
+
+  /** Writes the networks the cluster was created with, once. */
+  async initialise(networks: ClusterNetwork[]): Promise<void> {
+    for (const n of networks) if (!(await this.store.get(`networks/${n.name}`))) await this.store.put<ClusterNetwork>(`networks/${n.name}`, n);
+  }
 
   async list(): Promise<ClusterNetwork[]> {
-    return (await this.c.store.list<ClusterNetwork>('networks/')).map((e) => e.value);
+    return (await this.store.list<ClusterNetwork>('networks/')).map((e) => e.value);
   }
 
   async get(name: string): Promise<ClusterNetwork> {
-    const e = await this.c.store.get<ClusterNetwork>(`networks/${name}`);
+    const e = await this.store.get<ClusterNetwork>(`networks/${name}`);
     if (!e) throw errors.invalid('network', `no network named '${name}' (see 'ferry net list')`);
     return e.value;
   }
 
   /** Every network with each node's address and whether it answers there now. */
   async status(): Promise<NetworkView[]> {
-    const nodes = await this.c.nodes();
+    const nodes = await this.nodes.list();
     const views: NetworkView[] = [];
     for (const n of await this.list()) {
       const members = await Promise.all(
@@ -57,7 +64,7 @@ export class ClusterNetworks {
           const record = nodes.find((x) => x.name === node);
           const port = record?.networks?.[n.name]?.port;
           if (!record || record.state === 'down' || !port) return { node, address, state: 'unknown' };
-          const p = await probeTcp(address, port, { timeoutMs: 300 });
+          const p = await this.reach(address, port);
           return p.ok ? { node, address, state: 'up' } : { node, address, state: 'down', error: p.error! };
         }),
       );
@@ -67,17 +74,15 @@ export class ClusterNetworks {
     return views.sort((a, b) => a.metric - b.metric || a.name.localeCompare(b.name));
   }
 
-  async set(name: string, change: { role?: unknown; metric?: unknown }): Promise<ClusterNetwork> {
-    validateName('network', name, 'network');
+  async set(name: string, change: { role?: NetworkRole; metric?: number }): Promise<ClusterNetwork> {
     if (change.role === undefined && change.metric === undefined) throw errors.invalid('network', 'nothing to set: give --role and/or --metric');
-    const role = change.role === undefined ? undefined : validateRole(change.role);
-    const metric = change.metric === undefined ? undefined : validateMetric(change.metric);
+    const { role, metric } = change;
     const before = await this.get(name);
-    const next = await update<ClusterNetwork>(this.c.store, `networks/${name}`, (cur) => {
+    const next = await update<ClusterNetwork>(this.store, `networks/${name}`, (cur) => {
       if (!cur) throw errors.invalid('network', `no network named '${name}'`);
       return { ...cur, ...(role ? { role } : {}), ...(metric ? { metric } : {}) };
     });
-    await this.c.event({
+    await this.events.emit({
       type: 'network.set',
       message: `network ${name}: role ${before.role} → ${next.role}, metric ${before.metric} → ${next.metric}`,
       data: { network: name, role: next.role, metric: next.metric },
@@ -93,7 +98,7 @@ export class ClusterNetworks {
   async choose(source: NodeRecord, target: NodeRecord, signal?: AbortSignal): Promise<MigrationNetwork> {
     const { candidates, excluded } = migrationCandidates(await this.list(), source.name, target.name);
     const skipped: { network: string; reason: string }[] = [];
-    const agent = this.c.agent(source);
+    const agent = await this.nodes.agent(source);
     for (const cand of candidates) {
       const port = target.networks?.[cand.network.name]?.port;
       if (!port) {

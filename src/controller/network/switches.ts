@@ -9,52 +9,53 @@
  * (`settings`), or one named switch (`name`, refused while running VMs are
  * attached unless forced, which disconnects their NICs; the VMs keep running).
  */
+import type { Clock } from '../../domain/clock.js';
 import { errors } from '../../domain/errors.js';
-import { type VmRecord, isActive } from '../../domain/records.js';
-import { validateName } from '../../domain/validate.js';
+import { isActive } from '../../domain/records.js';
 import { DEFAULT_SWITCH, DEFAULT_SWITCH_SETTINGS, type ScrubRequest, type ScrubResult, type SwitchView, type VirtualSwitch, NODE_INTERFACES, switchOf } from '../../domain/switches.js';
-export { switchOf };
-import { update } from '../../ports/store.js';
-import type { Controller } from '../controller.js';
+import type { EventSink } from '../../ports/events.js';
+import type { NodeDirectory } from '../../ports/node-directory.js';
+import { type ClusterStore, update } from '../../ports/store.js';
+import type { SwitchControl } from '../../ports/switch-control.js';
+import type { VmRepository } from '../../ports/vm-repository.js';
 
-const validSwitchName = (name: unknown): string => validateName('switch', name, 'switch');
-
-function validAgeing(value: unknown): number {
-  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 86_400) {
-    throw errors.invalid('macAgeingS', `MAC ageing must be a whole number of seconds from 1 to 86400, got '${String(value)}'`);
-  }
-  return n;
+export interface SwitchesDeps {
+  store: ClusterStore;
+  vms: VmRepository;
+  nodes: NodeDirectory;
+  events: EventSink;
+  control: SwitchControl;
+  clock: Clock;
 }
 
 export class VirtualSwitches {
-  constructor(private readonly c: Controller) {}
+  constructor(private readonly d: SwitchesDeps) {}
 
   private key(name: string): string {
     return `switches/${name}`;
   }
 
   async list(): Promise<VirtualSwitch[]> {
-    return (await this.c.store.list<VirtualSwitch>('switches/')).map((e) => e.value);
+    return (await this.d.store.list<VirtualSwitch>('switches/')).map((e) => e.value);
   }
 
   async get(name: string): Promise<VirtualSwitch> {
-    const e = await this.c.store.get<VirtualSwitch>(this.key(validSwitchName(name)));
+    const e = await this.d.store.get<VirtualSwitch>(this.key(name));
     if (!e) throw errors.invalid('switch', `no virtual switch named '${name}' (see 'ferry switch list')`);
     return e.value;
   }
 
   /** A new cluster starts with the default switch bound on every node's eth0 (once: scrub may remove it). */
   async initialise(nodes: string[]): Promise<void> {
-    if (await this.c.store.get('cluster/switches-initialised')) return;
-    await this.c.store.put(this.key(DEFAULT_SWITCH), {
-      name: DEFAULT_SWITCH, settings: { ...DEFAULT_SWITCH_SETTINGS }, bindings: nodes.map((node) => ({ node, iface: 'eth0' })), createdAtMs: this.c.clock.nowMs(),
+    if (await this.d.store.get('cluster/switches-initialised')) return;
+    await this.d.store.put(this.key(DEFAULT_SWITCH), {
+      name: DEFAULT_SWITCH, settings: { ...DEFAULT_SWITCH_SETTINGS }, bindings: nodes.map((node) => ({ node, iface: 'eth0' })), createdAtMs: this.d.clock.nowMs(),
     } satisfies VirtualSwitch);
-    await this.c.store.put('cluster/switches-initialised', true);
+    await this.d.store.put('cluster/switches-initialised', true);
   }
 
   async views(): Promise<SwitchView[]> {
-    const vms = await this.c.vms();
+    const vms = await this.d.vms.list();
     return (await this.list()).map((s) => ({
       ...s,
       vms: vms.filter((v) => switchOf(v) === s.name).map((v) => v.name),
@@ -67,28 +68,26 @@ export class VirtualSwitches {
     return (await this.list()).filter((s) => s.bindings.some((b) => b.node === node)).map((s) => s.name);
   }
 
-  async create(name: string, settings: { macAgeingS?: unknown } = {}): Promise<VirtualSwitch> {
-    validSwitchName(name);
+  async create(name: string, settings: { macAgeingS?: number } = {}): Promise<VirtualSwitch> {
     const sw: VirtualSwitch = {
       name,
-      settings: { macAgeingS: settings.macAgeingS === undefined ? DEFAULT_SWITCH_SETTINGS.macAgeingS : validAgeing(settings.macAgeingS) },
+      settings: { macAgeingS: settings.macAgeingS ?? DEFAULT_SWITCH_SETTINGS.macAgeingS },
       bindings: [],
-      createdAtMs: this.c.clock.nowMs(),
+      createdAtMs: this.d.clock.nowMs(),
     };
-    await this.c.store.put(this.key(name), sw, { expectRevision: 0 }).catch(() => {
+    await this.d.store.put(this.key(name), sw, { expectRevision: 0 }).catch(() => {
       throw errors.alreadyExists('switch', name);
     });
-    await this.c.event({ type: 'switch.created', message: `virtual switch ${name} created`, data: { switch: name } });
+    await this.d.events.emit({ type: 'switch.created', message: `virtual switch ${name} created`, data: { switch: name } });
     await this.sync();
     return sw;
   }
 
-  async set(name: string, settings: { macAgeingS?: unknown }): Promise<VirtualSwitch> {
-    if (settings.macAgeingS === undefined) throw errors.invalid('settings', 'nothing to set: give --mac-ageing SECONDS');
-    const macAgeingS = validAgeing(settings.macAgeingS);
+  async set(name: string, settings: { macAgeingS: number }): Promise<VirtualSwitch> {
+    const { macAgeingS } = settings;
     await this.get(name);
-    const next = await update<VirtualSwitch>(this.c.store, this.key(name), (cur) => ({ ...cur!, settings: { ...cur!.settings, macAgeingS } }));
-    await this.c.event({ type: 'switch.set', message: `virtual switch ${name}: MAC ageing ${macAgeingS} s`, data: { switch: name } });
+    const next = await update<VirtualSwitch>(this.d.store, this.key(name), (cur) => ({ ...cur!, settings: { ...cur!.settings, macAgeingS } }));
+    await this.d.events.emit({ type: 'switch.set', message: `virtual switch ${name}: MAC ageing ${macAgeingS} s`, data: { switch: name } });
     await this.sync();
     return next;
   }
@@ -96,18 +95,18 @@ export class VirtualSwitches {
   /** Deletes a switch no VM is attached to, with its bindings. */
   async delete(name: string): Promise<VirtualSwitch> {
     const sw = await this.get(name);
-    const attached = (await this.c.vms()).filter((v) => switchOf(v) === name).map((v) => v.name);
+    const attached = (await this.d.vms.list()).filter((v) => switchOf(v) === name).map((v) => v.name);
     if (attached.length) {
       throw errors.invalidState(`switch '${name}' has VMs attached (${attached.join(', ')}); move them to another switch or use 'ferry switch scrub --name ${name} --force'`);
     }
-    await this.c.store.delete(this.key(name));
-    await this.c.event({ type: 'switch.deleted', message: `virtual switch ${name} deleted`, data: { switch: name } });
+    await this.d.store.delete(this.key(name));
+    await this.d.events.emit({ type: 'switch.deleted', message: `virtual switch ${name} deleted`, data: { switch: name } });
     await this.sync();
     return sw;
   }
 
   private async validInterface(node: string, iface: string): Promise<void> {
-    await this.c.node(node);
+    await this.d.nodes.get(node);
     if (!(NODE_INTERFACES as readonly string[]).includes(iface)) {
       throw errors.invalid('iface', `node '${node}' has no interface '${iface}' (it has ${NODE_INTERFACES.join(', ')})`);
     }
@@ -122,8 +121,8 @@ export class VirtualSwitches {
     if (holder) throw errors.invalidState(`interface ${node}/${iface} already carries switch '${holder.name}'; unbind it first`);
     const other = all.find((s) => s.name === name)!.bindings.find((b) => b.node === node);
     if (other) throw errors.invalidState(`switch '${name}' is already bound on ${node} (${node}/${other.iface})`);
-    const next = await update<VirtualSwitch>(this.c.store, this.key(name), (cur) => ({ ...cur!, bindings: [...cur!.bindings, { node, iface }] }));
-    await this.c.event({ type: 'switch.bound', node, message: `switch ${name} bound to ${node}/${iface}`, data: { switch: name, iface } });
+    const next = await update<VirtualSwitch>(this.d.store, this.key(name), (cur) => ({ ...cur!, bindings: [...cur!.bindings, { node, iface }] }));
+    await this.d.events.emit({ type: 'switch.bound', node, message: `switch ${name} bound to ${node}/${iface}`, data: { switch: name, iface } });
     await this.sync();
     return next;
   }
@@ -133,23 +132,23 @@ export class VirtualSwitches {
     await this.validInterface(node, iface);
     const holder = (await this.list()).find((s) => s.bindings.some((b) => b.node === node && b.iface === iface));
     if (!holder) throw errors.invalidState(`interface ${node}/${iface} carries no switch`);
-    const running = (await this.c.vms()).filter((v) => switchOf(v) === holder.name && v.node === node && isActive(v.state)).map((v) => v.name);
+    const running = (await this.d.vms.list()).filter((v) => switchOf(v) === holder.name && v.node === node && isActive(v.state)).map((v) => v.name);
     if (running.length) {
       throw errors.invalidState(`switch '${holder.name}' on ${node}/${iface} has running VMs attached (${running.join(', ')}); stop or migrate them first`);
     }
-    await update<VirtualSwitch>(this.c.store, this.key(holder.name), (cur) => ({
+    await update<VirtualSwitch>(this.d.store, this.key(holder.name), (cur) => ({
       ...cur!, bindings: cur!.bindings.filter((b) => !(b.node === node && b.iface === iface)),
     }));
-    await this.c.event({ type: 'switch.unbound', node, message: `switch ${holder.name} unbound from ${node}/${iface}`, data: { switch: holder.name, iface } });
+    await this.d.events.emit({ type: 'switch.unbound', node, message: `switch ${holder.name} unbound from ${node}/${iface}`, data: { switch: holder.name, iface } });
     await this.sync();
     return { switch: holder.name, node, iface };
   }
 
   /** Every node interface and the switch it carries, for one node or all. */
   async bindings(node?: string): Promise<{ node: string; iface: string; switch: string | null }[]> {
-    if (node !== undefined) await this.c.node(node);
+    if (node !== undefined) await this.d.nodes.get(node);
     const all = await this.list();
-    const nodes = node !== undefined ? [node] : this.c.config.nodes.map((n) => n.name);
+    const nodes = node !== undefined ? [node] : this.d.nodes.members();
     return nodes.flatMap((n) => NODE_INTERFACES.map((iface) => ({
       node: n, iface, switch: all.find((s) => s.bindings.some((b) => b.node === n && b.iface === iface))?.name ?? null,
     })));
@@ -173,17 +172,17 @@ export class VirtualSwitches {
     if (req.settings) {
       for (const s of views.filter((v) => req.name === undefined || v.name === req.name)) {
         if (JSON.stringify(s.settings) === JSON.stringify(DEFAULT_SWITCH_SETTINGS)) continue;
-        await update<VirtualSwitch>(this.c.store, this.key(s.name), (cur) => ({ ...cur!, settings: { ...DEFAULT_SWITCH_SETTINGS } }));
+        await update<VirtualSwitch>(this.d.store, this.key(s.name), (cur) => ({ ...cur!, settings: { ...DEFAULT_SWITCH_SETTINGS } }));
         out.resetSettings.push(s.name);
       }
     }
     const remove = async (s: SwitchView) => {
       for (const vm of s.vms) {
-        await this.c.updateVm(vm, (cur) => ({ ...cur, switch: '' }));
+        await this.d.vms.update(vm, (cur) => ({ ...cur, switch: '' }));
         out.disconnectedVms.push(vm);
       }
       out.removedBindings.push(...s.bindings.map((b) => `${b.node}/${b.iface}`));
-      await this.c.store.delete(this.key(s.name));
+      await this.d.store.delete(this.key(s.name));
       out.removedSwitches.push(s.name);
     };
     if (req.inactive) {
@@ -191,7 +190,7 @@ export class VirtualSwitches {
     }
     if (named && !out.removedSwitches.includes(named.name)) await remove(named);
     await this.sync();
-    await this.c.event({
+    await this.d.events.emit({
       type: 'switch.scrubbed',
       message: `scrub: removed switches [${out.removedSwitches.join(', ')}], bindings [${out.removedBindings.join(', ')}], reset settings of [${out.resetSettings.join(', ')}], disconnected VMs [${out.disconnectedVms.join(', ')}]`,
       data: { ...out },
@@ -203,11 +202,11 @@ export class VirtualSwitches {
   async sync(): Promise<void> {
     const wanted = await this.list();
     for (const s of wanted) {
-      await this.c.switch.apply(s.name, { nodes: s.bindings.map((b) => b.node), ageingMs: s.settings.macAgeingS * 1000 });
+      await this.d.control.apply(s.name, { nodes: s.bindings.map((b) => b.node), ageingMs: s.settings.macAgeingS * 1000 });
     }
     const names = new Set(wanted.map((s) => s.name));
-    for (const running of await this.c.switch.switches()) {
-      if (!names.has(running.name)) await this.c.switch.remove(running.name);
+    for (const running of await this.d.control.switches()) {
+      if (!names.has(running.name)) await this.d.control.remove(running.name);
     }
   }
 }

@@ -1,86 +1,112 @@
 /**
- * Online backups (R13) on the controller. A backup of a running VM freezes
- * its disk image under an overlay on the shared volume (the point in time),
- * copies the frozen image outside the VM's QEMU with qemu-storage-daemon
- * (full, or only the blocks the persistent change bitmap marks, into a file
- * backed by the previous backup), verifies the copy (qemu-img check of the
- * file and its chain), and merges the overlay back; see qemu/backup-job.ts.
- * A stopped VM's disk is copied with qemu-img.
+ * Online backups (R13). A backup of a running VM is a phase table:
  *
- * Backups and migrations of one VM coexist: a backup asked for during a
- * migration freezes the disk once the migration ended; a migration asked
- * for during a backup runs (the VM moves on overlay + frozen image, both on
- * the shared volume) while the copy goes on, and the backup merges the
- * overlay back in the target's QEMU once the migration ended. The record
- * says how long the backup waited and where it merged. Only the freeze and
- * the merge hold the VM's block lock, for a moment each; a migration that
- * starts then waits for them.
+ *   wait ─► freeze ─────────► copy ───────────► verify ─commit─► merge
+ *           │undo: merge the  │undo: remove the              (the backup stands;
+ *           │overlay back     │half-written file              a failed merge is
+ *                                                             recorded, not undone)
  *
- * Store keys: backups/<id> → BackupRecord. Files: <backup store>/<vm>/<id>.qcow2
- * (the store defaults to the shared volume's backups/ directory).
+ *   freeze  the VM's QEMU puts its disk under an overlay on the shared volume
+ *           (the image no longer changes: the backup's point in time);
+ *   copy    a qemu-storage-daemon outside the VM's QEMU copies the frozen
+ *           image (full, or only the blocks the change bitmap marks, into a
+ *           file backed by the previous backup); it pauses while the VM migrates;
+ *   verify  qemu-img check of the file and its chain;
+ *   merge   whichever QEMU runs the VM then merges the overlay back (offline
+ *           when the VM stopped meanwhile).
+ *
+ * A stopped VM's disk is copied with qemu-img. Backups and migrations of
+ * one VM coexist through the VM lock table: the freeze and the merge hold
+ * `disk-freeze` for a moment each (a migration waits for them, they wait for
+ * a migration); the backup as a whole holds `backup`, which shares with a
+ * migration. A restarted controller carries a backup on or undoes it from
+ * its saved phase.
+ *
+ * Store keys: backups/<id> → BackupRecord. Files: <backup store>/<vm>/<id>.qcow2.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import type { Controller } from '../controller.js';
-import { validateName } from '../../domain/validate.js';
-import { ErrorCode, FerryError, errors, toFerryError } from '../../domain/errors.js';
-import { type VmRecord, VmState } from '../../domain/records.js';
-import { copyFrozenImage, type FreezeResult, mergeOverlayOffline, verifyImage } from '../../qemu/backup-job.js';
-import { replaceImage } from '../../qemu/mirror-job.js';
 import type { BackupRecord } from '../../domain/backups.js';
+import type { Clock } from '../../domain/clock.js';
+import { ErrorCode, FerryError, errors, isFerryError, toFerryError } from '../../domain/errors.js';
+import type { StateLayout } from '../../domain/layout.js';
+import { type VmRecord, VmState } from '../../domain/records.js';
+import { VmOperation } from '../../domain/vm-locks.js';
+import type { EventSink } from '../../ports/events.js';
+import type { VmLease, VmLocks } from '../../ports/locks.js';
+import type { Logger } from '../../ports/logger.js';
+import type { NodeDirectory } from '../../ports/node-directory.js';
+import type { Settings } from '../../ports/settings.js';
+import { type ClusterStore, update } from '../../ports/store.js';
+import type { VmRepository } from '../../ports/vm-repository.js';
+import type { Volume } from '../../ports/volume.js';
+import { type Phase, type PhaseGate, PhaseRunner, type UndoTable } from '../core/phase-runner.js';
+
 export type { BackupRecord };
 
-const run = promisify(execFile);
-
-const WAIT_STEP_MS = 200;
 const MAX_WAIT_MS = 30 * 60_000;
+const FAILED_WITH_CONTROLLER = 'the controller stopped during the backup';
+
+export interface BackupsDeps {
+  store: ClusterStore;
+  vms: VmRepository;
+  nodes: NodeDirectory;
+  locks: VmLocks;
+  events: EventSink;
+  clock: Clock;
+  settings: Settings;
+  volume: Volume;
+  layout: StateLayout;
+  log: Logger;
+  /** Creates a stopped VM (restore --as). */
+  createVm: (v: { name: string; memoryMiB: number; cpus: number; diskGiB: number; workload: string; switch?: string }) => Promise<VmRecord>;
+  deleteVm: (name: string) => Promise<void>;
+  gate?: PhaseGate;
+}
+
+export interface BackupRequest {
+  incremental?: boolean;
+  scheduled?: boolean;
+  bandwidthMiBps?: number;
+}
 
 export class Backups {
-  /** Backups running in this process, by VM: a migration of that VM is refused meanwhile. */
-  private readonly running = new Map<string, string>();
-  /** Per VM: a backup is freezing or merging its disk (migrations wait, see quiesce). */
-  private readonly locks = new Map<string, Promise<void>>();
+  /** The backup lease of each backup running in this process, by backup id. */
+  private readonly leases = new Map<string, VmLease>();
 
-  constructor(
-    private readonly c: Controller,
-    readonly dir: string,
-  ) {}
+  constructor(private readonly d: BackupsDeps) {}
 
   private key(id: string): string {
     return `backups/${id}`;
   }
 
+  /** Where backups go: the cluster setting, or the shared volume's backups/ directory. */
+  private async storeDir(): Promise<string> {
+    return (await this.d.settings.get()).backupStore || path.join(this.d.layout.shared, 'backups');
+  }
+
   async list(vm?: string): Promise<BackupRecord[]> {
-    return (await this.c.store.list<BackupRecord>('backups/')).map((e) => e.value).filter((b) => !vm || b.vm === vm).sort((a, b) => a.requestedAtMs - b.requestedAtMs);
+    return (await this.d.store.list<BackupRecord>('backups/'))
+      .map((e) => e.value)
+      .filter((b) => !vm || b.vm === vm)
+      .sort((a, b) => a.requestedAtMs - b.requestedAtMs);
   }
 
   async get(id: string): Promise<BackupRecord> {
-    const e = await this.c.store.get<BackupRecord>(this.key(id));
+    const e = await this.d.store.get<BackupRecord>(this.key(id));
     if (!e) throw new FerryError(ErrorCode.InvalidArgument, `no backup '${id}' (see 'ferry backup list')`, { details: { backup: id } });
     return e.value;
   }
 
-  /** The backup running for a VM, if any (migrations check this). */
-  runningFor(vm: string): string | undefined {
-    return this.running.get(vm);
+  private save(id: string, change: (b: BackupRecord) => BackupRecord): Promise<BackupRecord> {
+    return update<BackupRecord>(this.d.store, this.key(id), (cur) => {
+      if (!cur) throw errors.internal(`backup ${id} vanished`);
+      return change(cur);
+    });
   }
 
-  private async save(b: BackupRecord): Promise<BackupRecord> {
-    await this.c.store.put(this.key(b.id), b);
-    return b;
-  }
-
-  async create(vmName: string, opts: { incremental?: boolean; scheduled?: boolean; bandwidthMiBps?: unknown } = {}): Promise<BackupRecord> {
-    validateName('VM', vmName);
-    const bw = opts.bandwidthMiBps;
-    if (bw !== undefined && (typeof bw !== 'number' || !Number.isInteger(bw) || bw < 1 || bw > 100000)) {
-      throw errors.invalid('bandwidth', `--bandwidth must be a whole number of MiB/s from 1 to 100000, got '${String(bw)}'`);
-    }
-    const vm = await this.c.vm(vmName);
-    if (this.running.has(vmName)) throw errors.invalidState(`a backup of VM '${vmName}' is already running (${this.running.get(vmName)})`);
+  async create(vmName: string, opts: BackupRequest = {}): Promise<BackupRecord> {
+    const vm = await this.d.vms.get(vmName);
     const mode = opts.incremental ? 'incremental' : 'full';
     let parent: BackupRecord | undefined;
     if (mode === 'incremental') {
@@ -88,165 +114,249 @@ export class Backups {
       if (!parent) throw errors.invalidState(`VM '${vmName}' has no completed backup to build an incremental one on: take a full backup first`);
       if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${vmName}' is ${vm.state}: incremental backups need the running VM's change bitmap`);
     }
-    const id = `b-${Date.now().toString(36)}-${randomUUID().slice(0, 4)}`;
-    const file = path.join((await this.c.settings()).backupStore || this.dir, vmName, `${id}.qcow2`);
-    const record: BackupRecord = {
-      id, vm: vmName, mode, file, status: 'waiting', requestedAtMs: this.c.clock.nowMs(), sizeBytes: vm.diskGiB * 1073741824,
-      ...(parent ? { parent: parent.id } : {}), ...(opts.scheduled ? { scheduled: true } : {}),
-    };
-    this.running.set(vmName, id);
-    let frozen: FreezeResult | undefined;
-    let copied = false;
-    let failure: FerryError | undefined;
+    const id = `b-${this.d.clock.nowMs().toString(36)}-${randomUUID().slice(0, 4)}`;
+    const lease = await this.d.locks.acquire(vmName, VmOperation.Backup, { id, waitMs: 0 });
     try {
-      await this.save(record);
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      // A migration of this VM runs: wait for it, then freeze the disk wherever the VM is.
-      const waitStart = this.c.clock.nowMs();
-      const current = await this.whenNoMigration(vmName, async (cur) => {
-        record.waitedMs = this.c.clock.nowMs() - waitStart;
-        if (cur.state !== VmState.Running) return cur;
-        const overlay = path.join(this.c.layout.overlays, `${vmName}-${id}.qcow2`);
-        fs.mkdirSync(path.dirname(overlay), { recursive: true });
-        frozen = await (await this.c.agentFor(cur.node)).freezeDisk(vmName, overlay, mode);
-        // The VM's disk is the overlay on its frozen image until the merge (a stop and start keeps both).
-        await this.c.updateVm(vmName, (v) => ({ ...v, diskPath: overlay }));
-        return cur;
-      });
-      record.status = 'running';
-      record.startedAtMs = this.c.clock.nowMs();
-      record.node = current.node;
-      await this.save(record);
-      if (frozen) {
-        // The copy runs outside the VM's QEMU: the VM may migrate meanwhile.
-        const res = await copyFrozenImage({
-          source: frozen.base, target: file, mode, sizeBytes: record.sizeBytes, ...(parent ? { parent: parent.file } : {}), ...(bw ? { bytesPerSec: (bw as number) * 1048576 } : {}),
-          // A migration of the VM gets the I/O: the copy waits for it, then finishes from the shared volume.
-          hold: async () => (await this.c.vm(vmName)).migrationId !== undefined,
-          pidFile: path.join(this.c.layout.run, `qsd-backup-${id}.pid`),
-        });
-        record.bytes = res.bytes;
-        if (res.pausedMs) {
-          record.copyPausedMs = res.pausedMs;
-          record.waitedMs = (record.waitedMs ?? 0) + res.pausedMs;
-        }
-      } else if (current.state === VmState.Stopped) {
-        await run('qemu-img', ['convert', '-O', 'qcow2', current.diskPath, file]);
-        record.bytes = fs.statSync(file).size;
-      } else {
-        throw errors.invalidState(`VM '${vmName}' is ${current.state}: only running or stopped VMs are backed up`);
-      }
-      await verifyImage(file);
-      record.verified = true;
-      copied = true;
+      const file = path.join(await this.storeDir(), vmName, `${id}.qcow2`);
+      const record: BackupRecord = {
+        id,
+        vm: vmName,
+        mode,
+        file,
+        status: 'waiting',
+        phase: 'wait',
+        requestedAtMs: this.d.clock.nowMs(),
+        sizeBytes: vm.diskGiB * 1073741824,
+        ...(parent ? { parent: parent.id } : {}),
+        ...(opts.scheduled ? { scheduled: true } : {}),
+        ...(opts.bandwidthMiBps ? { bandwidthMiBps: opts.bandwidthMiBps } : {}),
+      };
+      await this.d.store.put(this.key(id), record, { expectRevision: 0 });
     } catch (e) {
-      failure = toFerryError(e);
-      fs.rmSync(file, { force: true });
-      record.status = 'failed';
-      record.error = failure.message;
+      lease.release();
+      throw e;
     }
+    this.leases.set(id, lease);
+    return this.runToEnd(id, (runner, signal) => runner.run(signal));
+  }
+
+  private async runToEnd(id: string, go: (runner: PhaseRunner<BackupRecord>, signal: AbortSignal) => Promise<{ ok: boolean; error?: FerryError }>): Promise<BackupRecord> {
+    const runner = new PhaseRunner<BackupRecord>({
+      operation: 'backup',
+      ...(this.d.gate ? { gate: this.d.gate } : {}),
+      phases: this.phases(id),
+      record: { load: () => this.get(id), save: (change) => this.save(id, change) },
+      undo: this.undoTable(),
+      clock: this.d.clock,
+    });
+    let outcome: { ok: boolean; error?: FerryError };
     try {
-      if (frozen) await this.merge(record, frozen, copied);
-    } catch (e) {
-      // The backup stands; the VM keeps running on overlay + image, both on the shared volume.
-      record.mergeError = toFerryError(e).message;
-      await this.c.event({ type: 'backup.merge-failed', vm: vmName, message: `backup ${id} of ${vmName}: merging the overlay back failed: ${record.mergeError}` });
+      outcome = await go(runner, new AbortController().signal);
     } finally {
-      this.running.delete(vmName);
+      this.leases.get(id)?.release();
+      this.leases.delete(id);
     }
-    record.finishedAtMs = this.c.clock.nowMs();
-    if (copied) {
-      record.status = 'completed';
-      await this.save(record);
-      const waited = (record.waitedMs ?? 0) >= 100 ? `waited ${record.waitedMs} ms for migrations (copy paused ${record.copyPausedMs ?? 0} ms, merge on ${record.mergedOn ?? record.node} waited ${record.mergeWaitedMs ?? 0} ms)` : '';
-      await this.c.event({ type: 'backup.completed', vm: vmName, message: `${mode} backup ${id} of ${vmName}: ${record.bytes} bytes copied${waited ? `, ${waited}` : ''}`, data: { backup: id } });
-      return record;
+    const b = await this.save(id, (cur) => ({
+      ...cur,
+      finishedAtMs: this.d.clock.nowMs(),
+      status: outcome.ok ? 'completed' : 'failed',
+      ...(outcome.ok ? {} : { error: cur.error ?? outcome.error?.message ?? FAILED_WITH_CONTROLLER }),
+    }));
+    if (outcome.ok) {
+      const waited =
+        (b.waitedMs ?? 0) >= 100
+          ? `waited ${b.waitedMs} ms for migrations (copy paused ${b.copyPausedMs ?? 0} ms, merge on ${b.mergedOn ?? b.node} waited ${b.mergeWaitedMs ?? 0} ms)`
+          : '';
+      await this.d.events.emit({ type: 'backup.completed', vm: b.vm, message: `${b.mode} backup ${id} of ${b.vm}: ${b.bytes} bytes copied${waited ? `, ${waited}` : ''}`, data: { backup: id } });
+      return b;
     }
-    await this.save(record).catch(() => {});
-    await this.c.event({ type: 'backup.failed', vm: vmName, message: `backup ${id} of ${vmName} failed: ${record.error}` });
-    throw failure!;
+    await this.d.events.emit({ type: 'backup.failed', vm: b.vm, message: `backup ${id} of ${b.vm} failed: ${b.error}` });
+    throw outcome.error ?? errors.internal(b.error ?? 'backup failed');
+  }
+
+  private undoTable(): UndoTable {
+    return {
+      'remove-file': async ({ file }: { file: string }) => this.d.volume.remove(file),
+      /** Merges the overlay back without a backup to build on (the change bitmap keeps its old blocks too). */
+      'merge-back': async ({ id, base, overlay }: { id: string; base: string; overlay: string }) => {
+        const b = await this.get(id);
+        await this.merge(b, { base, overlay }, false, 30);
+      },
+    };
+  }
+
+  private phases(id: string): Phase[] {
+    const rec = () => this.get(id);
+    const save = (change: (b: BackupRecord) => BackupRecord) => this.save(id, change);
+    let frozenNow: { base: string; overlay: string } | undefined;
+    return [
+      {
+        // Wait until no migration moves the VM, then freeze its disk wherever it runs.
+        name: 'freeze',
+        run: async (ctx) => {
+          const b = await rec();
+          const waitStart = this.d.clock.nowMs();
+          await this.d.locks.with(
+            b.vm,
+            VmOperation.DiskFreeze,
+            async () => {
+              const cur = await this.d.vms.get(b.vm);
+              const waitedMs = this.d.clock.nowMs() - waitStart;
+              if (cur.state === VmState.Running) {
+                const overlay = path.join(this.d.layout.overlays, `${b.vm}-${id}.qcow2`);
+                this.d.volume.ensureWritableDir(this.d.layout.overlays, { recursive: true });
+                await ctx.onUndo({ action: 'merge-back', args: { id, base: cur.diskPath, overlay } });
+                const freezeStartedAtMs = this.d.clock.nowMs();
+                const frozen = await (await this.d.nodes.agent(cur.node)).freezeDisk(b.vm, overlay, b.mode);
+                frozenNow = frozen;
+                // The VM's disk is the overlay on its frozen image until the merge (a stop and start keeps both).
+                await this.d.vms.update(b.vm, (v) => ({ ...v, diskPath: overlay }));
+                await save((x) => ({ ...x, frozen, freezeStartedAtMs, frozenAtMs: this.d.clock.nowMs() }));
+              } else if (cur.state !== VmState.Stopped) {
+                throw errors.invalidState(`VM '${b.vm}' is ${cur.state}: only running or stopped VMs are backed up`);
+              }
+              await save((x) => ({ ...x, waitedMs, status: 'running', startedAtMs: this.d.clock.nowMs(), node: cur.node }));
+            },
+            { waitMs: MAX_WAIT_MS, id },
+          );
+        },
+      },
+      {
+        name: 'copy',
+        run: async (ctx) => {
+          const b = await rec();
+          this.d.volume.ensureWritableDir(path.dirname(b.file), { recursive: true });
+          await ctx.onUndo({ action: 'remove-file', args: { file: b.file } });
+          if (b.frozen) {
+            const parent = b.parent ? await this.get(b.parent) : undefined;
+            // The copy runs outside the VM's QEMU; a migration of the VM gets the I/O: the copy waits for it.
+            const res = await this.d.volume.copyFrozen({
+              source: b.frozen.base,
+              target: b.file,
+              mode: b.mode,
+              sizeBytes: b.sizeBytes,
+              ...(parent ? { parent: parent.file } : {}),
+              ...(b.bandwidthMiBps ? { bytesPerSec: b.bandwidthMiBps * 1048576 } : {}),
+              hold: () => this.d.locks.isHeld(b.vm, VmOperation.Migration),
+              signal: ctx.signal,
+            });
+            await save((x) => ({
+              ...x,
+              bytes: res.bytes,
+              ...(res.pausedMs ? { copyPausedMs: res.pausedMs, waitedMs: (x.waitedMs ?? 0) + res.pausedMs } : {}),
+            }));
+          } else {
+            const vm = await this.d.vms.get(b.vm);
+            const bytes = await this.d.volume.convert(vm.diskPath, b.file);
+            await save((x) => ({ ...x, bytes }));
+          }
+        },
+      },
+      {
+        name: 'verify',
+        run: async (ctx) => {
+          const b = await rec();
+          await this.d.volume.verify(b.file);
+          await save((x) => ({ ...x, verified: true }));
+          // The backup stands: from here on the overlay is merged back as a good backup's.
+          await ctx.commit();
+        },
+      },
+      {
+        name: 'merge',
+        onRestart: 'rerun',
+        run: async () => {
+          const b = await rec();
+          const frozen = b.frozen ?? frozenNow;
+          if (!frozen) return;
+          try {
+            await this.merge(b, frozen, true, 1);
+          } catch (e) {
+            // The backup stands; the VM keeps running on overlay + image, both on the shared volume.
+            const mergeError = toFerryError(e).message;
+            await save((x) => ({ ...x, mergeError }));
+            await this.d.events.emit({ type: 'backup.merge-failed', vm: b.vm, message: `backup ${id} of ${b.vm}: merging the overlay back failed: ${mergeError}` });
+          }
+        },
+      },
+    ];
   }
 
   /**
-   * Runs `fn` once no migration of the VM is queued or running, holding the
-   * VM's block lock (a migration starting meanwhile waits for it, see
-   * `quiesce`). Waits at most MAX_WAIT_MS.
+   * Merges the overlay back where the VM runs now, once no migration runs
+   * (offline if it is not running). A disk that is no longer frozen (the
+   * merge happened before a restart) counts as merged.
    */
-  private async whenNoMigration<T>(vmName: string, fn: (vm: VmRecord) => Promise<T>): Promise<T> {
-    const started = this.c.clock.nowMs();
-    for (;;) {
-      if (this.c.clock.nowMs() - started > MAX_WAIT_MS) throw errors.timeout(`the migration of '${vmName}' to end`, MAX_WAIT_MS);
-      // A replica sync in flight ends first (it reads the disk the freeze would put under an overlay).
-      if (!(await this.c.vm(vmName)).migrationId && !this.locks.has(vmName) && !this.c.replicas.isSyncing(vmName)) {
-        let release!: () => void;
-        this.locks.set(vmName, new Promise<void>((r) => (release = r)));
-        try {
-          // Checked again under the lock: a migration asked for in between runs first.
-          const vm = await this.c.vm(vmName);
-          if (!vm.migrationId) return await fn(vm);
-        } finally {
-          this.locks.delete(vmName);
-          release();
-        }
+  private async merge(b: BackupRecord, frozen: { base: string; overlay: string }, copied: boolean, attempts: number): Promise<void> {
+    const waitStart = this.d.clock.nowMs();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const node = await this.d.locks.with(
+          b.vm,
+          VmOperation.DiskFreeze,
+          async () => {
+            const cur = await this.d.vms.get(b.vm);
+            const mergeWaitedMs = this.d.clock.nowMs() - waitStart;
+            if (cur.state === VmState.Running) {
+              await (await this.d.nodes.agent(cur.node)).mergeOverlay(b.vm, copied).catch((e: unknown) => {
+                if (!isFerryError(e, ErrorCode.InvalidState)) throw e;
+              });
+            } else if (this.d.volume.exists(frozen.overlay)) {
+              await this.d.volume.mergeOffline(frozen.overlay, frozen.base, copied);
+            }
+            this.d.volume.remove(frozen.overlay);
+            await this.d.vms.update(b.vm, (v) => ({ ...v, diskPath: frozen.base }));
+            await this.save(b.id, (x) => ({ ...x, mergeWaitedMs }));
+            return cur.node;
+          },
+          { waitMs: MAX_WAIT_MS, id: b.id },
+        );
+        await this.save(b.id, (x) => ({
+          ...x,
+          mergedOn: node,
+          ...(node !== x.node ? { movedTo: node } : {}),
+          waitedMs: (x.waitedMs ?? 0) + (x.mergeWaitedMs ?? 0),
+        }));
+        return;
+      } catch (e) {
+        if (attempt >= attempts) throw e;
+        await this.d.clock.sleep(2000);
       }
-      await this.c.clock.sleep(WAIT_STEP_MS);
     }
   }
 
   /**
-   * After a controller restart: a backup that was waiting or running then
-   * failed (its copy died with the controller); a VM still on its overlay
-   * is merged back where it runs (retried until its node answers).
+   * After a controller restart: every backup that was waiting or running
+   * carries on from its saved phase or is undone (the copy died with the
+   * controller: the half-written file goes and the overlay is merged back
+   * where the VM runs, retried until its node answers).
    */
   async recover(): Promise<void> {
     for (const b of await this.list()) {
       if (b.status !== 'waiting' && b.status !== 'running') continue;
-      fs.rmSync(b.file, { force: true });
-      await this.save({ ...b, status: 'failed', error: 'the controller stopped during the backup', finishedAtMs: this.c.clock.nowMs() });
-      const vm = await this.c.vm(b.vm).catch(() => undefined);
-      const overlay = vm?.diskPath;
-      if (!overlay || path.dirname(overlay) !== this.c.layout.overlays) continue;
-      const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', overlay])).stdout) as { 'full-backing-filename'?: string; 'backing-filename'?: string };
-      const base = info['full-backing-filename'] ?? info['backing-filename'];
-      if (!base) continue;
-      this.running.set(b.vm, b.id);
-      void (async () => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            await this.merge(b, { base, overlay }, false);
-            await this.c.event({ type: 'backup.recovered', vm: b.vm, message: `backup ${b.id} of ${b.vm} failed with the controller; its overlay was merged back on ${b.mergedOn}` });
-            break;
-          } catch (e) {
-            if (attempt >= 30) {
-              await this.c.event({ type: 'backup.merge-failed', vm: b.vm, message: `backup ${b.id} of ${b.vm}: merging the overlay back failed: ${toFerryError(e).message}` });
-              break;
-            }
-            await this.c.clock.sleep(2000);
+      const lease = await this.d.locks.acquire(b.vm, VmOperation.Backup, { id: b.id, waitMs: 0 }).catch(() => undefined);
+      if (lease) this.leases.set(b.id, lease);
+      void this.runToEnd(b.id, async (runner, signal) => {
+        const outcome = await runner.recover(signal);
+        if (!outcome.ok) {
+          await this.save(b.id, (x) => ({ ...x, error: FAILED_WITH_CONTROLLER }));
+          const after = await this.get(b.id);
+          if (after.frozen) {
+            await this.d.events.emit({
+              type: 'backup.recovered',
+              vm: b.vm,
+              message: `backup ${b.id} of ${b.vm} failed with the controller; its overlay was merged back on ${after.mergedOn ?? 'its node'}`,
+            });
           }
         }
-        this.running.delete(b.vm);
-      })();
+        return outcome;
+      }).catch((e: unknown) => this.d.log.warn({ backup: b.id, err: toFerryError(e).message }, 'backup recovery'));
     }
   }
 
-  /** A migration about to move the VM waits here while a backup freezes or merges its disk. */
-  async quiesce(vmName: string): Promise<void> {
-    while (this.locks.has(vmName)) await this.locks.get(vmName);
-  }
-
-  /** Merges the overlay back where the VM runs now, once no migration runs (offline if it is not running). */
-  private async merge(record: BackupRecord, frozen: FreezeResult, copied: boolean): Promise<void> {
-    const waitStart = this.c.clock.nowMs();
-    const node = await this.whenNoMigration(record.vm, async (cur) => {
-      record.mergeWaitedMs = this.c.clock.nowMs() - waitStart;
-      if (cur.state === VmState.Running) await (await this.c.agentFor(cur.node)).mergeOverlay(record.vm, copied);
-      else await mergeOverlayOffline(frozen.overlay, frozen.base, copied);
-      await this.c.updateVm(record.vm, (v) => ({ ...v, diskPath: frozen.base }));
-      return cur.node;
-    });
-    record.mergedOn = node;
-    if (node !== record.node) record.movedTo = node;
-    record.waitedMs = (record.waitedMs ?? 0) + (record.mergeWaitedMs ?? 0);
+  /** The backup holding a VM, if one does. */
+  runningFor(vm: string): string | undefined {
+    return this.d.locks.holders(vm).find((h) => h.kind === VmOperation.Backup)?.id;
   }
 
   /**
@@ -258,33 +368,38 @@ export class Backups {
     const b = await this.get(id);
     if (b.status !== 'completed') throw errors.invalidState(`backup '${id}' is ${b.status}: only a completed backup restores`);
     if (opts.as !== undefined) {
-      const source = await this.c.vm(b.vm).catch(() => undefined);
-      const vm = await this.c.createVm({
-        name: opts.as, memoryMiB: source?.memoryMiB ?? 256, cpus: source?.cpus ?? 1, diskGiB: Math.ceil(b.sizeBytes / 1073741824),
-        workload: source?.workload ?? 'idle', ...(source?.switch ? { switch: source.switch } : {}),
+      const source = await this.d.vms.find(b.vm);
+      const vm = await this.d.createVm({
+        name: opts.as,
+        memoryMiB: source?.memoryMiB ?? 256,
+        cpus: source?.cpus ?? 1,
+        diskGiB: Math.ceil(b.sizeBytes / 1073741824),
+        workload: source?.workload ?? 'idle',
+        ...(source?.switch ? { switch: source.switch } : {}),
       });
       try {
-        await replaceImage(vm.diskPath, [b.file]);
+        await this.d.volume.replace(vm.diskPath, [b.file]);
       } catch (e) {
-        await this.c.deleteVm(vm.name).catch(() => {});
+        await this.d.deleteVm(vm.name).catch(() => {});
         throw toFerryError(e);
       }
-      await this.c.event({ type: 'backup.restored', vm: vm.name, message: `backup ${id} of ${b.vm} restored as ${vm.name}` });
+      await this.d.events.emit({ type: 'backup.restored', vm: vm.name, message: `backup ${id} of ${b.vm} restored as ${vm.name}` });
       return vm;
     }
-    const vm = await this.c.vm(b.vm);
+    const vm = await this.d.vms.get(b.vm);
     if (vm.state !== VmState.Stopped) throw errors.invalidState(`VM '${b.vm}' is ${vm.state}: stop it to restore its disk in place, or restore --as NAME`);
-    if (this.running.has(b.vm)) throw errors.invalidState(`a backup of VM '${b.vm}' is running (${this.running.get(b.vm)}): restore in place after it`);
-    await replaceImage(vm.diskPath, [b.file]);
-    await this.c.event({ type: 'backup.restored', vm: vm.name, message: `backup ${id} restored onto ${vm.name}'s disk` });
+    const running = this.runningFor(b.vm);
+    if (running) throw errors.invalidState(`a backup of VM '${b.vm}' is running (${running}): restore in place after it`);
+    await this.d.volume.replace(vm.diskPath, [b.file]);
+    await this.d.events.emit({ type: 'backup.restored', vm: vm.name, message: `backup ${id} restored onto ${vm.name}'s disk` });
     return vm;
   }
 
   /**
    * Deletes a backup. One another backup builds on is refused, unless
    * `mergeIntoChildren` (pruning): then its data is first merged into each
-   * backup built on it (`qemu-img rebase` onto its own base, which copies
-   * what differs), so those still restore without it.
+   * backup built on it (rebased onto its own base, which copies what
+   * differs), so those still restore without it.
    */
   async delete(id: string, opts: { mergeIntoChildren?: boolean } = {}): Promise<BackupRecord> {
     const b = await this.get(id);
@@ -293,16 +408,22 @@ export class Backups {
     if (children.length && !opts.mergeIntoChildren) throw errors.invalidState(`backup '${id}' is the base of ${children.map((x) => x.id).join(', ')}: delete those first`);
     const base = b.parent ? await this.get(b.parent) : undefined;
     for (const child of children) {
-      await run('qemu-img', ['rebase', '-q', '-f', 'qcow2', ...(base ? ['-F', 'qcow2', '-b', base.file] : ['-b', '']), child.file]);
-      await verifyImage(child.file);
-      const next: BackupRecord = { ...child, mergedFrom: [...(child.mergedFrom ?? []), id] };
-      if (base) next.parent = base.id;
-      else delete next.parent;
-      await this.save(next);
+      await this.d.volume.rebase(child.file, base?.file);
+      await this.d.volume.verify(child.file);
+      await this.save(child.id, (cur) => {
+        const next: BackupRecord = { ...cur, mergedFrom: [...(cur.mergedFrom ?? []), id] };
+        if (base) next.parent = base.id;
+        else delete next.parent;
+        return next;
+      });
     }
-    fs.rmSync(b.file, { force: true });
-    await this.c.store.delete(this.key(id));
-    await this.c.event({ type: 'backup.deleted', vm: b.vm, message: `backup ${id} of ${b.vm} deleted${children.length ? ` (merged into ${children.map((x) => x.id).join(', ')})` : ''}` });
+    this.d.volume.remove(b.file);
+    await this.d.store.delete(this.key(id));
+    await this.d.events.emit({
+      type: 'backup.deleted',
+      vm: b.vm,
+      message: `backup ${id} of ${b.vm} deleted${children.length ? ` (merged into ${children.map((x) => x.id).join(', ')})` : ''}`,
+    });
     return b;
   }
 }

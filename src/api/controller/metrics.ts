@@ -1,0 +1,123 @@
+/**
+ * Prometheus metrics with prom-client, computed from the store at each
+ * scrape: migrations by mode and status, their durations, downtime and guest
+ * blackout as histograms, bytes transferred, the queue, VMs per node and
+ * state, nodes up; plus the controller process's own metrics.
+ */
+import { type OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { isFinal, type MigrationRecord } from '../../domain/migration.js';
+import type { NodeRecord, VmRecord } from '../../domain/records.js';
+import type { ControllerServices } from '../../controller/services.js';
+
+const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300];
+const PAUSE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+export const metricsRoute = createRoute({
+  method: 'get',
+  path: '/metrics',
+  tags: ['Cluster'],
+  summary: 'Prometheus metrics',
+  responses: { 200: { description: 'Text exposition format 0.0.4', content: { 'text/plain': { schema: z.string() } } } },
+});
+
+export interface Snapshot {
+  migrations: MigrationRecord[];
+  vms: VmRecord[];
+  nodes: NodeRecord[];
+}
+
+/** A registry whose cluster metrics are filled from `snapshot()` at every scrape. */
+export function clusterMetrics(snapshot: () => Promise<Snapshot>, opts: { processMetrics?: boolean } = {}): Registry {
+  const registry = new Registry();
+  let current: Promise<Snapshot> | undefined;
+  // Every collector of one scrape reads the same snapshot.
+  const snap = () => (current ??= snapshot().finally(() => setImmediate(() => (current = undefined))));
+  const done = async () => (await snap()).migrations.filter((m) => isFinal(m.status));
+  const completed = async () => (await done()).filter((m) => m.status === 'completed');
+
+  new Counter({
+    name: 'ferry_migrations_total',
+    help: 'Migrations that ended, by mode and status.',
+    labelNames: ['mode', 'status'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const mode of ['live', 'quick']) for (const status of ['completed', 'failed', 'cancelled']) this.inc({ mode, status }, 0);
+      for (const m of await done()) this.inc({ mode: m.mode, status: m.status });
+    },
+  });
+  const histogram = (name: string, help: string, buckets: number[], values: (m: MigrationRecord[]) => number[]) =>
+    new Histogram({
+      name,
+      help,
+      buckets,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const v of values(await completed())) this.observe(v);
+      },
+    });
+  histogram('ferry_migration_duration_seconds', 'Total time of completed migrations.', DURATION_BUCKETS, (l) => l.map((m) => (m.totalMs ?? 0) / 1000));
+  histogram('ferry_migration_downtime_seconds', 'QEMU-reported downtime of completed migrations.', PAUSE_BUCKETS, (l) =>
+    l.filter((m) => m.downtimeMs !== undefined).map((m) => m.downtimeMs! / 1000),
+  );
+  histogram('ferry_migration_guest_blackout_seconds', "Longest gap in the probe's pings to the guest during completed migrations.", PAUSE_BUCKETS, (l) =>
+    l.filter((m) => m.guestBlackoutMs !== undefined).map((m) => m.guestBlackoutMs! / 1000),
+  );
+  new Counter({
+    name: 'ferry_migration_transferred_bytes_total',
+    help: 'Bytes QEMU sent in completed migrations.',
+    registers: [registry],
+    async collect() {
+      this.reset();
+      this.inc((await completed()).reduce((s, m) => s + (m.transferredBytes ?? 0), 0));
+    },
+  });
+  new Gauge({
+    name: 'ferry_migration_queue_length',
+    help: 'Migrations waiting for a slot.',
+    registers: [registry],
+    async collect() {
+      this.set((await snap()).migrations.filter((m) => m.status === 'queued').length);
+    },
+  });
+  new Gauge({
+    name: 'ferry_migrations_running',
+    help: 'Migrations in progress.',
+    registers: [registry],
+    async collect() {
+      this.set((await snap()).migrations.filter((m) => m.status === 'running').length);
+    },
+  });
+  new Gauge({
+    name: 'ferry_vms',
+    help: 'VMs by node and state.',
+    labelNames: ['node', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const v of (await snap()).vms) this.inc({ node: v.node || 'none', state: v.state });
+    },
+  });
+  new Gauge({
+    name: 'ferry_node_up',
+    help: 'Whether a node is up (1), in maintenance (0.5) or down (0).',
+    labelNames: ['node', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const n of (await snap()).nodes) this.set({ node: n.name, state: n.state }, n.state === 'up' ? 1 : n.state === 'maintenance' ? 0.5 : 0);
+    },
+  });
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'ferry_controller_' });
+  return registry;
+}
+
+export function mountMetrics(app: OpenAPIHono, s: ControllerServices): void {
+  const registry = clusterMetrics(async () => ({ migrations: await s.migrations.list(), vms: await s.vms.list(), nodes: await s.nodes.list() }));
+  app.openapi(metricsRoute, async (c) => {
+    c.header('content-type', registry.contentType);
+    return c.body(await registry.metrics(), 200) as never;
+  });
+}

@@ -1,0 +1,138 @@
+/**
+ * What every CLI command shares: the state directory, the typed client of
+ * the running cluster's controller, a command tree whose mistakes are one
+ * line in Ferry's words, and following a migration to its end.
+ */
+import { Command, type CommanderError } from 'commander';
+import { ApiClient } from '../api/client.js';
+import { migrationRoutes } from '../api/controller/migrations.js';
+import { readEndpoint, readToken } from '../config/cluster-config.js';
+import { ErrorCode, FerryError, errors, isFerryError } from '../domain/errors.js';
+import type { StateLayout } from '../domain/layout.js';
+import type { MigrationRecord, MigrationReport } from '../domain/migration.js';
+import { pidAlive } from '../system/process.js';
+
+/** The running cluster's controller, found through the state directory. */
+export class Cluster {
+  constructor(
+    readonly layout: StateLayout,
+    readonly api: ApiClient,
+    readonly token: string,
+  ) {}
+
+  static connect(layout: StateLayout): Cluster {
+    const endpoint = readEndpoint(layout, 'controller');
+    const token = readToken(layout);
+    if (!endpoint || !token || !pidAlive(endpoint.pid)) throw errors.clusterNotRunning(layout.dir);
+    const base = new ApiClient({ baseUrl: endpoint.url, token, timeoutMs: 60_000 });
+    return new Cluster(layout, notRunningWhenUnreachable(base, layout), token);
+  }
+
+  get baseUrl(): string {
+    return this.api.baseUrl;
+  }
+}
+
+/** A controller that does not answer is a cluster that is not running. */
+function notRunningWhenUnreachable(api: ApiClient, layout: StateLayout): ApiClient {
+  const call = api.call.bind(api);
+  const open = api.open.bind(api);
+  const wrap = <T>(p: Promise<T>): Promise<T> =>
+    p.catch((e: unknown) => {
+      if (isFerryError(e, ErrorCode.AgentUnreachable) && e.details.url === api.baseUrl) throw errors.clusterNotRunning(layout.dir);
+      throw e;
+    });
+  api.call = ((route, input, opts) => wrap(call(route, input, opts))) as ApiClient['call'];
+  api.open = ((route, input, opts) => wrap(open(route, input, opts))) as ApiClient['open'];
+  return api;
+}
+
+/** Waits for a migration to end, calling `onUpdate` with each state. */
+export async function followMigration(
+  api: ApiClient,
+  id: string,
+  onUpdate: (m: MigrationRecord) => void,
+  sleep: (ms: number) => Promise<void>,
+): Promise<MigrationRecord & { report: MigrationReport }> {
+  for (;;) {
+    const m = (await api.call(migrationRoutes.show, { params: { id } })) as MigrationRecord & { report?: MigrationReport };
+    onUpdate(m);
+    if (m.report) return m as MigrationRecord & { report: MigrationReport };
+    await sleep(200);
+  }
+}
+
+/** A command's words as a user typed them: 'vm create'. */
+function wordsOf(cmd: Command): string {
+  const words: string[] = [];
+  for (let c: Command | null = cmd; c && c.parent; c = c.parent) words.unshift(c.name());
+  return words.join(' ');
+}
+
+/** Commander's complaints about what was typed, as Ferry's one-line usage errors. */
+function translate(err: CommanderError, cmd: Command): FerryError {
+  const words = wordsOf(cmd);
+  const quoted = /'([^']+)'/.exec(err.message)?.[1] ?? '';
+  switch (err.code) {
+    case 'commander.unknownOption':
+      return errors.usage(`'${words || 'ferry'}' does not take ${quoted}`);
+    case 'commander.missingArgument': {
+      const arg = cmd.registeredArguments.find((a) => a.name() === quoted);
+      return errors.usage(`'${words}' needs ${arg?.description || quoted}`);
+    }
+    case 'commander.unknownCommand':
+      return errors.usage(words ? `unknown command '${words} ${quoted}' (see 'ferry ${words} --help')` : `unknown command '${quoted}' (see 'ferry help')`);
+    case 'commander.excessArguments': {
+      const extra = cmd.args[cmd.registeredArguments.length];
+      return errors.usage(`'${words}' got unexpected argument '${extra ?? ''}'`);
+    }
+    case 'commander.optionMissingArgument':
+      return errors.usage(`option ${quoted.split(' ')[0]} needs a value`);
+    case 'commander.missingMandatoryOptionValue':
+      return errors.usage(`'${words}' needs ${quoted}`);
+    default:
+      return errors.usage(err.message.replace(/^error: /, ''));
+  }
+}
+
+/** Help and version output end the program with this code. */
+export class HelpShown extends Error {
+  constructor(readonly exitCode: number) {
+    super('help shown');
+  }
+}
+
+/** A command whose mistakes come back as FerryErrors (and whose help is printed, not exited on). */
+export function command(parent: Command, spec: string, description: string): Command {
+  const cmd = parent.command(spec).description(description);
+  configure(cmd);
+  return cmd;
+}
+
+export function configure(cmd: Command): Command {
+  return cmd
+    .exitOverride((err) => {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') throw new HelpShown(0);
+      if (err.code === 'commander.help') {
+        // A command group typed without one of its commands.
+        throw cmd.parent ? errors.usage(`'${wordsOf(cmd)}' needs a command (see 'ferry ${wordsOf(cmd)} --help')`) : new HelpShown(0);
+      }
+      throw translate(err, cmd);
+    })
+    .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? '' : s), outputError: () => {} })
+    .showSuggestionAfterError(false)
+    .allowExcessArguments(false);
+}
+
+/** Digits as a number; anything else goes to the API as typed, whose schema says what is wrong with it. */
+export function numberOrText(v: string): number | string {
+  return /^\d+$/.test(v) ? Number(v) : v;
+}
+
+/** A whole number the CLI needs itself (not checked by the API). */
+export function wholeNumber(label: string): (v: string) => number {
+  return (v) => {
+    if (!/^\d+$/.test(v)) throw errors.usage(`${label} must be a whole number, got '${v}'`);
+    return Number(v);
+  };
+}

@@ -1,0 +1,333 @@
+/**
+ * The controller's composition root: the one place that knows every part
+ * of the controller and wires them together through narrow ports. Nothing
+ * else imports the parts' concrete classes to reach each other.
+ *
+ *   buildController(ports)   the parts over given ports (the daemon's real
+ *                            adapters, or fakes in component tests)
+ *   runController(options)   the daemon: real adapters, the HTTP app, the loops
+ */
+import path from 'node:path';
+import { controllerApp } from '../api/controller/app.js';
+import { type Listening, serve } from '../api/http.js';
+import { remoteCluster } from '../api/remote.js';
+import { FileConfigStore, readConfig, readToken, writeEndpoint } from '../config/cluster-config.js';
+import { projectRoot } from '../config/paths.js';
+import { type Clock, systemClock } from '../domain/clock.js';
+import type { ClusterConfig } from '../domain/cluster.js';
+import { StateLayout } from '../domain/layout.js';
+import type { NodeLoad } from '../domain/placement.js';
+import { isActive } from '../domain/records.js';
+import { AgentClient, identifyAgent } from '../node/client.js';
+import { probeTcp } from '../node/net-tools.js';
+import type { ClusterConfigStore } from '../ports/cluster-config.js';
+import type { Logger } from '../ports/logger.js';
+import type { AgentConnector } from '../ports/node-agent.js';
+import type { RemoteConnector } from '../ports/remote-cluster.js';
+import type { ClusterStore } from '../ports/store.js';
+import type { SwitchControl } from '../ports/switch-control.js';
+import type { Volume } from '../ports/volume.js';
+import { QemuVolume } from '../qemu/volume.js';
+import { SqliteStore } from '../store/sqlite-store.js';
+import { SwitchClient } from '../switch/client.js';
+import { daemonLogger } from '../system/logging.js';
+import { Balancer } from './balancer.js';
+import type { PhaseGate } from './core/phase-runner.js';
+import { StoreEventLog } from './core/events.js';
+import { VmLockTable } from './core/locks.js';
+import { StoreNodes } from './core/nodes.js';
+import { StoreSettings } from './core/settings.js';
+import { StoreVms } from './core/vms.js';
+import { CpuBaselines } from './cpu-baselines.js';
+import { Lifecycle } from './lifecycle.js';
+import { Maintenance } from './maintenance.js';
+import { Membership } from './membership.js';
+import { Migrations } from './migration/service.js';
+import { ClusterNetworks, type Reach } from './network/networks.js';
+import { VirtualSwitches } from './network/switches.js';
+import { Reconciler } from './reconciler.js';
+import { IncomingReplicas } from './replica/incoming.js';
+import { Replicas } from './replica/replicas.js';
+import type { ControllerServices } from './services.js';
+import { Backups } from './storage/backups.js';
+import { BackupSchedules } from './storage/schedules.js';
+
+/** Everything the controller's parts run on. */
+export interface ControllerPorts {
+  layout: StateLayout;
+  config: ClusterConfigStore;
+  token: string;
+  store: ClusterStore;
+  clock: Clock;
+  log: Logger;
+  switch: SwitchControl;
+  connect: AgentConnector;
+  volume: Volume;
+  reach: Reach;
+  remote: RemoteConnector;
+  identify: (url: string) => Promise<{ node: string; clusterId: string }>;
+  /** The API's base URL and the console's, once known. */
+  url: () => string;
+  consoleUrl: () => string;
+  pid: number;
+  /** Component tests inject failures and hangs before phases here; a daemon has none. */
+  phaseGate?: PhaseGate;
+}
+
+export interface ControllerRuntime {
+  services: ControllerServices;
+  /** Prepares the store (members, networks, switches) and takes back the locks of unfinished work. */
+  start(): Promise<void>;
+  /** Carries unfinished migrations, backups and syncs on (or undoes them) from their saved phases. */
+  recover(): Promise<void>;
+  /** The loops: reconcile, schedules, replicas every second; migration scheduler; automatic balancing. */
+  run(signal: AbortSignal): void;
+  stop(): Promise<void>;
+}
+
+export function buildController(p: ControllerPorts): ControllerRuntime {
+  const { store, clock, log } = p;
+  const events = new StoreEventLog(store, clock, log);
+  const locks = new VmLockTable(clock);
+  const vms = new StoreVms(store, clock);
+  const nodes = new StoreNodes(store, p.config, clock, events, p.connect);
+  const settings = new StoreSettings(store, events);
+  const baselines = new CpuBaselines(nodes, events);
+  nodes.onCpuChange = () => baselines.note();
+  const switches = new VirtualSwitches({ store, vms, nodes, events, control: p.switch, clock });
+  const loads = async (): Promise<NodeLoad[]> => {
+    const all = await vms.list();
+    const sws = await switches.list();
+    return (await nodes.list()).map((node) => {
+      const placed = all.filter((v) => v.node === node.name && isActive(v.state));
+      return {
+        node,
+        committedMiB: placed.reduce((s, v) => s + v.memoryMiB, 0),
+        vmCount: placed.length,
+        switches: sws.filter((s) => s.bindings.some((b) => b.node === node.name)).map((s) => s.name),
+      };
+    });
+  };
+  const networks = new ClusterNetworks(store, nodes, events, p.reach);
+  const lifecycle = new Lifecycle({
+    vms,
+    nodes,
+    locks,
+    events,
+    clock,
+    volume: p.volume,
+    layout: p.layout,
+    loads,
+    switchExists: async (name) => void (await switches.get(name)),
+    bootCpu: (vm, node) => baselines.bootCpu(vm, node),
+  });
+  const migrations = new Migrations({
+    store,
+    vms,
+    nodes,
+    locks,
+    events,
+    clock,
+    settings,
+    switch: p.switch,
+    volume: p.volume,
+    layout: p.layout,
+    loads,
+    onSharedVolume: (f) => lifecycle.onSharedVolume(f),
+    networks,
+    clusterId: p.config.current().id,
+    identify: p.identify,
+    log: log.child({ part: 'migrations' }),
+    ...(p.phaseGate ? { gate: p.phaseGate } : {}),
+  });
+  const viewVms = async () => Promise.all((await vms.list()).map((v) => migrations.decorate(v)));
+  const migrate = (vm: string, to: string, priority: 'drain' | 'rebalance') =>
+    migrations.request(vm, { to, priority }) as Promise<{ id: string }>;
+  const maintenance = new Maintenance({ nodes, events, vms: viewVms, loads, migrate: (vm, to) => migrate(vm, to, 'drain'), save: (vm) => lifecycle.save(vm) });
+  const balancer = new Balancer({ clock, settings, events, log, vms: viewVms, loads, migrations: () => migrations.list(), migrate: (vm, to) => migrate(vm, to, 'rebalance') });
+  const membership = new Membership({ config: p.config, store, nodes, vms, events, openMigrations: () => migrations.open(), switches, noteBaselines: () => baselines.note() });
+  const createVm = (v: { name: string; memoryMiB: number; cpus: number; diskGiB: number; workload: string; switch?: string }) => lifecycle.create(v);
+  const backups = new Backups({
+    store,
+    vms,
+    nodes,
+    locks,
+    events,
+    clock,
+    settings,
+    volume: p.volume,
+    layout: p.layout,
+    log: log.child({ part: 'backups' }),
+    createVm,
+    deleteVm: (n) => lifecycle.delete(n),
+    ...(p.phaseGate ? { gate: p.phaseGate } : {}),
+  });
+  const schedules = new BackupSchedules({ store, vms, events, clock, log, backups });
+  const incoming = new IncomingReplicas({
+    store,
+    vms,
+    volume: p.volume,
+    events,
+    clock,
+    layout: p.layout,
+    clusterId: p.config.current().id,
+    members: () => nodes.members(),
+    createVm,
+    startVm: (n) => lifecycle.start(n),
+    deleteVm: (n) => lifecycle.delete(n),
+    switches,
+  });
+  const replicas = new Replicas({
+    store,
+    vms,
+    nodes,
+    locks,
+    events,
+    clock,
+    log: log.child({ part: 'replicas' }),
+    remote: p.remote,
+    incoming,
+    self: { clusterId: p.config.current().id, url: p.url, token: p.token },
+    stopVm: (n) => lifecycle.stop(n),
+    startVm: (n) => lifecycle.start(n),
+    ...(p.phaseGate ? { gate: p.phaseGate } : {}),
+  });
+  const reconciler = new Reconciler({ nodes, vms, locks, events, clock, log, syncSwitches: () => switches.sync() });
+
+  const services: ControllerServices = {
+    config: () => p.config.current(),
+    info: { pid: p.pid, url: p.url, consoleUrl: p.consoleUrl, tokenFile: p.layout.token },
+    token: p.token,
+    clock,
+    nodes,
+    loads,
+    vms,
+    lifecycle,
+    migrations,
+    maintenance,
+    balancer,
+    membership,
+    networks,
+    switches,
+    switchControl: p.switch,
+    backups,
+    schedules,
+    replicas,
+    incoming,
+    events,
+    settings,
+    baselines,
+    volume: p.volume,
+    nicOf: async (name) => {
+      const vm = await vms.get(name);
+      try {
+        const node = await nodes.get(vm.node);
+        const nic = await (await nodes.agent(node)).nic(vm.name);
+        return { backend: node.capabilities?.nic?.backend ?? 'stream', ...nic };
+      } catch {
+        return undefined;
+      }
+    },
+    down: async () => {
+      await migrations.cancelAll();
+      return { stopped: await lifecycle.stopAll((vm, e) => log.warn({ vm, err: String(e) }, 'stopping for down failed')) };
+    },
+  };
+
+  return {
+    services,
+    async start() {
+      // Storage daemons a killed controller left behind (a backup copy, a replica export).
+      const stale = p.volume.stopLeftovers();
+      if (stale.length) log.info({ pids: stale }, `stopped ${stale.length} leftover qemu-storage-daemon(s)`);
+      await nodes.initialise();
+      await networks.initialise(p.config.current().networks ?? []);
+      await switches.initialise(nodes.members());
+      await baselines.note();
+      await switches.sync().catch((e: unknown) => log.warn({ err: String(e) }, 'switch sync failed'));
+      await migrations.retakeLocks();
+    },
+    async recover() {
+      await migrations.recover().catch((e: unknown) => log.error({ err: String(e) }, 'recovering migrations failed'));
+      await backups.recover().catch((e: unknown) => log.error({ err: String(e) }, 'recovering backups failed'));
+      await replicas.recover().catch((e: unknown) => log.error({ err: String(e) }, 'recovering replica syncs failed'));
+    },
+    run(signal) {
+      const every = (ms: number, what: string, fn: () => Promise<void>) =>
+        void (async () => {
+          while (!signal.aborted) {
+            await fn().catch((e: unknown) => log.warn({ err: String(e) }, `${what} failed`));
+            await clock.sleep(ms, signal).catch(() => {});
+          }
+        })();
+      every(1000, 'reconcile', () => reconciler.tick());
+      every(1000, 'backup schedules', () => schedules.tick());
+      every(1000, 'replicas', () => replicas.tick());
+      void migrations.runScheduler(signal);
+      void balancer.run(signal);
+    },
+    async stop() {
+      await incoming.closeAll();
+    },
+  };
+}
+
+export interface RunControllerOptions {
+  stateDir: string;
+  /** The API's port (0: any free port). */
+  port?: number;
+  host?: string;
+  switchUrl: string;
+}
+
+/** The controller daemon: real adapters, the HTTP app, the loops; resolves once it serves. */
+export async function runController(o: RunControllerOptions): Promise<{ close(): Promise<void>; url: string }> {
+  const layout = new StateLayout(o.stateDir);
+  const config: ClusterConfig | undefined = readConfig(layout);
+  const token = readToken(layout);
+  if (!config || !token) throw new Error(`${o.stateDir} holds no cluster (run 'ferry up')`);
+  const log = daemonLogger('controller');
+  const store = new SqliteStore(layout.store);
+  // The API's address is known once it listens; the parts ask for it later.
+  const at = { url: '' };
+  const url = () => at.url;
+  const runtime = buildController({
+    layout,
+    config: new FileConfigStore(layout, config),
+    token,
+    store,
+    clock: systemClock,
+    log,
+    switch: new SwitchClient(o.switchUrl, token),
+    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token),
+    volume: new QemuVolume(layout.run),
+    reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),
+    remote: remoteCluster,
+    identify: identifyAgent,
+    url,
+    consoleUrl: () => `${url()}/`,
+    pid: process.pid,
+  });
+  await runtime.start();
+  const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard'), path.join(projectRoot(), 'src', 'dashboard')] });
+  const listening: Listening = await serve(app, o.host ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0);
+  at.url = listening.url;
+  writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
+  log.info({ url: listening.url }, `listening on ${listening.url}`);
+  const loops = new AbortController();
+  // Give agents a few heartbeats to report, then settle unfinished work and start the loops.
+  void systemClock
+    .sleep(3000, loops.signal)
+    .then(() => runtime.recover())
+    .then(() => runtime.run(loops.signal))
+    .catch(() => {});
+  return {
+    url: listening.url,
+    async close() {
+      loops.abort();
+      await runtime.stop();
+      await listening.close();
+      await store.close();
+    },
+  };
+}

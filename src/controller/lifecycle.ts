@@ -1,0 +1,390 @@
+/**
+ * A VM's life: create, start (or restore a saved state), stop, save, delete,
+ * change its settings, move its disk, type into its console. Every
+ * operation holds the VM's lock by its kind (domain/vm-locks.ts); on any
+ * failure the VM stays where and as it was.
+ */
+import path from 'node:path';
+import type { Clock } from '../domain/clock.js';
+import { ErrorCode, errors, isFerryError, toFerryError } from '../domain/errors.js';
+import type { StateLayout } from '../domain/layout.js';
+import type { NodeLoad } from '../domain/placement.js';
+import { placeVm, switchBlocker } from '../domain/placement.js';
+import type { MigrationPolicy } from '../domain/policy.js';
+import { type CpuIdentity, type VmRecord, type VmSpec, VmState } from '../domain/records.js';
+import { DEFAULT_SWITCH, switchOf } from '../domain/switches.js';
+import { DEFAULT_TUNING } from '../domain/tuning.js';
+import { ipFor, macFor } from '../domain/addresses.js';
+import { VmOperation } from '../domain/vm-locks.js';
+import { tcpPeer } from '../domain/workload.js';
+import type { EventSink } from '../ports/events.js';
+import type { VmLocks } from '../ports/locks.js';
+import type { NodeDirectory } from '../ports/node-directory.js';
+import type { VmRepository } from '../ports/vm-repository.js';
+import type { Volume } from '../ports/volume.js';
+import { waitTransferCompleted } from './core/transfers.js';
+
+/** A VM as asked for, after the API's schema checked and defaulted it. */
+export interface VmCreate {
+  name: string;
+  memoryMiB: number;
+  cpus: number;
+  diskGiB: number;
+  workload: string;
+  node?: string;
+  compat?: boolean;
+  switch?: string;
+  offloads?: string[];
+}
+
+export interface VmSettingsChange {
+  compat?: boolean;
+  switch?: string;
+  /** null clears the VM's policy (the cluster default applies). */
+  policy?: Partial<MigrationPolicy> | null;
+}
+
+export interface LifecycleDeps {
+  vms: VmRepository;
+  nodes: NodeDirectory;
+  locks: VmLocks;
+  events: EventSink;
+  clock: Clock;
+  volume: Volume;
+  layout: StateLayout;
+  loads: () => Promise<NodeLoad[]>;
+  /** Throws when there is no switch of that name. */
+  switchExists: (name: string) => Promise<void>;
+  /** The CPU a fresh boot of `vm` on `node` gets: the node's, or its vendor's baseline in compatibility mode. */
+  bootCpu: (vm: VmRecord, node: string) => Promise<CpuIdentity | undefined>;
+}
+
+export class Lifecycle {
+  constructor(private readonly d: LifecycleDeps) {}
+
+  async create(v: VmCreate): Promise<VmRecord> {
+    const { vms, layout, volume, clock } = this.d;
+    if (v.node !== undefined && !this.d.nodes.isMember(v.node)) throw errors.nodeNotFound(v.node);
+    if (await vms.find(v.name)) throw errors.alreadyExists('VM', v.name);
+    if (tcpPeer(v.workload) === v.name) throw errors.invalid('workload', `VM '${v.name}' cannot be its own tcp-client peer`);
+    await this.d.switchExists(v.switch ?? DEFAULT_SWITCH);
+    const index = await vms.nextIndex();
+    const diskPath = layout.diskPath(v.name);
+    const now = clock.nowMs();
+    const record: VmRecord = {
+      name: v.name,
+      memoryMiB: v.memoryMiB,
+      cpus: v.cpus,
+      diskGiB: v.diskGiB,
+      diskPath,
+      mac: macFor(index),
+      ip: ipFor(index),
+      workload: v.workload,
+      node: v.node ?? '',
+      state: VmState.Stopped,
+      createdAtMs: now,
+      stateSinceMs: now,
+      switch: v.switch ?? DEFAULT_SWITCH,
+    };
+    if (v.compat) record.compat = true;
+    if (v.offloads) record.nicOffloads = v.offloads;
+    try {
+      await volume.create(diskPath, v.diskGiB * 1073741824);
+      await vms.create(record);
+    } catch (e) {
+      volume.remove(diskPath);
+      throw toFerryError(e);
+    }
+    volume.touch(layout.consoleLog(v.name));
+    await this.d.events.emit({ type: 'vm.created', vm: v.name, message: `VM ${v.name} created` });
+    return record;
+  }
+
+  /** What an agent needs to run the VM. */
+  async specFor(vm: VmRecord): Promise<VmSpec> {
+    const spec: VmSpec = {
+      name: vm.name,
+      memoryMiB: vm.memoryMiB,
+      cpus: vm.cpus,
+      diskPath: vm.diskPath,
+      mac: vm.mac,
+      ip: vm.ip,
+      workload: vm.workload,
+      consoleLogPath: this.d.layout.consoleLog(vm.name),
+      switch: switchOf(vm),
+    };
+    if (vm.guestCpu) spec.cpuModel = vm.guestCpu.model;
+    if (vm.nicOffloads) spec.nicOffloads = vm.nicOffloads;
+    const peerName = tcpPeer(vm.workload);
+    if (peerName) {
+      const peer = await this.d.vms.find(peerName);
+      if (!peer) throw errors.invalid('workload', `VM '${vm.name}' is a tcp-client of '${peerName}', which does not exist`);
+      spec.peerIp = peer.ip.split('/')[0]!;
+    }
+    return spec;
+  }
+
+  async start(name: string, options: { node?: string } = {}): Promise<VmRecord & { restoredFrom?: string }> {
+    const { vms, nodes, clock } = this.d;
+    return this.d.locks.with(name, VmOperation.Start, async () => {
+      const vm = await vms.get(name);
+      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error && vm.state !== VmState.Saved) {
+        throw errors.invalidState(`VM '${name}' is ${vm.state}, not stopped`, { vm: name, state: vm.state });
+      }
+      const spec = await this.specFor(vm);
+      const target = await this.chooseNode(vm, options.node);
+      const saved = vm.state === VmState.Saved ? vm.savedState : undefined;
+      // A fresh boot takes its node's CPU, or in compatibility mode the
+      // baseline of today's nodes of that vendor; a restore keeps the CPU it was saved with.
+      const cpu = saved && vm.guestCpu ? vm.guestCpu : await this.d.bootCpu(vm, target);
+      if (cpu) spec.cpuModel = cpu.model;
+      await vms.setState(name, VmState.Starting, cpu ? { node: target, guestCpu: cpu } : { node: target });
+      const agent = await nodes.agent(target);
+      try {
+        if (saved) {
+          // Restore: an incoming QEMU loads the saved state, then runs.
+          await agent.start(spec, { incoming: true });
+          await agent.restoreFrom(name, saved, DEFAULT_TUNING);
+          await waitTransferCompleted(agent, name, clock, { label: `restoring '${name}'`, timeoutMs: 60_000, stepMs: 50 });
+          await agent.resume(name);
+        } else {
+          await agent.start(spec);
+        }
+      } catch (e) {
+        const err = toFerryError(e);
+        await agent.kill(name).catch(() => {});
+        // A failed restore keeps the saved state: nothing is lost, the VM stays saved.
+        await vms.setState(name, saved ? VmState.Saved : VmState.Stopped, { error: err.message });
+        throw err;
+      }
+      const started = await vms.update(name, (cur) => {
+        const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: clock.nowMs() };
+        delete next.savedState;
+        delete next.error;
+        return next;
+      });
+      if (saved) this.d.volume.remove(saved);
+      await this.d.events.emit({ type: 'vm.started', vm: name, node: target, message: `VM ${name} ${saved ? 'restored' : 'started'} on ${target}` });
+      return saved ? { ...started, restoredFrom: saved } : started;
+    });
+  }
+
+  /**
+   * Where a VM starts: the node asked for, else a saved VM's node if it can
+   * take it (R12: it may be in maintenance), else the node it was placed or
+   * pinned on, else the best node by placement.
+   */
+  private async chooseNode(vm: VmRecord, asked: string | undefined): Promise<string> {
+    const last = vm.node ? (await this.d.nodes.list()).find((n) => n.name === vm.node) : undefined;
+    const wanted = asked ?? (vm.state === VmState.Saved && last?.state !== 'up' ? undefined : vm.node || undefined);
+    const loads = await this.d.loads();
+    if (wanted) {
+      const node = await this.d.nodes.get(wanted);
+      if (node.state !== 'up') throw errors.invalidState(`node '${wanted}' is ${node.state}`, { node: wanted });
+      const load = loads.find((l) => l.node.name === wanted)!;
+      const noSwitch = switchBlocker(switchOf(vm), load);
+      if (noSwitch) throw errors.invalidState(`cannot start VM '${vm.name}' on ${wanted}: ${noSwitch}`, { node: wanted });
+      const free = (node.capabilities?.memoryTotalMiB ?? 0) - load.committedMiB;
+      if (free < vm.memoryMiB) throw errors.insufficientResources(`node '${wanted}' has ${free} MiB free, VM '${vm.name}' needs ${vm.memoryMiB} MiB`);
+      return wanted;
+    }
+    const placed = placeVm(vm.memoryMiB, loads, [], switchOf(vm));
+    if (!placed.node) {
+      throw errors.insufficientResources(
+        `no node can run VM '${vm.name}': ${placed.blockers.map((b) => `${b.node}: ${b.reason}`).join('; ') || 'no nodes are up'}`,
+      );
+    }
+    return placed.node;
+  }
+
+  /**
+   * Changes a VM's settings. A policy applies to its next migration and may
+   * change at any time; compatibility mode decides the CPU the guest boots
+   * with and the switch its NIC plugs into, so those change only while the
+   * VM is stopped (R9).
+   */
+  async set(name: string, change: VmSettingsChange): Promise<VmRecord> {
+    const { vms, events } = this.d;
+    if (change.policy !== undefined) {
+      const policy = change.policy;
+      const next = await vms.update(name, (cur) => {
+        const out: VmRecord = { ...cur };
+        if (policy) out.policy = policy;
+        else delete out.policy;
+        return out;
+      });
+      await events.emit({ type: 'vm.set', vm: name, message: `VM ${name}: migration policy ${policy ? JSON.stringify(policy) : 'cleared (cluster default)'}` });
+      if (change.compat === undefined && change.switch === undefined) return next;
+    }
+    if (change.compat === undefined && change.switch === undefined) {
+      throw errors.invalid('settings', 'nothing to set: give --compat on|off, --switch NAME or --policy FILE');
+    }
+    if (change.switch !== undefined) await this.d.switchExists(change.switch);
+    return this.d.locks.with(name, VmOperation.Configure, async () => {
+      const vm = await vms.get(name);
+      const { compat, switch: sw } = change;
+      const changes: string[] = [];
+      if (compat !== undefined && Boolean(vm.compat) !== compat) changes.push(`processor compatibility mode ${compat ? 'on' : 'off'}`);
+      if (sw !== undefined && switchOf(vm) !== sw) changes.push(`NIC on switch ${sw}`);
+      if (changes.length === 0) return vm;
+      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
+        const what = compat !== undefined && Boolean(vm.compat) !== compat ? 'processor compatibility mode changes' : 'its switch changes';
+        const migrating = this.d.locks.isHeld(name, VmOperation.Migration);
+        throw errors.invalidState(`VM '${name}' is ${migrating ? 'migrating' : vm.state}: ${what} only while the VM is stopped`, { vm: name, state: vm.state });
+      }
+      const next = await vms.update(name, (cur) => {
+        const out: VmRecord = { ...cur };
+        if (compat === true) out.compat = true;
+        if (compat === false) delete out.compat;
+        if (sw !== undefined) out.switch = sw;
+        return out;
+      });
+      await events.emit({ type: 'vm.set', vm: name, message: `VM ${name}: ${changes.join(', ')} (applies at its next start)` });
+      return next;
+    });
+  }
+
+  /**
+   * Whether a disk image is on the cluster's shared volume, which every node
+   * opens. Anywhere else counts as the storage of the node the VM runs on:
+   * such a VM migrates only with its disk copied along (--with-storage).
+   */
+  onSharedVolume(file: string): boolean {
+    return path.resolve(file).startsWith(path.resolve(this.d.layout.shared) + path.sep);
+  }
+
+  /**
+   * Moves a VM's disk to another directory. A running VM keeps running:
+   * QEMU mirrors the disk and switches to the copy; until the switch the VM
+   * runs on its original disk, which is removed only after. A stopped VM's
+   * disk is copied and then removed.
+   */
+  async moveStorage(name: string, to: string): Promise<VmRecord & { movedBytes: number; ms: number }> {
+    const { vms, volume, clock } = this.d;
+    return this.d.locks.with(name, VmOperation.StorageMove, async () => {
+      const vm = await vms.get(name);
+      const target = path.join(path.resolve(to), `${name}.qcow2`);
+      if (target === vm.diskPath) throw errors.invalid('to', `VM '${name}''s disk is already in ${to}`);
+      if (vm.state !== VmState.Running && vm.state !== VmState.Stopped) throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running or stopped VM's disk moves`, { vm: name });
+      try {
+        volume.ensureWritableDir(path.dirname(target));
+      } catch (e) {
+        throw errors.invalid('to', `cannot write to ${to}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      if (volume.exists(target)) throw errors.alreadyExists('disk image', target);
+      const started = clock.nowMs();
+      try {
+        const bytes =
+          vm.state === VmState.Running
+            ? (await (await this.d.nodes.agent(vm.node)).moveDisk(name, target, vm.diskGiB * 1073741824)).bytes
+            : await volume.convert(vm.diskPath, target);
+        const moved = await vms.update(name, (cur) => ({ ...cur, diskPath: target }));
+        volume.remove(vm.diskPath);
+        await this.d.events.emit({ type: 'vm.storage-moved', vm: name, node: vm.node, message: `VM ${name}'s disk moved to ${target} (${bytes} bytes)` });
+        return { ...moved, movedBytes: bytes, ms: clock.nowMs() - started };
+      } catch (e) {
+        if (vm.state !== VmState.Running) volume.remove(target);
+        throw toFerryError(e);
+      }
+    });
+  }
+
+  /**
+   * Saves a running VM's memory and device state to the shared volume and
+   * stops its QEMU (state `saved`); `start` restores it on any node.
+   * On failure the VM keeps running where it was.
+   */
+  async save(name: string): Promise<VmRecord> {
+    const { vms, clock, layout, volume } = this.d;
+    return this.d.locks.with(name, VmOperation.Save, async () => {
+      const vm = await vms.get(name);
+      if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running VM can be saved`, { vm: name });
+      const agent = await this.d.nodes.agent(vm.node);
+      const file = path.join(layout.states, `${name}-saved-${clock.nowMs().toString(36)}.state`);
+      volume.ensureWritableDir(layout.states, { recursive: true });
+      try {
+        await agent.pause(name);
+        await agent.sendState(name, { file }, DEFAULT_TUNING);
+        await waitTransferCompleted(agent, name, clock, { label: `saving '${name}'`, timeoutMs: 60_000, stepMs: 50 });
+      } catch (e) {
+        // Keep it running where it was.
+        await agent.cancelTransfer(name).catch(() => {});
+        await agent.resume(name).catch(() => {});
+        volume.remove(file);
+        throw toFerryError(e);
+      }
+      await agent.kill(name);
+      const saved = await vms.setState(name, VmState.Saved, { savedState: file });
+      await this.d.events.emit({ type: 'vm.saved', vm: name, node: vm.node, message: `VM ${name} saved to the shared volume` });
+      return saved;
+    });
+  }
+
+  async stop(name: string): Promise<VmRecord> {
+    const { vms, clock } = this.d;
+    return this.d.locks.with(name, VmOperation.Stop, async () => {
+      const vm = await vms.get(name);
+      if (vm.state === VmState.Stopped) return vm;
+      if (vm.state === VmState.Saved) {
+        // Stopping a saved VM discards its saved memory: the next start boots.
+        if (vm.savedState) this.d.volume.remove(vm.savedState);
+        return vms.update(name, (cur) => {
+          const next: VmRecord = { ...cur, state: VmState.Stopped, stateSinceMs: clock.nowMs() };
+          delete next.savedState;
+          return next;
+        });
+      }
+      if (vm.node) {
+        try {
+          await (await this.d.nodes.agent(vm.node)).stop(name);
+        } catch (e) {
+          if (!isFerryError(e, ErrorCode.VmNotFound)) throw e;
+        }
+      }
+      const stopped = await vms.setState(name, VmState.Stopped);
+      await this.d.events.emit({ type: 'vm.stopped', vm: name, node: vm.node, message: `VM ${name} stopped` });
+      return stopped;
+    });
+  }
+
+  async delete(name: string): Promise<void> {
+    const { vms, volume, layout } = this.d;
+    await this.d.locks.with(name, VmOperation.Delete, async () => {
+      const vm = await vms.get(name);
+      if (vm.state !== VmState.Stopped && vm.state !== VmState.Error) {
+        throw errors.invalidState(`VM '${name}' is ${vm.state}; stop it before deleting it`, { vm: name });
+      }
+      await vms.remove(name);
+      volume.remove(vm.diskPath);
+      volume.remove(layout.consoleLog(name));
+      await this.d.events.emit({ type: 'vm.deleted', vm: name, message: `VM ${name} deleted` });
+    });
+  }
+
+  /** Stops every VM (for `ferry down`); migrations must have been cancelled first. */
+  async stopAll(onError: (vm: string, e: unknown) => void): Promise<string[]> {
+    const stopped: string[] = [];
+    for (const vm of await this.d.vms.list()) {
+      if (vm.state === VmState.Stopped || vm.state === VmState.Saved) continue;
+      try {
+        await this.stop(vm.name);
+        stopped.push(vm.name);
+      } catch (e) {
+        onError(vm.name, e);
+      }
+    }
+    return stopped;
+  }
+
+  async consoleInput(name: string, data: string): Promise<void> {
+    const vm = await this.d.vms.get(name);
+    if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);
+    await (await this.d.nodes.agent(vm.node)).consoleInput(vm.name, data);
+  }
+
+  /** The console log's path; the log is appended by whichever node runs the VM. */
+  async consoleLog(name: string): Promise<string> {
+    await this.d.vms.get(name);
+    return this.d.layout.consoleLog(name);
+  }
+}

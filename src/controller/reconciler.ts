@@ -1,0 +1,96 @@
+/**
+ * Once a second the controller compares what the agents report with what
+ * the store says: nodes that stopped answering go down, a running VM whose
+ * QEMU its node no longer reports has exited, and QEMU processes a node
+ * runs that the store does not place there (the leftovers of a migration
+ * whose agent was unreachable during cleanup) are removed, but never at
+ * the cost of the only running copy. VMs some operation holds are left alone.
+ */
+import type { Clock } from '../domain/clock.js';
+import { RunState, type VmRecord, VmState } from '../domain/records.js';
+import type { EventSink } from '../ports/events.js';
+import type { VmLocks } from '../ports/locks.js';
+import type { Logger } from '../ports/logger.js';
+import type { VmRepository } from '../ports/vm-repository.js';
+import type { StoreNodes } from './core/nodes.js';
+
+export interface ReconcilerDeps {
+  nodes: StoreNodes;
+  vms: VmRepository;
+  locks: VmLocks;
+  events: EventSink;
+  clock: Clock;
+  log: Logger;
+  /** Tells the switch what exists again (it may have restarted). */
+  syncSwitches: () => Promise<void>;
+}
+
+export class Reconciler {
+  constructor(private readonly d: ReconcilerDeps) {}
+
+  async tick(): Promise<void> {
+    await this.d.nodes.expire();
+    await this.strayInstances();
+    await this.d.syncSwitches().catch((e: unknown) => this.d.log.warn({ err: String(e) }, 'switch sync failed'));
+    await this.exited();
+  }
+
+  /** A running VM whose QEMU its node no longer reports has exited. */
+  private async exited(): Promise<void> {
+    const { vms, nodes, locks, clock, events } = this.d;
+    for (const vm of await vms.list()) {
+      if (vm.state !== VmState.Running || locks.isHeld(vm.name)) continue;
+      const live = nodes.reported(vm.node);
+      if (!live || live.atMs < (vm.stateSinceMs ?? 0) + 1500) continue;
+      if (live.vms.some((i) => i.name === vm.name)) continue;
+      const now = clock.nowMs();
+      const changed = await vms
+        .update(vm.name, (cur) => (cur.state === VmState.Running && cur.node === vm.node && !locks.isHeld(vm.name) ? { ...cur, state: VmState.Stopped, stateSinceMs: now, error: 'QEMU exited' } : cur))
+        .catch(() => undefined);
+      if (changed?.error === 'QEMU exited' && changed.stateSinceMs === now) {
+        await events.emit({ type: 'vm.exited', vm: vm.name, node: vm.node, message: `VM ${vm.name} exited on ${vm.node}` });
+      }
+    }
+  }
+
+  private async strayInstances(): Promise<void> {
+    const { vms, nodes, locks } = this.d;
+    const byName = new Map((await vms.list()).map((v) => [v.name, v]));
+    for (const live of nodes.liveNodes()) {
+      for (const inst of live.vms) {
+        const vm = byName.get(inst.name);
+        if (vm && (vm.node === live.node || locks.isHeld(vm.name))) continue;
+        if (vm && (vm.state === VmState.Starting || vm.state === VmState.Stopping)) continue;
+        // Only trust heartbeats sent after the VM's last change, from both nodes.
+        const since = (vm?.stateSinceMs ?? 0) + 2000;
+        if (live.atMs < since) continue;
+        if (vm && (nodes.reported(vm.node)?.atMs ?? Infinity) < since) continue;
+        const recordedRuns = vm ? (nodes.reported(vm.node)?.vms ?? []).some((i) => i.name === vm.name && i.runState === RunState.Running) : false;
+        if (inst.runState === RunState.Running && !recordedRuns) {
+          if (vm && vm.state === VmState.Running) await this.follow(vm, live.node);
+          continue;
+        }
+        await this.removeStray(inst.name, inst.pid, inst.runState, live.node);
+      }
+    }
+  }
+
+  /** The VM really runs there and nowhere else: the record follows it. */
+  private async follow(vm: VmRecord, node: string): Promise<void> {
+    await this.d.vms.update(vm.name, (cur) => ({ ...cur, node }));
+    await this.d.events.emit({ type: 'vm.relocated', vm: vm.name, node, message: `VM ${vm.name} found running on ${node}; record updated` });
+  }
+
+  private async removeStray(name: string, pid: number, runState: string, node: string): Promise<void> {
+    try {
+      // Look again right before acting: an operation may have claimed the VM since the heartbeat.
+      const fresh = await this.d.vms.find(name);
+      if (this.d.locks.isHeld(name) || fresh?.node === node) return;
+      const agent = await this.d.nodes.agent(node);
+      if (!(await agent.kill(name, { pid }))) return;
+      await this.d.events.emit({ type: 'vm.stray-removed', vm: name, node, message: `removed stray QEMU of ${name} (${runState}) on ${node}` });
+    } catch (e) {
+      this.d.log.warn({ vm: name, node, err: String(e) }, 'removing a stray QEMU failed');
+    }
+  }
+}

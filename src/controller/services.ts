@@ -1,0 +1,66 @@
+/**
+ * What the controller's API adapter (src/api/) is given: the application
+ * services the composition root (app.ts) built. The API calls these and
+ * nothing else of the controller.
+ */
+import type { Clock } from '../domain/clock.js';
+import type { ClusterConfig } from '../domain/cluster.js';
+import type { NodeLoad } from '../domain/placement.js';
+import type { EventLog } from '../ports/events.js';
+import type { SwitchControl } from '../ports/switch-control.js';
+import type { VmRepository } from '../ports/vm-repository.js';
+import type { Volume } from '../ports/volume.js';
+import type { Balancer } from './balancer.js';
+import type { StoreNodes } from './core/nodes.js';
+import type { StoreSettings } from './core/settings.js';
+import type { CpuBaselines } from './cpu-baselines.js';
+import type { Lifecycle } from './lifecycle.js';
+import type { Maintenance } from './maintenance.js';
+import type { Membership } from './membership.js';
+import type { Migrations } from './migration/service.js';
+import type { ClusterNetworks } from './network/networks.js';
+import type { VirtualSwitches } from './network/switches.js';
+import type { IncomingReplicas } from './replica/incoming.js';
+import type { Replicas } from './replica/replicas.js';
+import type { Backups } from './storage/backups.js';
+import type { BackupSchedules } from './storage/schedules.js';
+
+export interface ControllerInfo {
+  pid: number;
+  /** The API's base URL. */
+  url(): string;
+  /** Where a browser opens the console. */
+  consoleUrl(): string;
+  /** The file that holds the API token. */
+  tokenFile: string;
+}
+
+export interface ControllerServices {
+  config: () => ClusterConfig;
+  info: ControllerInfo;
+  token: string;
+  clock: Clock;
+  nodes: StoreNodes;
+  loads: () => Promise<NodeLoad[]>;
+  vms: VmRepository;
+  lifecycle: Lifecycle;
+  migrations: Migrations;
+  maintenance: Maintenance;
+  balancer: Balancer;
+  membership: Membership;
+  networks: ClusterNetworks;
+  switches: VirtualSwitches;
+  switchControl: SwitchControl;
+  backups: Backups;
+  schedules: BackupSchedules;
+  replicas: Replicas;
+  incoming: IncomingReplicas;
+  events: EventLog;
+  settings: StoreSettings;
+  baselines: CpuBaselines;
+  volume: Volume;
+  /** What a VM's NIC offers and its guest negotiated, asked of its node (for `vm show`). */
+  nicOf: (vm: string) => Promise<{ backend: string; offered: string[]; negotiated: string[] } | undefined>;
+  /** Cancels every migration and stops every VM (`ferry down`). */
+  down: () => Promise<{ stopped: string[] }>;
+}

@@ -1,0 +1,31 @@
+/** The cluster's identity and membership, as written when it was created. */
+import type { ClusterNetwork } from './networks.js';
+
+export interface NodeMember {
+  name: string;
+  /** Loopback address of this node on the migration network. */
+  migrationAddress: string;
+  memoryMiB?: number;
+  cpuModel?: string;
+  /** How VMs' NICs reach the switch on this node (default stream). */
+  nicBackend?: 'stream' | 'tap';
+}
+
+export interface ClusterConfig {
+  id: string;
+  name: string;
+  createdAtMs: number;
+  nodes: NodeMember[];
+  /** The port the controller's API and console listen on (0: any free port). */
+  controllerPort?: number;
+  /** Subnet VMs get their addresses from (inside the virtual switch only). */
+  vmSubnet: string;
+  /** The networks as first defined; their role and metric live in the store and may change. */
+  networks?: ClusterNetwork[];
+}
+
+
+/** The n-th node's default name. */
+export function nodeName(i: number): string {
+  return `node-${i}`;
+}

@@ -1,0 +1,55 @@
+/**
+ * The cluster's shared volume as the controller uses it: disk images
+ * (create, copy, check, rebase, merge an overlay offline, copy a frozen disk
+ * into a backup, export one over NBD) and the plain files beside them
+ * (console logs, saved states). `src/qemu/volume.ts` does it with qemu-img,
+ * qemu-storage-daemon and the file system.
+ */
+export interface FrozenCopy {
+  source: string;
+  target: string;
+  mode: 'full' | 'incremental';
+  parent?: string;
+  sizeBytes: number;
+  bytesPerSec?: number;
+  /** Asked every 100 ms: true pauses the copy until it says false again. */
+  hold?: () => boolean;
+  signal?: AbortSignal;
+}
+
+export interface ExportHandle {
+  endpoint: { address: string; port: number; export: string };
+  close(): Promise<void>;
+}
+
+export interface Volume {
+  create(file: string, sizeBytes: number): Promise<void>;
+  /** A standalone qcow2 copy of `source` (a chain is flattened). */
+  convert(source: string, target: string): Promise<number>;
+  /** Replaces `file` by a flattened copy of `source` (extra convert arguments first), atomically. */
+  replace(file: string, source: string[]): Promise<void>;
+  remove(file: string): void;
+  exists(file: string): boolean;
+  sizeOf(file: string): number;
+  /** Creates (or empties) a plain file, and its directory. */
+  touch(file: string): void;
+  /** The last `bytes` of a file ('' when it does not exist). */
+  tail(file: string, bytes: number): string;
+  /** Reads a file from `offset` to its end (a console log being followed). */
+  readFrom(file: string, offset: number): { data: Buffer; size: number };
+  /** Checks an image and its backing chain; throws with what is wrong. */
+  verify(file: string): Promise<void>;
+  /** Rebases `child` onto `base` (or makes it standalone), copying what differs. */
+  rebase(child: string, base: string | undefined): Promise<void>;
+  /** Merges a backup overlay into its frozen image with no guest running on it. */
+  mergeOffline(overlay: string, base: string, copied: boolean): Promise<void>;
+  copyFrozen(req: FrozenCopy): Promise<{ bytes: number; ms: number; pausedMs: number }>;
+  snapshot(file: string, id: string): Promise<void>;
+  deleteSnapshot(file: string, id: string): Promise<void>;
+  /** Exports an image writable over NBD on `address` until closed (a replica sync). */
+  exportImage(file: string, address: string, tag: string): Promise<ExportHandle>;
+  /** Stops storage daemons a killed predecessor left behind. */
+  stopLeftovers(): number[];
+  /** Makes sure a directory exists and is writable; `recursive` only for Ferry's own directories. */
+  ensureWritableDir(dir: string, opts?: { recursive?: boolean }): void;
+}

@@ -1,0 +1,178 @@
+/**
+ * The Volume port on the local file system with qemu-img and
+ * qemu-storage-daemon: what the controller asks of the cluster's shared
+ * volume. Every storage daemon it starts writes its pid into the run
+ * directory, so a controller that was killed leaves none behind for long.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { errors } from '../domain/errors.js';
+import type { ExportHandle, FrozenCopy, Volume } from '../ports/volume.js';
+import { copyFrozenImage, killStaleStorageDaemons, mergeOverlayOffline, verifyImage } from './backup-job.js';
+import { createImage, replaceImage } from './mirror-job.js';
+import { freePort } from './nbd-mirror.js';
+
+const run = promisify(execFile);
+
+export class QemuVolume implements Volume {
+  private copies = 0;
+
+  /** `runDir`: where storage daemons leave their pid files. */
+  constructor(private readonly runDir: string) {}
+
+  async create(file: string, sizeBytes: number): Promise<void> {
+    this.ensureWritableDir(path.dirname(file), { recursive: true });
+    await createImage(file, sizeBytes);
+  }
+
+  async convert(source: string, target: string): Promise<number> {
+    await run('qemu-img', ['convert', '-O', 'qcow2', source, target]);
+    return fs.statSync(target).size;
+  }
+
+  replace(file: string, source: string[]): Promise<void> {
+    return replaceImage(file, source);
+  }
+
+  remove(file: string): void {
+    fs.rmSync(file, { force: true });
+  }
+
+  exists(file: string): boolean {
+    return fs.existsSync(file);
+  }
+
+  sizeOf(file: string): number {
+    return fs.statSync(file).size;
+  }
+
+  touch(file: string): void {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, '');
+  }
+
+  tail(file: string, bytes: number): string {
+    if (!fs.existsSync(file)) return '';
+    const size = fs.statSync(file).size;
+    const fd = fs.openSync(file, 'r');
+    try {
+      const len = Math.min(bytes, size);
+      const buf = Buffer.alloc(len);
+      fs.readSync(fd, buf, 0, len, size - len);
+      return buf.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  readFrom(file: string, offset: number): { data: Buffer; size: number } {
+    if (!fs.existsSync(file)) return { data: Buffer.alloc(0), size: 0 };
+    const size = fs.statSync(file).size;
+    const from = size < offset ? 0 : offset;
+    if (size === from) return { data: Buffer.alloc(0), size };
+    const fd = fs.openSync(file, 'r');
+    try {
+      const data = Buffer.alloc(size - from);
+      fs.readSync(fd, data, 0, data.length, from);
+      return { data, size };
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  verify(file: string): Promise<void> {
+    return verifyImage(file);
+  }
+
+  async rebase(child: string, base: string | undefined): Promise<void> {
+    await run('qemu-img', ['rebase', '-q', '-f', 'qcow2', ...(base ? ['-F', 'qcow2', '-b', base] : ['-b', '']), child]);
+  }
+
+  mergeOffline(overlay: string, base: string, copied: boolean): Promise<void> {
+    return mergeOverlayOffline(overlay, base, copied);
+  }
+
+  copyFrozen(req: FrozenCopy): Promise<{ bytes: number; ms: number; pausedMs: number }> {
+    const pidFile = path.join(this.runDir, `qsd-backup-${process.pid}-${this.copies++}.pid`);
+    return copyFrozenImage({
+      source: req.source,
+      target: req.target,
+      mode: req.mode,
+      sizeBytes: req.sizeBytes,
+      ...(req.parent ? { parent: req.parent } : {}),
+      ...(req.bytesPerSec ? { bytesPerSec: req.bytesPerSec } : {}),
+      ...(req.hold ? { hold: async () => req.hold!() } : {}),
+      ...(req.signal ? { signal: req.signal } : {}),
+      pidFile,
+    });
+  }
+
+  async snapshot(file: string, id: string): Promise<void> {
+    await run('qemu-img', ['snapshot', '-q', '-c', id, file]);
+  }
+
+  async deleteSnapshot(file: string, id: string): Promise<void> {
+    await run('qemu-img', ['snapshot', '-q', '-d', id, file]);
+  }
+
+  async exportImage(file: string, address: string, tag: string): Promise<ExportHandle> {
+    const port = await freePort(address);
+    const pidFile = path.join(this.runDir, `qsd-${tag}.pid`);
+    const proc = spawn(
+      'qemu-storage-daemon',
+      [
+        '--blockdev', `driver=file,node-name=f,filename=${file}`,
+        '--blockdev', 'driver=qcow2,node-name=d,file=f',
+        '--nbd-server', `addr.type=inet,addr.host=${address},addr.port=${port}`,
+        '--export', 'type=nbd,id=e,node-name=d,name=disk,writable=on',
+        '--pidfile', pidFile,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    const close = async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      fs.rmSync(pidFile, { force: true });
+    };
+    // Ready once it listens.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const sock = net.connect(port, address, () => (sock.destroy(), resolve(true))).once('error', () => resolve(false));
+      });
+      if (ok) break;
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        await close();
+        throw errors.internal(`the replica's NBD export did not start: ${stderr.trim() || 'not listening'}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return { endpoint: { address, port, export: 'disk' }, close };
+  }
+
+  stopLeftovers(): number[] {
+    return killStaleStorageDaemons(this.runDir);
+  }
+
+  ensureWritableDir(dir: string, opts: { recursive?: boolean } = {}): void {
+    if (!fs.existsSync(dir)) {
+      if (opts.recursive) fs.mkdirSync(dir, { recursive: true });
+      else {
+        // Not `recursive` for a directory a user named: Node's recursive mkdir can spin forever on pseudo file systems like /proc.
+        if (!fs.statSync(path.dirname(dir)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+        fs.mkdirSync(dir);
+      }
+    }
+    fs.accessSync(dir, fs.constants.W_OK);
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * Component tests' cluster: the real controller (its composition root) and
+ * real agents (their HTTP API and core), all in one process, over a strict
+ * fake hypervisor and fake volume, switch and replica side. Calls between
+ * them go through each app's in-process `request`: no sockets, no QEMU.
+ * Time runs fast (a ScaledClock), so polls and timeouts take milliseconds.
+ */
+import { ApiClient } from '../api/client.js';
+import { controllerApp } from '../api/controller/app.js';
+import { buildController, type ControllerRuntime } from '../controller/app.js';
+import type { PhaseGate } from '../controller/core/phase-runner.js';
+import { type Clock, ScaledClock } from '../domain/clock.js';
+import type { ClusterConfig } from '../domain/cluster.js';
+import { StateLayout } from '../domain/layout.js';
+import { defaultNetworks } from '../domain/networks.js';
+import { Agent } from '../node/agent.js';
+import { AgentClient } from '../node/client.js';
+import { agentApp } from '../node/http.js';
+import { silentLogger } from '../ports/logger.js';
+import type { ClusterStore } from '../ports/store.js';
+import { SqliteStore } from '../store/sqlite-store.js';
+import { FakeHypervisor, FakeWorld } from './fake-hypervisor.js';
+import { FakeRemote, FakeSwitch, FakeVolume } from './fakes.js';
+
+type Fetch = (input: string, init: RequestInit) => Promise<Response>;
+
+const TOKEN = 'component-token';
+const CONTROLLER = 'http://controller.component';
+
+/** Faults at phases: `fail` throws before the phase runs, `hang` never lets it run (a controller crash). */
+export interface PhaseFault {
+  operation: string;
+  phase: string;
+  kind: 'fail' | 'hang';
+}
+
+export class ComponentCluster {
+  readonly world = new FakeWorld();
+  readonly clock: Clock;
+  readonly layout = new StateLayout('/ferry-component');
+  readonly store: ClusterStore;
+  readonly config: ClusterConfig;
+  readonly volume: FakeVolume;
+  readonly switch: FakeSwitch;
+  readonly remote: FakeRemote;
+  private readonly macs = new Map<string, string>();
+  private readonly agents = new Map<string, { agent: Agent; fetch: Fetch; hv: FakeHypervisor }>();
+  runtime!: ControllerRuntime;
+  api!: ApiClient;
+  private controllerFetch!: Fetch;
+  private loops = new AbortController();
+  /** Phase faults the next phases meet. */
+  phaseFaults: PhaseFault[] = [];
+
+  private constructor(nodes: string[], factor: number) {
+    this.clock = new ScaledClock(factor);
+    this.store = new SqliteStore(':memory:', this.clock);
+    const networks = defaultNetworks(nodes, 77);
+    this.config = {
+      id: 'component-cluster',
+      name: 'ferry',
+      createdAtMs: 0,
+      vmSubnet: '10.99.0.0/16',
+      networks,
+      nodes: nodes.map((name) => ({ name, migrationAddress: networks.find((n) => n.role === 'migration')!.addresses[name]!, memoryMiB: 4096 })),
+    };
+    this.volume = new FakeVolume(this.world, this.clock);
+    this.switch = new FakeSwitch(this.world, this.clock, (mac) => this.macs.get(mac));
+    this.remote = new FakeRemote(this.world, 'http://far.component');
+  }
+
+  static async start(opts: { nodes?: number; factor?: number } = {}): Promise<ComponentCluster> {
+    const nodes = Array.from({ length: opts.nodes ?? 2 }, (_, i) => `node-${i + 1}`);
+    const c = new ComponentCluster(nodes, opts.factor ?? 25);
+    await c.startController();
+    for (const node of nodes) await c.startAgent(node);
+    await c.until('every node to be up', async () => (await c.runtime.services.nodes.list()).every((n) => n.state === 'up'));
+    c.runtime.run(c.loops.signal);
+    return c;
+  }
+
+  private gate: PhaseGate = async (operation, phase) => {
+    const f = this.phaseFaults.find((x) => x.operation === operation && x.phase === phase);
+    if (!f) return;
+    this.phaseFaults = this.phaseFaults.filter((x) => x !== f);
+    if (f.kind === 'hang') await new Promise<never>(() => {});
+    throw new Error(`injected failure before phase ${phase} of the ${operation}`);
+  };
+
+  private async startController(): Promise<void> {
+    const config = this.config;
+    const runtime = buildController({
+      layout: this.layout,
+      config: { current: () => config, save: () => {} },
+      token: TOKEN,
+      store: this.store,
+      clock: this.clock,
+      log: silentLogger,
+      switch: this.switch,
+      connect: (node, url) => new AgentClient(node, url, TOKEN, (input, init) => this.agents.get(node)!.fetch(input, init)),
+      volume: this.volume,
+      reach: async () => ({ ok: true }),
+      remote: () => this.remote,
+      identify: async (url) => {
+        const node = new URL(url).hostname.split('.')[0]!;
+        return { node, clusterId: this.config.id };
+      },
+      url: () => CONTROLLER,
+      consoleUrl: () => `${CONTROLLER}/`,
+      pid: 1,
+      phaseGate: this.gate,
+    });
+    await runtime.start();
+    const app = controllerApp(runtime.services, { assetDirs: [] });
+    this.controllerFetch = (input, init) => Promise.resolve(app.request(input, init));
+    this.runtime = runtime;
+    this.api = new ApiClient({ baseUrl: CONTROLLER, token: TOKEN, fetch: (input, init) => this.controllerFetch(input, init) });
+  }
+
+  private async startAgent(node: string): Promise<void> {
+    const hv = new FakeHypervisor(node, this.world);
+    const member = this.config.nodes.find((n) => n.name === node)!;
+    const agent = new Agent(
+      {
+        node,
+        clusterId: this.config.id,
+        token: TOKEN,
+        migrationAddress: member.migrationAddress,
+        networks: (this.config.networks ?? []).map((n) => ({ network: n.name, address: n.addresses[node]! })),
+        memoryMiB: 4096,
+        nicBackend: 'stream',
+        switchSocket: (sw) => `/ferry-component/run/switch/${sw}/${node}.sock`,
+        runDir: `/ferry-component/run/nodes/${node}`,
+      },
+      {
+        hypervisor: hv,
+        clock: this.clock,
+        log: silentLogger,
+        controllerUrl: () => CONTROLLER,
+        createImage: async (file) => void this.world.files.add(file),
+        removeFile: (file) => void this.world.files.delete(file),
+        fileExists: (file) => this.world.files.has(file),
+        uplinks: { ensure: async () => 'br0', vmTap: (vm) => `tap-${vm}`, attach: async () => {} },
+        beacon: async () => ({ port: this.world.port(), close: async () => {} }),
+        fetch: (input, init) => this.controllerFetch(input, init),
+      },
+    );
+    await agent.prepare();
+    const app = agentApp(agent, {
+      probe: async () => ({ ok: true, ms: 1 }),
+      throughput: async () => ({ bytesPerSec: 1e9, bytes: 1e8, ms: 100 }),
+    });
+    this.agents.set(node, { agent, hv, fetch: (input, init) => Promise.resolve(app.request(input, init)) });
+    agent.startHeartbeats(`http://${node}.component`);
+  }
+
+  hypervisor(node: string): FakeHypervisor {
+    return this.agents.get(node)!.hv;
+  }
+
+  /** Creates a VM on the shared volume and starts it on `node`. */
+  async runVm(name: string, node: string, opts: { memoryMiB?: number } = {}): Promise<void> {
+    const { vmRoutes } = await import('../api/controller/vms.js');
+    const vm = await this.api.call(vmRoutes.create, { body: { name, node, memoryMiB: opts.memoryMiB ?? 256 } });
+    this.macs.set(vm.mac, name);
+    await this.api.call(vmRoutes.start, { params: { name }, body: {} });
+  }
+
+  /** Where each copy of a VM's process is, and in which state. */
+  copiesOf(vm: string): { node: string; runState: string }[] {
+    return Object.entries(this.world.placement()).flatMap(([node, guests]) => guests.filter((g) => g.name === vm).map((g) => ({ node, runState: g.runState })));
+  }
+
+  async until(what: string, probe: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (await probe()) return;
+      if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setImmediate(r));
+      await this.clock.sleep(20);
+    }
+  }
+
+  /**
+   * The controller dies (its loops stop, whatever it was doing never goes
+   * on) and a new one starts over the same store, agents and hosts, then
+   * settles unfinished work from the saved phases.
+   */
+  async restartController(): Promise<void> {
+    this.loops.abort();
+    this.loops = new AbortController();
+    await this.startController();
+    await this.until('the agents to report to the new controller', async () => (await this.runtime.services.nodes.list()).every((n) => n.state === 'up'));
+    await this.runtime.recover();
+    this.runtime.run(this.loops.signal);
+  }
+
+  async stop(): Promise<void> {
+    this.loops.abort();
+    for (const { agent } of this.agents.values()) await agent.stop();
+    await this.runtime.stop();
+    await this.store.close();
+  }
+}

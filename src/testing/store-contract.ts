@@ -1,0 +1,114 @@
+/**
+ * The ClusterStore contract: one suite every store backend passes (SQLite
+ * now, etcd with real hosts), so the controller may rely on the same
+ * revisions, compare-and-set, leases and watches whichever runs under it.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { ManualClock } from '../domain/clock.js';
+import { isFerryError } from '../domain/errors.js';
+import { type Change, type ClusterStore, update } from '../ports/store.js';
+
+export interface StoreUnderTest {
+  store: ClusterStore;
+  /** Moves the store's time (leases) by `ms`. */
+  advance(ms: number): void;
+  /** A second handle on the same data, if the backend has such a thing (another process, another member). */
+  second?(): Promise<ClusterStore>;
+  dispose(): Promise<void>;
+}
+
+export function storeContract(name: string, make: (clock: ManualClock) => Promise<StoreUnderTest>): void {
+  describe(`ClusterStore contract: ${name}`, () => {
+    let t: StoreUnderTest;
+    let store: ClusterStore;
+    beforeEach(async () => {
+      t = await make(new ManualClock());
+      store = t.store;
+    });
+    afterEach(() => t.dispose());
+
+    it('puts and gets values with increasing revisions', async () => {
+      const r1 = await store.put('vms/a', { n: 1 });
+      const r2 = await store.put('vms/a', { n: 2 });
+      assert.ok(r2 > r1);
+      const e = await store.get<{ n: number }>('vms/a');
+      assert.deepEqual(e?.value, { n: 2 });
+      assert.equal(e?.modRevision, r2);
+      assert.equal(e?.createRevision, r1);
+      assert.equal(await store.revision(), r2);
+      assert.equal(await store.get('vms/none'), undefined);
+    });
+
+    it('lists by prefix in key order, not matching neighbours', async () => {
+      await store.put('vms/b', 2);
+      await store.put('vms/a', 1);
+      await store.put('vmsx/c', 3);
+      await store.put('nodes/n', 4);
+      assert.deepEqual((await store.list('vms/')).map((e) => e.key), ['vms/a', 'vms/b']);
+    });
+
+    it('compare-and-set refuses a stale revision and create-only refuses an existing key', async () => {
+      const rev = await store.put('k', 'v1');
+      await store.put('k', 'v2', { expectRevision: rev });
+      await assert.rejects(store.put('k', 'v3', { expectRevision: rev }), (e: unknown) => isFerryError(e, 'conflict'));
+      await assert.rejects(store.put('k', 'v3', { expectRevision: 0 }), (e: unknown) => isFerryError(e, 'conflict'));
+      assert.equal((await store.get('k'))?.value, 'v2');
+      await assert.rejects(store.delete('k', { expectRevision: rev }), (e: unknown) => isFerryError(e, 'conflict'));
+      assert.equal(await store.delete('k'), true);
+      assert.equal(await store.delete('k'), false);
+    });
+
+    it('update() retries a compare-and-set that lost a race', async () => {
+      await store.put('counter', 0);
+      let raced = false;
+      const result = await update<number>(store, 'counter', (n) => {
+        if (!raced) {
+          raced = true;
+          // another writer sneaks in between our read and our write
+          void store.put('counter', 10);
+        }
+        return (n ?? 0) + 1;
+      });
+      assert.equal(result, 11);
+      assert.equal((await store.get('counter'))?.value, 11);
+    });
+
+    it('removes keys of a lease that expires and keeps those that are renewed', async () => {
+      const lease = await store.grantLease(1000);
+      const kept = await store.grantLease(1000);
+      await store.put('nodes/a', 'alive', { lease });
+      await store.put('nodes/b', 'alive', { lease: kept });
+      t.advance(800);
+      await store.keepAlive(kept);
+      t.advance(400);
+      assert.equal(await store.get('nodes/a'), undefined);
+      assert.equal((await store.get('nodes/b'))?.value, 'alive');
+      await assert.rejects(store.keepAlive(lease), (e: unknown) => isFerryError(e, 'invalid-argument'));
+      await store.revokeLease(kept);
+      assert.equal(await store.get('nodes/b'), undefined);
+    });
+
+    it('watches changes under a prefix after a revision, in order, including deletes', async () => {
+      const start = await store.put('vms/x', 'before');
+      const seen: Change[] = [];
+      const stop = store.watch('vms/', start, (c) => seen.push(c));
+      await store.put('vms/a', 1);
+      await store.put('nodes/ignored', 1);
+      await store.delete('vms/x');
+      for (let i = 0; i < 200 && seen.length < 2; i++) await new Promise((r) => setImmediate(r));
+      for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      stop();
+      assert.deepEqual(seen.map((c) => [c.type, c.key]), [['put', 'vms/a'], ['delete', 'vms/x']]);
+      assert.ok(seen[0]!.revision < seen[1]!.revision);
+    });
+
+    it('a second handle sees the first one\'s writes', async (ctx) => {
+      if (!t.second) return ctx.skip('this backend has one handle');
+      const other = await t.second();
+      await other.put('shared', 'from-other');
+      assert.equal((await store.get('shared'))?.value, 'from-other');
+      await other.close();
+    });
+  });
+}
