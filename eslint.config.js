@@ -9,7 +9,8 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const QMP = /^(qmp_capabilities|query-[a-z-]+|x-query-[a-z-]+|migrate[-_][a-z_-]+|blockdev-[a-z-]+|block-[a-z-]+|job-(cancel|complete|dismiss|pause|resume|finalize)|nbd-server-[a-z]+|announce-self|calc-dirty-rate|pmemsave|human-monitor-command|system_powerdown|cont|quit|transaction|device_(add|del)|netdev_(add|del)|object-(add|del))$/;
+const QMP =
+  /^(qmp_capabilities|query-[a-z-]+|x-query-[a-z-]+|migrate[-_][a-z_-]+|blockdev-[a-z-]+|block-[a-z-]+|job-(cancel|complete|dismiss|pause|resume|finalize)|nbd-server-[a-z]+|announce-self|calc-dirty-rate|pmemsave|human-monitor-command|system_powerdown|cont|quit|transaction|device_(add|del)|netdev_(add|del)|object-(add|del))$/;
 
 const EDGES = [
   'src/domain/clock.ts',
@@ -22,12 +23,17 @@ const EDGES = [
   'src/guest/**',
   'src/node/net-tools.ts',
   'src/node/tap-uplink.ts',
+  'src/testing/**',
 ];
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'src/dashboard/**', 'docs/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
+  {
+    files: ['scripts/**/*.mjs', '*.js', '*.cjs'],
+    languageOptions: { globals: { process: 'readonly', URL: 'readonly', console: 'readonly', module: 'writable' } },
+  },
   {
     files: ['**/*.ts'],
     rules: {
@@ -43,7 +49,10 @@ export default tseslint.config(
     files: ['src/**/*.ts'],
     ignores: EDGES,
     rules: {
-      'no-restricted-properties': ['error', { object: 'Date', property: 'now', message: 'Time comes from the Clock (src/domain/clock.ts), so tests can move it.' }],
+      'no-restricted-properties': [
+        'error',
+        { object: 'Date', property: 'now', message: 'Time comes from the Clock (src/domain/clock.ts), so tests can move it.' },
+      ],
       'no-restricted-globals': [
         'error',
         { name: 'setTimeout', message: 'Wait with clock.sleep(ms, signal): time comes from the Clock.' },
@@ -57,14 +66,14 @@ export default tseslint.config(
     rules: {
       'no-restricted-syntax': [
         'error',
-        { selector: `Literal[value=${QMP}]`, message: 'QMP command names stay in src/qemu/: speak Ferry\'s words here (see ports/hypervisor.ts).' },
+        { selector: `Literal[value=${QMP}]`, message: "QMP command names stay in src/qemu/: speak Ferry's words here (see ports/hypervisor.ts)." },
         {
           selector: "CallExpression[callee.property.name=/^(includes|startsWith|endsWith|match|search|indexOf)$/][callee.object.property.name='message']",
-          message: 'Branch on the error\'s code (isFerryError(e, ErrorCode.X)), never on its message text.',
+          message: "Branch on the error's code (isFerryError(e, ErrorCode.X)), never on its message text.",
         },
         {
           selector: "CallExpression[callee.property.name='test'] > MemberExpression.arguments[property.name='message']",
-          message: 'Branch on the error\'s code (isFerryError(e, ErrorCode.X)), never on its message text.',
+          message: "Branch on the error's code (isFerryError(e, ErrorCode.X)), never on its message text.",
         },
       ],
     },

@@ -44,7 +44,9 @@ export class ShapedLink {
     if (!this.installed) return;
     try {
       tc('qdisc', 'del', 'dev', 'lo', 'root');
-    } catch { /* already gone */ }
+    } catch {
+      /* already gone */
+    }
     this.installed = false;
   }
 }

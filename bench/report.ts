@@ -90,11 +90,20 @@ function summarise(rows: BenchRow[]): Summary[] {
     const ok = rs.filter((r) => r.status === 'completed');
     const pick = (f: (r: BenchRow) => number | null) => median(ok.map(f).filter((x): x is number => x !== null));
     return {
-      case: kase, variant, runs: rs.length, completed: ok.length,
-      transferMs: pick((r) => r.transferMs), totalMs: pick((r) => r.totalMs), floorMs: median(rs.map((r) => r.floorMs ?? NaN)),
-      ratio: pick((r) => r.ratioToFloor), downtimeMs: pick((r) => r.downtimeMs), blackoutMs: pick((r) => r.blackoutMs),
-      bytesPerRam: pick((r) => r.bytesPerRam), predictionErrorPct: max(ok.map((r) => (r.predictionErrorPct === null ? null : Math.abs(r.predictionErrorPct)))),
-      dirtyMiBps: median(rs.map((r) => (r.dirtyRateBytesPerSec ?? NaN) / 1048576)), throttle: max(rs.map((r) => r.maxThrottlePercent)),
+      case: kase,
+      variant,
+      runs: rs.length,
+      completed: ok.length,
+      transferMs: pick((r) => r.transferMs),
+      totalMs: pick((r) => r.totalMs),
+      floorMs: median(rs.map((r) => r.floorMs ?? NaN)),
+      ratio: pick((r) => r.ratioToFloor),
+      downtimeMs: pick((r) => r.downtimeMs),
+      blackoutMs: pick((r) => r.blackoutMs),
+      bytesPerRam: pick((r) => r.bytesPerRam),
+      predictionErrorPct: max(ok.map((r) => (r.predictionErrorPct === null ? null : Math.abs(r.predictionErrorPct)))),
+      dirtyMiBps: median(rs.map((r) => (r.dirtyRateBytesPerSec ?? NaN) / 1048576)),
+      throttle: max(rs.map((r) => r.maxThrottlePercent)),
     };
   });
 }
@@ -114,20 +123,36 @@ function targets(rows: BenchRow[], s: Summary[], meta: ReportMeta): Target[] {
   for (const kase of ['idle-256', 'idle-1024']) {
     const f = get(kase);
     if (!f) continue;
-    const rate = f.transferMs ? (rows.filter((r) => r.case === kase && r.variant === 'ferry').map((r) => r.bytes)[0]! / 1048576) / (f.transferMs / 1000) : null;
+    const rate = f.transferMs ? rows.filter((r) => r.case === kase && r.variant === 'ferry').map((r) => r.bytes)[0]! / 1048576 / (f.transferMs / 1000) : null;
     const met = f.ratio !== null ? f.ratio <= 1.15 : null;
     out.push({
-      what: `${kase}: transfer time ÷ floor`, goal: '≤ 1.15×', measured: fmt(f.ratio, '×', 2), met,
-      why: met === false ? `${((f.ratio! / 1.15 - 1) * 100).toFixed(0)}% over: the stream averaged ${fmt(rate, ' MiB/s')} against a ${linkMiBps.toFixed(0)} MiB/s link, and QEMU also sends every zero page's header and the device state, which the floor (non-zero bytes only) leaves out` : '',
+      what: `${kase}: transfer time ÷ floor`,
+      goal: '≤ 1.15×',
+      measured: fmt(f.ratio, '×', 2),
+      met,
+      why:
+        met === false
+          ? `${((f.ratio! / 1.15 - 1) * 100).toFixed(0)}% over: the stream averaged ${fmt(rate, ' MiB/s')} against a ${linkMiBps.toFixed(0)} MiB/s link, and QEMU also sends every zero page's header and the device state, which the floor (non-zero bytes only) leaves out`
+          : '',
     });
   }
-  for (const [kase, goal] of [['idle-256', 50], ['idle-1024', 50], ['dirty-75', 150]] as const) {
+  for (const [kase, goal] of [
+    ['idle-256', 50],
+    ['idle-1024', 50],
+    ['dirty-75', 150],
+  ] as const) {
     const f = get(kase);
     if (!f) continue;
     const met = f.blackoutMs !== null ? f.blackoutMs <= goal : null;
     out.push({
-      what: `${kase}: guest-observed blackout`, goal: `≤ ${goal} ms`, measured: fmt(f.blackoutMs, ' ms'), met,
-      why: met === false ? `${(f.blackoutMs! - goal).toFixed(0)} ms over: QEMU's own downtime was ${fmt(f.downtimeMs, ' ms')}; the rest is the target resuming the guest and the switch learning its MAC from the announce` : '',
+      what: `${kase}: guest-observed blackout`,
+      goal: `≤ ${goal} ms`,
+      measured: fmt(f.blackoutMs, ' ms'),
+      met,
+      why:
+        met === false
+          ? `${(f.blackoutMs! - goal).toFixed(0)} ms over: QEMU's own downtime was ${fmt(f.downtimeMs, ' ms')}; the rest is the target resuming the guest and the switch learning its MAC from the announce`
+          : '',
     });
   }
   const d150 = get('dirty-150');
@@ -136,34 +161,60 @@ function targets(rows: BenchRow[], s: Summary[], meta: ReportMeta): Target[] {
     const perGiBs = d150.totalMs !== null ? d150.totalMs / 1000 / (rows.find((r) => r.case === 'dirty-150')!.ramBytes / 1073741824) : null;
     const met = d150.completed === d150.runs && perGiBs !== null && perGiBs <= 150;
     out.push({
-      what: 'dirty-150: completion', goal: '100% within 150 s/GiB (QEMU defaults: not)',
-      measured: `Ferry ${d150.completed}/${d150.runs} (${fmt(perGiBs, ' s/GiB', 1)}), QEMU defaults ${q150 ? `${q150.completed}/${q150.runs}` : '–'}`, met,
-      why: met ? '' : `the guest dirtied ${fmt(d150.dirtyMiBps, ' MiB/s')} against the link's ${linkMiBps.toFixed(0)} MiB/s and auto-converge reached ${fmt(d150.throttle, '%')}`,
+      what: 'dirty-150: completion',
+      goal: '100% within 150 s/GiB (QEMU defaults: not)',
+      measured: `Ferry ${d150.completed}/${d150.runs} (${fmt(perGiBs, ' s/GiB', 1)}), QEMU defaults ${q150 ? `${q150.completed}/${q150.runs}` : '–'}`,
+      met,
+      why: met
+        ? ''
+        : `the guest dirtied ${fmt(d150.dirtyMiBps, ' MiB/s')} against the link's ${linkMiBps.toFixed(0)} MiB/s and auto-converge reached ${fmt(d150.throttle, '%')}`,
     });
   }
   const ferryRows = s.filter((x) => x.variant === 'ferry' && !x.case.startsWith('drain'));
   const worstBytes = max(ferryRows.map((x) => x.bytesPerRam));
   out.push({
-    what: 'bytes sent ÷ RAM (worst case)', goal: '≤ 2×', measured: fmt(worstBytes, '×', 2), met: worstBytes !== null ? worstBytes <= 2 : null,
-    why: worstBytes !== null && worstBytes > 2 ? `${ferryRows.find((x) => x.bytesPerRam === worstBytes)?.case}: pages dirtied during the rounds are sent again` : '',
+    what: 'bytes sent ÷ RAM (worst case)',
+    goal: '≤ 2×',
+    measured: fmt(worstBytes, '×', 2),
+    met: worstBytes !== null ? worstBytes <= 2 : null,
+    why:
+      worstBytes !== null && worstBytes > 2
+        ? `${ferryRows.find((x) => x.bytesPerRam === worstBytes)?.case}: pages dirtied during the rounds are sent again`
+        : '',
   });
   const drain = get('drain-6x4');
   if (drain) {
     const met = drain.ratio !== null ? drain.ratio <= 1.2 : null;
     out.push({
-      what: 'drain of 6 VMs: makespan ÷ lower bound', goal: '≤ 1.2×', measured: fmt(drain.ratio, '×', 2), met,
-      why: met === false ? `${((drain.ratio! / 1.2 - 1) * 100).toFixed(0)}% over: every move also pays its fixed cost (pre-flight measurement, creating the target, switchover: ~${fmt(median(rows.filter((r) => r.case !== 'drain-6x4' && r.variant === 'ferry' && r.transferMs !== null).map((r) => r.totalMs - (r.transferMs ?? 0))), ' ms')} each), and one move leaves node-1 at a time at the default slot limit` : '',
+      what: 'drain of 6 VMs: makespan ÷ lower bound',
+      goal: '≤ 1.2×',
+      measured: fmt(drain.ratio, '×', 2),
+      met,
+      why:
+        met === false
+          ? `${((drain.ratio! / 1.2 - 1) * 100).toFixed(0)}% over: every move also pays its fixed cost (pre-flight measurement, creating the target, switchover: ~${fmt(median(rows.filter((r) => r.case !== 'drain-6x4' && r.variant === 'ferry' && r.transferMs !== null).map((r) => r.totalMs - (r.transferMs ?? 0))), ' ms')} each), and one move leaves node-1 at a time at the default slot limit`
+          : '',
     });
   }
   const worstPred = max(ferryRows.map((x) => x.predictionErrorPct));
   out.push({
-    what: 'predicted total time vs actual (worst case)', goal: 'within 20%', measured: fmt(worstPred, '%'), met: worstPred !== null ? worstPred <= 20 : null,
-    why: worstPred !== null && worstPred > 20 ? `${ferryRows.find((x) => x.predictionErrorPct === worstPred)?.case}: see that case's rows; the model assumes the stream runs at the measured link rate and the dirty rate measured before the move holds during it` : '',
+    what: 'predicted total time vs actual (worst case)',
+    goal: 'within 20%',
+    measured: fmt(worstPred, '%'),
+    met: worstPred !== null ? worstPred <= 20 : null,
+    why:
+      worstPred !== null && worstPred > 20
+        ? `${ferryRows.find((x) => x.predictionErrorPct === worstPred)?.case}: see that case's rows; the model assumes the stream runs at the measured link rate and the dirty rate measured before the move holds during it`
+        : '',
   });
   return out;
 }
 
-function barChart(title: string, unit: string, groups: { label: string; bars: { name: string; value: number | null; color: string }[]; marker?: number | null }[]): string {
+function barChart(
+  title: string,
+  unit: string,
+  groups: { label: string; bars: { name: string; value: number | null; color: string }[]; marker?: number | null }[],
+): string {
   const w = 720;
   const h = 320;
   const left = 70;
@@ -191,19 +242,27 @@ function barChart(title: string, unit: string, groups: { label: string; bars: { 
     const x0 = left + gi * gw + gw * 0.15;
     g.bars.forEach((b, bi) => {
       if (b.value === null) return;
-      parts.push(`<rect x="${x0 + bi * bw}" y="${y(b.value)}" width="${bw - 2}" height="${h - bottom - y(b.value)}" fill="${b.color}"><title>${b.name}: ${b.value.toFixed(1)} ${unit}</title></rect>`);
+      parts.push(
+        `<rect x="${x0 + bi * bw}" y="${y(b.value)}" width="${bw - 2}" height="${h - bottom - y(b.value)}" fill="${b.color}"><title>${b.name}: ${b.value.toFixed(1)} ${unit}</title></rect>`,
+      );
     });
     if (g.marker !== undefined && g.marker !== null) {
-      parts.push(`<line x1="${x0 - 4}" y1="${y(g.marker)}" x2="${x0 + gw * 0.7 + 4}" y2="${y(g.marker)}" stroke="black" stroke-dasharray="4 3" stroke-width="2"/>`);
+      parts.push(
+        `<line x1="${x0 - 4}" y1="${y(g.marker)}" x2="${x0 + gw * 0.7 + 4}" y2="${y(g.marker)}" stroke="black" stroke-dasharray="4 3" stroke-width="2"/>`,
+      );
     }
     parts.push(`<text x="${left + gi * gw + gw / 2}" y="${h - bottom + 18}" text-anchor="middle">${g.label}</text>`);
   });
   const legend = groups[0]?.bars ?? [];
   legend.forEach((b, i) => {
-    parts.push(`<rect x="${left + 10 + i * 150}" y="${h - 22}" width="12" height="12" fill="${b.color}"/><text x="${left + 28 + i * 150}" y="${h - 12}">${b.name}</text>`);
+    parts.push(
+      `<rect x="${left + 10 + i * 150}" y="${h - 22}" width="12" height="12" fill="${b.color}"/><text x="${left + 28 + i * 150}" y="${h - 12}">${b.name}</text>`,
+    );
   });
   if (groups.some((g) => g.marker !== undefined)) {
-    parts.push(`<line x1="${left + 10 + legend.length * 150}" y1="${h - 16}" x2="${left + 34 + legend.length * 150}" y2="${h - 16}" stroke="black" stroke-dasharray="4 3" stroke-width="2"/><text x="${left + 40 + legend.length * 150}" y="${h - 12}">floor / bound</text>`);
+    parts.push(
+      `<line x1="${left + 10 + legend.length * 150}" y1="${h - 16}" x2="${left + 34 + legend.length * 150}" y2="${h - 16}" stroke="black" stroke-dasharray="4 3" stroke-width="2"/><text x="${left + 40 + legend.length * 150}" y="${h - 12}">floor / bound</text>`,
+    );
   }
   parts.push('</svg>');
   return parts.join('\n') + '\n';
@@ -218,19 +277,49 @@ export function writeReport(rows: BenchRow[], meta: ReportMeta): void {
   const single = cases.filter((c) => !c.startsWith('drain'));
   const by = (kase: string, variant: string) => s.find((x) => x.case === kase && x.variant === variant);
   const svg = (file: string, content: string) => fs.writeFileSync(path.join(meta.outDir, file), content);
-  svg('transfer-time.svg', barChart(`Transfer time (median), ${meta.linkMbit} Mbit/s link`, 'ms', single.map((k) => ({
-    label: k, marker: by(k, 'ferry')?.floorMs ?? null,
-    bars: [{ name: 'Ferry default', value: by(k, 'ferry')?.transferMs ?? null, color: FERRY }, { name: 'QEMU defaults', value: by(k, 'qemu-defaults')?.transferMs ?? null, color: QEMU }],
-  }))));
-  svg('blackout.svg', barChart('Guest-observed blackout (median)', 'ms', single.map((k) => ({
-    label: k,
-    bars: [{ name: 'Ferry default', value: by(k, 'ferry')?.blackoutMs ?? null, color: FERRY }, { name: 'QEMU defaults', value: by(k, 'qemu-defaults')?.blackoutMs ?? null, color: QEMU }],
-  }))));
+  svg(
+    'transfer-time.svg',
+    barChart(
+      `Transfer time (median), ${meta.linkMbit} Mbit/s link`,
+      'ms',
+      single.map((k) => ({
+        label: k,
+        marker: by(k, 'ferry')?.floorMs ?? null,
+        bars: [
+          { name: 'Ferry default', value: by(k, 'ferry')?.transferMs ?? null, color: FERRY },
+          { name: 'QEMU defaults', value: by(k, 'qemu-defaults')?.transferMs ?? null, color: QEMU },
+        ],
+      })),
+    ),
+  );
+  svg(
+    'blackout.svg',
+    barChart(
+      'Guest-observed blackout (median)',
+      'ms',
+      single.map((k) => ({
+        label: k,
+        bars: [
+          { name: 'Ferry default', value: by(k, 'ferry')?.blackoutMs ?? null, color: FERRY },
+          { name: 'QEMU defaults', value: by(k, 'qemu-defaults')?.blackoutMs ?? null, color: QEMU },
+        ],
+      })),
+    ),
+  );
   if (cases.includes('drain-6x4')) {
-    svg('drain.svg', barChart('Drain of 6 VMs across 4 nodes: makespan', 'ms', [{
-      label: 'drain-6x4', marker: by('drain-6x4', 'ferry')?.floorMs ?? null,
-      bars: [{ name: 'Ferry drain', value: by('drain-6x4', 'ferry')?.totalMs ?? null, color: FERRY }, { name: 'naive, QEMU defaults', value: by('drain-6x4', 'naive')?.totalMs ?? null, color: QEMU }],
-    }]));
+    svg(
+      'drain.svg',
+      barChart('Drain of 6 VMs across 4 nodes: makespan', 'ms', [
+        {
+          label: 'drain-6x4',
+          marker: by('drain-6x4', 'ferry')?.floorMs ?? null,
+          bars: [
+            { name: 'Ferry drain', value: by('drain-6x4', 'ferry')?.totalMs ?? null, color: FERRY },
+            { name: 'naive, QEMU defaults', value: by('drain-6x4', 'naive')?.totalMs ?? null, color: QEMU },
+          ],
+        },
+      ]),
+    );
   }
   const t = targets(rows, s, meta);
   const lines: string[] = [
@@ -241,14 +330,14 @@ export function writeReport(rows: BenchRow[], meta: ReportMeta): void {
     '',
     `Setup: a 4-node local cluster; the migration network's subnet on loopback is shaped with \`tc\` (htb) to **${meta.linkMbit} Mbit/s** ` +
       `(${((meta.linkMbit * 1e6) / 8 / 1048576).toFixed(0)} MiB/s); all migration traffic shares it, as a draining node's uplink would. ` +
-      'Each case boots one VM with the built-in guest and moves it between node-1 and node-2, alternating **Ferry\'s default policy** ' +
+      "Each case boots one VM with the built-in guest and moves it between node-1 and node-2, alternating **Ferry's default policy** " +
       '(no bandwidth cap, 30 ms downtime target, auto-converge starting at the predicted throttle, abort after 150 s/GiB or 30 s without progress) and **plain QEMU defaults** ' +
       '(128 MiB/s cap, 300 ms downtime limit, no convergence help; cut off after 150 s/GiB). Both go through the same Ferry migration path, ' +
       'so the only difference is the policy. Guests run under TCG on 2 host cores.',
     '',
-    'How to read it: **transfer** is QEMU\'s time from `migrate` to completion; **floor** is the guest\'s non-zero memory (measured before the move) ÷ the link rate, ' +
-      'the least any pre-copy can take; **total** is Ferry\'s whole operation (pre-flight measurement, target creation, transfer, switchover, MAC move). ' +
-      '**Downtime** is QEMU\'s figure; **blackout** is the longest gap in the switch probe\'s 1 ms pings to the guest. **Prediction** is the worst |predicted − actual| ÷ actual of total time.',
+    "How to read it: **transfer** is QEMU's time from `migrate` to completion; **floor** is the guest's non-zero memory (measured before the move) ÷ the link rate, " +
+      "the least any pre-copy can take; **total** is Ferry's whole operation (pre-flight measurement, target creation, transfer, switchover, MAC move). " +
+      "**Downtime** is QEMU's figure; **blackout** is the longest gap in the switch probe's 1 ms pings to the guest. **Prediction** is the worst |predicted − actual| ÷ actual of total time.",
     '',
     '![transfer time](bench/transfer-time.svg)',
     '',
@@ -256,21 +345,37 @@ export function writeReport(rows: BenchRow[], meta: ReportMeta): void {
     '',
   ];
   if (cases.includes('drain-6x4')) lines.push('![drain](bench/drain.svg)', '');
-  lines.push('## Per case (medians of completed runs)', '',
+  lines.push(
+    '## Per case (medians of completed runs)',
+    '',
     '| case | variant | completed | transfer | floor | ÷ floor | total | downtime | blackout | bytes ÷ RAM | dirty rate | max throttle | prediction error |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  );
   for (const x of s) {
-    lines.push(`| ${x.case} | ${x.variant} | ${x.completed}/${x.runs} | ${fmt(x.transferMs, ' ms')} | ${fmt(x.floorMs, ' ms')} | ${fmt(x.ratio, '×', 2)} | ${fmt(x.totalMs, ' ms')} | ` +
-      `${fmt(x.downtimeMs, ' ms')} | ${fmt(x.blackoutMs, ' ms')} | ${fmt(x.bytesPerRam, '×', 2)} | ${fmt(x.dirtyMiBps, ' MiB/s')} | ${fmt(x.throttle, '%')} | ${fmt(x.predictionErrorPct, '%')} |`);
+    lines.push(
+      `| ${x.case} | ${x.variant} | ${x.completed}/${x.runs} | ${fmt(x.transferMs, ' ms')} | ${fmt(x.floorMs, ' ms')} | ${fmt(x.ratio, '×', 2)} | ${fmt(x.totalMs, ' ms')} | ` +
+        `${fmt(x.downtimeMs, ' ms')} | ${fmt(x.blackoutMs, ' ms')} | ${fmt(x.bytesPerRam, '×', 2)} | ${fmt(x.dirtyMiBps, ' MiB/s')} | ${fmt(x.throttle, '%')} | ${fmt(x.predictionErrorPct, '%')} |`,
+    );
   }
-  lines.push('', 'For the drain, total is the makespan (first request to last completion) and floor is the lower bound: node-1\'s non-zero bytes ÷ the link.', '',
-    '## Targets', '', '| target | goal | measured (Ferry) | met | by how much and why |', '|---|---|---|---|---|');
+  lines.push(
+    '',
+    "For the drain, total is the makespan (first request to last completion) and floor is the lower bound: node-1's non-zero bytes ÷ the link.",
+    '',
+    '## Targets',
+    '',
+    '| target | goal | measured (Ferry) | met | by how much and why |',
+    '|---|---|---|---|---|',
+  );
   for (const x of t) lines.push(`| ${x.what} | ${x.goal} | ${x.measured} | ${x.met === null ? '–' : x.met ? 'yes' : '**no**'} | ${x.why} |`);
   const failures = rows.filter((r) => r.status !== 'completed');
   if (failures.length) {
     lines.push('', '## Runs that did not complete', '');
     for (const r of failures) lines.push(`- ${r.case} ${r.variant}#${r.rep}: ${r.status}${r.error ? `: ${r.error}` : ''}`);
   }
-  lines.push('', `Re-run: \`npm run bench\` (about ${meta.minutes} min here; \`FERRY_BENCH_LINK_MBIT\`, \`FERRY_BENCH_REPS\`, \`FERRY_BENCH_CASES\` change the link, the repetitions and the cases). It needs root for \`tc\` on loopback and must not run beside the tests.`, '');
+  lines.push(
+    '',
+    `Re-run: \`npm run bench\` (about ${meta.minutes} min here; \`FERRY_BENCH_LINK_MBIT\`, \`FERRY_BENCH_REPS\`, \`FERRY_BENCH_CASES\` change the link, the repetitions and the cases). It needs root for \`tc\` on loopback and must not run beside the tests.`,
+    '',
+  );
   fs.writeFileSync(path.join(path.dirname(meta.outDir), 'BENCHMARKS.md'), lines.join('\n'));
 }

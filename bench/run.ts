@@ -66,9 +66,11 @@ class Bench {
   record(row: BenchRow): void {
     this.rows.push(row);
     fs.appendFileSync(RESULTS, JSON.stringify(row) + '\n');
-    log(`${row.case} ${row.variant}#${row.rep}: ${row.status} total ${row.totalMs} ms, transfer ${row.transferMs} ms (floor ${row.floorMs} ms), ` +
-      `downtime ${row.downtimeMs} ms, blackout ${row.blackoutMs} ms, ${(row.bytesPerRam ?? 0).toFixed(2)}× RAM` +
-      (row.predictionErrorPct !== null ? `, prediction ${row.predictionErrorPct > 0 ? '+' : ''}${row.predictionErrorPct}%` : ''));
+    log(
+      `${row.case} ${row.variant}#${row.rep}: ${row.status} total ${row.totalMs} ms, transfer ${row.transferMs} ms (floor ${row.floorMs} ms), ` +
+        `downtime ${row.downtimeMs} ms, blackout ${row.blackoutMs} ms, ${(row.bytesPerRam ?? 0).toFixed(2)}× RAM` +
+        (row.predictionErrorPct !== null ? `, prediction ${row.predictionErrorPct > 0 ? '+' : ''}${row.predictionErrorPct}%` : ''),
+    );
   }
 
   async vm(name: string): Promise<VmRecord> {
@@ -91,7 +93,12 @@ class Bench {
   }
 
   async follow(id: string): Promise<{ report: MigrationReport; record: MigrationRecord }> {
-    const record = await followMigration(this.c.api, id, () => {}, (t) => systemClock.sleep(t));
+    const record = await followMigration(
+      this.c.api,
+      id,
+      () => {},
+      (t) => systemClock.sleep(t),
+    );
     return { report: record.report, record };
   }
 
@@ -100,16 +107,33 @@ class Bench {
     const floorMs = nonZero !== null ? Math.round((nonZero / this.link.bytesPerSec) * 1000) : null;
     const transferMs = report.transferMs ?? null;
     return {
-      case: kase, variant, rep, status: report.status, error: report.error ?? null,
-      totalMs: report.totalMs, transferMs, floorMs,
+      case: kase,
+      variant,
+      rep,
+      status: report.status,
+      error: report.error ?? null,
+      totalMs: report.totalMs,
+      transferMs,
+      floorMs,
       ratioToFloor: transferMs !== null && floorMs ? Number((transferMs / floorMs).toFixed(3)) : null,
-      downtimeMs: report.downtimeMs, blackoutMs: report.guestBlackoutMs, bytes: report.transferredBytes, ramBytes,
-      bytesPerRam: Number((report.transferredBytes / ramBytes).toFixed(3)), nonZeroBytes: nonZero,
+      downtimeMs: report.downtimeMs,
+      blackoutMs: report.guestBlackoutMs,
+      bytes: report.transferredBytes,
+      ramBytes,
+      bytesPerRam: Number((report.transferredBytes / ramBytes).toFixed(3)),
+      nonZeroBytes: nonZero,
       dirtyRateBytesPerSec: record.predicted?.input.dirtyRateBytesPerSec ?? null,
-      predictedTotalMs: report.predicted?.totalMs ?? null, strategy: report.predicted?.strategy ?? null,
-      predictionErrorPct: report.predicted && report.status === 'completed' ? Math.round(((report.predicted.totalMs - report.totalMs) / report.totalMs) * 100) : null,
-      maxThrottlePercent: report.maxThrottlePercent ?? 0, postcopyAfterMs: report.postcopyAfterMs ?? null, escalation: report.escalation ?? null,
-      linkMbit: LINK_MBIT, atMs: Date.now(), predictionInput: record.predicted?.input ?? null, policy: record.policy ?? null,
+      predictedTotalMs: report.predicted?.totalMs ?? null,
+      strategy: report.predicted?.strategy ?? null,
+      predictionErrorPct:
+        report.predicted && report.status === 'completed' ? Math.round(((report.predicted.totalMs - report.totalMs) / report.totalMs) * 100) : null,
+      maxThrottlePercent: report.maxThrottlePercent ?? 0,
+      postcopyAfterMs: report.postcopyAfterMs ?? null,
+      escalation: report.escalation ?? null,
+      linkMbit: LINK_MBIT,
+      atMs: Date.now(),
+      predictionInput: record.predicted?.input ?? null,
+      policy: record.policy ?? null,
     };
   }
 
@@ -121,7 +145,7 @@ class Bench {
     log(`case ${k.name}: ${k.memoryMiB} MiB, workload ${workload}`);
     await this.boot(name, k.memoryMiB, workload, 'node-1');
     // Let the workload write its whole working set (half of RAM) once, so every run sees the same memory.
-    await sleep(rate > 0 ? Math.min(20_000, ((k.memoryMiB / 2) / rate) * 1000 + 1000) : 2000);
+    await sleep(rate > 0 ? Math.min(20_000, (k.memoryMiB / 2 / rate) * 1000 + 1000) : 2000);
     for (let rep = 0; rep < REPS; rep++) {
       const order: Variant[] = rep % 2 === 0 ? ['ferry', 'qemu-defaults'] : ['qemu-defaults', 'ferry'];
       for (const variant of order) {
@@ -163,12 +187,30 @@ class Bench {
       const nonZero = reports.reduce((s, r) => s + (r.record.predicted?.input.nonZeroBytes ?? 0), 0);
       const boundMs = Math.round((nonZero / this.link.bytesPerSec) * 1000);
       const row: BenchRow = {
-        case: 'drain-6x4', variant, rep: 0, status: reports.every((r) => r.report.status === 'completed') ? 'completed' : 'failed', error: null,
-        totalMs: makespanMs, transferMs: null, floorMs: boundMs, ratioToFloor: Number((makespanMs / boundMs).toFixed(3)),
-        downtimeMs: Math.max(...reports.map((r) => r.report.downtimeMs ?? 0)), blackoutMs: Math.max(...reports.map((r) => r.report.guestBlackoutMs ?? 0)),
-        bytes, ramBytes: 6 * 256 * 1048576, bytesPerRam: Number((bytes / (6 * 256 * 1048576)).toFixed(3)), nonZeroBytes: nonZero,
-        dirtyRateBytesPerSec: null, predictedTotalMs: null, strategy: null, predictionErrorPct: null, maxThrottlePercent: 0,
-        postcopyAfterMs: null, escalation: null, linkMbit: LINK_MBIT, atMs: Date.now(),
+        case: 'drain-6x4',
+        variant,
+        rep: 0,
+        status: reports.every((r) => r.report.status === 'completed') ? 'completed' : 'failed',
+        error: null,
+        totalMs: makespanMs,
+        transferMs: null,
+        floorMs: boundMs,
+        ratioToFloor: Number((makespanMs / boundMs).toFixed(3)),
+        downtimeMs: Math.max(...reports.map((r) => r.report.downtimeMs ?? 0)),
+        blackoutMs: Math.max(...reports.map((r) => r.report.guestBlackoutMs ?? 0)),
+        bytes,
+        ramBytes: 6 * 256 * 1048576,
+        bytesPerRam: Number((bytes / (6 * 256 * 1048576)).toFixed(3)),
+        nonZeroBytes: nonZero,
+        dirtyRateBytesPerSec: null,
+        predictedTotalMs: null,
+        strategy: null,
+        predictionErrorPct: null,
+        maxThrottlePercent: 0,
+        postcopyAfterMs: null,
+        escalation: null,
+        linkMbit: LINK_MBIT,
+        atMs: Date.now(),
         moves: reports.map((r) => ({ vm: r.report.vm, to: r.report.to, totalMs: r.report.totalMs, queuedMs: r.report.queuedMs })),
       };
       this.record(row);

@@ -83,12 +83,19 @@ export class ApiClient {
 
   /** Calls a route and hands back the raw response (streams: a console, server-sent events). */
   async open<R extends RouteDef>(route: R, input: Input<R>, options: CallOptions = {}): Promise<Response> {
-    const res = await this.send(route, input as { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown }, { ...options, timeoutMs: options.timeoutMs ?? 0 });
+    const res = await this.send(route, input as { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown }, {
+      ...options,
+      timeoutMs: options.timeoutMs ?? 0,
+    });
     if (!res.ok) parseAnswer(res, await res.text(), route);
     return res;
   }
 
-  private async send(route: RouteDef, input: { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown }, options: CallOptions): Promise<Response> {
+  private async send(
+    route: RouteDef,
+    input: { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown },
+    options: CallOptions,
+  ): Promise<Response> {
     const method = route.method.toUpperCase();
     const path = pathOf(route, input.params, input.query);
     const url = this.opts.baseUrl + path;
@@ -105,7 +112,10 @@ export class ApiClient {
     } catch (e) {
       if (options.signal?.aborted) throw errors.aborted(`${method} ${path}`);
       if (timeout?.aborted) throw errors.timeout(`${method} ${url}`, timeoutMs);
-      throw new FerryError(ErrorCode.AgentUnreachable, `cannot reach ${this.opts.baseUrl}: ${(e as Error).message}`, { cause: e, details: { url: this.opts.baseUrl } });
+      throw new FerryError(ErrorCode.AgentUnreachable, `cannot reach ${this.opts.baseUrl}: ${(e as Error).message}`, {
+        cause: e,
+        details: { url: this.opts.baseUrl },
+      });
     }
   }
 }

@@ -33,7 +33,10 @@ export function shown(v: unknown): string {
 /** A whole number in a range, refused with `${label} must be a whole number from A to B, got 'X'`. */
 export function wholeNumber(label: string, r: { min: number; max: number }) {
   return z
-    .number({ error: (iss) => `${label} must be a whole number from ${r.min} to ${r.max}, got '${shown(iss.input)}'${typeof iss.input === 'string' ? ' (a string)' : ''}` })
+    .number({
+      error: (iss) =>
+        `${label} must be a whole number from ${r.min} to ${r.max}, got '${shown(iss.input)}'${typeof iss.input === 'string' ? ' (a string)' : ''}`,
+    })
     .int()
     .min(r.min)
     .max(r.max);
@@ -71,9 +74,11 @@ function parsed<T>(parse: (v: string) => T, label: string) {
 }
 
 const absolutePath = (what: string) =>
-  z.string({ error: (iss) => `${what} must be an absolute directory path, got '${shown(iss.input)}'` }).refine((p) => p.startsWith('/') && !/(^|\/)\.\.(\/|$)/.test(p), {
-    error: (iss) => `${what} must be an absolute directory path, got '${shown(iss.input)}'`,
-  });
+  z
+    .string({ error: (iss) => `${what} must be an absolute directory path, got '${shown(iss.input)}'` })
+    .refine((p) => p.startsWith('/') && !/(^|\/)\.\.(\/|$)/.test(p), {
+      error: (iss) => `${what} must be an absolute directory path, got '${shown(iss.input)}'`,
+    });
 
 const Empty = z.strictObject({});
 export const Ok = z.object({}).openapi('Ok');
@@ -132,8 +137,12 @@ const PolicyFieldsShape = {
   completionTimeoutSPerGiB: wholeNumber('completionTimeoutSPerGiB', { min: 0, max: 86_400 }),
   progressTimeoutS: wholeNumber('progressTimeoutS', { min: 0, max: 86_400 }),
   escalation: z
-    .array(z.enum(['auto-converge', 'postcopy']), { error: (iss) => `escalation must list auto-converge and/or postcopy, each once, got '${shown(iss.input)}'` })
-    .refine((l) => new Set(l).size === l.length, { error: (iss) => `escalation must list auto-converge and/or postcopy, each once, got '${shown(iss.input)}'` }),
+    .array(z.enum(['auto-converge', 'postcopy']), {
+      error: (iss) => `escalation must list auto-converge and/or postcopy, each once, got '${shown(iss.input)}'`,
+    })
+    .refine((l) => new Set(l).size === l.length, {
+      error: (iss) => `escalation must list auto-converge and/or postcopy, each once, got '${shown(iss.input)}'`,
+    }),
   multifdChannels: wholeNumber('multifdChannels', { min: 1, max: 16 }),
   xbzrle: z.boolean({ error: (iss) => `xbzrle must be true or false, got '${shown(iss.input)}'` }),
 };
@@ -225,7 +234,10 @@ export const TransferProgressSchema = z
 const MigrationProgressSchema = TransferProgressSchema.extend({ estimatedRemainingMs: z.number().optional(), sampledAtMs: z.number() });
 
 export const VmViewSchema = VmSchema.extend({
-  migration: z.object({ id: z.string(), phase: z.string(), from: z.string(), to: z.string(), progress: MigrationProgressSchema.optional() }).partial().optional(),
+  migration: z
+    .object({ id: z.string(), phase: z.string(), from: z.string(), to: z.string(), progress: MigrationProgressSchema.optional() })
+    .partial()
+    .optional(),
   nic: z.object({ backend: z.string(), offered: z.array(z.string()), negotiated: z.array(z.string()) }).optional(),
 }).openapi('VmView');
 
@@ -295,7 +307,15 @@ export const MigrationReportSchema = z
     network: MigrationNetworkSchema.optional(),
     transferMs: z.number().optional(),
     predicted: z
-      .object({ strategy: z.string(), reason: z.string(), totalMs: z.number(), transferMs: z.number(), rounds: z.number(), downtimeMs: z.number(), bytes: z.number() })
+      .object({
+        strategy: z.string(),
+        reason: z.string(),
+        totalMs: z.number(),
+        transferMs: z.number(),
+        rounds: z.number(),
+        downtimeMs: z.number(),
+        bytes: z.number(),
+      })
       .optional(),
     maxThrottlePercent: z.number().optional(),
     dirtyRateBytesPerSec: z.number().optional(),
@@ -398,7 +418,12 @@ export const VirtualSwitchSchema = z
 export const SwitchViewSchema = VirtualSwitchSchema.extend({ vms: z.array(z.string()), runningVms: z.array(z.string()) }).openapi('SwitchView');
 export const BindingRowSchema = z.object({ node: z.string(), iface: z.string(), switch: z.string().nullable() }).openapi('BindingRow');
 export const ScrubResultSchema = z
-  .object({ removedSwitches: z.array(z.string()), removedBindings: z.array(z.string()), resetSettings: z.array(z.string()), disconnectedVms: z.array(z.string()) })
+  .object({
+    removedSwitches: z.array(z.string()),
+    removedBindings: z.array(z.string()),
+    resetSettings: z.array(z.string()),
+    disconnectedVms: z.array(z.string()),
+  })
   .openapi('ScrubResult');
 export const MacRowSchema = z
   .object({ mac: z.string(), port: z.string(), node: z.string(), switch: z.string(), lastSeenMs: z.number(), ageMs: z.number(), vm: z.string().nullable() })
@@ -453,7 +478,9 @@ export const BackupScheduleSchema = z
   })
   .openapi('BackupSchedule');
 
-export const RecoveryPointSchema = z.object({ id: z.string(), atMs: z.number(), bytes: z.number(), mode: z.enum(['full', 'incremental']) }).openapi('RecoveryPoint');
+export const RecoveryPointSchema = z
+  .object({ id: z.string(), atMs: z.number(), bytes: z.number(), mode: z.enum(['full', 'incremental']) })
+  .openapi('RecoveryPoint');
 export const ReplicaStatusSchema = z
   .object({
     vm: z.string(),
@@ -517,7 +544,9 @@ export const SettingsSchema = z
   .object({ migrationsPerNode: z.number(), balanceThresholdPct: z.number(), balanceAuto: z.boolean(), balanceIntervalS: z.number(), backupStore: z.string() })
   .openapi('Settings');
 
-export const CpuBaselineSchema = CpuIdentitySchema.extend({ nodes: z.array(z.string()), baseModel: z.string(), disabled: z.array(z.string()) }).openapi('CpuBaseline');
+export const CpuBaselineSchema = CpuIdentitySchema.extend({ nodes: z.array(z.string()), baseModel: z.string(), disabled: z.array(z.string()) }).openapi(
+  'CpuBaseline',
+);
 
 export const DrainResultSchema = z
   .object({
@@ -631,7 +660,11 @@ export const TuningOverrides = z
 
 export const MigrateBody = z
   .strictObject({
-    to: z.string({ error: () => 'a migration needs a target node (--to NODE)' }).min(1).max(2048).openapi({ description: 'a node name or an agent URL' }),
+    to: z
+      .string({ error: () => 'a migration needs a target node (--to NODE)' })
+      .min(1)
+      .max(2048)
+      .openapi({ description: 'a node name or an agent URL' }),
     mode: z.enum(['live', 'quick'], { error: (iss) => `mode must be live or quick, got '${shown(iss.input)}'` }).optional(),
     priority: z.enum(['drain', 'manual', 'rebalance'], { error: (iss) => `priority must be drain, manual or rebalance, got '${shown(iss.input)}'` }).optional(),
     check: z.boolean().optional().openapi({ description: 'list every blocker, move nothing' }),
@@ -729,7 +762,12 @@ export const BackupScheduleBody = z
   })
   .transform((b, ctx) => {
     try {
-      return { every: b.every, everyMs: parseDuration(b.every), keep: b.keep, window: b.window === undefined || b.window === null ? null : parseWindow(b.window) };
+      return {
+        every: b.every,
+        everyMs: parseDuration(b.every),
+        keep: b.keep,
+        window: b.window === undefined || b.window === null ? null : parseWindow(b.window),
+      };
     } catch (e) {
       ctx.addIssue({ code: 'custom', message: isFerryError(e) ? e.message : String(e) });
       return z.NEVER;
@@ -739,13 +777,17 @@ export const BackupScheduleBody = z
 
 export const ReplicaEnableBody = z
   .strictObject({
-    to: z
-      .string()
-      .refine((v) => /^https?:\/\/[^/]+/.test(v), { error: (iss) => `--to must be the replica cluster's API URL (http://HOST:PORT), got '${shown(iss.input)}'` }),
-    token: z.string({ error: () => "a replica needs the replica cluster's API token (--token-file FILE)" }).min(1, { error: () => "a replica needs the replica cluster's API token (--token-file FILE)" }),
-    interval: z.enum(Object.keys(REPLICA_INTERVALS) as [string, ...string[]], {
-      error: (iss) => `--interval must be one of ${Object.keys(REPLICA_INTERVALS).join(', ')}, got '${shown(iss.input)}'`,
-    }).default('5m'),
+    to: z.string().refine((v) => /^https?:\/\/[^/]+/.test(v), {
+      error: (iss) => `--to must be the replica cluster's API URL (http://HOST:PORT), got '${shown(iss.input)}'`,
+    }),
+    token: z
+      .string({ error: () => "a replica needs the replica cluster's API token (--token-file FILE)" })
+      .min(1, { error: () => "a replica needs the replica cluster's API token (--token-file FILE)" }),
+    interval: z
+      .enum(Object.keys(REPLICA_INTERVALS) as [string, ...string[]], {
+        error: (iss) => `--interval must be one of ${Object.keys(REPLICA_INTERVALS).join(', ')}, got '${shown(iss.input)}'`,
+      })
+      .default('5m'),
     keep: z
       .number({ error: (iss) => `--keep must be a whole number from ${REPLICA_KEEP.min} to ${REPLICA_KEEP.max}, got '${shown(iss.input)}'` })
       .int()
@@ -755,14 +797,19 @@ export const ReplicaEnableBody = z
   })
   .openapi('ReplicaEnable');
 const PointId = z.string().regex(/^p-[a-z0-9-]{1,40}$/, { error: (iss) => `a recovery point id is p-…, got '${shown(iss.input)}'` });
-export const ReplicaFailoverBody = z.strictObject({ planned: z.boolean().optional(), test: z.boolean().optional(), point: PointId.optional() }).openapi('ReplicaFailover');
+export const ReplicaFailoverBody = z
+  .strictObject({ planned: z.boolean().optional(), test: z.boolean().optional(), point: PointId.optional() })
+  .openapi('ReplicaFailover');
 export const ReplicaRegisterBody = z
   .strictObject({
     vm: VmName,
     interval: z.enum(Object.keys(REPLICA_INTERVALS) as [string, ...string[]]),
     keep: z.number().int().min(REPLICA_KEEP.min).max(REPLICA_KEEP.max),
     spec: ReplicaSpec,
-    source: z.strictObject({ clusterId: z.string().min(1), url: z.string().min(1), token: z.string().min(1) }, { error: () => 'a replica needs its source cluster id, API URL and token' }),
+    source: z.strictObject(
+      { clusterId: z.string().min(1), url: z.string().min(1), token: z.string().min(1) },
+      { error: () => 'a replica needs its source cluster id, API URL and token' },
+    ),
   })
   .openapi('ReplicaRegister');
 export const SyncCloseBody = z.strictObject({ point: RecoveryPointSchema.extend({ id: PointId }).optional() }).openapi('SyncClose');

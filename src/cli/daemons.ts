@@ -86,7 +86,10 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
   let config = readConfig(layout);
   if (!config) {
     const count = opts.nodes ?? 3;
-    const networks = defaultNetworks(Array.from({ length: count }, (_, k) => nodeName(k + 1)), randomBlock());
+    const networks = defaultNetworks(
+      Array.from({ length: count }, (_, k) => nodeName(k + 1)),
+      randomBlock(),
+    );
     const members: NodeMember[] = defaultMembers(count, networks, opts.nodeMemoryMiB);
     opts.cpuModels?.forEach((model, i) => {
       if (members[i]) members[i]!.cpuModel = model;
@@ -134,7 +137,9 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
   let stoppedVms: string[] = [];
   const controller = readEndpoint(layout, 'controller');
   if (controller && token && pidAlive(controller.pid)) {
-    const res = await new ApiClient({ baseUrl: controller.url, token, timeoutMs: 120_000 }).call(clusterRoutes.down, {}).catch(() => ({ stopped: [] as string[] }));
+    const res = await new ApiClient({ baseUrl: controller.url, token, timeoutMs: 120_000 })
+      .call(clusterRoutes.down, {})
+      .catch(() => ({ stopped: [] as string[] }));
     stoppedVms = res.stopped;
   }
   const stoppedDaemons: string[] = [];
@@ -155,13 +160,17 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
     try {
       process.kill(pid, 'SIGTERM');
       pids.set(`pid ${pid}`, pid);
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   for (const [name, pid] of pids) {
     await waitUntil(() => !pidAlive(pid), 10_000, `${name} to exit`).catch(async () => {
       try {
         process.kill(pid, 'SIGKILL');
-      } catch { /* gone */ }
+      } catch {
+        /* gone */
+      }
       await waitUntil(() => !pidAlive(pid), 5_000, `${name} to die`).catch(() => {});
     });
   }
@@ -185,7 +194,9 @@ export async function stopNodeAgent(layout: StateLayout, node: string): Promise<
     await waitUntil(() => !pidAlive(e.pid), 10_000, `${node} to exit`).catch(() => {
       try {
         process.kill(e.pid, 'SIGKILL');
-      } catch { /* gone */ }
+      } catch {
+        /* gone */
+      }
     });
   }
   const dir = layout.nodeRun(node);
@@ -206,7 +217,9 @@ function daemonPids(layout: StateLayout): number[] {
       const args = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
       const i = args.indexOf('--state');
       if (args.includes(script) && i >= 0 && args[i + 1] === layout.dir) pids.push(Number(entry));
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return pids;
 }
@@ -226,7 +239,9 @@ function killLeftoverQemu(layout: StateLayout): number[] {
           process.kill(pid, 'SIGKILL');
           killed.push(pid);
         }
-      } catch { /* unreadable or gone */ }
+      } catch {
+        /* unreadable or gone */
+      }
     }
   }
   return killed;

@@ -34,7 +34,10 @@ export function program(): { program: Command; code: () => number } {
   const p = configure(new Command('ferry'));
   p.description('a virtualization cluster manager: real QEMU VMs on a cluster of hosts, moved live between them')
     .option('--state <DIR>', 'the state directory (default $FERRY_STATE or ~/.ferry)')
-    .addHelpText('after', '\nworkloads: idle | memory:<MiB/s> | tcp | tcp-client:<VM> | disk:<writes/s>\nstate directory: --state DIR, or $FERRY_STATE, default ~/.ferry');
+    .addHelpText(
+      'after',
+      '\nworkloads: idle | memory:<MiB/s> | tcp | tcp-client:<VM> | disk:<writes/s>\nstate directory: --state DIR, or $FERRY_STATE, default ~/.ferry',
+    );
   const layout = () => new StateLayout(path.resolve((p.opts() as { state?: string }).state ?? defaultStateDir()));
   const connect = () => Cluster.connect(layout());
   clusterCommands(p, layout, connect, done);

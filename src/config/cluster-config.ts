@@ -15,7 +15,6 @@ export interface DaemonEndpoint {
   url: string;
 }
 
-
 export function defaultMembers(count: number, networks: ClusterNetwork[], memoryMiB?: number): NodeMember[] {
   const migration = networks.find((n) => n.role === 'migration');
   return Array.from({ length: count }, (_, k) => {
@@ -92,7 +91,10 @@ export function writeEndpoint(layout: StateLayout, daemon: string, endpoint: Dae
 /** The cluster configuration in cluster.json, kept in memory and saved atomically when membership changes. */
 export class FileConfigStore {
   private config: ClusterConfig;
-  constructor(private readonly layout: StateLayout, initial: ClusterConfig) {
+  constructor(
+    private readonly layout: StateLayout,
+    initial: ClusterConfig,
+  ) {
     this.config = initial;
   }
   current(): ClusterConfig {

@@ -25,4 +25,3 @@ export function projectRoot(): string {
 export function defaultStateDir(): string {
   return process.env.FERRY_STATE ?? path.join(os.homedir(), '.ferry');
 }
-

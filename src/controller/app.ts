@@ -141,11 +141,28 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
   const viewVms = async () => Promise.all((await vms.list()).map((v) => migrations.decorate(v)));
-  const migrate = (vm: string, to: string, priority: 'drain' | 'rebalance') =>
-    migrations.request(vm, { to, priority }) as Promise<{ id: string }>;
+  const migrate = (vm: string, to: string, priority: 'drain' | 'rebalance') => migrations.request(vm, { to, priority }) as Promise<{ id: string }>;
   const maintenance = new Maintenance({ nodes, events, vms: viewVms, loads, migrate: (vm, to) => migrate(vm, to, 'drain'), save: (vm) => lifecycle.save(vm) });
-  const balancer = new Balancer({ clock, settings, events, log, vms: viewVms, loads, migrations: () => migrations.list(), migrate: (vm, to) => migrate(vm, to, 'rebalance') });
-  const membership = new Membership({ config: p.config, store, nodes, vms, events, openMigrations: () => migrations.open(), switches, noteBaselines: () => baselines.note() });
+  const balancer = new Balancer({
+    clock,
+    settings,
+    events,
+    log,
+    vms: viewVms,
+    loads,
+    migrations: () => migrations.list(),
+    migrate: (vm, to) => migrate(vm, to, 'rebalance'),
+  });
+  const membership = new Membership({
+    config: p.config,
+    store,
+    nodes,
+    vms,
+    events,
+    openMigrations: () => migrations.open(),
+    switches,
+    noteBaselines: () => baselines.note(),
+  });
   const createVm = (v: { name: string; memoryMiB: number; cpus: number; diskGiB: number; workload: string; switch?: string }) => lifecycle.create(v);
   const backups = new Backups({
     store,

@@ -53,7 +53,9 @@ export class Balancer {
       }
       await this.d.events.emit({
         type: 'cluster.balance',
-        message: plan.moves.length ? `balance (${reason}): ${plan.moves.map((m) => `${m.vm} ${m.from}→${m.to}`).join(', ')}` : `balance (${reason}): balanced, no moves`,
+        message: plan.moves.length
+          ? `balance (${reason}): ${plan.moves.map((m) => `${m.vm} ${m.from}→${m.to}`).join(', ')}`
+          : `balance (${reason}): balanced, no moves`,
         data: { plan },
       });
     }

@@ -265,7 +265,8 @@ export class Lifecycle {
       const vm = await vms.get(name);
       const target = path.join(path.resolve(to), `${name}.qcow2`);
       if (target === vm.diskPath) throw errors.invalid('to', `VM '${name}''s disk is already in ${to}`);
-      if (vm.state !== VmState.Running && vm.state !== VmState.Stopped) throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running or stopped VM's disk moves`, { vm: name });
+      if (vm.state !== VmState.Running && vm.state !== VmState.Stopped)
+        throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running or stopped VM's disk moves`, { vm: name });
       try {
         volume.ensureWritableDir(path.dirname(target));
       } catch (e) {

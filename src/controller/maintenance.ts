@@ -42,7 +42,12 @@ export class Maintenance {
       throw new FerryError(ErrorCode.InsufficientResources, `cannot drain '${node}': ${plan.blockers.join('; ')}`, { details: { blockers: plan.blockers } });
     }
     await this.d.nodes.setState(node, 'maintenance');
-    await this.d.events.emit({ type: 'node.maintenance', node, message: `node ${node} in maintenance: ${mode} drain of ${plan.steps.length} VM(s)`, data: { plan } });
+    await this.d.events.emit({
+      type: 'node.maintenance',
+      node,
+      message: `node ${node} in maintenance: ${mode} drain of ${plan.steps.length} VM(s)`,
+      data: { plan },
+    });
     const migrations: DrainResult['migrations'] = [];
     if (mode === 'live') {
       for (const step of plan.steps) {
@@ -53,9 +58,11 @@ export class Maintenance {
       // Saves run one after another in the background; `vm list` shows each VM turn saved.
       void (async () => {
         for (const step of plan.steps) {
-          await this.d.save(step.vm).catch((e: unknown) =>
-            this.d.events.emit({ type: 'node.drain-error', node, vm: step.vm, message: `saving ${step.vm} failed: ${(e as Error).message}` }),
-          );
+          await this.d
+            .save(step.vm)
+            .catch((e: unknown) =>
+              this.d.events.emit({ type: 'node.drain-error', node, vm: step.vm, message: `saving ${step.vm} failed: ${(e as Error).message}` }),
+            );
         }
         await this.d.events.emit({ type: 'node.drained', node, message: `node ${node} drained (save)` });
       })();

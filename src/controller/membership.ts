@@ -67,7 +67,10 @@ export class Membership {
       const address = nextAddress(net);
       net.addresses[name] = address;
       if (net.role === 'migration' || net.name === 'migration') member.migrationAddress ||= address;
-      await update<ClusterNetwork>(this.d.store, `networks/${net.name}`, (cur) => ({ ...(cur ?? net), addresses: { ...(cur ?? net).addresses, [name!]: address } }));
+      await update<ClusterNetwork>(this.d.store, `networks/${net.name}`, (cur) => ({
+        ...(cur ?? net),
+        addresses: { ...(cur ?? net).addresses, [name!]: address },
+      }));
     }
     member.migrationAddress ||= '127.0.0.1';
     config.nodes.push(member);
@@ -75,10 +78,15 @@ export class Membership {
     await this.d.store.put<NodeRecord>(`nodes/${name}`, { name, url: '', migrationAddress: member.migrationAddress, state: 'down' });
     // The default switch reaches every node, as on a new cluster.
     const def = await this.d.store.get<VirtualSwitch>('switches/default');
-    if (def) await update<VirtualSwitch>(this.d.store, 'switches/default', (cur) => ({ ...cur!, bindings: [...cur!.bindings, { node: name!, iface: 'eth0' }] }));
+    if (def)
+      await update<VirtualSwitch>(this.d.store, 'switches/default', (cur) => ({ ...cur!, bindings: [...cur!.bindings, { node: name!, iface: 'eth0' }] }));
     await this.d.switches.sync().catch(() => {});
     await this.d.noteBaselines();
-    await this.d.events.emit({ type: 'node.joined', node: name, message: `node ${name} joined the cluster${member.cpuModel ? ` (CPU ${member.cpuModel})` : ''}` });
+    await this.d.events.emit({
+      type: 'node.joined',
+      node: name,
+      message: `node ${name} joined the cluster${member.cpuModel ? ` (CPU ${member.cpuModel})` : ''}`,
+    });
     return member;
   }
 
@@ -89,10 +97,14 @@ export class Membership {
     const vms = await this.d.vms.list();
     const running = vms.filter((v) => v.node === name && isActive(v.state));
     if (running.length) {
-      throw errors.invalidState(`node '${name}' still runs VMs (${running.map((v) => v.name).join(', ')}); drain it first: ferry node maintenance ${name} --drain live`, { node: name });
+      throw errors.invalidState(
+        `node '${name}' still runs VMs (${running.map((v) => v.name).join(', ')}); drain it first: ferry node maintenance ${name} --drain live`,
+        { node: name },
+      );
     }
     const open = (await this.d.openMigrations()).filter((m) => m.from === name || m.to === name);
-    if (open.length) throw errors.invalidState(`migrations involve node '${name}' (${open.map((m) => m.id).join(', ')}); wait for them or cancel them`, { node: name });
+    if (open.length)
+      throw errors.invalidState(`migrations involve node '${name}' (${open.map((m) => m.id).join(', ')}); wait for them or cancel them`, { node: name });
     // Stopped or saved VMs placed there start elsewhere next time.
     const cleared: string[] = [];
     for (const v of vms.filter((x) => x.node === name && (x.state === VmState.Stopped || x.state === VmState.Saved || x.state === VmState.Error))) {

@@ -45,7 +45,11 @@ export class Reconciler {
       if (live.vms.some((i) => i.name === vm.name)) continue;
       const now = clock.nowMs();
       const changed = await vms
-        .update(vm.name, (cur) => (cur.state === VmState.Running && cur.node === vm.node && !locks.isHeld(vm.name) ? { ...cur, state: VmState.Stopped, stateSinceMs: now, error: 'QEMU exited' } : cur))
+        .update(vm.name, (cur) =>
+          cur.state === VmState.Running && cur.node === vm.node && !locks.isHeld(vm.name)
+            ? { ...cur, state: VmState.Stopped, stateSinceMs: now, error: 'QEMU exited' }
+            : cur,
+        )
         .catch(() => undefined);
       if (changed?.error === 'QEMU exited' && changed.stateSinceMs === now) {
         await events.emit({ type: 'vm.exited', vm: vm.name, node: vm.node, message: `VM ${vm.name} exited on ${vm.node}` });

@@ -26,7 +26,10 @@ function bytes(n) {
   if (n === null || n === undefined) return '–';
   const u = ['B', 'KiB', 'MiB', 'GiB'];
   let i = 0;
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
   return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 const ms = (v) => (v === null || v === undefined ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${Math.round(v)} ms`);
@@ -54,8 +57,10 @@ async function act(label, fn) {
 }
 
 function table(headers, rows, attrs = '') {
-  return `<table ${attrs}><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead>` +
-    `<tbody>${rows.length ? rows.join('') : `<tr><td colspan="${headers.length}" class="muted">none</td></tr>`}</tbody></table>`;
+  return (
+    `<table ${attrs}><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead>` +
+    `<tbody>${rows.length ? rows.join('') : `<tr><td colspan="${headers.length}" class="muted">none</td></tr>`}</tbody></table>`
+  );
 }
 
 const stateBadge = (s) => `<span class="badge ${esc(s)}">${esc(s)}</span>`;
@@ -69,9 +74,16 @@ const views = {
       const total = n.capabilities?.memoryTotalMiB ?? 0;
       const used = total - (n.memoryFreeMiB ?? total);
       const pct = total ? Math.round((used / total) * 100) : 0;
-      return `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${stateBadge(n.state)}</td><td>${esc(n.capabilities?.cpu?.vendor ?? '–')} ${esc(n.capabilities?.cpu?.model ?? '')}</td>` +
+      return (
+        `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${stateBadge(n.state)}</td><td>${esc(n.capabilities?.cpu?.vendor ?? '–')} ${esc(n.capabilities?.cpu?.model ?? '')}</td>` +
         `<td>${esc(n.capabilities?.accelerator ?? '–')}</td><td><progress max="${total}" value="${used}" title="${pct}%"></progress> ${used} / ${total} MiB</td>` +
-        `<td class="vm-count">${n.vmCount}</td><td>${esc(vms.filter((v) => v.node === n.name).map((v) => v.name).join(', ') || '–')}</td></tr>`;
+        `<td class="vm-count">${n.vmCount}</td><td>${esc(
+          vms
+            .filter((v) => v.node === n.name)
+            .map((v) => v.name)
+            .join(', ') || '–',
+        )}</td></tr>`
+      );
     });
     return `<h2>Cluster ${esc(status.cluster.name)}</h2>
       <div class="cards">
@@ -84,8 +96,11 @@ const views = {
 
   async vms(arg) {
     const [vms, nodes] = await Promise.all([api('GET', '/api/v1/vms'), api('GET', '/api/v1/nodes')]);
-    const rows = vms.map((v) => `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${stateBadge(v.state)}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
-      `<td>${esc(v.node || '–')}</td><td>${v.memoryMiB} MiB</td><td>${v.cpus}</td><td>${esc(v.workload)}</td><td>${esc(v.ip)}</td></tr>`);
+    const rows = vms.map(
+      (v) =>
+        `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${stateBadge(v.state)}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
+        `<td>${esc(v.node || '–')}</td><td>${v.memoryMiB} MiB</td><td>${v.cpus}</td><td>${esc(v.workload)}</td><td>${esc(v.ip)}</td></tr>`,
+    );
     const create = `<form id="create-vm" class="inline">
         <input name="name" placeholder="name" required aria-label="VM name">
         <input name="memoryMiB" type="number" min="64" value="128" aria-label="memory (MiB)"> MiB
@@ -99,56 +114,121 @@ const views = {
   async migrations(arg) {
     if (arg) return migrationView(arg);
     const list = await api('GET', '/api/v1/migrations');
-    const row = (m) => `<tr data-migration="${esc(m.id)}"><td><a href="#/migrations/${encodeURIComponent(m.id)}">${esc(m.id)}</a></td><td>${esc(m.vm)}</td><td>${esc(m.mode)}</td>` +
+    const row = (m) =>
+      `<tr data-migration="${esc(m.id)}"><td><a href="#/migrations/${encodeURIComponent(m.id)}">${esc(m.id)}</a></td><td>${esc(m.vm)}</td><td>${esc(m.mode)}</td>` +
       `<td>${esc(m.from)} → ${esc(m.to)}</td><td>${stateBadge(m.status)}${m.status === 'queued' ? ` #${m.queuePosition}` : ''}</td><td>${esc(m.phase)}</td>` +
       `<td>${ms(m.totalMs)}</td><td>${ms(m.guestBlackoutMs)}</td></tr>`;
     const queued = list.filter((m) => m.status === 'queued');
     const running = list.filter((m) => m.status === 'running');
-    const recent = list.filter((m) => m.status !== 'queued' && m.status !== 'running').slice(-20).reverse();
+    const recent = list
+      .filter((m) => m.status !== 'queued' && m.status !== 'running')
+      .slice(-20)
+      .reverse();
     const headers = ['Migration', 'VM', 'Mode', 'Move', 'Status', 'Step', 'Total', 'Blackout'];
     return `<h2>Migrations</h2><h3>Running</h3>${table(headers, running.map(row), 'id="running"')}<h3>Queued</h3>${table(headers, queued.map(row))}<h3>Recent</h3>${table(headers, recent.map(row), 'id="recent"')}`;
   },
 
   async maintenance() {
     const nodes = await api('GET', '/api/v1/nodes');
-    const rows = nodes.map((n) => `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${stateBadge(n.state)}</td><td>${n.vmCount}</td><td>` +
-      (n.state === 'maintenance'
-        ? `<button data-resume="${esc(n.name)}">Resume</button>`
-        : `<button data-plan="${esc(n.name)}">Plan drain</button> <button data-drain="${esc(n.name)}">Drain (live)</button>`) + '</td></tr>');
+    const rows = nodes.map(
+      (n) =>
+        `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${stateBadge(n.state)}</td><td>${n.vmCount}</td><td>` +
+        (n.state === 'maintenance'
+          ? `<button data-resume="${esc(n.name)}">Resume</button>`
+          : `<button data-plan="${esc(n.name)}">Plan drain</button> <button data-drain="${esc(n.name)}">Drain (live)</button>`) +
+        '</td></tr>',
+    );
     return `<h2>Maintenance</h2>${table(['Node', 'State', 'VMs', ''], rows, 'id="maintenance"')}<section id="drain-plan"></section>`;
   },
 
   async network() {
     const [nets, switches, macs] = await Promise.all([api('GET', '/api/v1/networks'), api('GET', '/api/v1/switches'), api('GET', '/api/v1/switch/macs')]);
-    return `<h2>Network</h2><h3>Cluster networks</h3>` +
-      table(['Name', 'Role', 'Metric', 'Subnet', 'State', 'Nodes'], nets.map((n) => `<tr><td>${esc(n.name)}</td><td>${esc(n.role)}</td><td>${n.metric}</td><td>${esc(n.subnet)}</td><td>${stateBadge(n.state)}</td>` +
-        `<td>${n.nodes.map((x) => `${esc(x.node)}=${esc(x.address)}${x.state === 'up' ? '' : ` (${esc(x.state)})`}`).join(' ')}</td></tr>`), 'id="networks"') +
+    return (
+      `<h2>Network</h2><h3>Cluster networks</h3>` +
+      table(
+        ['Name', 'Role', 'Metric', 'Subnet', 'State', 'Nodes'],
+        nets.map(
+          (n) =>
+            `<tr><td>${esc(n.name)}</td><td>${esc(n.role)}</td><td>${n.metric}</td><td>${esc(n.subnet)}</td><td>${stateBadge(n.state)}</td>` +
+            `<td>${n.nodes.map((x) => `${esc(x.node)}=${esc(x.address)}${x.state === 'up' ? '' : ` (${esc(x.state)})`}`).join(' ')}</td></tr>`,
+        ),
+        'id="networks"',
+      ) +
       '<h3>Virtual switches</h3>' +
-      table(['Switch', 'Bindings', 'VMs', 'MAC ageing'], switches.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(s.bindings.map((b) => `${b.node}/${b.iface}`).join(' ') || '–')}</td><td>${esc(s.vms.join(', ') || '–')}</td><td>${s.settings.macAgeingS} s</td></tr>`)) +
+      table(
+        ['Switch', 'Bindings', 'VMs', 'MAC ageing'],
+        switches.map(
+          (s) =>
+            `<tr><td>${esc(s.name)}</td><td>${esc(s.bindings.map((b) => `${b.node}/${b.iface}`).join(' ') || '–')}</td><td>${esc(s.vms.join(', ') || '–')}</td><td>${s.settings.macAgeingS} s</td></tr>`,
+        ),
+      ) +
       '<h3>MAC table</h3>' +
-      table(['Switch', 'MAC', 'Port', 'Node', 'VM', 'Age'], macs.map((m) => `<tr><td>${esc(m.switch)}</td><td><code>${esc(m.mac)}</code></td><td>${esc(m.port)}</td><td>${esc(m.node)}</td><td>${esc(m.vm ?? '–')}</td><td>${ms(m.ageMs)}</td></tr>`), 'id="macs"');
+      table(
+        ['Switch', 'MAC', 'Port', 'Node', 'VM', 'Age'],
+        macs.map(
+          (m) =>
+            `<tr><td>${esc(m.switch)}</td><td><code>${esc(m.mac)}</code></td><td>${esc(m.port)}</td><td>${esc(m.node)}</td><td>${esc(m.vm ?? '–')}</td><td>${ms(m.ageMs)}</td></tr>`,
+        ),
+        'id="macs"',
+      )
+    );
   },
 
   async storage() {
     const [backups, schedules, replicas, vms] = await Promise.all([
-      api('GET', '/api/v1/backups'), api('GET', '/api/v1/backup-schedules'), api('GET', '/api/v1/replicas'), api('GET', '/api/v1/vms'),
+      api('GET', '/api/v1/backups'),
+      api('GET', '/api/v1/backup-schedules'),
+      api('GET', '/api/v1/replicas'),
+      api('GET', '/api/v1/vms'),
     ]);
     const running = vms.filter((v) => v.state === 'running');
     const form = `<form id="backup-form" class="inline"><label>VM <select name="vm">${running.map((v) => `<option>${esc(v.name)}</option>`).join('')}</select></label>
       <label><input type="checkbox" name="incremental"> incremental</label><button type="submit"${running.length ? '' : ' disabled'}>Back up now</button></form>`;
-    return `<h2>Storage</h2><h3>Backups</h3>${form}` +
-      table(['ID', 'VM', 'Mode', 'Status', 'Taken', 'Copied', 'Waited for migrations', 'Base'], backups.slice().reverse().map((b) =>
-        `<tr><td><code>${esc(b.id)}</code></td><td>${esc(b.vm)}</td><td>${esc(b.mode)}</td><td>${stateBadge(b.status)}${b.error ? ` ${esc(b.error)}` : ''}</td>` +
-        `<td>${b.startedAtMs ? time(b.startedAtMs) : '–'}</td><td>${bytes(b.bytes)}</td><td>${b.waitedMs ? `${ms(b.waitedMs)}${b.movedTo ? ` (moved to ${esc(b.movedTo)})` : ''}` : '–'}</td><td>${esc(b.parent ?? '–')}</td></tr>`), 'id="backups"') +
+    return (
+      `<h2>Storage</h2><h3>Backups</h3>${form}` +
+      table(
+        ['ID', 'VM', 'Mode', 'Status', 'Taken', 'Copied', 'Waited for migrations', 'Base'],
+        backups
+          .slice()
+          .reverse()
+          .map(
+            (b) =>
+              `<tr><td><code>${esc(b.id)}</code></td><td>${esc(b.vm)}</td><td>${esc(b.mode)}</td><td>${stateBadge(b.status)}${b.error ? ` ${esc(b.error)}` : ''}</td>` +
+              `<td>${b.startedAtMs ? time(b.startedAtMs) : '–'}</td><td>${bytes(b.bytes)}</td><td>${b.waitedMs ? `${ms(b.waitedMs)}${b.movedTo ? ` (moved to ${esc(b.movedTo)})` : ''}` : '–'}</td><td>${esc(b.parent ?? '–')}</td></tr>`,
+          ),
+        'id="backups"',
+      ) +
       '<h3>Backup schedules</h3>' +
-      table(['VM', 'Every', 'Keep', 'Window', 'Last run', 'Note'], schedules.map((s) =>
-        `<tr><td>${esc(s.vm)}</td><td>${esc(s.every)}</td><td>${s.keep}</td><td>${esc(s.window?.text ?? 'any time')}</td><td>${s.lastRunMs ? time(s.lastRunMs) : '–'}</td><td>${esc(s.lastError ?? '')}</td></tr>`), 'id="schedules"') +
+      table(
+        ['VM', 'Every', 'Keep', 'Window', 'Last run', 'Note'],
+        schedules.map(
+          (s) =>
+            `<tr><td>${esc(s.vm)}</td><td>${esc(s.every)}</td><td>${s.keep}</td><td>${esc(s.window?.text ?? 'any time')}</td><td>${s.lastRunMs ? time(s.lastRunMs) : '–'}</td><td>${esc(s.lastError ?? '')}</td></tr>`,
+        ),
+        'id="schedules"',
+      ) +
       '<h3>Replicas</h3>' +
-      table(['VM', 'To', 'State', 'Health', 'Interval', 'Last sync', 'Lag', 'Sent'], replicas.outgoing.map((r) =>
-        `<tr><td>${esc(r.vm)}</td><td>${esc(r.target.url)}</td><td>${esc(r.state)}</td><td>${stateBadge(r.health)}${r.lastError ? ` ${esc(r.lastError)}` : ''}</td><td>${esc(r.interval)}</td>` +
-        `<td>${r.lastSyncAtMs ? time(r.lastSyncAtMs) : '–'}</td><td>${ms(r.lagMs)}</td><td>${bytes(r.bytesSent)}</td></tr>`), 'id="replicas"') +
-      (replicas.incoming.length ? '<h3>Replicas held here</h3>' + table(['Replica of', 'From', 'State', 'Recovery points'], replicas.incoming.map((r) =>
-        `<tr><td>${esc(r.vm)}</td><td>${esc(r.source.url)}</td><td>${esc(r.state)}</td><td>${r.points.map((p) => `${esc(p.id)} ${time(p.atMs)}`).join(', ') || 'none'}</td></tr>`), 'id="replicas-in"') : '');
+      table(
+        ['VM', 'To', 'State', 'Health', 'Interval', 'Last sync', 'Lag', 'Sent'],
+        replicas.outgoing.map(
+          (r) =>
+            `<tr><td>${esc(r.vm)}</td><td>${esc(r.target.url)}</td><td>${esc(r.state)}</td><td>${stateBadge(r.health)}${r.lastError ? ` ${esc(r.lastError)}` : ''}</td><td>${esc(r.interval)}</td>` +
+            `<td>${r.lastSyncAtMs ? time(r.lastSyncAtMs) : '–'}</td><td>${ms(r.lagMs)}</td><td>${bytes(r.bytesSent)}</td></tr>`,
+        ),
+        'id="replicas"',
+      ) +
+      (replicas.incoming.length
+        ? '<h3>Replicas held here</h3>' +
+          table(
+            ['Replica of', 'From', 'State', 'Recovery points'],
+            replicas.incoming.map(
+              (r) =>
+                `<tr><td>${esc(r.vm)}</td><td>${esc(r.source.url)}</td><td>${esc(r.state)}</td><td>${r.points.map((p) => `${esc(p.id)} ${time(p.atMs)}`).join(', ') || 'none'}</td></tr>`,
+            ),
+            'id="replicas-in"',
+          )
+        : '')
+    );
   },
 
   async events() {
@@ -192,7 +272,8 @@ async function migrationView(id) {
   const series = samples.get(id) ?? [];
   samples.set(id, series);
   const p = m.progress;
-  if (p && (!series.length || series[series.length - 1].t !== p.sampledAtMs)) series.push({ t: p.sampledAtMs, dirty: p.dirtyRateBytesPerSec, bw: p.throughputBytesPerSec });
+  if (p && (!series.length || series[series.length - 1].t !== p.sampledAtMs))
+    series.push({ t: p.sampledAtMs, dirty: p.dirtyRateBytesPerSec, bw: p.throughputBytesPerSec });
   const done = new Set(m.steps.filter((s) => s.ms !== undefined).map((s) => s.name));
   const stepList = STEPS.map((s, i) => {
     const rec = m.steps.find((x) => x.name === s);
@@ -200,14 +281,19 @@ async function migrationView(id) {
     return `<li class="${cls}" data-step="${s}"><b>${i + 1}</b> ${s}<span>${rec?.ms !== undefined ? ms(rec.ms) : cls === 'current' ? '…' : ''}</span></li>`;
   }).join('');
   const r = m.report;
-  const report = r ? `<h3>Report</h3><dl class="facts report" id="report"><dt>Status</dt><dd>${stateBadge(r.status)}${r.error ? ` ${esc(r.error)}` : ''}</dd>
+  const report = r
+    ? `<h3>Report</h3><dl class="facts report" id="report"><dt>Status</dt><dd>${stateBadge(r.status)}${r.error ? ` ${esc(r.error)}` : ''}</dd>
       <dt>Total</dt><dd>${ms(r.totalMs)}</dd><dt>Downtime (QEMU)</dt><dd>${ms(r.downtimeMs)}</dd><dt>Guest blackout</dt><dd id="blackout">${ms(r.guestBlackoutMs)}</dd>
       <dt>Transferred</dt><dd>${bytes(r.transferredBytes)} in ${r.rounds} rounds</dd>
       ${r.predicted ? `<dt>Predicted</dt><dd>${esc(r.predicted.strategy)}: ${ms(r.predicted.totalMs)}, ${r.predicted.rounds} rounds</dd>` : ''}
-      ${r.network ? `<dt>Network</dt><dd>${esc(r.network.name)} (${esc(r.network.sourceAddress)} → ${esc(r.network.targetAddress)})</dd>` : ''}</dl>` : '';
-  const live = p && !r ? `<dl class="facts" id="progress"><dt>Round</dt><dd>${p.rounds}</dd><dt>Sent</dt><dd>${bytes(p.transferredBytes)}</dd><dt>Remaining</dt><dd>${bytes(p.remainingBytes)}</dd>
+      ${r.network ? `<dt>Network</dt><dd>${esc(r.network.name)} (${esc(r.network.sourceAddress)} → ${esc(r.network.targetAddress)})</dd>` : ''}</dl>`
+    : '';
+  const live =
+    p && !r
+      ? `<dl class="facts" id="progress"><dt>Round</dt><dd>${p.rounds}</dd><dt>Sent</dt><dd>${bytes(p.transferredBytes)}</dd><dt>Remaining</dt><dd>${bytes(p.remainingBytes)}</dd>
       <dt>Dirty rate</dt><dd>${bytes(p.dirtyRateBytesPerSec)}/s</dd><dt>Bandwidth</dt><dd>${bytes(p.throughputBytesPerSec)}/s</dd><dt>Throttle</dt><dd>${p.throttlePercent}%</dd>
-      ${p.estimatedRemainingMs !== undefined ? `<dt>Time left</dt><dd>~${ms(p.estimatedRemainingMs)}</dd>` : ''}</dl>` : '';
+      ${p.estimatedRemainingMs !== undefined ? `<dt>Time left</dt><dd>~${ms(p.estimatedRemainingMs)}</dd>` : ''}</dl>`
+      : '';
   const cancel = m.status === 'running' || m.status === 'queued' ? `<button id="cancel-migration" data-id="${esc(m.id)}">Cancel</button>` : '';
   return `<h2>Migration ${esc(m.id)}</h2><p>${esc(m.mode)} migration of <b>${esc(m.vm)}</b> from ${esc(m.from)} to ${esc(m.to)} ${stateBadge(m.status)} ${cancel}</p>
     <ol class="steps" id="steps">${stepList}</ol>${live}${chart(series)}${report}`;
@@ -329,7 +415,9 @@ document.addEventListener('click', (e) => {
     const body = { to, mode: b.id === 'quick-migrate' ? 'quick' : 'live' };
     if (bw > 0) body.policy = { bandwidthMiBps: bw };
     void api('POST', `/api/v1/vms/${encodeURIComponent(vm)}/migrate`, body).then(
-      (m) => { location.hash = `#/migrations/${encodeURIComponent(m.id)}`; },
+      (m) => {
+        location.hash = `#/migrations/${encodeURIComponent(m.id)}`;
+      },
       (err) => toast(`migration refused: ${err.message}`, true),
     );
   } else if (b.id === 'cancel-migration') {
@@ -337,13 +425,23 @@ document.addEventListener('click', (e) => {
   } else if (b.dataset.plan || b.dataset.drain) {
     const node = b.dataset.plan ?? b.dataset.drain;
     const dryRun = Boolean(b.dataset.plan);
-    void api('POST', `/api/v1/nodes/${encodeURIComponent(node)}/maintenance`, { drain: 'live', dryRun }).then((r) => {
-      const p = r.plan;
-      $('#drain-plan').innerHTML = `<h3>${dryRun ? 'Drain plan' : 'Draining'} ${esc(node)}</h3>` +
-        table(['#', 'VM', 'Memory', 'To', 'Estimate'], p.steps.map((s) => `<tr><td>${s.order}</td><td>${esc(s.vm)}</td><td>${s.memoryMiB} MiB</td><td>${esc(s.to ?? '–')}</td><td>${ms(s.estimatedMs)}</td></tr>`), 'id="plan"') +
-        (p.blockers.length ? `<ul class="blockers">${p.blockers.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : '');
-      if (!dryRun) void render();
-    }, (err) => toast(`drain refused: ${err.message}`, true));
+    void api('POST', `/api/v1/nodes/${encodeURIComponent(node)}/maintenance`, { drain: 'live', dryRun }).then(
+      (r) => {
+        const p = r.plan;
+        $('#drain-plan').innerHTML =
+          `<h3>${dryRun ? 'Drain plan' : 'Draining'} ${esc(node)}</h3>` +
+          table(
+            ['#', 'VM', 'Memory', 'To', 'Estimate'],
+            p.steps.map(
+              (s) => `<tr><td>${s.order}</td><td>${esc(s.vm)}</td><td>${s.memoryMiB} MiB</td><td>${esc(s.to ?? '–')}</td><td>${ms(s.estimatedMs)}</td></tr>`,
+            ),
+            'id="plan"',
+          ) +
+          (p.blockers.length ? `<ul class="blockers">${p.blockers.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : '');
+        if (!dryRun) void render();
+      },
+      (err) => toast(`drain refused: ${err.message}`, true),
+    );
   } else if (b.dataset.resume) {
     void act(`${b.dataset.resume} resumed`, () => api('POST', `/api/v1/nodes/${encodeURIComponent(b.dataset.resume)}/resume`, {}));
   }

@@ -79,7 +79,8 @@ export const KEEP_RANGE = { min: 1, max: 1000 };
 export function parseDuration(text: unknown, field = 'every'): number {
   const m = typeof text === 'string' ? /^(\d{1,6})(s|m|h|d)$/.exec(text) : null;
   const ms = m ? Number(m[1]) * UNITS[m[2]!]! : NaN;
-  if (!m || ms < 1000 || ms > 366 * UNITS.d!) throw errors.invalid(field, `--${field} must be a duration like 30s, 15m, 6h or 1d (1s to 366d), got '${String(text)}'`);
+  if (!m || ms < 1000 || ms > 366 * UNITS.d!)
+    throw errors.invalid(field, `--${field} must be a duration like 30s, 15m, 6h or 1d (1s to 366d), got '${String(text)}'`);
   return ms;
 }
 
@@ -102,4 +103,3 @@ export function inWindow(w: BackupWindow | undefined, minuteOfDay: number): bool
 export function isDue(s: BackupSchedule, nowMs: number): boolean {
   return s.lastRunMs === undefined || nowMs - s.lastRunMs >= s.everyMs;
 }
-

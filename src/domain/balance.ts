@@ -40,11 +40,7 @@ function loadPct(n: NodeState): number {
   return Math.round(Math.max(mem, cpu) * 1000) / 10;
 }
 
-export function planBalance(
-  loads: NodeLoad[],
-  vms: VmRecord[],
-  opts: { thresholdPct: number; recentlyMoved: Set<string>; maxMoves?: number },
-): BalancePlan {
+export function planBalance(loads: NodeLoad[], vms: VmRecord[], opts: { thresholdPct: number; recentlyMoved: Set<string>; maxMoves?: number }): BalancePlan {
   const nodes = new Map<string, NodeState>();
   for (const l of loads) {
     if (l.node.state !== 'up' || !l.node.capabilities) continue;

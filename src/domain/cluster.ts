@@ -24,7 +24,6 @@ export interface ClusterConfig {
   networks?: ClusterNetwork[];
 }
 
-
 /** The n-th node's default name. */
 export function nodeName(i: number): string {
   return `node-${i}`;

@@ -60,11 +60,16 @@ export function planDrain(node: string, mode: DrainMode, vms: VmRecord[], loads:
       if (!best) {
         if (targets.length > 0 && compatible.size === 0) {
           const cpuOk = targets.some((l) => canRunCpu(v, l));
-          blockers.push(cpuOk
-            ? `no up node carries switch '${v.switch}' of VM '${v.name}'`
-            : `no up node has a CPU compatible with VM '${v.name}' (${v.guestCpu?.vendor} ${v.guestCpu?.model})`);
+          blockers.push(
+            cpuOk
+              ? `no up node carries switch '${v.switch}' of VM '${v.name}'`
+              : `no up node has a CPU compatible with VM '${v.name}' (${v.guestCpu?.vendor} ${v.guestCpu?.model})`,
+          );
         } else if (targets.length > 0) {
-          const room = [...free.entries()].filter(([n]) => compatible.has(n)).map(([n, f]) => `${n}: ${f} MiB free`).join(', ');
+          const room = [...free.entries()]
+            .filter(([n]) => compatible.has(n))
+            .map(([n, f]) => `${n}: ${f} MiB free`)
+            .join(', ');
           blockers.push(`no node has room for VM '${v.name}' (needs ${v.memoryMiB} MiB; ${room})`);
         }
         continue;

@@ -115,33 +115,24 @@ export function toFerryError(e: unknown): FerryError {
 
 /** Factories: one per thing that goes wrong, so messages stay consistent. */
 export const errors = {
-  invalid: (what: string, message: string) =>
-    new FerryError(ErrorCode.InvalidArgument, message, { details: { field: what } }),
+  invalid: (what: string, message: string) => new FerryError(ErrorCode.InvalidArgument, message, { details: { field: what } }),
   usage: (message: string) => new FerryError(ErrorCode.Usage, message),
   vmNotFound: (name: string) => new FerryError(ErrorCode.VmNotFound, `unknown VM '${name}'`, { details: { vm: name } }),
-  nodeNotFound: (name: string) =>
-    new FerryError(ErrorCode.NodeNotFound, `unknown node '${name}'`, { details: { node: name } }),
-  migrationNotFound: (id: string) =>
-    new FerryError(ErrorCode.MigrationNotFound, `unknown migration '${id}'`, { details: { migration: id } }),
-  alreadyExists: (kind: string, name: string) =>
-    new FerryError(ErrorCode.AlreadyExists, `${kind} '${name}' already exists`, { details: { kind, name } }),
-  invalidState: (message: string, details: Record<string, unknown> = {}) =>
-    new FerryError(ErrorCode.InvalidState, message, { details }),
+  nodeNotFound: (name: string) => new FerryError(ErrorCode.NodeNotFound, `unknown node '${name}'`, { details: { node: name } }),
+  migrationNotFound: (id: string) => new FerryError(ErrorCode.MigrationNotFound, `unknown migration '${id}'`, { details: { migration: id } }),
+  alreadyExists: (kind: string, name: string) => new FerryError(ErrorCode.AlreadyExists, `${kind} '${name}' already exists`, { details: { kind, name } }),
+  invalidState: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.InvalidState, message, { details }),
   notClusterMember: (node: string) =>
     new FerryError(
       ErrorCode.NotClusterMember,
       `node '${node}' is not a member of this cluster: live migration only moves VMs between hosts of the same cluster`,
       { details: { node } },
     ),
-  insufficientResources: (message: string, details: Record<string, unknown> = {}) =>
-    new FerryError(ErrorCode.InsufficientResources, message, { details }),
-  conflict: (message: string, details: Record<string, unknown> = {}) =>
-    new FerryError(ErrorCode.Conflict, message, { details }),
+  insufficientResources: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.InsufficientResources, message, { details }),
+  conflict: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.Conflict, message, { details }),
   unauthorized: () => new FerryError(ErrorCode.Unauthorized, 'missing or wrong API token'),
-  clusterNotRunning: (stateDir: string) =>
-    new FerryError(ErrorCode.ClusterNotRunning, `no cluster is running in ${stateDir} (start one with 'ferry up')`),
-  timeout: (what: string, ms: number) =>
-    new FerryError(ErrorCode.Timeout, `${what} timed out after ${ms} ms`, { details: { timeoutMs: ms } }),
+  clusterNotRunning: (stateDir: string) => new FerryError(ErrorCode.ClusterNotRunning, `no cluster is running in ${stateDir} (start one with 'ferry up')`),
+  timeout: (what: string, ms: number) => new FerryError(ErrorCode.Timeout, `${what} timed out after ${ms} ms`, { details: { timeoutMs: ms } }),
   aborted: (what: string) => new FerryError(ErrorCode.Aborted, `${what} was cancelled`),
   agentUnreachable: (node: string, cause?: unknown) =>
     new FerryError(ErrorCode.AgentUnreachable, `agent of node '${node}' is unreachable`, { details: { node }, cause }),

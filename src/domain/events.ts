@@ -13,4 +13,3 @@ export interface ClusterEvent {
   migration?: string;
   data?: Record<string, unknown>;
 }
-

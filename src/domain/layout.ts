@@ -7,27 +7,61 @@ import path from 'node:path';
 /** The layout of one cluster's state directory. */
 export class StateLayout {
   constructor(readonly dir: string) {}
-  get token(): string { return path.join(this.dir, 'token'); }
-  get cluster(): string { return path.join(this.dir, 'cluster.json'); }
-  get store(): string { return path.join(this.dir, 'store.db'); }
+  get token(): string {
+    return path.join(this.dir, 'token');
+  }
+  get cluster(): string {
+    return path.join(this.dir, 'cluster.json');
+  }
+  get store(): string {
+    return path.join(this.dir, 'store.db');
+  }
   /** 0700: pid files, endpoints, sockets of the daemons. */
-  get run(): string { return path.join(this.dir, 'run'); }
-  get logs(): string { return path.join(this.dir, 'logs'); }
+  get run(): string {
+    return path.join(this.dir, 'run');
+  }
+  get logs(): string {
+    return path.join(this.dir, 'logs');
+  }
   /** The cluster's shared volume: disks, saved states, console logs. */
-  get shared(): string { return path.join(this.dir, 'shared'); }
-  get disks(): string { return path.join(this.shared, 'disks'); }
-  get consoles(): string { return path.join(this.shared, 'consoles'); }
+  get shared(): string {
+    return path.join(this.dir, 'shared');
+  }
+  get disks(): string {
+    return path.join(this.shared, 'disks');
+  }
+  get consoles(): string {
+    return path.join(this.shared, 'consoles');
+  }
   /** Saved VM states (quick migration, vm save). */
-  get states(): string { return path.join(this.shared, 'states'); }
+  get states(): string {
+    return path.join(this.shared, 'states');
+  }
   /** Backup overlays: a frozen disk's writes until the backup merges them back. */
-  get overlays(): string { return path.join(this.shared, 'overlays'); }
-  get switchDir(): string { return path.join(this.run, 'switch'); }
-  daemonFile(name: string): string { return path.join(this.run, `${name}.json`); }
-  daemonLog(name: string): string { return path.join(this.logs, `${name}.log`); }
+  get overlays(): string {
+    return path.join(this.shared, 'overlays');
+  }
+  get switchDir(): string {
+    return path.join(this.run, 'switch');
+  }
+  daemonFile(name: string): string {
+    return path.join(this.run, `${name}.json`);
+  }
+  daemonLog(name: string): string {
+    return path.join(this.logs, `${name}.log`);
+  }
   /** One socket per virtual switch and node it is bound on: the port a VM's NIC connects to on that host. */
-  switchSocket(sw: string, node: string): string { return path.join(this.switchDir, sw, `${node}.sock`); }
+  switchSocket(sw: string, node: string): string {
+    return path.join(this.switchDir, sw, `${node}.sock`);
+  }
   /** 0700 directory of a node's QMP and serial sockets. */
-  nodeRun(node: string): string { return path.join(this.run, 'nodes', node); }
-  diskPath(vm: string): string { return path.join(this.disks, `${vm}.qcow2`); }
-  consoleLog(vm: string): string { return path.join(this.consoles, `${vm}.log`); }
+  nodeRun(node: string): string {
+    return path.join(this.run, 'nodes', node);
+  }
+  diskPath(vm: string): string {
+    return path.join(this.disks, `${vm}.qcow2`);
+  }
+  consoleLog(vm: string): string {
+    return path.join(this.consoles, `${vm}.log`);
+  }
 }

@@ -219,7 +219,13 @@ export function toReport(r: MigrationRecord): MigrationReport {
   const memoryStep = r.steps.find((s) => s.name === 'memory');
   if (r.postcopyStartedAtMs !== undefined && memoryStep) report.postcopyAfterMs = r.postcopyStartedAtMs - memoryStep.startedAtMs;
   if (r.escalation) report.escalation = r.escalation;
-  if (r.storage) report.storage = { from: r.storage.sourceDisk, to: r.storage.targetDisk, copiedBytes: r.storage.copiedBytes ?? 0, syncedAfterMs: r.storage.syncedAfterMs ?? null };
+  if (r.storage)
+    report.storage = {
+      from: r.storage.sourceDisk,
+      to: r.storage.targetDisk,
+      copiedBytes: r.storage.copiedBytes ?? 0,
+      syncedAfterMs: r.storage.syncedAfterMs ?? null,
+    };
   if (r.policy) report.policy = r.policy;
   if (r.error) report.error = r.error;
   if (r.warnings?.length) report.warnings = r.warnings;

@@ -70,8 +70,7 @@ const ROLE_RANK: Partial<Record<NetworkRole, number>> = { migration: 0, manageme
 /** The networks a migration between two nodes may use, best first. Pure. */
 export function migrationCandidates(networks: ClusterNetwork[], from: string, to: string): Candidates {
   const out: Candidates = { candidates: [], excluded: [] };
-  const usable = [...networks].sort((a, b) =>
-    (ROLE_RANK[a.role] ?? 9) - (ROLE_RANK[b.role] ?? 9) || a.metric - b.metric || a.name.localeCompare(b.name));
+  const usable = [...networks].sort((a, b) => (ROLE_RANK[a.role] ?? 9) - (ROLE_RANK[b.role] ?? 9) || a.metric - b.metric || a.name.localeCompare(b.name));
   for (const n of usable) {
     if (ROLE_RANK[n.role] === undefined) {
       out.excluded.push({ network: n.name, reason: `role ${n.role}` });

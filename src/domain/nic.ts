@@ -7,9 +7,20 @@ import { errors } from './errors.js';
 
 /** virtio-net-pci properties that are offloads (QEMU's names). */
 export const OFFLOADS = [
-  'csum', 'guest_csum', 'gso',
-  'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'host_uso',
-  'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo', 'guest_uso4', 'guest_uso6',
+  'csum',
+  'guest_csum',
+  'gso',
+  'host_tso4',
+  'host_tso6',
+  'host_ecn',
+  'host_ufo',
+  'host_uso',
+  'guest_tso4',
+  'guest_tso6',
+  'guest_ecn',
+  'guest_ufo',
+  'guest_uso4',
+  'guest_uso6',
 ] as const;
 export type Offload = (typeof OFFLOADS)[number];
 
@@ -19,10 +30,17 @@ export const NIC_BACKENDS: readonly NicBackend[] = ['stream', 'tap'];
 export function validateOffloads(value: unknown): Offload[] {
   if (value === 'none') return [];
   if (value === 'all') return [...OFFLOADS];
-  const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+  const list = Array.isArray(value)
+    ? value
+    : typeof value === 'string'
+      ? value
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : undefined;
   if (!list) throw errors.invalid('offloads', `offloads must be a comma-separated list, 'all' or 'none'`);
   const unknown = list.filter((o) => !(OFFLOADS as readonly string[]).includes(String(o)));
-  if (unknown.length) throw errors.invalid('offloads', `unknown NIC offload${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${OFFLOADS.join(', ')})`);
+  if (unknown.length)
+    throw errors.invalid('offloads', `unknown NIC offload${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${OFFLOADS.join(', ')})`);
   return OFFLOADS.filter((o) => list.includes(o));
 }
-

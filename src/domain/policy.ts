@@ -99,10 +99,7 @@ export interface TransferWatch {
   postcopyAfterRound?: number;
 }
 
-export type EscalationDecision =
-  | { action: 'continue' }
-  | { action: 'postcopy'; reason: string }
-  | { action: 'abort'; reason: string };
+export type EscalationDecision = { action: 'continue' } | { action: 'postcopy'; reason: string } | { action: 'abort'; reason: string };
 
 /** Decides, from one look at the transfer, whether to go on, switch to post-copy or abort. Pure. */
 export function escalate(p: MigrationPolicy, w: TransferWatch): EscalationDecision {

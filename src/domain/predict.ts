@@ -105,8 +105,15 @@ export function predict(inp: PredictionInput, policy: MigrationPolicy): Predicti
   const ratio = inp.dirtyRateBytesPerSec / rate;
   const base = { input: inp };
   const wrap = (s: Simulation, strategy: Strategy, reason: string, extra: Partial<Prediction> = {}): Prediction => ({
-    ...base, ...s, strategy, reason, totalMs: Math.round(inp.measureMs + ORCHESTRATION_MS + s.transferMs),
-    transferMs: Math.round(s.transferMs), downtimeMs: Math.round(s.downtimeMs), bytes: Math.round(s.bytes), ...extra,
+    ...base,
+    ...s,
+    strategy,
+    reason,
+    totalMs: Math.round(inp.measureMs + ORCHESTRATION_MS + s.transferMs),
+    transferMs: Math.round(s.transferMs),
+    downtimeMs: Math.round(s.downtimeMs),
+    bytes: Math.round(s.bytes),
+    ...extra,
   });
   // With auto-converge in the policy QEMU throttles whenever its condition holds, so the model does too.
   const t0 = throttleFor(inp.dirtyRateBytesPerSec, rate);
@@ -116,15 +123,35 @@ export function predict(inp: PredictionInput, policy: MigrationPolicy): Predicti
     if (plain.throttlePercent === 0) {
       return wrap(plain, 'pre-copy', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy converges in ${plain.rounds} rounds`, throttle);
     }
-    return wrap(plain, 'pre-copy + auto-converge', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: needs the guest throttled to about ${plain.throttlePercent}%`, throttle);
+    return wrap(
+      plain,
+      'pre-copy + auto-converge',
+      `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: needs the guest throttled to about ${plain.throttlePercent}%`,
+      throttle,
+    );
   }
   if (policy.escalation.includes('postcopy')) {
     // Round 1 sends everything once; then the guest runs on the target and pulls what was dirtied meanwhile.
     const first = (inp.nonZeroBytes / rate) * 1000;
     const dirtied = Math.min((inp.dirtyRateBytesPerSec * first) / 1000, inp.nonZeroBytes);
-    const s: Simulation = { transferMs: first + (dirtied / rate) * 1000, rounds: 2, downtimeMs: 0, bytes: inp.nonZeroBytes + dirtied, converges: true, throttlePercent: 0 };
-    return wrap(s, 'post-copy after round 1', `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy would not finish within ${Math.round(limitMs / 1000)} s`, { postcopyAfterRound: 2 });
+    const s: Simulation = {
+      transferMs: first + (dirtied / rate) * 1000,
+      rounds: 2,
+      downtimeMs: 0,
+      bytes: inp.nonZeroBytes + dirtied,
+      converges: true,
+      throttlePercent: 0,
+    };
+    return wrap(
+      s,
+      'post-copy after round 1',
+      `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy would not finish within ${Math.round(limitMs / 1000)} s`,
+      { postcopyAfterRound: 2 },
+    );
   }
-  return wrap({ ...plain, converges: false }, 'pre-copy (expected to abort)',
-    `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy is not expected to finish within ${Number.isFinite(limitMs) ? `${Math.round(limitMs / 1000)} s` : 'any time'} and the policy allows no post-copy`);
+  return wrap(
+    { ...plain, converges: false },
+    'pre-copy (expected to abort)',
+    `dirty rate is ${Math.round(ratio * 100)}% of ${rateText}: pre-copy is not expected to finish within ${Number.isFinite(limitMs) ? `${Math.round(limitMs / 1000)} s` : 'any time'} and the policy allows no post-copy`,
+  );
 }

@@ -10,4 +10,3 @@ export interface ProbeResult {
   maxGapAtMs: number;
   durationMs: number;
 }
-

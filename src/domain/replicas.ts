@@ -67,4 +67,3 @@ export function replicaHealth(r: ReplicaRecord, nowMs: number): ReplicaHealth {
   if (lag > 2 * r.intervalMs || r.lastError) return 'warning';
   return 'normal';
 }
-

@@ -53,4 +53,3 @@ export const NODE_INTERFACES = ['eth0', 'eth1'] as const;
 export function switchOf(vm: VmRecord): string {
   return vm.switch ?? DEFAULT_SWITCH;
 }
-

@@ -7,11 +7,7 @@ import { errors } from './errors.js';
 import { NAME_PATTERN } from './records.js';
 
 export type Workload =
-  | { kind: 'idle' }
-  | { kind: 'memory'; mibPerSec: number }
-  | { kind: 'tcp' }
-  | { kind: 'tcp-client'; peer: string }
-  | { kind: 'disk'; writesPerSec: number };
+  { kind: 'idle' } | { kind: 'memory'; mibPerSec: number } | { kind: 'tcp' } | { kind: 'tcp-client'; peer: string } | { kind: 'disk'; writesPerSec: number };
 
 export const TCP_SERVICE_PORT = 7000;
 
@@ -38,10 +34,7 @@ function parseOne(text: string): Workload {
     if (!NAME_PATTERN.test(peer)) throw errors.invalid('workload', `workload '${text}': '${peer}' is not a valid VM name`);
     return { kind: 'tcp-client', peer };
   }
-  throw errors.invalid(
-    'workload',
-    `workload '${text}' does not parse: use idle, memory:<MiB/s>, tcp, tcp-client:<VM> or disk:<writes/s>`,
-  );
+  throw errors.invalid('workload', `workload '${text}' does not parse: use idle, memory:<MiB/s>, tcp, tcp-client:<VM> or disk:<writes/s>`);
 }
 
 /** Parses a workload list ('+'-joined); refuses empty parts, repeats and idle mixed with others. */

@@ -31,8 +31,10 @@ export class CpioWriter {
       hex(1) + // nlink
       hex(0) + // mtime
       hex(data.length) +
-      hex(0) + hex(0) + // dev major/minor
-      hex(0) + hex(0) + // rdev major/minor
+      hex(0) +
+      hex(0) + // dev major/minor
+      hex(0) +
+      hex(0) + // rdev major/minor
       hex(nameBytes.length) +
       hex(0); // check
     this.chunks.push(Buffer.from(header, 'ascii'), nameBytes);

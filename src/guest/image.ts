@@ -75,10 +75,7 @@ async function resolveKernelPackage(): Promise<string> {
   const { stdout } = await run('apt-cache', ['depends', 'linux-image-cloud-amd64']);
   const match = /Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b/.exec(stdout);
   if (!match) {
-    throw new FerryError(
-      ErrorCode.ImageBuild,
-      "cannot find Debian's cloud kernel package (run 'apt-get update' first)",
-    );
+    throw new FerryError(ErrorCode.ImageBuild, "cannot find Debian's cloud kernel package (run 'apt-get update' first)");
   }
   return match[1]!;
 }

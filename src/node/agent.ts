@@ -83,7 +83,10 @@ export class Agent {
       // QEMU offers checksum offload only when the backend carries the virtio-net header.
       nic: { backend: this.o.nicBackend, offloads: facts.nicOffloads, vnetHeader: facts.nicOffloads.includes('csum') },
     };
-    this.d.log.info({ accelerator: facts.accelerator, cpu: `${facts.cpu.vendor} ${facts.cpu.model}` }, `accelerator ${facts.accelerator}: ${facts.acceleratorReason}`);
+    this.d.log.info(
+      { accelerator: facts.accelerator, cpu: `${facts.cpu.vendor} ${facts.cpu.model}` },
+      `accelerator ${facts.accelerator}: ${facts.acceleratorReason}`,
+    );
     for (const name of await this.d.hypervisor.adoptRunning()) this.d.log.info({ vm: name }, `adopted running QEMU of '${name}'`);
     this.d.hypervisor.onExit((name, lastWords) => this.d.log.warn({ vm: name }, `QEMU of '${name}' exited unexpectedly${lastWords ? `: ${lastWords}` : ''}`));
     for (const n of this.o.networks) this.beacons.push({ ...n, ...(await this.d.beacon(n.address)) });

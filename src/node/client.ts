@@ -25,7 +25,10 @@ export class AgentClient implements NodeAgent {
 
   private async call<R extends RouteDef>(route: R, input: Input<R>, opts: CallOptions = {}, timeoutMs?: number): Promise<Output<R>> {
     try {
-      return await this.api.call(route, input, { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.timeoutMs ?? timeoutMs ? { timeoutMs: opts.timeoutMs ?? timeoutMs } : {}) });
+      return await this.api.call(route, input, {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...((opts.timeoutMs ?? timeoutMs) ? { timeoutMs: opts.timeoutMs ?? timeoutMs } : {}),
+      });
     } catch (e) {
       if (isFerryError(e, ErrorCode.AgentUnreachable)) {
         throw new FerryError(ErrorCode.AgentUnreachable, `agent of node '${this.node}' is unreachable`, { details: { node: this.node }, cause: e });

@@ -42,7 +42,10 @@ export function agentApp(agent: Agent, net: NetTools): OpenAPIHono {
   app.openapi(r.config, (c) => c.json(hv.spec(c.req.valid('param').name), 200));
   app.openapi(r.start, async (c) => {
     const b = c.req.valid('json');
-    return c.json(await agent.startVm(b.spec, { ...(b.incoming ? { incoming: true } : {}), ...(b.createDiskBytes ? { createDiskBytes: b.createDiskBytes } : {}) }), 200);
+    return c.json(
+      await agent.startVm(b.spec, { ...(b.incoming ? { incoming: true } : {}), ...(b.createDiskBytes ? { createDiskBytes: b.createDiskBytes } : {}) }),
+      200,
+    );
   });
   app.openapi(r.stop, async (c) => {
     const { name } = c.req.valid('param');

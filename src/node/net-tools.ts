@@ -7,7 +7,11 @@ import net from 'node:net';
 import { errors } from '../domain/errors.js';
 
 /** Opens a TCP connection (optionally from a given local address) and closes it: is the path there? */
-export function probeTcp(host: string, port: number, opts: { localAddress?: string; timeoutMs?: number } = {}): Promise<{ ok: boolean; ms: number; error?: string }> {
+export function probeTcp(
+  host: string,
+  port: number,
+  opts: { localAddress?: string; timeoutMs?: number } = {},
+): Promise<{ ok: boolean; ms: number; error?: string }> {
   const started = Date.now();
   return new Promise((resolve) => {
     const socket = net.connect({ host, port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
@@ -45,7 +49,11 @@ export async function listenBeacon(address: string): Promise<{ port: number; clo
  * discards) and reports the rate the kernel accepted the bytes at: the
  * link's throughput as a migration stream would see it.
  */
-export function measureThroughput(host: string, port: number, opts: { localAddress?: string; ms: number }): Promise<{ bytesPerSec: number; bytes: number; ms: number }> {
+export function measureThroughput(
+  host: string,
+  port: number,
+  opts: { localAddress?: string; ms: number },
+): Promise<{ bytesPerSec: number; bytes: number; ms: number }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
     const chunk = Buffer.alloc(256 * 1024, 0xa5);

@@ -43,7 +43,12 @@ import { OFFLOADS } from '../domain/nic.js';
 import { LIMITS } from '../domain/records.js';
 
 const params = z.object({ name: VmName });
-const path = (s: string) => z.string().min(1).max(4096).startsWith('/', { error: () => `${s} must be an absolute path` });
+const path = (s: string) =>
+  z
+    .string()
+    .min(1)
+    .max(4096)
+    .startsWith('/', { error: () => `${s} must be an absolute path` });
 const address = z.string().regex(/^[0-9a-fA-F:.]{2,45}$/, { error: (iss) => `'${shown(iss.input)}' is not an IP address` });
 const port = z.number().int().min(1).max(65535);
 
@@ -66,20 +71,41 @@ export const SpecSchema = z
     mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/),
     ip: z.string().regex(/^[0-9.]{7,15}\/\d{1,2}$/),
     workload: z.string().max(256),
-    peerIp: z.string().regex(/^[0-9.]{7,15}$/).optional(),
-    cpuModel: z.string().regex(/^[A-Za-z0-9_.,=+-]{1,4000}$/).optional(),
+    peerIp: z
+      .string()
+      .regex(/^[0-9.]{7,15}$/)
+      .optional(),
+    cpuModel: z
+      .string()
+      .regex(/^[A-Za-z0-9_.,=+-]{1,4000}$/)
+      .optional(),
     switch: z.string().max(64).optional(),
-    nicOffloads: z.array(z.string().refine((o) => (OFFLOADS as readonly string[]).includes(o), { error: (iss) => `unknown NIC offload '${shown(iss.input)}'` })).optional(),
+    nicOffloads: z
+      .array(z.string().refine((o) => (OFFLOADS as readonly string[]).includes(o), { error: (iss) => `unknown NIC offload '${shown(iss.input)}'` }))
+      .optional(),
     consoleLogPath: path('consoleLogPath'),
   })
   .openapi('Spec');
 
-const Measurement = z.object({ dirtyRateBytesPerSec: z.number(), ramBytes: z.number(), nonZeroBytes: z.number(), samples: z.number(), nonZeroSamples: z.number(), ms: z.number() });
+const Measurement = z.object({
+  dirtyRateBytesPerSec: z.number(),
+  ramBytes: z.number(),
+  nonZeroBytes: z.number(),
+  samples: z.number(),
+  nonZeroSamples: z.number(),
+  ms: z.number(),
+});
 const Freeze = z.object({ base: z.string(), overlay: z.string() });
 const Copy = z.object({ bytes: z.number(), ms: z.number() });
 const NbdTarget = z.strictObject({ address, port, export: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) });
 
-function vm<const M extends 'get' | 'post' | 'delete', const E extends object, S extends z.ZodType>(method: M, sub: string, summary: string, extra: E, response: S) {
+function vm<const M extends 'get' | 'post' | 'delete', const E extends object, S extends z.ZodType>(
+  method: M,
+  sub: string,
+  summary: string,
+  extra: E,
+  response: S,
+) {
   return createRoute({ method, path: `/v1/vms/{name}${sub}`, tags: ['Agent'], summary, request: { params, ...extra }, responses: answers(response) });
 }
 
@@ -91,7 +117,13 @@ export const agentRoutes = {
     summary: 'Whose node this is',
     responses: answers(z.object({ node: z.string(), clusterId: z.string(), pid: z.number() })),
   }),
-  capabilities: createRoute({ method: 'get', path: '/v1/capabilities', tags: ['Agent'], summary: 'What this host offers', responses: answers(NodeCapabilitiesSchema) }),
+  capabilities: createRoute({
+    method: 'get',
+    path: '/v1/capabilities',
+    tags: ['Agent'],
+    summary: 'What this host offers',
+    responses: answers(NodeCapabilitiesSchema),
+  }),
   list: createRoute({ method: 'get', path: '/v1/vms', tags: ['Agent'], summary: 'Guests on this host', responses: answers(z.array(InstanceSchema)) }),
   start: createRoute({
     method: 'post',
@@ -102,7 +134,12 @@ export const agentRoutes = {
       z.strictObject({
         spec: SpecSchema,
         incoming: z.boolean().optional(),
-        createDiskBytes: z.number().int().min(1048576).max(LIMITS.diskGiB.max * 1073741824).optional(),
+        createDiskBytes: z
+          .number()
+          .int()
+          .min(1048576)
+          .max(LIMITS.diskGiB.max * 1073741824)
+          .optional(),
       }),
     ),
     responses: answers(InstanceSchema),
@@ -140,7 +177,13 @@ export const agentRoutes = {
     Measurement,
   ),
   nic: vm('get', '/nic', 'NIC offloads offered and negotiated', {}, z.object({ offered: z.array(z.enum(OFFLOADS)), negotiated: z.array(z.enum(OFFLOADS)) })),
-  freeze: vm('post', '/backup/freeze', 'Freeze the disk under a backup overlay', body(z.strictObject({ overlay: path('overlay'), mode: z.enum(['full', 'incremental']) })), Freeze),
+  freeze: vm(
+    'post',
+    '/backup/freeze',
+    'Freeze the disk under a backup overlay',
+    body(z.strictObject({ overlay: path('overlay'), mode: z.enum(['full', 'incremental']) })),
+    Freeze,
+  ),
   merge: vm('post', '/backup/merge', 'Merge the backup overlay back', body(z.strictObject({ copied: z.boolean() })), Freeze),
   replicaSync: vm(
     'post',
@@ -150,7 +193,13 @@ export const agentRoutes = {
     RecoveryPointSchema.omit({ id: true, atMs: true }).extend({ ms: z.number() }),
   ),
   cancelReplicaSync: vm('post', '/replica-sync/cancel', 'Cancel a replica sync', body(Empty, false), z.object({ cancelled: z.boolean() })),
-  moveStorage: vm('post', '/move-storage', 'Mirror the disk to a new image and switch to it', body(z.strictObject({ target: path('target'), sizeBytes: z.number().int().min(1) })), Copy),
+  moveStorage: vm(
+    'post',
+    '/move-storage',
+    'Mirror the disk to a new image and switch to it',
+    body(z.strictObject({ target: path('target'), sizeBytes: z.number().int().min(1) })),
+    Copy,
+  ),
   exportDisk: vm('post', '/nbd-export', "Export the guest's disk over NBD", body(z.strictObject({ address: address.optional() })), NbdEndpointSchema),
   unexportDisk: vm('delete', '/nbd-export', 'Stop the NBD export', {}, Ok),
   mirror: vm('post', '/disk-mirror', 'Mirror the disk into an NBD export until in sync', body(NbdTarget), Copy),

@@ -96,17 +96,33 @@ export class TapUplinks {
     let relayPid: number | undefined;
     try {
       relayPid = (JSON.parse(fs.readFileSync(relayFile, 'utf8')) as { pid: number }).pid;
-    } catch { /* none yet */ }
+    } catch {
+      /* none yet */
+    }
     if (relayPid === undefined || !pidAlive(relayPid) || !linkExists(tap)) {
       if (relayPid !== undefined && pidAlive(relayPid)) process.kill(relayPid, 'SIGKILL');
-      const child = spawn('qemu-system-x86_64', [
-        '-machine', 'none', '-nodefaults', '-no-user-config', '-display', 'none',
-        '-name', `ferry-relay-${this.node}-${sw}`,
-        '-netdev', `tap,id=t0,ifname=${tap},script=no,downscript=no`,
-        '-netdev', `stream,id=s0,server=off,reconnect-ms=1000,addr.type=unix,addr.path=${switchSocket}`,
-        '-netdev', 'hubport,id=h0,hubid=0,netdev=t0',
-        '-netdev', 'hubport,id=h1,hubid=0,netdev=s0',
-      ], { detached: true, stdio: 'ignore' });
+      const child = spawn(
+        'qemu-system-x86_64',
+        [
+          '-machine',
+          'none',
+          '-nodefaults',
+          '-no-user-config',
+          '-display',
+          'none',
+          '-name',
+          `ferry-relay-${this.node}-${sw}`,
+          '-netdev',
+          `tap,id=t0,ifname=${tap},script=no,downscript=no`,
+          '-netdev',
+          `stream,id=s0,server=off,reconnect-ms=1000,addr.type=unix,addr.path=${switchSocket}`,
+          '-netdev',
+          'hubport,id=h0,hubid=0,netdev=t0',
+          '-netdev',
+          'hubport,id=h1,hubid=0,netdev=s0',
+        ],
+        { detached: true, stdio: 'ignore' },
+      );
       child.unref();
       if (child.pid === undefined) throw new FerryError(ErrorCode.QemuDied, 'cannot start the tap relay QEMU');
       fs.writeFileSync(relayFile, JSON.stringify({ pid: child.pid, switch: sw, tap }));
@@ -141,7 +157,9 @@ export function removeUplinks(nodeRunDir: string): { killed: number[]; links: st
         process.kill(pid, 'SIGKILL');
         killed.push(pid);
       }
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   const links = fs.existsSync(dirs.links) ? fs.readdirSync(dirs.links) : [];
   return { killed, links };

@@ -38,8 +38,25 @@ function probeKvm(kernelPath: string): Promise<AcceleratorChoice> {
     const started = Date.now();
     const child = spawn(
       'qemu-system-x86_64',
-      ['-machine', 'pc,accel=kvm', '-cpu', 'host', '-m', '128', '-nodefaults', '-no-user-config', '-display', 'none',
-        '-no-reboot', '-serial', 'stdio', '-kernel', kernelPath, '-append', 'console=ttyS0 panic=-1'],
+      [
+        '-machine',
+        'pc,accel=kvm',
+        '-cpu',
+        'host',
+        '-m',
+        '128',
+        '-nodefaults',
+        '-no-user-config',
+        '-display',
+        'none',
+        '-no-reboot',
+        '-serial',
+        'stdio',
+        '-kernel',
+        kernelPath,
+        '-append',
+        'console=ttyS0 panic=-1',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';

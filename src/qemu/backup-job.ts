@@ -49,7 +49,6 @@ async function nodeOfImage(exec: Exec, file: string): Promise<NamedNode> {
   return n;
 }
 
-
 /** Freezes the VM's disk image under a new overlay file (see the module comment). */
 export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' | 'incremental'): Promise<FreezeResult> {
   const exec = qmpExec(qmp);
@@ -130,7 +129,12 @@ export async function mergeOverlayOffline(overlay: string, base: string, copied:
  * file is backed by (incremental). Resolves with the bytes QEMU copied.
  */
 export async function copyFrozenImage(req: {
-  source: string; target: string; mode: 'full' | 'incremental'; parent?: string; sizeBytes: number; bytesPerSec?: number;
+  source: string;
+  target: string;
+  mode: 'full' | 'incremental';
+  parent?: string;
+  sizeBytes: number;
+  bytesPerSec?: number;
   /** Asked every 100 ms: true pauses the copy until it says false again. */
   hold?: () => Promise<boolean>;
   /** Where the daemon writes its pid (a restarted controller stops leftovers, see killStaleStorageDaemons). */
@@ -145,14 +149,23 @@ export async function copyFrozenImage(req: {
   await run('qemu-img', [...createArgs, req.target, String(req.sizeBytes)]);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-qsd-'));
   const socket = path.join(dir, 'qmp.sock');
-  const qsd = spawn('qemu-storage-daemon', [
-    '--blockdev', `driver=file,node-name=src-file,filename=${req.source},read-only=on,force-share=on`,
-    '--blockdev', 'driver=qcow2,node-name=src,file=src-file,read-only=on,force-share=on',
-    '--blockdev', `driver=qcow2,node-name=tgt,file.driver=file,file.filename=${req.target}`,
-    '--chardev', `socket,id=qmp,path=${socket},server=on,wait=off`,
-    '--monitor', 'chardev=qmp',
-    ...(req.pidFile ? ['--pidfile', req.pidFile] : []),
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const qsd = spawn(
+    'qemu-storage-daemon',
+    [
+      '--blockdev',
+      `driver=file,node-name=src-file,filename=${req.source},read-only=on,force-share=on`,
+      '--blockdev',
+      'driver=qcow2,node-name=src,file=src-file,read-only=on,force-share=on',
+      '--blockdev',
+      `driver=qcow2,node-name=tgt,file.driver=file,file.filename=${req.target}`,
+      '--chardev',
+      `socket,id=qmp,path=${socket},server=on,wait=off`,
+      '--monitor',
+      'chardev=qmp',
+      ...(req.pidFile ? ['--pidfile', req.pidFile] : []),
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   qsd.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => qsd.once('exit', () => resolve()));
@@ -162,14 +175,19 @@ export async function copyFrozenImage(req: {
   try {
     const deadline = Date.now() + 10_000;
     while (!fs.existsSync(socket)) {
-      if (qsd.exitCode !== null || Date.now() > deadline) throw new FerryError(ErrorCode.Internal, `qemu-storage-daemon did not start: ${stderr.trim() || 'no QMP socket'}`);
+      if (qsd.exitCode !== null || Date.now() > deadline)
+        throw new FerryError(ErrorCode.Internal, `qemu-storage-daemon did not start: ${stderr.trim() || 'no QMP socket'}`);
       await new Promise((r) => setTimeout(r, 20));
     }
     qmp = await QmpClient.connect(socket);
     const exec = qmpExec(qmp);
     const id = 'ferry-copy';
     await exec('blockdev-backup', {
-      'job-id': id, device: 'src', target: 'tgt', 'auto-dismiss': false, ...(req.bytesPerSec ? { speed: req.bytesPerSec } : {}),
+      'job-id': id,
+      device: 'src',
+      target: 'tgt',
+      'auto-dismiss': false,
+      ...(req.bytesPerSec ? { speed: req.bytesPerSec } : {}),
       ...(req.mode === 'incremental' ? { sync: 'bitmap', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'never' } : { sync: 'full' }),
     });
     // While `hold` says so (a migration of the VM runs) the copy waits, leaving the I/O to the move.

@@ -32,7 +32,12 @@ export async function measureDirtyRate(qmp: QmpClient, ms: number): Promise<numb
 /** Pages read per pmemsave call. */
 const RUN = 16;
 
-export async function measureNonZero(qmp: QmpClient, ramBytes: number, samples: number, scratch: string): Promise<{ nonZeroBytes: number; samples: number; nonZeroSamples: number }> {
+export async function measureNonZero(
+  qmp: QmpClient,
+  ramBytes: number,
+  samples: number,
+  scratch: string,
+): Promise<{ nonZeroBytes: number; samples: number; nonZeroSamples: number }> {
   const runs = Math.max(1, Math.floor(Math.floor(ramBytes / PAGE) / RUN));
   const calls = Math.min(runs, Math.ceil(samples / RUN));
   let nonZero = 0;

@@ -52,7 +52,13 @@ export async function replaceImage(file: string, source: string[]): Promise<void
 }
 
 /** A block node as query-named-block-nodes reports it (the fields Ferry reads). */
-export interface NamedNode { 'node-name': string; drv: string; file: string; backing_file?: string; 'dirty-bitmaps'?: { name: string; recording?: boolean; count: number }[] }
+export interface NamedNode {
+  'node-name': string;
+  drv: string;
+  file: string;
+  backing_file?: string;
+  'dirty-bitmaps'?: { name: string; recording?: boolean; count: number }[];
+}
 
 export async function namedNodes(exec: Exec): Promise<NamedNode[]> {
   return (await exec('query-named-block-nodes', { flat: true })) as NamedNode[];
@@ -104,7 +110,7 @@ export async function runMirrorJob(qmp: QmpClient, target: string, sizeBytes: nu
   let switched = false;
   let source: string;
   try {
-    await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: target, 'aio': 'threads' } });
+    await exec('blockdev-add', { driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: target, aio: 'threads' } });
     added = true;
     source = await diskRootNode(exec);
     await exec('blockdev-mirror', { 'job-id': id, device: source, target: node, sync: 'full', 'auto-dismiss': false, 'auto-finalize': true });

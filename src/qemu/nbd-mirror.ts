@@ -85,8 +85,13 @@ export async function startNbdMirror(qmp: QmpClient, to: NbdEndpoint, timeoutMs 
   await addNbdNode(exec, TARGET_NODE, to);
   try {
     await exec('blockdev-mirror', {
-      'job-id': MIRROR_JOB, device: await diskRootNode(exec), target: TARGET_NODE, sync: 'full',
-      'copy-mode': 'write-blocking', 'auto-dismiss': false, 'auto-finalize': true,
+      'job-id': MIRROR_JOB,
+      device: await diskRootNode(exec),
+      target: TARGET_NODE,
+      sync: 'full',
+      'copy-mode': 'write-blocking',
+      'auto-dismiss': false,
+      'auto-finalize': true,
     });
     const job = await waitJob(exec, MIRROR_JOB, 'ready', timeoutMs);
     return { bytes: job['current-progress'], ms: Date.now() - started };

@@ -20,10 +20,7 @@ import { qmpBatch } from './qmp-batch.js';
 import { OFFLOADS, type NicBackend, type Offload } from '../domain/nic.js';
 
 /** Where the NIC's frames go. */
-export type NicAttachment =
-  | { kind: 'stream'; socket: string }
-  | { kind: 'tap'; ifname: string }
-  | { kind: 'none' };
+export type NicAttachment = { kind: 'stream'; socket: string } | { kind: 'tap'; ifname: string } | { kind: 'none' };
 
 /** The NIC's device node id (its QOM path is /machine/peripheral/nic0). */
 export const NIC_ID = 'nic0';
@@ -48,7 +45,14 @@ export function offloadProps(requested: readonly string[] | undefined): string {
 
 /** `VIRTIO_NET_F_HOST_TSO4: Device can receive TSOv4` → host_tso4, for offload bits only. */
 export function offloadsIn(features: string[]): Offload[] {
-  const names = new Set(features.map((f) => f.split(':')[0]!.replace(/^VIRTIO_NET_F_/, '').toLowerCase()));
+  const names = new Set(
+    features.map((f) =>
+      f
+        .split(':')[0]!
+        .replace(/^VIRTIO_NET_F_/, '')
+        .toLowerCase(),
+    ),
+  );
   return OFFLOADS.filter((o) => names.has(o));
 }
 

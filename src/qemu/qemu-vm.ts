@@ -179,4 +179,3 @@ function killHard(pid: number): void {
     /* already gone */
   }
 }
-

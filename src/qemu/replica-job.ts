@@ -24,17 +24,30 @@ export async function runReplicaJob(qmp: QmpClient, to: NbdEndpoint & { mode: 'f
   const exec = qmpExec(qmp);
   const started = Date.now();
   const disk = await diskRootNode(exec);
-  const marked = hasBitmap((await namedNodes(exec)).find((n) => n['node-name'] === disk), REPLICA_BITMAP);
+  const marked = hasBitmap(
+    (await namedNodes(exec)).find((n) => n['node-name'] === disk),
+    REPLICA_BITMAP,
+  );
   const mode = to.mode === 'incremental' && marked ? 'incremental' : 'full';
   await addNbdNode(exec, TARGET, to);
   try {
     if (mode === 'incremental') {
-      await exec('blockdev-backup', { 'job-id': JOB, device: disk, target: TARGET, sync: 'incremental', bitmap: REPLICA_BITMAP, 'bitmap-mode': 'on-success', 'auto-dismiss': false });
+      await exec('blockdev-backup', {
+        'job-id': JOB,
+        device: disk,
+        target: TARGET,
+        sync: 'incremental',
+        bitmap: REPLICA_BITMAP,
+        'bitmap-mode': 'on-success',
+        'auto-dismiss': false,
+      });
     } else {
       const bitmap = marked
         ? { type: 'block-dirty-bitmap-clear', data: { node: disk, name: REPLICA_BITMAP } }
         : { type: 'block-dirty-bitmap-add', data: { node: disk, name: REPLICA_BITMAP, persistent: true } };
-      await exec('transaction', { actions: [bitmap, { type: 'blockdev-backup', data: { 'job-id': JOB, device: disk, target: TARGET, sync: 'full', 'auto-dismiss': false } }] });
+      await exec('transaction', {
+        actions: [bitmap, { type: 'blockdev-backup', data: { 'job-id': JOB, device: disk, target: TARGET, sync: 'full', 'auto-dismiss': false } }],
+      });
     }
     const job = await waitJob(exec, JOB, 'concluded');
     return { mode, bytes: job['current-progress'], ms: Date.now() - started };

@@ -124,11 +124,16 @@ export class QemuVolume implements Volume {
     const proc = spawn(
       'qemu-storage-daemon',
       [
-        '--blockdev', `driver=file,node-name=f,filename=${file}`,
-        '--blockdev', 'driver=qcow2,node-name=d,file=f',
-        '--nbd-server', `addr.type=inet,addr.host=${address},addr.port=${port}`,
-        '--export', 'type=nbd,id=e,node-name=d,name=disk,writable=on',
-        '--pidfile', pidFile,
+        '--blockdev',
+        `driver=file,node-name=f,filename=${file}`,
+        '--blockdev',
+        'driver=qcow2,node-name=d,file=f',
+        '--nbd-server',
+        `addr.type=inet,addr.host=${address},addr.port=${port}`,
+        '--export',
+        'type=nbd,id=e,node-name=d,name=disk,writable=on',
+        '--pidfile',
+        pidFile,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );

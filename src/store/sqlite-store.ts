@@ -46,18 +46,14 @@ export class SqliteStore implements ClusterStore {
 
   async list<T>(prefix: string): Promise<Entry<T>[]> {
     this.expireLeases();
-    const rows = this.db
-      .prepare('SELECT * FROM kv WHERE key >= ? AND key < ? ORDER BY key')
-      .all(prefix, prefixEnd(prefix)) as Row[];
+    const rows = this.db.prepare('SELECT * FROM kv WHERE key >= ? AND key < ? ORDER BY key').all(prefix, prefixEnd(prefix)) as Row[];
     return rows.map((r) => toEntry<T>(r));
   }
 
   async put<T>(key: string, value: T, options: PutOptions = {}): Promise<number> {
     this.expireLeases();
     return this.db.transaction(() => {
-      const current = this.db.prepare('SELECT mod_rev, create_rev FROM kv WHERE key = ?').get(key) as
-        | { mod_rev: number; create_rev: number }
-        | undefined;
+      const current = this.db.prepare('SELECT mod_rev, create_rev FROM kv WHERE key = ?').get(key) as { mod_rev: number; create_rev: number } | undefined;
       if (options.expectRevision !== undefined && (current?.mod_rev ?? 0) !== options.expectRevision) {
         throw errors.conflict(`'${key}' changed concurrently (expected revision ${options.expectRevision}, found ${current?.mod_rev ?? 0})`, { key });
       }

@@ -171,11 +171,17 @@ export async function startSwitch(opts: {
     return c.json({ deleted: name }, 200);
   });
   app.openapi(r.macs, (c) =>
-    c.json([...switches.values()].flatMap((vs) => vs.sw.macTable().map((e) => ({ ...e, switch: vs.name, ageMs: systemClock.nowMs() - e.lastSeenMs }))), 200),
+    c.json(
+      [...switches.values()].flatMap((vs) => vs.sw.macTable().map((e) => ({ ...e, switch: vs.name, ageMs: systemClock.nowMs() - e.lastSeenMs }))),
+      200,
+    ),
   );
   app.openapi(r.moves, (c) => {
     const { mac, since } = c.req.valid('query');
-    return c.json([...switches.values()].flatMap((vs) => vs.sw.moves.filter((m) => (!mac || m.mac === mac) && m.atMs >= (since ?? 0))), 200);
+    return c.json(
+      [...switches.values()].flatMap((vs) => vs.sw.moves.filter((m) => (!mac || m.mac === mac) && m.atMs >= (since ?? 0))),
+      200,
+    );
   });
   app.openapi(r.startProbe, (c) => {
     const { id } = c.req.valid('param');

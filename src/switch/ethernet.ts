@@ -95,14 +95,7 @@ function checksum(b: Buffer): number {
   return ~sum & 0xffff;
 }
 
-export function icmpEchoRequest(
-  srcMac: string,
-  srcIp: string,
-  dstMac: string,
-  dstIp: string,
-  id: number,
-  seq: number,
-): Buffer {
+export function icmpEchoRequest(srcMac: string, srcIp: string, dstMac: string, dstIp: string, id: number, seq: number): Buffer {
   const icmp = Buffer.alloc(16);
   icmp[0] = 8; // echo request
   icmp.writeUInt16BE(id, 4);

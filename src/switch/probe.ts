@@ -67,7 +67,16 @@ export class Probe {
     const icmpId = this.nextIcmpId++ & 0xffff || this.nextIcmpId++;
     const now = performance.now();
     const session: Session = {
-      id, icmpId, ip, mac, startedAt: now, lastReplyAt: now, maxGapMs: 0, maxGapAtMs: 0, sent: 0, received: 0,
+      id,
+      icmpId,
+      ip,
+      mac,
+      startedAt: now,
+      lastReplyAt: now,
+      maxGapMs: 0,
+      maxGapAtMs: 0,
+      sent: 0,
+      received: 0,
       waiters: [],
       timer: setInterval(() => {
         session.sent++;
@@ -90,8 +99,13 @@ export class Probe {
       s.maxGapAtMs = s.lastReplyAt - s.startedAt;
     }
     return {
-      id, ip: s.ip, sent: s.sent, received: s.received,
-      maxGapMs: round(s.maxGapMs), maxGapAtMs: round(s.maxGapAtMs), durationMs: round(now - s.startedAt),
+      id,
+      ip: s.ip,
+      sent: s.sent,
+      received: s.received,
+      maxGapMs: round(s.maxGapMs),
+      maxGapAtMs: round(s.maxGapAtMs),
+      durationMs: round(now - s.startedAt),
     };
   }
 
@@ -100,8 +114,13 @@ export class Probe {
     if (!s) return undefined;
     const now = performance.now();
     return {
-      id, ip: s.ip, sent: s.sent, received: s.received,
-      maxGapMs: round(Math.max(s.maxGapMs, now - s.lastReplyAt)), maxGapAtMs: round(s.maxGapAtMs), durationMs: round(now - s.startedAt),
+      id,
+      ip: s.ip,
+      sent: s.sent,
+      received: s.received,
+      maxGapMs: round(Math.max(s.maxGapMs, now - s.lastReplyAt)),
+      maxGapAtMs: round(s.maxGapAtMs),
+      durationMs: round(now - s.startedAt),
     };
   }
 

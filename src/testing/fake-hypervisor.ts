@@ -110,9 +110,10 @@ export class FakeWorld {
     const f = this.faults.find((x) => x.op === op && (!x.node || x.node === node) && (!x.vm || x.vm === vm) && (x.times === undefined || x.hits < x.times));
     if (!f) return;
     f.hits++;
-    if (f.kind === 'hang') await new Promise<void>((resolve) => this.hangs.push(resolve)).then(() => {
-      throw new FerryError(ErrorCode.QmpError, `injected: ${op} on ${node} never answered`);
-    });
+    if (f.kind === 'hang')
+      await new Promise<void>((resolve) => this.hangs.push(resolve)).then(() => {
+        throw new FerryError(ErrorCode.QmpError, `injected: ${op} on ${node} never answered`);
+      });
     throw new FerryError(ErrorCode.QmpError, f.message ?? `injected failure of ${op} on ${node}`);
   }
 
@@ -214,7 +215,14 @@ export class FakeHypervisor implements Hypervisor {
   async launch(spec: VmSpec, opts: LaunchOptions): Promise<VmInstance> {
     await this.world.enter(this.node, 'launch', spec.name);
     if (this.vms.has(spec.name)) throw errors.alreadyExists('VM process', `${spec.name}@${this.node}`);
-    const g: Guest = { spec: structuredClone(spec), pid: this.world.pid(), runState: opts.incoming ? RunState.Incoming : RunState.Running, incoming: opts.incoming, startedAtMs: 0, console: new Set() };
+    const g: Guest = {
+      spec: structuredClone(spec),
+      pid: this.world.pid(),
+      runState: opts.incoming ? RunState.Incoming : RunState.Running,
+      incoming: opts.incoming,
+      startedAtMs: 0,
+      console: new Set(),
+    };
     this.vms.set(spec.name, g);
     return this.view(g);
   }
@@ -312,7 +320,8 @@ export class FakeHypervisor implements Hypervisor {
     const g = this.guest(name);
     const t = g.transfer;
     const total = g.spec.memoryMiB * 1048576;
-    if (!t) return { ...this.progress({ direction: 'out', status: 'none', polls: 0, pauseBeforeSwitchover: false }, total), transferredBytes: 0, remainingBytes: 0 };
+    if (!t)
+      return { ...this.progress({ direction: 'out', status: 'none', polls: 0, pauseBeforeSwitchover: false }, total), transferredBytes: 0, remainingBytes: 0 };
     if (t.direction === 'in') return this.progress(t, total);
     if (t.status === 'active') {
       t.polls++;

@@ -197,7 +197,17 @@ export class FakeRemote implements RemoteCluster {
   }
   async register(r: ReplicaRegistration): Promise<IncomingView> {
     await this.op('register');
-    return { vm: r.vm, source: { clusterId: r.source.clusterId, url: r.source.url }, spec: r.spec, interval: r.interval, keep: r.keep, disk: '/far/disk', points: [], state: 'replicating', createdAtMs: 0 };
+    return {
+      vm: r.vm,
+      source: { clusterId: r.source.clusterId, url: r.source.url },
+      spec: r.spec,
+      interval: r.interval,
+      keep: r.keep,
+      disk: '/far/disk',
+      points: [],
+      state: 'replicating',
+      createdAtMs: 0,
+    };
   }
   async openSync(): Promise<{ address: string; port: number; export: string }> {
     await this.op('openSync');

@@ -79,7 +79,9 @@ export function hypervisorContract(name: string, make: () => Promise<Hypervisors
       assert.ok(sent.transferredBytes > 0);
       await t.until('the target to have the state', async () => (await t.b.transferProgress('c3')).status === 'completed');
       assert.equal((await t.a.get('c3')).runState, RunState.Migrated, 'the source stops once its state went');
-      await t.until('the target to be paused or running', async () => ([RunState.Paused, RunState.Running] as RunState[]).includes((await t.b.get('c3')).runState));
+      await t.until('the target to be paused or running', async () =>
+        ([RunState.Paused, RunState.Running] as RunState[]).includes((await t.b.get('c3')).runState),
+      );
       await t.b.resume('c3');
       assert.equal((await t.b.get('c3')).runState, RunState.Running);
       await t.a.kill('c3');

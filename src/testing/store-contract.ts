@@ -45,7 +45,10 @@ export function storeContract(name: string, make: (clock: ManualClock) => Promis
       await store.put('vms/a', 1);
       await store.put('vmsx/c', 3);
       await store.put('nodes/n', 4);
-      assert.deepEqual((await store.list('vms/')).map((e) => e.key), ['vms/a', 'vms/b']);
+      assert.deepEqual(
+        (await store.list('vms/')).map((e) => e.key),
+        ['vms/a', 'vms/b'],
+      );
     });
 
     it('compare-and-set refuses a stale revision and create-only refuses an existing key', async () => {
@@ -99,11 +102,17 @@ export function storeContract(name: string, make: (clock: ManualClock) => Promis
       for (let i = 0; i < 200 && seen.length < 2; i++) await new Promise((r) => setImmediate(r));
       for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
       stop();
-      assert.deepEqual(seen.map((c) => [c.type, c.key]), [['put', 'vms/a'], ['delete', 'vms/x']]);
+      assert.deepEqual(
+        seen.map((c) => [c.type, c.key]),
+        [
+          ['put', 'vms/a'],
+          ['delete', 'vms/x'],
+        ],
+      );
       assert.ok(seen[0]!.revision < seen[1]!.revision);
     });
 
-    it('a second handle sees the first one\'s writes', async (ctx) => {
+    it("a second handle sees the first one's writes", async (ctx) => {
       if (!t.second) return ctx.skip('this backend has one handle');
       const other = await t.second();
       await other.put('shared', 'from-other');

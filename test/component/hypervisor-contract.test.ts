@@ -10,7 +10,16 @@ hypervisorContract('strict fake', async () => {
   const spec = async (name: string): Promise<VmSpec> => {
     const diskPath = `/shared/disks/${name}.qcow2`;
     world.files.add(diskPath);
-    return { name, memoryMiB: 128, cpus: 1, diskPath, mac: '52:54:00:99:00:01', ip: '10.99.0.1/16', workload: 'idle', consoleLogPath: `/shared/consoles/${name}.log` };
+    return {
+      name,
+      memoryMiB: 128,
+      cpus: 1,
+      diskPath,
+      mac: '52:54:00:99:00:01',
+      ip: '10.99.0.1/16',
+      workload: 'idle',
+      consoleLogPath: `/shared/consoles/${name}.log`,
+    };
   };
   return {
     a: new FakeHypervisor('a', world),

@@ -62,7 +62,10 @@ describe('live and quick migration, a failure at every phase', () => {
     assert.deepEqual(Object.keys(quickFaults).sort(), [...STEPS].sort());
   });
 
-  for (const [mode, faults] of [['live', liveFaults], ['quick', quickFaults]] as const) {
+  for (const [mode, faults] of [
+    ['live', liveFaults],
+    ['quick', quickFaults],
+  ] as const) {
     for (const step of STEPS) {
       it(`${mode}: a failure in ${step} ${step === 'network' ? 'is a warning after the handover' : 'leaves the VM running on its source'}, and a retry succeeds`, async () => {
         const from = (await c.api.call(vmRoutes.show, { params: { name: 'web' } })).node;
@@ -82,7 +85,11 @@ describe('live and quick migration, a failure at every phase', () => {
         assert.match(r.error ?? '', /injected failure/);
         assert.deepEqual(r.cleanupErrors ?? [], [], 'the undo went through');
         await runsOnlyOn(c, 'web', from);
-        assert.deepEqual([...c.world.files].filter((f) => f.endsWith('.state')), [], 'no saved state is left');
+        assert.deepEqual(
+          [...c.world.files].filter((f) => f.endsWith('.state')),
+          [],
+          'no saved state is left',
+        );
         const retry = await finished(c, (await requestMigration(c.api, 'web', { to, mode })).id);
         assert.equal(retry.status, 'completed', JSON.stringify(retry));
         await runsOnlyOn(c, 'web', to);
@@ -139,7 +146,11 @@ describe('backups, a failure or a controller crash at every phase', () => {
     const vm = await c.api.call(vmRoutes.show, { params: { name: 'db' } });
     assert.doesNotMatch(vm.diskPath, /overlays/);
     assert.equal(c.hypervisor('node-1').guests()[0]!.frozen, undefined, 'the disk is merged back');
-    assert.deepEqual([...c.world.files].filter((f) => f.includes('/overlays/')), [], 'no overlay is left');
+    assert.deepEqual(
+      [...c.world.files].filter((f) => f.includes('/overlays/')),
+      [],
+      'no overlay is left',
+    );
     assert.deepEqual(c.copiesOf('db'), [{ node: 'node-1', runState: 'running' }]);
   }
 
@@ -181,7 +192,6 @@ describe('backups, a failure or a controller crash at every phase', () => {
       assert.deepEqual(c.world.violations, []);
     });
   }
-
 });
 
 describe('backups, a controller crash at every phase', () => {
@@ -196,7 +206,11 @@ describe('backups, a controller crash at every phase', () => {
     const vm = await c.api.call(vmRoutes.show, { params: { name: 'db' } });
     assert.doesNotMatch(vm.diskPath, /overlays/);
     assert.equal(c.hypervisor('node-1').guests()[0]!.frozen, undefined, 'the disk is merged back');
-    assert.deepEqual([...c.world.files].filter((f) => f.includes('/overlays/')), [], 'no overlay is left');
+    assert.deepEqual(
+      [...c.world.files].filter((f) => f.includes('/overlays/')),
+      [],
+      'no overlay is left',
+    );
     assert.deepEqual(c.copiesOf('db'), [{ node: 'node-1', runState: 'running' }]);
   }
 

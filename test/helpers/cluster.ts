@@ -28,7 +28,12 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false> | T | undefined | false, stepMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  stepMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -166,7 +171,16 @@ export class TestCluster {
   async instances(nodes: string[]): Promise<Map<string, VmInstance[]>> {
     const out = new Map<string, VmInstance[]>();
     // A node whose agent is down reports nothing (its QEMU may still run: see processesMentioning).
-    await Promise.all(nodes.map(async (n) => out.set(n, await Promise.resolve().then(() => this.agent(n).list({ timeoutMs: 3000 })).catch(() => []))));
+    await Promise.all(
+      nodes.map(async (n) =>
+        out.set(
+          n,
+          await Promise.resolve()
+            .then(() => this.agent(n).list({ timeoutMs: 3000 }))
+            .catch(() => []),
+        ),
+      ),
+    );
     return out;
   }
 
@@ -192,7 +206,10 @@ export class TestCluster {
       // Debugging aid: keep the events, logs and consoles of the run.
       const keep = `${process.env.FERRY_TEST_KEEP}/${path.basename(this.dir)}`;
       fs.mkdirSync(keep, { recursive: true });
-      await this.api?.call(eventRoutes.list, {}).then((e) => fs.writeFileSync(`${keep}/events.json`, JSON.stringify(e, null, 1))).catch(() => {});
+      await this.api
+        ?.call(eventRoutes.list, {})
+        .then((e) => fs.writeFileSync(`${keep}/events.json`, JSON.stringify(e, null, 1)))
+        .catch(() => {});
       fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
       fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
     }
@@ -209,7 +226,9 @@ export class TestCluster {
       for (const p of processesMentioning(this.dir)) {
         try {
           process.kill(Number(p.split(':')[0]), 'SIGKILL');
-        } catch { /* gone */ }
+        } catch {
+          /* gone */
+        }
       }
       fs.rmSync(this.dir, { recursive: true, force: true });
     }

@@ -50,18 +50,28 @@ export async function startMigration(c: TestCluster, vm: string, to: string, tun
 }
 
 export async function finalReport(c: TestCluster, id: string, timeoutMs = 120_000): Promise<MigrationRecord & { report: MigrationReport }> {
-  return waitFor(`migration ${id} to end`, timeoutMs, async () => {
-    const m = await c.api.call(migrationRoutes.show, { params: { id: id } });
-    return m.report ? (m as MigrationRecord & { report: MigrationReport }) : undefined;
-  }, 100);
+  return waitFor(
+    `migration ${id} to end`,
+    timeoutMs,
+    async () => {
+      const m = await c.api.call(migrationRoutes.show, { params: { id: id } });
+      return m.report ? (m as MigrationRecord & { report: MigrationReport }) : undefined;
+    },
+    100,
+  );
 }
 
 export async function waitForPhase(c: TestCluster, id: string, phase: string, minTransferred = 0): Promise<MigrationRecord> {
-  return waitFor(`migration ${id} to reach ${phase}`, 60_000, async () => {
-    const m = await c.api.call(migrationRoutes.show, { params: { id: id } });
-    if (m.status !== 'running' && m.status !== 'queued') throw new Error(`migration ended early: ${m.status} ${m.error ?? ''}`);
-    return m.phase === phase && (m.progress?.transferredBytes ?? 0) >= minTransferred ? m : undefined;
-  }, 20);
+  return waitFor(
+    `migration ${id} to reach ${phase}`,
+    60_000,
+    async () => {
+      const m = await c.api.call(migrationRoutes.show, { params: { id: id } });
+      if (m.status !== 'running' && m.status !== 'queued') throw new Error(`migration ended early: ${m.status} ${m.error ?? ''}`);
+      return m.phase === phase && (m.progress?.transferredBytes ?? 0) >= minTransferred ? m : undefined;
+    },
+    20,
+  );
 }
 
 /** Invariants 1–3 and 7 after a failed migration: the VM runs on the source, alone, and kept running. */

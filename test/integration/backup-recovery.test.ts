@@ -33,7 +33,11 @@ describe('backup recovery after a controller crash', () => {
     const boot = c.console('db').ticks.at(-1)!.bootId;
     // A slow copy (8 MiB/s of a 1 GiB disk) that the crash interrupts.
     const pending = c.ferry(['backup', 'create', 'db', '--bandwidth', '8']);
-    await waitFor('the disk to be frozen and copied', 20_000, async () => (await c.vm('db')).diskPath.includes('/shared/overlays/') && storageDaemons().length === 1);
+    await waitFor(
+      'the disk to be frozen and copied',
+      20_000,
+      async () => (await c.vm('db')).diskPath.includes('/shared/overlays/') && storageDaemons().length === 1,
+    );
     const overlay = (await c.vm('db')).diskPath;
     process.kill(readEndpoint(c.layout, 'controller')!.pid, 'SIGKILL');
     assert.notEqual((await pending).code, 0, 'the CLI saw the controller go');

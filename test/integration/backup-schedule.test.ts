@@ -37,7 +37,10 @@ describe('backup schedules', () => {
     const cases: [string[], string][] = [
       [['--every', '5x', '--keep', '2'], "error: --every must be a duration like 30s, 15m, 6h or 1d (1s to 366d), got '5x'"],
       [['--every', '10s', '--keep', '0'], "error: --keep must be a whole number from 1 to 1000, got '0'"],
-      [['--every', '10s', '--keep', '2', '--window', '25:00-01:00'], "error: --window must be HH:MM-HH:MM with two different times (e.g. 22:00-04:00), got '25:00-01:00'"],
+      [
+        ['--every', '10s', '--keep', '2', '--window', '25:00-01:00'],
+        "error: --window must be HH:MM-HH:MM with two different times (e.g. 22:00-04:00), got '25:00-01:00'",
+      ],
       [['--every', '10s'], "error: 'backup schedule' needs --every DURATION and --keep N (or --off)"],
     ];
     for (const [args, message] of cases) {
@@ -71,16 +74,24 @@ describe('backup schedules', () => {
     assert.ok(manual.file.startsWith(`${store}/db/`), manual.file);
     await c.ferryOk(['backup', 'schedule', 'db', '--every', '2s', '--keep', '2', '--window', `${hhmm(-60)}-${hhmm(60)}`]);
     // Enough runs that pruning has merged scheduled bases into newer ones.
-    await waitFor('five scheduled backups', 90_000, async () => {
-      const events = await c.api.call(eventRoutes.list, {});
-      return events.filter((e) => e.type === 'backup.pruned').flatMap((e) => e.data?.pruned ?? []).length >= 3;
-    }, 500);
+    await waitFor(
+      'five scheduled backups',
+      90_000,
+      async () => {
+        const events = await c.api.call(eventRoutes.list, {});
+        return events.filter((e) => e.type === 'backup.pruned').flatMap((e) => e.data?.pruned ?? []).length >= 3;
+      },
+      500,
+    );
     await c.ferryOk(['backup', 'schedule', 'db', '--off']);
     await waitFor('the last scheduled backup to end', 30_000, async () => (await backups()).every((b) => b.status !== 'running' && b.status !== 'waiting'));
     const list = await backups();
     const scheduled = list.filter((b) => b.scheduled);
     assert.equal(scheduled.length, 2, `kept two scheduled backups: ${JSON.stringify(list.map((b) => b.id))}`);
-    assert.ok(list.some((b) => b.id === manual.id), 'the backup taken by hand stays');
+    assert.ok(
+      list.some((b) => b.id === manual.id),
+      'the backup taken by hand stays',
+    );
     assert.ok(scheduled.every((b) => b.mode === 'incremental' && b.status === 'completed' && b.verified));
     // The older kept one had its pruned bases merged into it and now builds on the manual backup.
     assert.ok((scheduled[0]!.mergedFrom ?? []).length >= 1, JSON.stringify(scheduled[0]));

@@ -68,7 +68,13 @@ describe('online backups', () => {
     assert.deepEqual(records.holes, []);
     assert.ok(records.last >= before && records.last > fullPoint, `${records.last} ≥ ${before}`);
     const list = await c.ferryJson<BackupRecord[]>(['backup', 'list', 'db']);
-    assert.deepEqual(list.map((b) => [b.id, b.mode, b.status]), [[full.id, 'full', 'completed'], [inc.id, 'incremental', 'completed']]);
+    assert.deepEqual(
+      list.map((b) => [b.id, b.mode, b.status]),
+      [
+        [full.id, 'full', 'completed'],
+        [inc.id, 'incremental', 'completed'],
+      ],
+    );
     const refused = await c.ferry(['backup', 'delete', full.id]);
     assert.equal(refused.code, 2);
     assert.equal(refused.stderr.trim(), `error: backup '${full.id}' is the base of ${inc.id}: delete those first`);
@@ -94,7 +100,9 @@ describe('online backups', () => {
     const boot = c.console('db').ticks.at(-1)!.bootId;
     const before = acked();
     const pending = c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--bandwidth', '200']);
-    const running = await waitFor('the backup to freeze the disk', 20_000, async () => (await c.ferryJson<BackupRecord[]>(['backup', 'list', 'db'])).find((b) => b.status === 'running'));
+    const running = await waitFor('the backup to freeze the disk', 20_000, async () =>
+      (await c.ferryJson<BackupRecord[]>(['backup', 'list', 'db'])).find((b) => b.status === 'running'),
+    );
     const frozenDisk = (await c.vm('db')).diskPath;
     assert.match(frozenDisk, /\/shared\/overlays\/db-b-[^/]+\.qcow2$/, 'the VM writes into an overlay on the shared volume');
     const atFreeze = acked();
@@ -108,7 +116,10 @@ describe('online backups', () => {
     assert.equal(b.mergedOn, 'node-1', "merged in the target's QEMU");
     assert.equal(b.movedTo, 'node-1');
     // The copy waited while the VM moved, then finished from the files on the shared volume.
-    assert.ok(b.copyPausedMs! > 1000 && b.waitedMs! >= b.copyPausedMs! + (b.mergeWaitedMs ?? 0), `the record shows the wait (copy paused ${b.copyPausedMs} ms, merge waited ${b.mergeWaitedMs} ms)`);
+    assert.ok(
+      b.copyPausedMs! > 1000 && b.waitedMs! >= b.copyPausedMs! + (b.mergeWaitedMs ?? 0),
+      `the record shows the wait (copy paused ${b.copyPausedMs} ms, merge waited ${b.mergeWaitedMs} ms)`,
+    );
     assert.equal(b.mergeError, undefined);
     // The VM is back on its disk image, the overlay is gone, the guest never rebooted and keeps writing.
     const vm = await c.vm('db');
@@ -122,7 +133,10 @@ describe('online backups', () => {
     assert.equal((await c.ferry(['backup', 'restore', b.id, '--as', 'db-mid'])).code, 0);
     const records = readRecords((await c.vm('db-mid')).diskPath);
     assert.deepEqual(records.holes, []);
-    assert.ok(records.last >= before && records.last <= atFreeze + 5, `restored ${records.last}: acknowledged before the request ${before}, at the freeze ${atFreeze}`);
+    assert.ok(
+      records.last >= before && records.last <= atFreeze + 5,
+      `restored ${records.last}: acknowledged before the request ${before}, at the freeze ${atFreeze}`,
+    );
     // The next incremental builds on it: the change bitmap came through the move and the merge.
     const inc = await c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--incremental']);
     assert.equal(inc.parent, b.id);
@@ -143,7 +157,10 @@ describe('online backups', () => {
   it('refuses what cannot be done with one line', async () => {
     for (const [args, msg] of [
       [['backup', 'restore', 'nope'], "error: no backup 'nope' (see 'ferry backup list')"],
-      [['backup', 'create', 'db-copy', '--incremental'], "error: VM 'db-copy' has no completed backup to build an incremental one on: take a full backup first"],
+      [
+        ['backup', 'create', 'db-copy', '--incremental'],
+        "error: VM 'db-copy' has no completed backup to build an incremental one on: take a full backup first",
+      ],
       [['backup', 'create', 'ghost'], "error: unknown VM 'ghost'"],
       [['backup', 'restore', full.id], "error: VM 'db' is running: stop it to restore its disk in place, or restore --as NAME"],
     ] as const) {

@@ -48,17 +48,25 @@ describe('rebalancing', () => {
     await c.ferryOk(['cluster', 'set', 'balanceIntervalS', '5']);
     const since = Date.now();
     await c.ferryOk(['cluster', 'set', 'balanceAuto', 'true']);
-    const moved = await waitFor('an automatic rebalance move', 30_000, async () => {
-      const ms = await c.api.call(migrationRoutes.list, {});
-      return ms.find((m) => m.requestedAtMs >= since && m.status === 'completed');
-    }, 250);
+    const moved = await waitFor(
+      'an automatic rebalance move',
+      30_000,
+      async () => {
+        const ms = await c.api.call(migrationRoutes.list, {});
+        return ms.find((m) => m.requestedAtMs >= since && m.status === 'completed');
+      },
+      250,
+    );
     assert.equal(moved.priority, 'rebalance');
     assert.equal(moved.from, 'node-1');
     await new Promise((r) => setTimeout(r, 6000));
     await c.ferryOk(['cluster', 'set', 'balanceAuto', 'false']);
     const all = (await c.api.call(migrationRoutes.list, {})).filter((m) => m.status === 'completed');
     for (const vm of new Set(all.map((m) => m.vm))) {
-      const times = all.filter((m) => m.vm === vm).map((m) => m.requestedAtMs).sort((a, b) => a - b);
+      const times = all
+        .filter((m) => m.vm === vm)
+        .map((m) => m.requestedAtMs)
+        .sort((a, b) => a - b);
       for (let i = 1; i < times.length; i++) assert.ok(times[i]! - times[i - 1]! >= 5000, `${vm} moved twice within 5 s`);
     }
     const events = await c.api.call(eventRoutes.list, {});

@@ -23,8 +23,16 @@ describe('core: a local cluster with real QEMU', () => {
   });
 
   it('reports its nodes with the accelerator that works and the CPU QEMU gives', async () => {
-    const nodes = await c.ferryJson<{ name: string; state: string; capabilities: { accelerator: string; cpu: { vendor: string; model: string; features: string[] }; qemuVersion: string } }[]>(['node', 'list']);
-    assert.deepEqual(nodes.map((n) => [n.name, n.state]), [['node-1', 'up'], ['node-2', 'up']]);
+    const nodes = await c.ferryJson<
+      { name: string; state: string; capabilities: { accelerator: string; cpu: { vendor: string; model: string; features: string[] }; qemuVersion: string } }[]
+    >(['node', 'list']);
+    assert.deepEqual(
+      nodes.map((n) => [n.name, n.state]),
+      [
+        ['node-1', 'up'],
+        ['node-2', 'up'],
+      ],
+    );
     for (const n of nodes) {
       assert.ok(['kvm', 'tcg'].includes(n.capabilities.accelerator));
       assert.match(n.capabilities.cpu.vendor, /GenuineIntel|AuthenticAMD/);
@@ -41,7 +49,17 @@ describe('core: a local cluster with real QEMU', () => {
   it('boots the built-in guest, which answers ping through the switch, then stops and deletes it', async () => {
     await c.ferryOk(['vm', 'create', 'pinger', '--memory', '128', '--node', 'node-1']);
     await c.ferryOk(['vm', 'start', 'pinger']);
-    const vm = await c.ferryJson<{ name: string; state: string; node: string; memoryMiB: number; cpus: number; mac: string; ip: string; workload: string; disk: string }>(['vm', 'show', 'pinger']);
+    const vm = await c.ferryJson<{
+      name: string;
+      state: string;
+      node: string;
+      memoryMiB: number;
+      cpus: number;
+      mac: string;
+      ip: string;
+      workload: string;
+      disk: string;
+    }>(['vm', 'show', 'pinger']);
     assert.deepEqual([vm.state, vm.node, vm.memoryMiB, vm.cpus, vm.workload], ['running', 'node-1', 128, 1, 'idle']);
     assert.ok(fs.existsSync(vm.disk), 'the disk is a qcow2 on the shared volume');
     const boot = await waitFor('the guest to boot', 60_000, () => c.console('pinger').boots[0]);
@@ -53,7 +71,10 @@ describe('core: a local cluster with real QEMU', () => {
     });
     assert.equal(ping.answered, true);
     const macs = await c.ferryJson<{ mac: string; node: string; vm: string | null }[]>(['switch', 'show']);
-    assert.ok(macs.some((m) => m.mac === vm.mac && m.node === 'node-1' && m.vm === 'pinger'), 'the switch learnt the MAC on node-1');
+    assert.ok(
+      macs.some((m) => m.mac === vm.mac && m.node === 'node-1' && m.vm === 'pinger'),
+      'the switch learnt the MAC on node-1',
+    );
     // QMP sockets are private: 0600 in a 0700 directory.
     const runDir = c.layout.nodeRun('node-1');
     assert.equal(fs.statSync(runDir).mode & 0o777, 0o700);
@@ -126,7 +147,10 @@ describe('core: up and down leave nothing behind', () => {
       assert.equal(again.code, 0, again.stderr);
       assert.match(again.stdout, /started node-1/);
       const adopted = await c.agent('node-1').list();
-      assert.deepEqual(adopted.map((i) => [i.name, i.pid, i.runState]), [['lone', qemuPid, 'running']]);
+      assert.deepEqual(
+        adopted.map((i) => [i.name, i.pid, i.runState]),
+        [['lone', qemuPid, 'running']],
+      );
       const ticks = c.console('lone').ticks.length;
       await waitFor('the guest to keep ticking', 10_000, () => c.console('lone').ticks.length > ticks + 1);
     } finally {
@@ -152,7 +176,9 @@ describe('core: console', () => {
     try {
       await c.createAndStart('talk', { memoryMiB: 128 });
       const out = await new Promise<{ code: number; stdout: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.dir, 'vm', 'console', 'talk'], { stdio: ['pipe', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.dir, 'vm', 'console', 'talk'], {
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
         let stdout = '';
         child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
         child.on('error', reject);

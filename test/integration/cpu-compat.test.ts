@@ -24,9 +24,14 @@ describe('CPU compatibility pre-flight', () => {
 
   it('reports each node its declared model with features from QEMU', async () => {
     const nodes = await c.ferryJson<{ name: string; capabilities: { cpu: { vendor: string; model: string; features: string[] } } }[]>(['node', 'list']);
-    assert.deepEqual(nodes.map((n) => [n.name, n.capabilities.cpu.model, n.capabilities.cpu.vendor]), [
-      ['node-1', 'Westmere', 'GenuineIntel'], ['node-2', 'Nehalem', 'GenuineIntel'], ['node-3', 'Opteron_G2', 'AuthenticAMD'],
-    ]);
+    assert.deepEqual(
+      nodes.map((n) => [n.name, n.capabilities.cpu.model, n.capabilities.cpu.vendor]),
+      [
+        ['node-1', 'Westmere', 'GenuineIntel'],
+        ['node-2', 'Nehalem', 'GenuineIntel'],
+        ['node-3', 'Opteron_G2', 'AuthenticAMD'],
+      ],
+    );
     assert.ok(nodes[0]!.capabilities.cpu.features.includes('aes'));
     assert.ok(!nodes[1]!.capabilities.cpu.features.includes('aes'));
   });
@@ -37,7 +42,11 @@ describe('CPU compatibility pre-flight', () => {
     assert.equal(up.code, 0, up.stderr);
     assert.equal((JSON.parse(up.stdout) as MigrationReport).status, 'completed');
     const onWestmere = (await c.agent('node-1').list()).find((i) => i.name === 'old')!;
-    assert.match(fs.readFileSync(`/proc/${onWestmere.pid}/cmdline`, 'utf8').replace(/\0/g, ' '), /-cpu Nehalem /, 'the guest kept its Nehalem CPU on the Westmere node');
+    assert.match(
+      fs.readFileSync(`/proc/${onWestmere.pid}/cmdline`, 'utf8').replace(/\0/g, ' '),
+      /-cpu Nehalem /,
+      'the guest kept its Nehalem CPU on the Westmere node',
+    );
     const back = await c.ferry(['vm', 'migrate', 'old', '--to', 'node-2']);
     assert.equal(back.code, 0, back.stderr);
   });
@@ -82,7 +91,10 @@ describe('CPU compatibility pre-flight', () => {
     assert.equal(created.code, 0, created.stderr);
     assert.match(created.stdout, /processor compatibility mode on/);
     assert.equal((await c.ferry(['vm', 'start', 'cmp'])).code, 0);
-    const shown = await c.ferryJson<{ settings: unknown; cpuBaselines: { vendor: string; nodes: string[]; model: string; features: string[] }[] }>(['cluster', 'show']);
+    const shown = await c.ferryJson<{ settings: unknown; cpuBaselines: { vendor: string; nodes: string[]; model: string; features: string[] }[] }>([
+      'cluster',
+      'show',
+    ]);
     const intel = shown.cpuBaselines.find((b) => b.vendor === 'GenuineIntel')!;
     assert.deepEqual(intel.nodes, ['node-1', 'node-2']);
     const nodes = await c.ferryJson<{ name: string; capabilities: { cpu: { features: string[] } } }[]>(['node', 'list']);
@@ -91,7 +103,7 @@ describe('CPU compatibility pre-flight', () => {
     const vm = await c.vm('cmp');
     assert.equal(vm.node, 'node-1');
     assert.equal(vm.guestCpu?.model, intel.model);
-    assert.ok(!vm.guestCpu?.features.includes('aes'), 'the compat guest does not get the Westmere node\'s AES');
+    assert.ok(!vm.guestCpu?.features.includes('aes'), "the compat guest does not get the Westmere node's AES");
     const inst = (await c.agent('node-1').list()).find((i) => i.name === 'cmp')!;
     assert.match(fs.readFileSync(`/proc/${inst.pid}/cmdline`, 'utf8').replace(/\0/g, ' '), new RegExp(`-cpu ${intel.model} `));
 
@@ -112,7 +124,7 @@ describe('CPU compatibility pre-flight', () => {
     assert.equal(back.code, 0, back.stderr);
   });
 
-  it('turns compat off only on a stopped VM, and the next start gets the node\'s full model', async () => {
+  it("turns compat off only on a stopped VM, and the next start gets the node's full model", async () => {
     const bad = await c.ferry(['vm', 'set', 'cmp', '--compat', 'maybe']);
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr.trim(), "error: compat must be on or off, got 'maybe'");
@@ -140,7 +152,10 @@ describe('CPU compatibility pre-flight', () => {
     const widened = await intel();
     assert.deepEqual([widened.nodes, widened.baseModel, widened.features], [['node-1', 'node-2', 'node-4'], 'Penryn', penryn]);
     const events = await c.api.call(eventRoutes.list, {});
-    assert.ok(events.some((e) => e.type === 'cluster.cpu-baseline' && /GenuineIntel compatibility baseline: Nehalem .* → Penryn/.test(e.message)), 'the change is an event');
+    assert.ok(
+      events.some((e) => e.type === 'cluster.cpu-baseline' && /GenuineIntel compatibility baseline: Nehalem .* → Penryn/.test(e.message)),
+      'the change is an event',
+    );
 
     await c.api.call(vmRoutes.create, { body: { name: 'late', compat: true, node: 'node-1', memoryMiB: 128 } });
     await c.api.call(vmRoutes.start, { params: { name: 'late' }, body: {} });

@@ -37,7 +37,15 @@ describe('dashboard in Chromium', () => {
       executablePath: CHROMIUM,
       headless: true,
       // Playwright gives each launch a new, empty profile; the rest keeps Chromium off this machine's closed network.
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('console', (m) => {
@@ -72,7 +80,9 @@ describe('dashboard in Chromium', () => {
     assert.match(await page.locator('#nodes').innerText(), /node-1\s+up\s+\S+ qemu64\s+tcg/);
     // A change made with the session cookie but without the CSRF header is refused.
     provoking = true;
-    const forged = await page.evaluate(async () => (await fetch('/api/v1/vms', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"forged"}' })).status);
+    const forged = await page.evaluate(
+      async () => (await fetch('/api/v1/vms', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"forged"}' })).status,
+    );
     await page.waitForTimeout(300);
     provoking = false;
     assert.equal(forged, 400);
@@ -109,13 +119,21 @@ describe('dashboard in Chromium', () => {
     await page.waitForSelector('#steps li.current[data-step=memory]', { timeout: 30_000 });
     await page.waitForSelector('#progress');
     const first = await page.locator('#progress').innerText();
-    await page.waitForFunction((before) => {
-      const el = document.querySelector('#progress');
-      return el !== null && el.textContent !== before;
-    }, first.replace(/\n/g, ''), { timeout: 15_000 }).catch(() => undefined);
+    await page
+      .waitForFunction(
+        (before) => {
+          const el = document.querySelector('#progress');
+          return el !== null && el.textContent !== before;
+        },
+        first.replace(/\n/g, ''),
+        { timeout: 15_000 },
+      )
+      .catch(() => undefined);
     await page.waitForSelector('#chart', { timeout: 15_000 });
     // A few seconds of samples, so the chart shows the rate over time.
-    await page.waitForFunction(() => (document.querySelector('#chart polyline.bw')?.getAttribute('points') ?? '').split(' ').length >= 5, undefined, { timeout: 15_000 });
+    await page.waitForFunction(() => (document.querySelector('#chart polyline.bw')?.getAttribute('points') ?? '').split(' ').length >= 5, undefined, {
+      timeout: 15_000,
+    });
     await page.screenshot({ path: path.join(SHOTS, 'migration.png') });
     assert.ok((await page.locator('#steps li.done').count()) >= 3, 'connect, config and create are done');
     await page.waitForSelector('#report', { timeout: 120_000 });
@@ -132,7 +150,9 @@ describe('dashboard in Chromium', () => {
     assert.match(await page.locator('#plan').innerText(), /web\s+256 MiB\s+node-(1|3)/);
     await page.click('button[data-drain=node-2]');
     await page.waitForSelector('#maintenance tr[data-node=node-2] .badge.maintenance');
-    await page.waitForFunction(() => document.querySelector('#maintenance tr[data-node=node-2] td:nth-child(3)')?.textContent === '0', undefined, { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelector('#maintenance tr[data-node=node-2] td:nth-child(3)')?.textContent === '0', undefined, {
+      timeout: 60_000,
+    });
     assert.notEqual((await c.vm('web')).node, 'node-2');
     await page.click('button[data-resume=node-2]');
     await page.waitForSelector('#maintenance tr[data-node=node-2] .badge.up');

@@ -23,7 +23,16 @@ hypervisorContract('QEMU', async () => {
   const spec = async (name: string): Promise<VmSpec> => {
     const diskPath = path.join(dir, 'shared', `${name}.qcow2`);
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', diskPath, '64M']);
-    return { name, memoryMiB: 128, cpus: 1, diskPath, mac: '52:54:00:99:00:01', ip: '10.99.0.1/16', workload: 'idle', consoleLogPath: path.join(dir, 'shared', `${name}.log`) };
+    return {
+      name,
+      memoryMiB: 128,
+      cpus: 1,
+      diskPath,
+      mac: '52:54:00:99:00:01',
+      ip: '10.99.0.1/16',
+      workload: 'idle',
+      consoleLogPath: path.join(dir, 'shared', `${name}.log`),
+    };
   };
   return {
     a: hosts[0]!,

@@ -32,7 +32,11 @@ describe('maintenance mode', () => {
     assert.equal(r.code, 0, r.stderr);
     const res = JSON.parse(r.stdout) as { plan: { steps: { vm: string; to: string }[]; blockers: string[]; estimatedMs: number } };
     assert.deepEqual(res.plan.blockers, []);
-    assert.deepEqual(res.plan.steps.map((s) => s.vm), ['m1', 'm2', 'm3'], 'biggest first');
+    assert.deepEqual(
+      res.plan.steps.map((s) => s.vm),
+      ['m1', 'm2', 'm3'],
+      'biggest first',
+    );
     assert.ok(res.plan.steps.every((s) => s.to === 'node-2' || s.to === 'node-3'));
     assert.ok(res.plan.estimatedMs > 0);
     const human = await c.ferry(['node', 'maintenance', 'node-1', '--drain', 'live', '--dry-run']);
@@ -87,7 +91,9 @@ describe('maintenance mode', () => {
   });
 
   it('drains by saving: every VM ends saved on the shared volume and restores', async () => {
-    const on3 = (await c.ferryJson<{ name: string; node: string; state: string }[]>(['vm', 'list'])).filter((v) => v.node === 'node-3' && v.state === 'running').map((v) => v.name);
+    const on3 = (await c.ferryJson<{ name: string; node: string; state: string }[]>(['vm', 'list']))
+      .filter((v) => v.node === 'node-3' && v.state === 'running')
+      .map((v) => v.name);
     assert.ok(on3.length >= 1);
     const r = await c.ferry(['node', 'maintenance', 'node-3', '--drain', 'save']);
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);

@@ -59,23 +59,35 @@ describe('live migration failures leave the VM on the source', () => {
   }
 
   it('target QEMU killed during the memory step', async () => {
-    await failureCase('node-2', async (m) => {
-      const target = (await c.agent(m.to).list()).find((i) => i.name === 'victim')!;
-      process.kill(target.pid, 'SIGKILL');
-    }, { status: 'failed', error: /.+/ });
+    await failureCase(
+      'node-2',
+      async (m) => {
+        const target = (await c.agent(m.to).list()).find((i) => i.name === 'victim')!;
+        process.kill(target.pid, 'SIGKILL');
+      },
+      { status: 'failed', error: /.+/ },
+    );
   });
 
   it('migration connection cut', async () => {
-    await failureCase('node-3', async (m) => {
-      execFileSync('ss', ['-K', 'dst', m.target!.address, 'dport', '=', String(m.target!.port)]);
-    }, { status: 'failed', error: /QEMU reported the transfer failed|incoming migration/ });
+    await failureCase(
+      'node-3',
+      async (m) => {
+        execFileSync('ss', ['-K', 'dst', m.target!.address, 'dport', '=', String(m.target!.port)]);
+      },
+      { status: 'failed', error: /QEMU reported the transfer failed|incoming migration/ },
+    );
   });
 
   it('cancelled with ferry migration cancel', async () => {
-    const report = await failureCase('node-1', async (m) => {
-      const r = await c.ferry(['migration', 'cancel', m.id]);
-      assert.equal(r.code, 0, r.stderr);
-    }, { status: 'cancelled', error: /cancelled by user/ });
+    const report = await failureCase(
+      'node-1',
+      async (m) => {
+        const r = await c.ferry(['migration', 'cancel', m.id]);
+        assert.equal(r.code, 0, r.stderr);
+      },
+      { status: 'cancelled', error: /cancelled by user/ },
+    );
     assert.ok(report.steps.some((s) => s.name === 'memory'));
   });
 
@@ -97,22 +109,33 @@ describe('live migration failures leave the VM on the source', () => {
   });
 
   it('target agent killed', async () => {
-    await failureCase('node-2', async (m) => {
-      process.kill(readEndpoint(c.layout, m.to)!.pid, 'SIGKILL');
-    }, { status: 'failed', error: /agent of node 'node-2' is unreachable/ }, async () => {
-      // The node's agent comes back (as an operator's `ferry up` would bring it).
-      const r = await c.ferry(['up']);
-      assert.equal(r.code, 0, r.stderr);
-    });
+    await failureCase(
+      'node-2',
+      async (m) => {
+        process.kill(readEndpoint(c.layout, m.to)!.pid, 'SIGKILL');
+      },
+      { status: 'failed', error: /agent of node 'node-2' is unreachable/ },
+      async () => {
+        // The node's agent comes back (as an operator's `ferry up` would bring it).
+        const r = await c.ferry(['up']);
+        assert.equal(r.code, 0, r.stderr);
+      },
+    );
   });
 
   it('source agent killed', async () => {
-    await failureCase('node-3', async (m, source) => {
-      process.kill(readEndpoint(c.layout, source)!.pid, 'SIGKILL');
-    }, { status: 'failed', error: /unreachable/ }, async () => {
-      const r = await c.ferry(['up']);
-      assert.equal(r.code, 0, r.stderr);
-    }, true);
+    await failureCase(
+      'node-3',
+      async (m, source) => {
+        process.kill(readEndpoint(c.layout, source)!.pid, 'SIGKILL');
+      },
+      { status: 'failed', error: /unreachable/ },
+      async () => {
+        const r = await c.ferry(['up']);
+        assert.equal(r.code, 0, r.stderr);
+      },
+      true,
+    );
   });
 
   it('controller killed mid-migration: the restarted controller settles it, the VM runs on exactly one host', async () => {
@@ -139,7 +162,11 @@ describe('live migration failures leave the VM on the source', () => {
     const hosts = [...all.entries()].filter(([, list]) => list.some((i) => i.name === 'victim')).map(([n]) => n);
     assert.deepEqual(hosts, [vm.node], 'exactly one host runs it, the one the store names');
     if (final.report.status === 'failed') assert.equal(vm.node, source);
-    const retry = await startMigration(c, 'victim', NODES.find((n) => n !== vm.node)!);
+    const retry = await startMigration(
+      c,
+      'victim',
+      NODES.find((n) => n !== vm.node)!,
+    );
     assert.equal((await finalReport(c, retry.id)).report.status, 'completed');
   });
 });

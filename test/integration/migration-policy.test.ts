@@ -31,9 +31,23 @@ describe('migration policies', () => {
   it('--plan measures the guest and the link, predicts and names the strategy, and moves nothing', async () => {
     const human = await c.ferry(['vm', 'migrate', 'calm', '--to', 'node-2', '--plan']);
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /^plan: calm node-1 → node-2 over migration\n {2}measured: guest RAM 128\.0 MiB, not zero [\d.]+ MiB, dirty rate .*, link [\d.]+ [MG]iB\/s\n {2}strategy: pre-copy: /);
+    assert.match(
+      human.stdout,
+      /^plan: calm node-1 → node-2 over migration\n {2}measured: guest RAM 128\.0 MiB, not zero [\d.]+ MiB, dirty rate .*, link [\d.]+ [MG]iB\/s\n {2}strategy: pre-copy: /,
+    );
     assert.match(human.stdout, /predicted: total \d+ ms \(transfer \d+ ms\), \d+ rounds, downtime \d+ ms/);
-    const plan = await c.ferryJson<{ ok: boolean; predicted: { strategy: string; input: { nonZeroBytes: number; ramBytes: number } } }>(['vm', 'migrate', 'busy', '--to', 'node-2', '--plan', '--policy', 'qemu-defaults', '--bandwidth', '16']);
+    const plan = await c.ferryJson<{ ok: boolean; predicted: { strategy: string; input: { nonZeroBytes: number; ramBytes: number } } }>([
+      'vm',
+      'migrate',
+      'busy',
+      '--to',
+      'node-2',
+      '--plan',
+      '--policy',
+      'qemu-defaults',
+      '--bandwidth',
+      '16',
+    ]);
     assert.equal(plan.ok, true);
     assert.equal(plan.predicted.strategy, 'pre-copy (expected to abort)', 'at 16 MiB/s without convergence help a 96 MiB/s guest cannot finish');
     assert.ok(plan.predicted.input.nonZeroBytes > 0 && plan.predicted.input.nonZeroBytes <= plan.predicted.input.ramBytes);
@@ -49,7 +63,15 @@ describe('migration policies', () => {
     assert.equal(report.predicted?.strategy, 'pre-copy');
     assert.ok(report.predicted!.totalMs > 0 && report.transferMs! > 0);
     assert.equal(typeof report.dirtyRateBytesPerSec, 'number');
-    assert.deepEqual(report.policy, { bandwidthMiBps: null, downtimeMs: 30, completionTimeoutSPerGiB: 150, progressTimeoutS: 30, escalation: ['auto-converge'], multifdChannels: 1, xbzrle: false });
+    assert.deepEqual(report.policy, {
+      bandwidthMiBps: null,
+      downtimeMs: 30,
+      completionTimeoutSPerGiB: 150,
+      progressTimeoutS: 30,
+      escalation: ['auto-converge'],
+      multifdChannels: 1,
+      xbzrle: false,
+    });
   });
 
   it('aborts when pre-copy makes no progress, leaving the VM running on its source', async () => {
@@ -88,7 +110,7 @@ describe('migration policies', () => {
     assert.ok(keptRunning(con).ok, keptRunning(con).reason);
   });
 
-  it('layers the cluster default, the VM\'s policy and the migration\'s', async () => {
+  it("layers the cluster default, the VM's policy and the migration's", async () => {
     const cluster = path.join(c.dir, 'policy-cluster.json');
     fs.writeFileSync(cluster, JSON.stringify({ downtimeMs: 250, progressTimeoutS: 12 }));
     assert.equal((await c.ferry(['cluster', 'policy', '--policy', cluster])).code, 0);

@@ -37,7 +37,12 @@ describe('migration slots and queue', () => {
   let c: TestCluster;
   before(async () => {
     c = await TestCluster.start({ nodes: 4 });
-    for (const [name, node] of [['a1', 'node-1'], ['a2', 'node-1'], ['b1', 'node-3'], ['b2', 'node-3']] as const) {
+    for (const [name, node] of [
+      ['a1', 'node-1'],
+      ['a2', 'node-1'],
+      ['b1', 'node-3'],
+      ['b2', 'node-3'],
+    ] as const) {
       await c.createAndStart(name, { node, memoryMiB: 128, workload: 'memory:4' });
     }
   });
@@ -49,12 +54,24 @@ describe('migration slots and queue', () => {
     const show = await c.ferryJson<{ settings: { migrationsPerNode: number } }>(['cluster', 'show']);
     assert.equal(show.settings.migrationsPerNode, 1);
     const ids: string[] = [];
-    for (const [vm, to] of [['a1', 'node-2'], ['a2', 'node-2'], ['b1', 'node-4'], ['b2', 'node-4']] as const) {
+    for (const [vm, to] of [
+      ['a1', 'node-2'],
+      ['a2', 'node-2'],
+      ['b1', 'node-4'],
+      ['b2', 'node-4'],
+    ] as const) {
       ids.push((await startMigration(c, vm, to, SLOW)).id);
     }
     const list = await c.ferryJson<(MigrationRecord & { queuePosition?: number })[]>(['migration', 'list']);
     const queued = list.filter((m) => m.status === 'queued');
-    assert.deepEqual(queued.map((m) => [m.vm, m.queuePosition]), [['a2', 1], ['b2', 2]], 'queued in order with their positions');
+    assert.deepEqual(
+      queued.map((m) => [m.vm, m.queuePosition]),
+      [
+        ['a2', 1],
+        ['b2', 2],
+      ],
+      'queued in order with their positions',
+    );
     const human = await c.ferryOk(['migration', 'list']);
     assert.match(human, /queued #1/);
     const finals = [];
@@ -86,13 +103,20 @@ describe('migration slots and queue', () => {
     assert.equal((await finalReport(c, first.id)).report.status, 'completed');
 
     // `ferry events --follow --json` prints each new event as one JSON line.
-    const follower = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.dir, 'events', '--follow', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const follower = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.dir, 'events', '--follow', '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let followed = '';
     follower.stdout.on('data', (d: Buffer) => (followed += d.toString()));
     await waitFor('the follower to print the history', 10_000, () => followed.includes('migration.completed'));
     await c.ferryOk(['cluster', 'set', 'migrationsPerNode', '2']);
     const setting = await waitFor('the setting event to be followed', 10_000, () =>
-      followed.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data?: { value?: number } }).find((e) => e.type === 'cluster.setting'));
+      followed
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { type: string; data?: { value?: number } })
+        .find((e) => e.type === 'cluster.setting'),
+    );
     follower.kill('SIGINT');
     assert.equal(setting.data?.value, 2);
     const bad = await c.ferry(['cluster', 'set', 'migrationsPerNode', '0']);

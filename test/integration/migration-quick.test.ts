@@ -37,7 +37,10 @@ describe('quick migration and save/restore', () => {
     const report = JSON.parse(r.stdout) as MigrationReport;
     assert.equal(report.mode, 'quick');
     assert.equal(report.status, 'completed', report.error);
-    assert.deepEqual(report.steps.map((s) => s.name), [...STEPS]);
+    assert.deepEqual(
+      report.steps.map((s) => s.name),
+      [...STEPS],
+    );
     assert.equal(typeof report.pausedMs, 'number');
     assert.ok(report.pausedMs! > 0 && report.pausedMs! <= report.totalMs, `pausedMs ${report.pausedMs} within totalMs ${report.totalMs}`);
     assert.ok(report.guestBlackoutMs! >= report.pausedMs! * 0.5, 'the probe saw the pause');
@@ -62,7 +65,9 @@ describe('quick migration and save/restore', () => {
     assert.equal((await c.api.call(migrationRoutes.show, { params: { id: m.id } })).mode, 'live');
     await finalReport(c, (await c.api.call(migrationRoutes.cancel, { params: { id: m.id } })).id);
     const q = await requestMigration(c.api, 'qbusy', {
-      to: 'node-2', mode: 'quick', tuning: { maxBandwidthBytesPerSec: 8 * 1024 * 1024 },
+      to: 'node-2',
+      mode: 'quick',
+      tuning: { maxBandwidthBytesPerSec: 8 * 1024 * 1024 },
     });
     assert.equal(q.mode, 'quick');
     const running = await waitForPhase(c, q.id, 'memory', 2 * 1024 * 1024);
@@ -85,7 +90,10 @@ describe('quick migration and save/restore', () => {
     assert.equal(saved.state, 'saved');
     assert.ok(fs.existsSync(saved.savedState), 'the state is on the shared volume');
     const all = await c.instances(NODES);
-    assert.ok([...all.values()].every((l) => !l.some((i) => i.name === 'sleeper')), 'no QEMU runs it while saved');
+    assert.ok(
+      [...all.values()].every((l) => !l.some((i) => i.name === 'sleeper')),
+      'no QEMU runs it while saved',
+    );
     const ticksAtSave = c.console('sleeper').ticks.length;
     await new Promise((r) => setTimeout(r, 2000));
     assert.equal(c.console('sleeper').ticks.length, ticksAtSave, 'a saved VM does not run');

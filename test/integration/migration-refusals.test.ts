@@ -38,9 +38,21 @@ describe('live migration refusals', () => {
     const web = await c.vm('web');
     assert.deepEqual([web.node, web.state, web.migrationId], ['node-1', 'running', undefined]);
     const all = await c.instances(NODES);
-    assert.deepEqual(all.get('node-1')!.map((i) => i.name).sort(), ['web']);
-    assert.deepEqual(all.get('node-2')!.map((i) => i.name), ['filler']);
-    assert.deepEqual(all.get('node-3')!.map((i) => i.name), []);
+    assert.deepEqual(
+      all
+        .get('node-1')!
+        .map((i) => i.name)
+        .sort(),
+      ['web'],
+    );
+    assert.deepEqual(
+      all.get('node-2')!.map((i) => i.name),
+      ['filler'],
+    );
+    assert.deepEqual(
+      all.get('node-3')!.map((i) => i.name),
+      [],
+    );
     assert.equal((await c.api.call(migrationRoutes.list, {})).length, migrationsBefore.length, 'no migration started');
   }
 
@@ -49,11 +61,14 @@ describe('live migration refusals', () => {
   it("refuses the VM's own node", () => refused(['web', '--to', 'node-1'], /^error: VM 'web' already runs on node 'node-1'$/));
   it('refuses a node of another cluster, naming it (R4)', async () => {
     const foreign = readEndpoint(other.layout, 'node-1')!.url;
-    await refused(['web', '--to', foreign], new RegExp(`^error: node 'node-1' at ${foreign} is not a member of this cluster \\(it belongs to cluster [0-9a-f-]+\\)`));
+    await refused(
+      ['web', '--to', foreign],
+      new RegExp(`^error: node 'node-1' at ${foreign} is not a member of this cluster \\(it belongs to cluster [0-9a-f-]+\\)`),
+    );
   });
-  it('refuses a VM that is not running', () => refused(['parked', '--to', 'node-2'], /^error: VM 'parked' is stopped: only a running VM can be live-migrated$/));
-  it('refuses a target without the memory', () =>
-    refused(['web', '--to', 'node-2'], /^error: node 'node-2' has 256 MiB free, VM 'web' needs 384 MiB$/));
+  it('refuses a VM that is not running', () =>
+    refused(['parked', '--to', 'node-2'], /^error: VM 'parked' is stopped: only a running VM can be live-migrated$/));
+  it('refuses a target without the memory', () => refused(['web', '--to', 'node-2'], /^error: node 'node-2' has 256 MiB free, VM 'web' needs 384 MiB$/));
   it('refuses a usage mistake', async () => {
     const r = await c.ferry(['vm', 'migrate', 'web']);
     assert.equal(r.code, 2);

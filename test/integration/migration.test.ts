@@ -19,7 +19,11 @@ function assertReport(r: MigrationReport, vm: string, from: string, to: string):
   assert.equal(r.from, from);
   assert.equal(r.to, to);
   assert.equal(r.status, 'completed', r.error);
-  assert.deepEqual(r.steps.map((s) => s.name), [...STEPS], 'all seven steps, in order');
+  assert.deepEqual(
+    r.steps.map((s) => s.name),
+    [...STEPS],
+    'all seven steps, in order',
+  );
   const sum = r.steps.reduce((s, x) => s + x.ms, 0);
   assert.ok(sum <= r.totalMs, `steps sum ${sum} ≤ total ${r.totalMs}`);
   assert.ok(r.totalMs > 0);
@@ -59,7 +63,11 @@ describe('live migration', () => {
     assert.equal(after.node, 'node-2');
     assert.equal(after.state, 'running');
     const instances = await c.instances(NODES);
-    assert.deepEqual(instances.get('node-1')!.map((i) => i.name), [], 'nothing left on the source');
+    assert.deepEqual(
+      instances.get('node-1')!.map((i) => i.name),
+      [],
+      'nothing left on the source',
+    );
     assert.equal(instances.get('node-2')!.find((i) => i.name === 'busy')?.runState, 'running');
 
     await waitFor('ticks after the move', 10_000, () => c.console('busy').ticks.length > ticksBefore + 2);
@@ -103,10 +111,22 @@ describe('live migration', () => {
     await c.createAndStart('slow', { node: 'node-2', workload: 'memory:8', memoryMiB: 256 });
     await waitFor('the memory workload to run', 30_000, () => (c.console('slow').memoryWrittenMiB ?? 0) > 8);
     const m = await startMigration(c, 'slow', 'node-3', { maxBandwidthBytesPerSec: 24 * 1024 * 1024 });
-    const shown = await waitFor('progress in vm show', 30_000, async () => {
-      const v = await c.ferryJson<{ state: string; migration?: { id: string; phase: string; progress?: { transferredBytes: number; remainingBytes: number; rounds: number; dirtyRateBytesPerSec: number; estimatedRemainingMs?: number } } }>(['vm', 'show', 'slow']);
-      return v.migration?.phase === 'memory' && (v.migration.progress?.transferredBytes ?? 0) > 0 ? v : undefined;
-    }, 50);
+    const shown = await waitFor(
+      'progress in vm show',
+      30_000,
+      async () => {
+        const v = await c.ferryJson<{
+          state: string;
+          migration?: {
+            id: string;
+            phase: string;
+            progress?: { transferredBytes: number; remainingBytes: number; rounds: number; dirtyRateBytesPerSec: number; estimatedRemainingMs?: number };
+          };
+        }>(['vm', 'show', 'slow']);
+        return v.migration?.phase === 'memory' && (v.migration.progress?.transferredBytes ?? 0) > 0 ? v : undefined;
+      },
+      50,
+    );
     assert.equal(shown.migration!.id, m.id);
     const p = shown.migration!.progress!;
     assert.ok(p.remainingBytes > 0);

@@ -29,7 +29,9 @@ describe('cluster networks', () => {
     for (const address of cut) {
       try {
         execFileSync('ip', ['route', 'del', 'unreachable', `${address}/32`, 'table', 'local']);
-      } catch { /* already gone */ }
+      } catch {
+        /* already gone */
+      }
     }
     await c?.stop();
   });
@@ -39,7 +41,14 @@ describe('cluster networks', () => {
 
   it('lists each network with its role, metric, subnet and a distinct address per node, all reachable', async () => {
     const list = await nets();
-    assert.deepEqual(list.map((n) => [n.name, n.role, n.metric]), [['migration', 'migration', 100], ['storage', 'storage', 500], ['management', 'management', 1000]]);
+    assert.deepEqual(
+      list.map((n) => [n.name, n.role, n.metric]),
+      [
+        ['migration', 'migration', 100],
+        ['storage', 'storage', 500],
+        ['management', 'management', 1000],
+      ],
+    );
     const all = list.flatMap((n) => Object.values(n.addresses));
     assert.equal(new Set(all).size, 6, 'three networks × two nodes, six addresses');
     for (const n of list) {
@@ -58,10 +67,13 @@ describe('cluster networks', () => {
     const report = JSON.parse(r.stdout) as MigrationReport;
     assert.equal(report.status, 'completed');
     assert.deepEqual(report.network, {
-      name: 'migration', sourceAddress: await addressOf('migration', 'node-1'), targetAddress: await addressOf('migration', 'node-2'), skipped: [],
+      name: 'migration',
+      sourceAddress: await addressOf('migration', 'node-1'),
+      targetAddress: await addressOf('migration', 'node-2'),
+      skipped: [],
     });
     const record = await c.api.call(migrationRoutes.show, { params: { id: report.id } });
-    assert.equal(record.target?.address, await addressOf('migration', 'node-2'), "the target QEMU listened on its migration-network address");
+    assert.equal(record.target?.address, await addressOf('migration', 'node-2'), 'the target QEMU listened on its migration-network address');
   });
 
   it('falls back to the next network when the preferred one is cut, and says why', async () => {
@@ -70,10 +82,18 @@ describe('cluster networks', () => {
     const list = await nets();
     const migration = list.find((n) => n.name === 'migration')!;
     assert.equal(migration.state, 'partial');
-    assert.deepEqual(migration.nodes.find((n) => n.node === 'node-1'), { node: 'node-1', address: lost, state: 'down', error: 'EHOSTUNREACH' });
+    assert.deepEqual(
+      migration.nodes.find((n) => n.node === 'node-1'),
+      { node: 'node-1', address: lost, state: 'down', error: 'EHOSTUNREACH' },
+    );
     const r = await c.ferry(['vm', 'migrate', 'a', '--to', 'node-1']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`network: management \\(${await addressOf('management', 'node-2')} → ${await addressOf('management', 'node-1')}\\); skipped migration \\(${lost} unreachable`));
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `network: management \\(${await addressOf('management', 'node-2')} → ${await addressOf('management', 'node-1')}\\); skipped migration \\(${lost} unreachable`,
+      ),
+    );
     assert.equal((await c.vm('a')).node, 'node-1');
   });
 
@@ -83,7 +103,10 @@ describe('cluster networks', () => {
     assert.equal(check.code, 1);
     const blockers = (JSON.parse(check.stdout) as { blockers: string[] }).blockers;
     assert.equal(blockers.length, 1);
-    assert.match(blockers[0]!, /^no usable migration network between 'node-1' and 'node-2' \(migration: \S+ unreachable from \S+: (EHOSTUNREACH|EADDRNOTAVAIL); storage: role storage; management: role none\)$/);
+    assert.match(
+      blockers[0]!,
+      /^no usable migration network between 'node-1' and 'node-2' \(migration: \S+ unreachable from \S+: (EHOSTUNREACH|EADDRNOTAVAIL); storage: role storage; management: role none\)$/,
+    );
     const refused = await c.ferry(['vm', 'migrate', 'a', '--to', 'node-2']);
     assert.equal(refused.code, 2);
     assert.match(refused.stderr.trim(), /^error: no usable migration network between 'node-1' and 'node-2'/);

@@ -15,7 +15,6 @@ import { OFFLOADS } from '../../src/domain/nic.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { vmRoutes } from '../../src/api/controller/vms.js';
 
-
 describe('NIC offloads', () => {
   let c: TestCluster;
   before(async () => {
@@ -27,12 +26,15 @@ describe('NIC offloads', () => {
 
   const nicDevice = async (vm: string, node: string) => {
     const inst = (await c.agent(node).list()).find((i) => i.name === vm)!;
-    return fs.readFileSync(`/proc/${inst.pid}/cmdline`, 'utf8').split('\0').find((a) => a.startsWith('virtio-net-pci'))!;
+    return fs
+      .readFileSync(`/proc/${inst.pid}/cmdline`, 'utf8')
+      .split('\0')
+      .find((a) => a.startsWith('virtio-net-pci'))!;
   };
   const view = (vm: string) => c.api.call(vmRoutes.show, { params: { name: vm } });
   const answers = async (vm: string) => waitFor(`${vm} to answer through the switch`, 20_000, async () => (await c.ferry(['vm', 'ping', vm])).code === 0);
 
-  it('reports what each node\'s backend lets a NIC offer, from QEMU', async () => {
+  it("reports what each node's backend lets a NIC offer, from QEMU", async () => {
     const nodes = await c.ferryJson<NodeRecord[]>(['node', 'list']);
     const nic = (n: string) => nodes.find((x) => x.name === n)!.capabilities!.nic!;
     assert.equal(nic('node-1').backend, 'tap');
@@ -78,7 +80,10 @@ describe('NIC offloads', () => {
     const bad = await c.ferry(['vm', 'create', 'x', '--offloads', 'csum,tso']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr.trim(), /^error: unknown NIC offload tso \(known: csum, guest_csum, gso,/);
-    assert.equal((await c.api.call(vmRoutes.list, {})).some((v) => v.name === 'x'), false);
+    assert.equal(
+      (await c.api.call(vmRoutes.list, {})).some((v) => v.name === 'x'),
+      false,
+    );
     assert.equal((await c.ferry(['vm', 'create', 'few', '--node', 'node-1', '--memory', '128', '--offloads', 'csum,gso'])).code, 0);
     assert.equal((await c.ferry(['vm', 'start', 'few'])).code, 0);
     await waitFor('few to boot', 60_000, () => c.console('few').ticks.length > 0);

@@ -42,9 +42,15 @@ describe('replica to another cluster', () => {
   it('refuses bad requests with one line and changes nothing', async () => {
     const cases: [string[], string][] = [
       [['db', '--to', url(b), '--token-file', b.layout.token, '--interval', '10s'], "error: --interval must be one of 30s, 5m, 15m, got '10s'"],
-      [['db', '--to', url(a), '--token-file', a.layout.token, '--interval', '30s'], `error: ${new URL(url(a)).origin} is this same cluster: a replica goes to a host outside it (another Ferry cluster or a standalone Ferry node)`],
+      [
+        ['db', '--to', url(a), '--token-file', a.layout.token, '--interval', '30s'],
+        `error: ${new URL(url(a)).origin} is this same cluster: a replica goes to a host outside it (another Ferry cluster or a standalone Ferry node)`,
+      ],
       [['ghost', '--to', url(b), '--token-file', b.layout.token], "error: unknown VM 'ghost'"],
-      [['db', '--to', url(b), '--token-file', a.layout.token], `error: cannot use ${new URL(url(b)).origin} as a replica target: it refused the token (wrong --token-file?)`],
+      [
+        ['db', '--to', url(b), '--token-file', a.layout.token],
+        `error: cannot use ${new URL(url(b)).origin} as a replica target: it refused the token (wrong --token-file?)`,
+      ],
       [['db', '--to', url(b)], "error: 'replica enable' needs --to URL (the replica cluster's API) and --token-file FILE (its token)"],
     ];
     for (const [args, message] of cases) {
@@ -67,12 +73,17 @@ describe('replica to another cluster', () => {
     assert.ok(s.lastSyncBytes! > 0);
     // Two more syncs by the clock; the lag never exceeds the interval (plus the seconds a sync takes).
     let maxLag = 0;
-    const last = await waitFor('two scheduled syncs', 80_000, async () => {
-      const [o] = (await status(a)).outgoing;
-      maxLag = Math.max(maxLag, o!.lagMs ?? 0);
-      assert.equal(o!.health, 'normal', JSON.stringify(o));
-      return o!.syncs >= 3 ? o : undefined;
-    }, 1000);
+    const last = await waitFor(
+      'two scheduled syncs',
+      80_000,
+      async () => {
+        const [o] = (await status(a)).outgoing;
+        maxLag = Math.max(maxLag, o!.lagMs ?? 0);
+        assert.equal(o!.health, 'normal', JSON.stringify(o));
+        return o!.syncs >= 3 ? o : undefined;
+      },
+      1000,
+    );
     assert.ok(maxLag <= 30_000 + 5000, `lag stayed within the interval (max ${maxLag} ms)`);
     assert.equal(last!.lastSyncMode, 'incremental');
     assert.ok(last!.lastSyncBytes! <= 8 * 1048576, `an interval's changed blocks: ${last!.lastSyncBytes} bytes`);
@@ -80,7 +91,10 @@ describe('replica to another cluster', () => {
     assert.equal(inc!.vm, 'db');
     assert.equal(inc!.source.url, url(a));
     assert.equal(inc!.points.length, 3);
-    assert.deepEqual(inc!.points.map((p) => p.mode), ['full', 'incremental', 'incremental']);
+    assert.deepEqual(
+      inc!.points.map((p) => p.mode),
+      ['full', 'incremental', 'incremental'],
+    );
   });
 
   it('turns critical while the replica cluster does not answer and catches up when it is back', async () => {
@@ -126,8 +140,14 @@ describe('replica to another cluster', () => {
     assert.equal(held.points.length, 1);
     assert.equal(fs.existsSync(held.disk), true);
     assert.match(await a.ferryOk(['replica', 'disable', 'aux']), /^replication of aux disabled$/m);
-    assert.deepEqual((await status(a)).outgoing.map((o) => o.vm), ['db']);
-    assert.deepEqual((await status(b)).incoming.map((r) => r.vm), ['db']);
+    assert.deepEqual(
+      (await status(a)).outgoing.map((o) => o.vm),
+      ['db'],
+    );
+    assert.deepEqual(
+      (await status(b)).incoming.map((r) => r.vm),
+      ['db'],
+    );
     assert.equal(fs.existsSync(held.disk), false, "the replica side's copy is gone");
     assert.equal((await a.vm('aux')).state, 'running');
     const again = await a.ferry(['replica', 'disable', 'aux']);
@@ -161,7 +181,10 @@ describe('replica to another cluster', () => {
     // The cluster the VM ran on is gone.
     assert.equal((await b.ferry(['down'])).code, 0);
     const [inc] = (await status(a)).incoming;
-    assert.deepEqual(inc!.points.map((p) => p.mode), ['full', 'incremental', 'incremental']);
+    assert.deepEqual(
+      inc!.points.map((p) => p.mode),
+      ['full', 'incremental', 'incremental'],
+    );
     const bad = await a.ferry(['replica', 'failover', 'db', '--point', 'p-nope']);
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr.trim(), `error: the replica of 'db' has no recovery point 'p-nope' (it has ${inc!.points.map((p) => p.id).join(', ')})`);

@@ -46,7 +46,10 @@ describe('shared-nothing live migration', () => {
     const quick = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--quick', '--with-storage', path.join(c.dir, 'x')]);
     assert.equal(quick.code, 2);
     assert.equal(quick.stderr.trim(), 'error: --with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
-    await assert.rejects(requestMigration(c.api, 'sn', { to: 'node-2', withStorage: 'relative/dir' }), /--with-storage must be an absolute directory on the target node, got 'relative\/dir'/);
+    await assert.rejects(
+      requestMigration(c.api, 'sn', { to: 'node-2', withStorage: 'relative/dir' }),
+      /--with-storage must be an absolute directory on the target node, got 'relative\/dir'/,
+    );
     const vm = await c.vm('sn');
     assert.deepEqual([vm.node, vm.diskPath, vm.state, vm.migrationId], ['node-1', localDisk, 'running', undefined]);
   });

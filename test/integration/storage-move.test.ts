@@ -36,7 +36,7 @@ describe('live storage move', () => {
     await waitFor('writes to go on', 10_000, () => acked() > n + 20);
   });
 
-  it('moves the running VM\'s disk while it writes, and every acknowledged write is on the new disk', async () => {
+  it("moves the running VM's disk while it writes, and every acknowledged write is on the new disk", async () => {
     const original = (await c.vm('vol')).diskPath;
     // A second volume on the shared storage: the VM still live-migrates without copying its disk.
     const dir = path.join(c.dir, 'shared', 'volume-2');

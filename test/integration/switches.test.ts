@@ -28,13 +28,25 @@ describe('virtual switch tools', () => {
   };
 
   it('starts with the default switch bound on every node, and creates, binds and lists switches', async () => {
-    assert.deepEqual((await switches()).map((s) => [s.name, s.bindings]), [['default', [{ node: 'node-1', iface: 'eth0' }, { node: 'node-2', iface: 'eth0' }]]]);
+    assert.deepEqual(
+      (await switches()).map((s) => [s.name, s.bindings]),
+      [
+        [
+          'default',
+          [
+            { node: 'node-1', iface: 'eth0' },
+            { node: 'node-2', iface: 'eth0' },
+          ],
+        ],
+      ],
+    );
     assert.equal((await c.ferry(['switch', 'create', 'backend', '--mac-ageing', '60'])).code, 0);
     const bound = await c.ferry(['switch', 'bind', 'node-2', 'eth1', '--switch', 'backend']);
     assert.equal(bound.code, 0, bound.stderr);
     assert.equal(bound.stdout.trim(), 'switch backend bound to node-2/eth1');
     assert.deepEqual(await c.ferryJson(['switch', 'bindings', 'node-2']), [
-      { node: 'node-2', iface: 'eth0', switch: 'default' }, { node: 'node-2', iface: 'eth1', switch: 'backend' },
+      { node: 'node-2', iface: 'eth0', switch: 'default' },
+      { node: 'node-2', iface: 'eth1', switch: 'backend' },
     ]);
     assert.ok(fs.existsSync(c.layout.switchSocket('backend', 'node-2')), 'the switch daemon serves backend on node-2');
     assert.ok(!fs.existsSync(c.layout.switchSocket('backend', 'node-1')));
@@ -61,11 +73,16 @@ describe('virtual switch tools', () => {
     assert.equal((await c.switch.ping(ip, b.mac, 2000, 'backend')).answered, true, 'b answers on its own switch');
     assert.equal((await c.switch.ping(ip, b.mac, 1000, 'default')).answered, false, 'b is not on the default switch');
     const refusedMove = await c.ferry(['vm', 'migrate', 'b', '--to', 'node-1', '--check', '--json']);
-    assert.deepEqual((JSON.parse(refusedMove.stdout) as { blockers: string[] }).blockers, ["switch 'backend' is not bound on node-1: VM 'b' would lose its network there"]);
+    assert.deepEqual((JSON.parse(refusedMove.stdout) as { blockers: string[] }).blockers, [
+      "switch 'backend' is not bound on node-1: VM 'b' would lose its network there",
+    ]);
     const drain = await c.ferry(['node', 'maintenance', 'node-2', '--drain', 'live', '--dry-run']);
     assert.match(drain.stdout, /no up node carries switch 'backend' of VM 'b'/);
     await refused(['switch', 'unbind', 'node-2', 'eth1'], "switch 'backend' on node-2/eth1 has running VMs attached (b); stop or migrate them first");
-    await refused(['switch', 'delete', 'backend'], "switch 'backend' has VMs attached (b); move them to another switch or use 'ferry switch scrub --name backend --force'");
+    await refused(
+      ['switch', 'delete', 'backend'],
+      "switch 'backend' has VMs attached (b); move them to another switch or use 'ferry switch scrub --name backend --force'",
+    );
   });
 
   it('moves a VM once its switch is bound on the target too, and unbinds when nothing runs there', async () => {
@@ -96,14 +113,24 @@ describe('virtual switch tools', () => {
     assert.equal((await c.ferry(['switch', 'set', 'default', '--mac-ageing', '30'])).code, 0);
     const human = await c.ferryOk(['switch', 'scrub', '--settings']);
     assert.match(human, /settings reset: backend, default\n/);
-    assert.deepEqual((await switches()).map((s) => [s.name, s.settings.macAgeingS]), [['backend', 300], ['default', 300], ['lab', 300]]);
+    assert.deepEqual(
+      (await switches()).map((s) => [s.name, s.settings.macAgeingS]),
+      [
+        ['backend', 300],
+        ['default', 300],
+        ['lab', 300],
+      ],
+    );
   });
 
   it('removes a named switch, refusing running VMs unless forced, which disconnects them and keeps them running', async () => {
     const named = await c.ferryJson<ScrubResult>(['switch', 'scrub', '--name', 'lab']);
     assert.deepEqual(named, { removedSwitches: ['lab'], removedBindings: ['node-2/eth1'], resetSettings: [], disconnectedVms: [] });
     await refused(['switch', 'scrub', '--name', 'backend'], "switch 'backend' has running VMs attached (b); add --force to disconnect them");
-    assert.ok((await switches()).some((s) => s.name === 'backend'), 'a refused scrub leaves the switch');
+    assert.ok(
+      (await switches()).some((s) => s.name === 'backend'),
+      'a refused scrub leaves the switch',
+    );
     const ticks = c.console('b').ticks.length;
     const forced = await c.ferryJson<ScrubResult>(['switch', 'scrub', '--name', 'backend', '--force']);
     assert.deepEqual(forced, { removedSwitches: ['backend'], removedBindings: ['node-1/eth1'], resetSettings: [], disconnectedVms: ['b'] });

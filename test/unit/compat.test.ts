@@ -63,7 +63,9 @@ describe('compatibility rules on recorded feature sets', () => {
     assert.deepEqual(cpuBlockers(cpu('Nehalem'), cpu('Westmere'), 'w'), []);
     assert.deepEqual(cpuBlockers(cpu('Westmere'), cpu('Nehalem'), 'n'), ["node 'n' (Nehalem) lacks CPU features the VM uses: aes, arat, pclmuldq, pclmulqdq"]);
     assert.deepEqual(cpuBlockers(cpu('Nehalem'), cpu('Penryn'), 'p'), ["node 'p' (Penryn) lacks CPU features the VM uses: popcnt, sse4-2, sse4.2"]);
-    assert.deepEqual(cpuBlockers(cpu('Penryn'), cpu('Opteron_G2'), 'o'), ["CPU vendor mismatch: the VM runs on GenuineIntel (Penryn), node 'o' is AuthenticAMD (Opteron_G2)"]);
+    assert.deepEqual(cpuBlockers(cpu('Penryn'), cpu('Opteron_G2'), 'o'), [
+      "CPU vendor mismatch: the VM runs on GenuineIntel (Penryn), node 'o' is AuthenticAMD (Opteron_G2)",
+    ]);
   });
 
   it('lets a compat guest onto every node its baseline was computed from, and still never onto the other vendor', () => {

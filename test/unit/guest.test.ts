@@ -9,8 +9,15 @@ import { offloadsIn } from '../../src/qemu/nic.js';
 import type { VmSpec } from '../../src/domain/records.js';
 
 const spec: VmSpec = {
-  name: 'web', memoryMiB: 256, cpus: 2, diskPath: '/s/disks/web.qcow2', mac: '52:54:00:99:00:01', ip: '10.99.0.1/16',
-  workload: 'tcp-client:db', peerIp: '10.99.0.2', consoleLogPath: '/s/consoles/web.log',
+  name: 'web',
+  memoryMiB: 256,
+  cpus: 2,
+  diskPath: '/s/disks/web.qcow2',
+  mac: '52:54:00:99:00:01',
+  ip: '10.99.0.1/16',
+  workload: 'tcp-client:db',
+  peerIp: '10.99.0.2',
+  consoleLogPath: '/s/consoles/web.log',
 };
 
 describe('guest console parsing', () => {
@@ -26,7 +33,10 @@ describe('guest console parsing', () => {
   it('reads boots, ticks and the latest tcp-client report', () => {
     const c = parseConsole(text);
     assert.equal(c.boots.length, 1);
-    assert.deepEqual(c.ticks.map((t) => t.n), [1, 2]);
+    assert.deepEqual(
+      c.ticks.map((t) => t.n),
+      [1, 2],
+    );
     assert.deepEqual(c.tcpClient, { received: 200, last: 204, gaps: 1, reconnects: 0, connected: true });
     assert.equal(c.tcpGaps.length, 1);
     assert.deepEqual(keptRunning(c), { ok: true });
@@ -38,35 +48,58 @@ describe('guest console parsing', () => {
     const skipped = parseConsole('ferry-boot name=w boot_id=b ip=x mac=y workload=idle\nferry-tick n=1 uptime=1 boot_id=b\nferry-tick n=3 uptime=3 boot_id=b');
     assert.match(keptRunning(skipped).reason!, /tick 1 followed by 3/);
     assert.equal(keptRunning(skipped, { allowMissedLines: true }).ok, true, 'uptime covers the missing tick');
-    const restarted = parseConsole('ferry-boot name=w boot_id=b ip=x mac=y workload=idle\nferry-tick n=5 uptime=5 boot_id=b\nferry-tick n=9 uptime=6 boot_id=b');
+    const restarted = parseConsole(
+      'ferry-boot name=w boot_id=b ip=x mac=y workload=idle\nferry-tick n=5 uptime=5 boot_id=b\nferry-tick n=9 uptime=6 boot_id=b',
+    );
     assert.equal(keptRunning(restarted, { allowMissedLines: true }).ok, false, 'a counter that jumps faster than time is not a missed line');
   });
 });
 
 describe('QEMU command line', () => {
   it('passes identity and workload on the kernel command line', () => {
-    assert.equal(kernelCommandLine(spec), 'console=ttyS0 quiet panic=-1 ferry.name=web ferry.ip=10.99.0.1/16 ferry.workload=tcp-client:db ferry.peer=10.99.0.2');
+    assert.equal(
+      kernelCommandLine(spec),
+      'console=ttyS0 quiet panic=-1 ferry.name=web ferry.ip=10.99.0.1/16 ferry.workload=tcp-client:db ferry.peer=10.99.0.2',
+    );
   });
 
   it('builds the same device model for source and target, with -incoming only on the target', () => {
     const base = {
-      spec, accelerator: 'tcg' as const, cpuModel: 'qemu64', kernelPath: '/k', initrdPath: '/i', qmpSocket: '/r/web.qmp',
-      serialSocket: '/r/web.serial', nic: { kind: 'stream' as const, socket: '/sw/node-1.sock' }, pidFile: '/r/web.pid', incoming: false,
+      spec,
+      accelerator: 'tcg' as const,
+      cpuModel: 'qemu64',
+      kernelPath: '/k',
+      initrdPath: '/i',
+      qmpSocket: '/r/web.qmp',
+      serialSocket: '/r/web.serial',
+      nic: { kind: 'stream' as const, socket: '/sw/node-1.sock' },
+      pidFile: '/r/web.pid',
+      incoming: false,
     };
     const src = qemuArgv(base);
     const dst = qemuArgv({ ...base, incoming: true });
     assert.deepEqual(dst.slice(0, src.length), src);
     assert.deepEqual(dst.slice(src.length), ['-incoming', 'defer']);
     assert.ok(src.includes('stream,id=net0,server=off,addr.type=unix,addr.path=/sw/node-1.sock'));
-    assert.ok(src.includes(`virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:99:00:01,romfile=,${OFFLOADS.map((o) => `${o}=on`).join(',')}`),
-      'every offload spelled out: a target gets exactly the same device');
+    assert.ok(
+      src.includes(`virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:99:00:01,romfile=,${OFFLOADS.map((o) => `${o}=on`).join(',')}`),
+      'every offload spelled out: a target gets exactly the same device',
+    );
     assert.ok(src.includes('pc,accel=tcg'));
   });
 
   it('spells the NIC offloads the VM asked for, and attaches the NIC to a tap or to nothing', () => {
     const base = {
-      spec: { ...spec, nicOffloads: ['gso'] }, accelerator: 'tcg' as const, cpuModel: 'qemu64', kernelPath: '/k', initrdPath: '/i', qmpSocket: '/q',
-      serialSocket: '/s', nic: { kind: 'tap' as const, ifname: 'fyabcdv1234' }, pidFile: '/p', incoming: false,
+      spec: { ...spec, nicOffloads: ['gso'] },
+      accelerator: 'tcg' as const,
+      cpuModel: 'qemu64',
+      kernelPath: '/k',
+      initrdPath: '/i',
+      qmpSocket: '/q',
+      serialSocket: '/s',
+      nic: { kind: 'tap' as const, ifname: 'fyabcdv1234' },
+      pidFile: '/p',
+      incoming: false,
     };
     const argv = qemuArgv(base);
     assert.ok(argv.includes('tap,id=net0,ifname=fyabcdv1234,script=no,downscript=no,vnet_hdr=on'));
@@ -76,7 +109,14 @@ describe('QEMU command line', () => {
   });
 
   it('reads offloads from QEMU feature names and validates requests', () => {
-    assert.deepEqual(offloadsIn(['VIRTIO_NET_F_GSO: Handling GSO-type packets supported', 'VIRTIO_NET_F_HOST_TSO4: Device can receive TSOv4', 'VIRTIO_NET_F_MAC: Device has given MAC address']), ['gso', 'host_tso4']);
+    assert.deepEqual(
+      offloadsIn([
+        'VIRTIO_NET_F_GSO: Handling GSO-type packets supported',
+        'VIRTIO_NET_F_HOST_TSO4: Device can receive TSOv4',
+        'VIRTIO_NET_F_MAC: Device has given MAC address',
+      ]),
+      ['gso', 'host_tso4'],
+    );
     assert.deepEqual(validateOffloads('guest_csum,csum'), ['csum', 'guest_csum']);
     assert.deepEqual(validateOffloads('none'), []);
     assert.throws(() => validateOffloads('csum,tso'), /unknown NIC offload tso \(known: csum, /);

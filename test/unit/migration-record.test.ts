@@ -9,16 +9,30 @@ import { DEFAULT_TUNING } from '../../src/domain/tuning.js';
 describe('migration report', () => {
   it('lists finished steps in R3 order with their durations and keeps the error', () => {
     const r: MigrationRecord = {
-      id: 'm1', vm: 'web', mode: 'live', from: 'node-1', to: 'node-2', phase: 'failed', status: 'failed', requestedAtMs: 0, priority: 'manual',
+      id: 'm1',
+      vm: 'web',
+      mode: 'live',
+      from: 'node-1',
+      to: 'node-2',
+      phase: 'failed',
+      status: 'failed',
+      requestedAtMs: 0,
+      priority: 'manual',
       steps: [
         { name: 'connect', startedAtMs: 0, endedAtMs: 5, ms: 5 },
         { name: 'config', startedAtMs: 5, endedAtMs: 7, ms: 2 },
         { name: 'create', startedAtMs: 7 },
       ],
-      tuning: DEFAULT_TUNING, totalMs: 50, error: 'target QEMU died', cleanupErrors: ['remove target VM: agent unreachable'],
+      tuning: DEFAULT_TUNING,
+      totalMs: 50,
+      error: 'target QEMU died',
+      cleanupErrors: ['remove target VM: agent unreachable'],
     };
     const report = toReport(r);
-    assert.deepEqual(report.steps, [{ name: 'connect', ms: 5 }, { name: 'config', ms: 2 }]);
+    assert.deepEqual(report.steps, [
+      { name: 'connect', ms: 5 },
+      { name: 'config', ms: 2 },
+    ]);
     assert.equal(report.error, 'target QEMU died');
     assert.deepEqual(report.cleanupErrors, ['remove target VM: agent unreachable']);
     assert.equal(report.downtimeMs, null);
@@ -29,8 +43,19 @@ describe('migration report', () => {
     const p = toTransferProgress({
       status: 'active',
       ram: {
-        transferred: 1000, remaining: 500, total: 4096, duplicate: 0, normal: 1, 'normal-bytes': 4096, 'dirty-pages-rate': 10, mbps: 800,
-        'dirty-sync-count': 3, 'postcopy-requests': 0, 'page-size': 4096, 'multifd-bytes': 0, 'pages-per-second': 0,
+        transferred: 1000,
+        remaining: 500,
+        total: 4096,
+        duplicate: 0,
+        normal: 1,
+        'normal-bytes': 4096,
+        'dirty-pages-rate': 10,
+        mbps: 800,
+        'dirty-sync-count': 3,
+        'postcopy-requests': 0,
+        'page-size': 4096,
+        'multifd-bytes': 0,
+        'pages-per-second': 0,
       },
       'cpu-throttle-percentage': 20,
     });
@@ -45,8 +70,18 @@ describe('migration report', () => {
 
 describe('placement', () => {
   const node = (name: string, state: NodeRecord['state'], totalMiB: number): NodeRecord => ({
-    name, url: 'http://x', migrationAddress: '127.0.1.1', state,
-    capabilities: { accelerator: 'tcg', acceleratorReason: '', cpu: { vendor: 'v', model: 'm', features: [] }, qemuVersion: '7.2', memoryTotalMiB: totalMiB, memoryFreeMiB: totalMiB },
+    name,
+    url: 'http://x',
+    migrationAddress: '127.0.1.1',
+    state,
+    capabilities: {
+      accelerator: 'tcg',
+      acceleratorReason: '',
+      cpu: { vendor: 'v', model: 'm', features: [] },
+      qemuVersion: '7.2',
+      memoryTotalMiB: totalMiB,
+      memoryFreeMiB: totalMiB,
+    },
   });
 
   it('picks the up node with the most free memory and says why others were passed over', () => {
@@ -57,9 +92,10 @@ describe('placement', () => {
       { node: node('node-4', 'down', 4096), committedMiB: 0, vmCount: 0 },
     ]);
     assert.equal(r.node, 'node-2');
-    assert.deepEqual(r.blockers.map((b) => `${b.node}: ${b.reason}`), [
-      'node-1: 256 MiB free, 512 MiB needed', 'node-3: node is maintenance', 'node-4: node is down',
-    ]);
+    assert.deepEqual(
+      r.blockers.map((b) => `${b.node}: ${b.reason}`),
+      ['node-1: 256 MiB free, 512 MiB needed', 'node-3: node is maintenance', 'node-4: node is down'],
+    );
   });
 
   it('finds no node when none has room', () => {
@@ -70,24 +106,67 @@ describe('placement', () => {
 });
 
 describe('migration queue and slots (R11)', () => {
-  const rec = (id: string, from: string, to: string, status: MigrationRecord['status'], priority: MigrationRecord['priority'] = 'manual', at = 0): MigrationRecord => ({
-    id, vm: id, mode: 'live', from, to, phase: status === 'running' ? 'memory' : 'queued', status, requestedAtMs: at, priority, steps: [], tuning: DEFAULT_TUNING,
+  const rec = (
+    id: string,
+    from: string,
+    to: string,
+    status: MigrationRecord['status'],
+    priority: MigrationRecord['priority'] = 'manual',
+    at = 0,
+  ): MigrationRecord => ({
+    id,
+    vm: id,
+    mode: 'live',
+    from,
+    to,
+    phase: status === 'running' ? 'memory' : 'queued',
+    status,
+    requestedAtMs: at,
+    priority,
+    steps: [],
+    tuning: DEFAULT_TUNING,
   });
 
   it('starts two migrations on disjoint node pairs at one slot per node, and queues the rest', () => {
-    const all = [rec('a', 'n1', 'n2', 'queued', 'manual', 1), rec('b', 'n1', 'n2', 'queued', 'manual', 2), rec('c', 'n3', 'n4', 'queued', 'manual', 3), rec('d', 'n3', 'n4', 'queued', 'manual', 4)];
-    assert.deepEqual(startable(all, 1).map((m) => m.id), ['a', 'c']);
-    assert.deepEqual(startable(all, 2).map((m) => m.id), ['a', 'b', 'c', 'd']);
+    const all = [
+      rec('a', 'n1', 'n2', 'queued', 'manual', 1),
+      rec('b', 'n1', 'n2', 'queued', 'manual', 2),
+      rec('c', 'n3', 'n4', 'queued', 'manual', 3),
+      rec('d', 'n3', 'n4', 'queued', 'manual', 4),
+    ];
+    assert.deepEqual(
+      startable(all, 1).map((m) => m.id),
+      ['a', 'c'],
+    );
+    assert.deepEqual(
+      startable(all, 2).map((m) => m.id),
+      ['a', 'b', 'c', 'd'],
+    );
   });
 
   it('counts running migrations against both their nodes', () => {
     const all = [rec('r', 'n1', 'n3', 'running'), rec('q1', 'n2', 'n3', 'queued', 'manual', 1), rec('q2', 'n2', 'n4', 'queued', 'manual', 2)];
-    assert.deepEqual(startable(all, 1).map((m) => m.id), ['q2'], 'n3 is busy receiving; n2→n4 may go');
+    assert.deepEqual(
+      startable(all, 1).map((m) => m.id),
+      ['q2'],
+      'n3 is busy receiving; n2→n4 may go',
+    );
   });
 
   it('orders drain before manual before rebalance, first come first served within one', () => {
-    const all = [rec('bal', 'n1', 'n2', 'queued', 'rebalance', 1), rec('man2', 'n1', 'n2', 'queued', 'manual', 3), rec('man1', 'n1', 'n2', 'queued', 'manual', 2), rec('drain', 'n1', 'n2', 'queued', 'drain', 4)];
-    assert.deepEqual(queueOrder(all).map((m) => m.id), ['drain', 'man1', 'man2', 'bal']);
-    assert.deepEqual(startable(all, 1).map((m) => m.id), ['drain']);
+    const all = [
+      rec('bal', 'n1', 'n2', 'queued', 'rebalance', 1),
+      rec('man2', 'n1', 'n2', 'queued', 'manual', 3),
+      rec('man1', 'n1', 'n2', 'queued', 'manual', 2),
+      rec('drain', 'n1', 'n2', 'queued', 'drain', 4),
+    ];
+    assert.deepEqual(
+      queueOrder(all).map((m) => m.id),
+      ['drain', 'man1', 'man2', 'bal'],
+    );
+    assert.deepEqual(
+      startable(all, 1).map((m) => m.id),
+      ['drain'],
+    );
   });
 });

@@ -26,11 +26,14 @@ describe('prediction on recorded measurements', () => {
   });
 
   it('predicts total time within 22% of what happened, and the median within 10%', () => {
-    const errors = recorded.runs.filter((r) => !r.note).map((r) => {
-      const e = Math.abs(predict(r.input, r.policy).totalMs - r.actual.totalMs) / r.actual.totalMs;
-      assert.ok(e <= 0.22, `${r.case}: predicted ${predict(r.input, r.policy).totalMs} ms, actual ${r.actual.totalMs} ms`);
-      return e;
-    }).sort((a, b) => a - b);
+    const errors = recorded.runs
+      .filter((r) => !r.note)
+      .map((r) => {
+        const e = Math.abs(predict(r.input, r.policy).totalMs - r.actual.totalMs) / r.actual.totalMs;
+        assert.ok(e <= 0.22, `${r.case}: predicted ${predict(r.input, r.policy).totalMs} ms, actual ${r.actual.totalMs} ms`);
+        return e;
+      })
+      .sort((a, b) => a - b);
     assert.ok(errors[Math.floor(errors.length / 2)]! <= 0.1, `median error ${errors[Math.floor(errors.length / 2)]}`);
   });
 

@@ -82,8 +82,7 @@ describe('QMP client', () => {
 
   it('reads the greeting, negotiates capabilities and runs typed commands', async () => {
     const f = await setup();
-    f.expect('qmp_capabilities', (m) => ({ return: {}, id: m.id }))
-      .expect('query-status', (m) => ({ return: { running: true, status: 'running' }, id: m.id }));
+    f.expect('qmp_capabilities', (m) => ({ return: {}, id: m.id })).expect('query-status', (m) => ({ return: { running: true, status: 'running' }, id: m.id }));
     client = await QmpClient.connect(f.path);
     assert.equal(client.greeting?.version.qemu.major, 7);
     const status = await client.execute('query-status', {});
@@ -94,8 +93,10 @@ describe('QMP client', () => {
 
   it('turns a QEMU error answer into a typed QmpError with its class', async () => {
     const f = await setup();
-    f.expect('qmp_capabilities', (m) => ({ return: {}, id: m.id }))
-      .expect('migrate', (m) => ({ error: { class: 'GenericError', desc: 'Failed to connect' }, id: m.id }));
+    f.expect('qmp_capabilities', (m) => ({ return: {}, id: m.id })).expect('migrate', (m) => ({
+      error: { class: 'GenericError', desc: 'Failed to connect' },
+      id: m.id,
+    }));
     client = await QmpClient.connect(f.path);
     await assert.rejects(client.execute('migrate', { uri: 'tcp:127.0.0.1:1' }), (e: unknown) => {
       assert.ok(e instanceof QmpError);

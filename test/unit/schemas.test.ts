@@ -49,7 +49,10 @@ describe('VM creation', () => {
 
   it('refuses memory and CPUs out of range, naming the limits from the domain', () => {
     assert.equal(refusal(VmCreateBody, { name: 'a', memoryMiB: 32 }), "memory (MiB) must be a whole number from 64 to 65536, got '32'");
-    assert.equal(refusal(VmCreateBody, { name: 'a', memoryMiB: LIMITS.memoryMiB.max + 1 }), `memory (MiB) must be a whole number from 64 to 65536, got '${LIMITS.memoryMiB.max + 1}'`);
+    assert.equal(
+      refusal(VmCreateBody, { name: 'a', memoryMiB: LIMITS.memoryMiB.max + 1 }),
+      `memory (MiB) must be a whole number from 64 to 65536, got '${LIMITS.memoryMiB.max + 1}'`,
+    );
     assert.equal(ok(VmCreateBody, { name: 'a', memoryMiB: LIMITS.memoryMiB.max }).memoryMiB, LIMITS.memoryMiB.max);
     assert.match(refusal(VmCreateBody, { name: 'a', memoryMiB: 100.5 }), /^memory/);
     assert.match(refusal(VmCreateBody, { name: 'a', cpus: 0 }), /^CPUs must be a whole number from 1 to 64/);
@@ -59,7 +62,10 @@ describe('VM creation', () => {
   it('takes numbers only as numbers, and refuses unknown fields', () => {
     assert.equal(refusal(VmCreateBody, { name: 'a', memoryMiB: '128' }), "memory (MiB) must be a whole number from 64 to 65536, got '128' (a string)");
     assert.equal(refusal(VmCreateBody, { name: 'a', pad: 'x' }), "unknown field 'pad'");
-    assert.equal(refusal(VmCreateBody, { name: 'a', workload: 'memory:fast' }), "workload 'memory:fast' does not parse: use idle, memory:<MiB/s>, tcp, tcp-client:<VM> or disk:<writes/s>");
+    assert.equal(
+      refusal(VmCreateBody, { name: 'a', workload: 'memory:fast' }),
+      "workload 'memory:fast' does not parse: use idle, memory:<MiB/s>, tcp, tcp-client:<VM> or disk:<writes/s>",
+    );
     assert.match(refusal(VmCreateBody, { name: 'a', offloads: 'tso' }), /^unknown NIC offload tso \(known: csum, guest_csum, gso,/);
   });
 });
@@ -92,7 +98,8 @@ describe('cluster settings', () => {
     assert.equal(ok(SETTING_RULES.migrationsPerNode, 2), 2);
     assert.equal(refusal(SETTING_RULES.migrationsPerNode, 0), "migrationsPerNode must be a whole number from 1 to 16, got '0'");
     assert.equal(refusal(SETTING_RULES.balanceAuto, 'maybe'), "balanceAuto must be true or false, got 'maybe'");
-    for (const bad of ['speed', 'constructor', '__proto__', 'toString']) assert.match(refusal(SettingName, bad), new RegExp(`^unknown cluster setting '${bad}' \\(known: migrationsPerNode,`));
+    for (const bad of ['speed', 'constructor', '__proto__', 'toString'])
+      assert.match(refusal(SettingName, bad), new RegExp(`^unknown cluster setting '${bad}' \\(known: migrationsPerNode,`));
   });
 
   it('takes an absolute backup store outside pseudo file systems, or the default', () => {
@@ -112,7 +119,12 @@ describe('networks and schedules', () => {
   });
 
   it('parses a schedule with the domain rules', () => {
-    assert.deepEqual(ok(BackupScheduleBody, { every: '15m', keep: 3, window: '22:00-04:00' }), { every: '15m', everyMs: 900_000, keep: 3, window: { startMin: 1320, endMin: 240, text: '22:00-04:00' } });
+    assert.deepEqual(ok(BackupScheduleBody, { every: '15m', keep: 3, window: '22:00-04:00' }), {
+      every: '15m',
+      everyMs: 900_000,
+      keep: 3,
+      window: { startMin: 1320, endMin: 240, text: '22:00-04:00' },
+    });
     assert.match(refusal(BackupScheduleBody, { every: '10x', keep: 3 }), /^--every must be a duration like 30s, 15m, 6h or 1d/);
     assert.match(refusal(BackupScheduleBody, { every: '10s', keep: 0 }), /^--keep must be a whole number from 1 to 1000/);
   });

@@ -46,8 +46,16 @@ describe('backup schedules', () => {
 
 describe('replica health', () => {
   const r: ReplicaRecord = {
-    vm: 'db', target: { url: 'http://127.0.0.1:1', clusterId: 'x' }, interval: '30s', intervalMs: 30_000, keep: 3,
-    state: 'replicating', createdAtMs: 0, bytesSent: 0, syncs: 1, lastSyncAtMs: 100_000,
+    vm: 'db',
+    target: { url: 'http://127.0.0.1:1', clusterId: 'x' },
+    interval: '30s',
+    intervalMs: 30_000,
+    keep: 3,
+    state: 'replicating',
+    createdAtMs: 0,
+    bytesSent: 0,
+    syncs: 1,
+    lastSyncAtMs: 100_000,
   };
   it('is normal while the lag is at most twice the interval', () => {
     assert.equal(replicaHealth(r, 100_000 + 60_000), 'normal');

@@ -21,8 +21,22 @@ function rig(ageingMs = 1000) {
   const clock = new ManualClock();
   const sent: [string, Buffer][] = [];
   const sw = new LearningSwitch(clock, (port, f) => sent.push([port, f]), ageingMs);
-  for (const [id, node] of [['n1/1', 'node-1'], ['n2/1', 'node-2'], ['n3/1', 'node-3']] as const) sw.addPort({ id, node });
-  return { clock, sent, sw, ports: () => sent.splice(0).map(([p]) => p).sort() };
+  for (const [id, node] of [
+    ['n1/1', 'node-1'],
+    ['n2/1', 'node-2'],
+    ['n3/1', 'node-3'],
+  ] as const)
+    sw.addPort({ id, node });
+  return {
+    clock,
+    sent,
+    sw,
+    ports: () =>
+      sent
+        .splice(0)
+        .map(([p]) => p)
+        .sort(),
+  };
 }
 
 describe('learning switch', () => {
@@ -30,7 +44,10 @@ describe('learning switch', () => {
     const { sw, ports } = rig();
     sw.receive('n1/1', frame(B, A));
     assert.deepEqual(ports(), ['n2/1', 'n3/1']);
-    assert.deepEqual(sw.macTable().map((e) => [e.mac, e.port, e.node]), [[A, 'n1/1', 'node-1']]);
+    assert.deepEqual(
+      sw.macTable().map((e) => [e.mac, e.port, e.node]),
+      [[A, 'n1/1', 'node-1']],
+    );
   });
 
   it('forwards a known unicast destination to its port only', () => {

@@ -4,8 +4,7 @@ import { ipFor, macFor } from '../../src/domain/addresses.js';
 import { ERROR_CLASSES, FerryError, errors, isFerryError } from '../../src/domain/errors.js';
 import { parseWorkloads } from '../../src/domain/workload.js';
 
-const invalid = (fn: () => unknown, pattern: RegExp) =>
-  assert.throws(fn, (e: unknown) => isFerryError(e, 'invalid-argument') && pattern.test(e.message));
+const invalid = (fn: () => unknown, pattern: RegExp) => assert.throws(fn, (e: unknown) => isFerryError(e, 'invalid-argument') && pattern.test(e.message));
 
 describe('VM addresses', () => {
   it('gives each VM index a distinct MAC and address', () => {

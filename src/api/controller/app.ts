@@ -39,7 +39,11 @@ export function controllerApp(s: ControllerServices, opts: { assetDirs: string[]
   mountMetrics(app, s);
   app.doc31(OPENAPI_PATH, {
     openapi: '3.1.0',
-    info: { title: 'Ferry controller API', version: '1', description: "Bearer token (STATE/token) or the console's session cookie with x-csrf-token on changes." },
+    info: {
+      title: 'Ferry controller API',
+      version: '1',
+      description: "Bearer token (STATE/token) or the console's session cookie with x-csrf-token on changes.",
+    },
     security: [{ bearer: [] }],
   });
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

@@ -4,12 +4,30 @@ import { errors } from '../../domain/errors.js';
 import { effectivePolicy } from '../../domain/policy.js';
 import type { ControllerServices } from '../../controller/services.js';
 import { answers, body, issueMessage } from '../http.js';
-import { BalanceBody, BalanceResultSchema, CpuBaselineSchema, Empty, EffectivePolicySchema, PolicySchema, SETTING_RULES, SettingBody, SettingName, SettingsSchema, StatusSchema } from '../schemas.js';
+import {
+  BalanceBody,
+  BalanceResultSchema,
+  CpuBaselineSchema,
+  Empty,
+  EffectivePolicySchema,
+  PolicySchema,
+  SETTING_RULES,
+  SettingBody,
+  SettingName,
+  SettingsSchema,
+  StatusSchema,
+} from '../schemas.js';
 
 const tag = ['Cluster'];
 
 export const clusterRoutes = {
-  status: createRoute({ method: 'get', path: '/api/v1/status', tags: tag, summary: 'Cluster counts (nodes, VMs, running migrations) and where the console is', responses: answers(StatusSchema) }),
+  status: createRoute({
+    method: 'get',
+    path: '/api/v1/status',
+    tags: tag,
+    summary: 'Cluster counts (nodes, VMs, running migrations) and where the console is',
+    responses: answers(StatusSchema),
+  }),
   settings: createRoute({ method: 'get', path: '/api/v1/cluster/settings', tags: tag, summary: 'Cluster settings', responses: answers(SettingsSchema) }),
   set: createRoute({
     method: 'put',
@@ -19,7 +37,13 @@ export const clusterRoutes = {
     request: { params: z.object({ name: SettingName }), ...body(SettingBody) },
     responses: answers(SettingsSchema),
   }),
-  baselines: createRoute({ method: 'get', path: '/api/v1/cluster/cpu-baselines', tags: tag, summary: "Each CPU vendor's compatibility baseline", responses: answers(z.array(CpuBaselineSchema)) }),
+  baselines: createRoute({
+    method: 'get',
+    path: '/api/v1/cluster/cpu-baselines',
+    tags: tag,
+    summary: "Each CPU vendor's compatibility baseline",
+    responses: answers(z.array(CpuBaselineSchema)),
+  }),
   policy: createRoute({
     method: 'get',
     path: '/api/v1/cluster/policy',
@@ -27,7 +51,14 @@ export const clusterRoutes = {
     summary: 'The default migration policy and where each field comes from',
     responses: answers(z.object({ overrides: PolicySchema, effective: EffectivePolicySchema })),
   }),
-  setPolicy: createRoute({ method: 'put', path: '/api/v1/cluster/policy', tags: tag, summary: "Replace the cluster's policy overrides", request: body(PolicySchema), responses: answers(EffectivePolicySchema) }),
+  setPolicy: createRoute({
+    method: 'put',
+    path: '/api/v1/cluster/policy',
+    tags: tag,
+    summary: "Replace the cluster's policy overrides",
+    request: body(PolicySchema),
+    responses: answers(EffectivePolicySchema),
+  }),
   balance: createRoute({
     method: 'post',
     path: '/api/v1/cluster/balance',

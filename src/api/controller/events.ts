@@ -28,7 +28,10 @@ export function mountEvents(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(eventRoutes.list, async (c) => {
     const since = c.req.valid('query').since ?? 0;
     if (!(c.req.header('accept') ?? '').includes('text/event-stream')) {
-      return c.json((await s.events.list({ sinceMs: since })).map((e) => e.event), 200);
+      return c.json(
+        (await s.events.list({ sinceMs: since })).map((e) => e.event),
+        200,
+      );
     }
     return streamSSE(c, async (out) => {
       let last = c.req.header('last-event-id');
@@ -50,7 +53,10 @@ export function mountEvents(app: OpenAPIHono, s: ControllerServices): void {
       out.onAbort(() => gone.abort());
       while (!gone.signal.aborted && !out.aborted) {
         await s.clock.sleep(15_000, gone.signal).catch(() => {});
-        chain = chain.then(() => out.write(': keep-alive\n\n')).then(() => {}).catch(() => {});
+        chain = chain
+          .then(() => out.write(': keep-alive\n\n'))
+          .then(() => {})
+          .catch(() => {});
       }
       off();
     }) as never;

@@ -8,8 +8,21 @@ const params = z.object({ id: z.string().regex(/^m-[a-z0-9-]{1,40}$/, { error: (
 const tag = ['Migrations'];
 
 export const migrationRoutes = {
-  list: createRoute({ method: 'get', path: '/api/v1/migrations', tags: tag, summary: 'Migrations, queued ones with their place', responses: answers(z.array(MigrationSchema)) }),
-  show: createRoute({ method: 'get', path: '/api/v1/migrations/{id}', tags: tag, summary: 'One migration; its report once ended', request: { params }, responses: answers(MigrationSchema) }),
+  list: createRoute({
+    method: 'get',
+    path: '/api/v1/migrations',
+    tags: tag,
+    summary: 'Migrations, queued ones with their place',
+    responses: answers(z.array(MigrationSchema)),
+  }),
+  show: createRoute({
+    method: 'get',
+    path: '/api/v1/migrations/{id}',
+    tags: tag,
+    summary: 'One migration; its report once ended',
+    request: { params },
+    responses: answers(MigrationSchema),
+  }),
   cancel: createRoute({
     method: 'post',
     path: '/api/v1/migrations/{id}/cancel',

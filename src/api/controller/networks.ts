@@ -25,7 +25,13 @@ const sw = ['Switches'];
 const switchParams = z.object({ name: SwitchName });
 
 export const networkRoutes = {
-  list: createRoute({ method: 'get', path: '/api/v1/networks', tags: net, summary: "Cluster networks with each node's address and reachability", responses: answers(z.array(NetworkViewSchema)) }),
+  list: createRoute({
+    method: 'get',
+    path: '/api/v1/networks',
+    tags: net,
+    summary: "Cluster networks with each node's address and reachability",
+    responses: answers(z.array(NetworkViewSchema)),
+  }),
   set: createRoute({
     method: 'put',
     path: '/api/v1/networks/{name}',
@@ -37,8 +43,21 @@ export const networkRoutes = {
 };
 
 export const switchRoutes = {
-  list: createRoute({ method: 'get', path: '/api/v1/switches', tags: sw, summary: 'Virtual switches with bindings and attached VMs', responses: answers(z.array(SwitchViewSchema)) }),
-  create: createRoute({ method: 'post', path: '/api/v1/switches', tags: sw, summary: 'Create a virtual switch', request: body(SwitchCreateBody), responses: answers(VirtualSwitchSchema) }),
+  list: createRoute({
+    method: 'get',
+    path: '/api/v1/switches',
+    tags: sw,
+    summary: 'Virtual switches with bindings and attached VMs',
+    responses: answers(z.array(SwitchViewSchema)),
+  }),
+  create: createRoute({
+    method: 'post',
+    path: '/api/v1/switches',
+    tags: sw,
+    summary: 'Create a virtual switch',
+    request: body(SwitchCreateBody),
+    responses: answers(VirtualSwitchSchema),
+  }),
   set: createRoute({
     method: 'patch',
     path: '/api/v1/switches/{name}',
@@ -47,7 +66,14 @@ export const switchRoutes = {
     request: { params: switchParams, ...body(SwitchSetBody) },
     responses: answers(VirtualSwitchSchema),
   }),
-  delete: createRoute({ method: 'delete', path: '/api/v1/switches/{name}', tags: sw, summary: 'Delete a switch no VM uses', request: { params: switchParams }, responses: answers(VirtualSwitchSchema) }),
+  delete: createRoute({
+    method: 'delete',
+    path: '/api/v1/switches/{name}',
+    tags: sw,
+    summary: 'Delete a switch no VM uses',
+    request: { params: switchParams },
+    responses: answers(VirtualSwitchSchema),
+  }),
   bindings: createRoute({
     method: 'get',
     path: '/api/v1/switch-bindings',
@@ -56,7 +82,14 @@ export const switchRoutes = {
     request: { query: z.object({ node: NodeName.optional() }) },
     responses: answers(z.array(BindingRowSchema)),
   }),
-  bind: createRoute({ method: 'post', path: '/api/v1/switch-bindings', tags: sw, summary: 'Bind a switch to a node interface', request: body(BindingBody), responses: answers(VirtualSwitchSchema) }),
+  bind: createRoute({
+    method: 'post',
+    path: '/api/v1/switch-bindings',
+    tags: sw,
+    summary: 'Bind a switch to a node interface',
+    request: body(BindingBody),
+    responses: answers(VirtualSwitchSchema),
+  }),
   unbind: createRoute({
     method: 'delete',
     path: '/api/v1/switch-bindings/{node}/{iface}',
@@ -98,6 +131,9 @@ export function mountNetworks(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(switchRoutes.scrub, async (c) => c.json(await s.switches.scrub(c.req.valid('json')), 200));
   app.openapi(switchRoutes.macs, async (c) => {
     const vms = await s.vms.list();
-    return c.json((await s.switchControl.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null })), 200);
+    return c.json(
+      (await s.switchControl.macs()).map((m) => ({ ...m, vm: vms.find((v) => v.mac === m.mac)?.name ?? null })),
+      200,
+    );
   });
 }

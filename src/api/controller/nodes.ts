@@ -6,11 +6,30 @@ import { DrainBody, DrainResultSchema, Empty, HeartbeatSchema, NodeAddBody, Node
 
 const params = z.object({ name: NodeName });
 const tag = ['Nodes'];
-const Member = z.object({ name: z.string(), migrationAddress: z.string(), memoryMiB: z.number().optional(), cpuModel: z.string().optional(), nicBackend: z.enum(['stream', 'tap']).optional() });
+const Member = z.object({
+  name: z.string(),
+  migrationAddress: z.string(),
+  memoryMiB: z.number().optional(),
+  cpuModel: z.string().optional(),
+  nicBackend: z.enum(['stream', 'tap']).optional(),
+});
 
 export const nodeRoutes = {
-  list: createRoute({ method: 'get', path: '/api/v1/nodes', tags: tag, summary: 'Nodes with state, capabilities, load', responses: answers(z.array(NodeViewSchema)) }),
-  add: createRoute({ method: 'post', path: '/api/v1/nodes', tags: tag, summary: 'A node joins the cluster', request: body(NodeAddBody, false), responses: answers(Member) }),
+  list: createRoute({
+    method: 'get',
+    path: '/api/v1/nodes',
+    tags: tag,
+    summary: 'Nodes with state, capabilities, load',
+    responses: answers(z.array(NodeViewSchema)),
+  }),
+  add: createRoute({
+    method: 'post',
+    path: '/api/v1/nodes',
+    tags: tag,
+    summary: 'A node joins the cluster',
+    request: body(NodeAddBody, false),
+    responses: answers(Member),
+  }),
   remove: createRoute({
     method: 'delete',
     path: '/api/v1/nodes/{name}',
@@ -19,7 +38,14 @@ export const nodeRoutes = {
     request: { params },
     responses: answers(z.object({ removed: z.string(), clearedVms: z.array(z.string()) })),
   }),
-  heartbeat: createRoute({ method: 'post', path: '/api/v1/agents/heartbeat', tags: tag, summary: 'Node agent heartbeat', request: body(HeartbeatSchema), responses: answers(z.object({ ok: z.literal(true) })) }),
+  heartbeat: createRoute({
+    method: 'post',
+    path: '/api/v1/agents/heartbeat',
+    tags: tag,
+    summary: 'Node agent heartbeat',
+    request: body(HeartbeatSchema),
+    responses: answers(z.object({ ok: z.literal(true) })),
+  }),
   maintenance: createRoute({
     method: 'post',
     path: '/api/v1/nodes/{name}/maintenance',
@@ -28,13 +54,23 @@ export const nodeRoutes = {
     request: { params, ...body(DrainBody, false) },
     responses: answers(DrainResultSchema),
   }),
-  resume: createRoute({ method: 'post', path: '/api/v1/nodes/{name}/resume', tags: tag, summary: 'Take a node out of maintenance', request: { params, ...body(Empty, false) }, responses: answers(NodeSchema) }),
+  resume: createRoute({
+    method: 'post',
+    path: '/api/v1/nodes/{name}/resume',
+    tags: tag,
+    summary: 'Take a node out of maintenance',
+    request: { params, ...body(Empty, false) },
+    responses: answers(NodeSchema),
+  }),
 };
 
 export function mountNodes(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(nodeRoutes.list, async (c) => {
     const loads = await s.loads();
-    return c.json(loads.map((l) => ({ ...l.node, vmCount: l.vmCount, memoryFreeMiB: (l.node.capabilities?.memoryTotalMiB ?? 0) - l.committedMiB })), 200);
+    return c.json(
+      loads.map((l) => ({ ...l.node, vmCount: l.vmCount, memoryFreeMiB: (l.node.capabilities?.memoryTotalMiB ?? 0) - l.committedMiB })),
+      200,
+    );
   });
   app.openapi(nodeRoutes.add, async (c) => c.json(await s.membership.add(c.req.valid('json')), 200));
   app.openapi(nodeRoutes.remove, async (c) => c.json(await s.membership.remove(c.req.valid('param').name), 200));

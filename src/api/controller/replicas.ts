@@ -110,7 +110,14 @@ export const replicaRoutes = {
     request: { params, ...body(IncomingFailoverBody, false) },
     responses: answers(z.object({ vm: VmSchema, point: RecoveryPointSchema })),
   }),
-  remove: createRoute({ method: 'delete', path: '/api/v1/replica-in/{vm}', tags: far, summary: 'Replica side: drop a replica and its recovery points', request: { params }, responses: answers(Ok) }),
+  remove: createRoute({
+    method: 'delete',
+    path: '/api/v1/replica-in/{vm}',
+    tags: far,
+    summary: 'Replica side: drop a replica and its recovery points',
+    request: { params },
+    responses: answers(Ok),
+  }),
 };
 
 export function mountReplicas(app: OpenAPIHono, s: ControllerServices): void {
@@ -132,7 +139,9 @@ export function mountReplicas(app: OpenAPIHono, s: ControllerServices): void {
   });
   // The export listens on the address the primary reached this controller at.
   app.openapi(replicaRoutes.openSync, async (c) => c.json(await s.incoming.openSync(c.req.valid('param').vm, new URL(c.req.url).hostname), 200));
-  app.openapi(replicaRoutes.closeSync, async (c) => c.json({ point: (await s.incoming.closeSync(c.req.valid('param').vm, c.req.valid('json').point)) ?? null }, 200));
+  app.openapi(replicaRoutes.closeSync, async (c) =>
+    c.json({ point: (await s.incoming.closeSync(c.req.valid('param').vm, c.req.valid('json').point)) ?? null }, 200),
+  );
   app.openapi(replicaRoutes.incomingFailover, async (c) => c.json(await s.incoming.failover(c.req.valid('param').vm, c.req.valid('json')), 200));
   app.openapi(replicaRoutes.remove, async (c) => {
     await s.incoming.remove(c.req.valid('param').vm);

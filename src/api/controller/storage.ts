@@ -33,8 +33,21 @@ export const backupRoutes = {
     request: { params, ...body(BackupRestoreBody, false) },
     responses: answers(VmSchema),
   }),
-  delete: createRoute({ method: 'delete', path: '/api/v1/backups/{id}', tags: tag, summary: 'Delete a backup no other backup builds on', request: { params }, responses: answers(BackupSchema) }),
-  schedules: createRoute({ method: 'get', path: '/api/v1/backup-schedules', tags: tag, summary: 'Backup schedules with their last run', responses: answers(z.array(BackupScheduleSchema)) }),
+  delete: createRoute({
+    method: 'delete',
+    path: '/api/v1/backups/{id}',
+    tags: tag,
+    summary: 'Delete a backup no other backup builds on',
+    request: { params },
+    responses: answers(BackupSchema),
+  }),
+  schedules: createRoute({
+    method: 'get',
+    path: '/api/v1/backup-schedules',
+    tags: tag,
+    summary: 'Backup schedules with their last run',
+    responses: answers(z.array(BackupScheduleSchema)),
+  }),
   schedule: createRoute({
     method: 'put',
     path: '/api/v1/backup-schedules/{vm}',
@@ -57,7 +70,10 @@ export function mountStorage(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(backupRoutes.list, async (c) => c.json(await s.backups.list(c.req.valid('query').vm), 200));
   app.openapi(backupRoutes.create, async (c) => {
     const b = c.req.valid('json');
-    return c.json(await s.backups.create(b.vm, { incremental: b.incremental === true, ...(b.bandwidthMiBps !== undefined ? { bandwidthMiBps: b.bandwidthMiBps } : {}) }), 200);
+    return c.json(
+      await s.backups.create(b.vm, { incremental: b.incremental === true, ...(b.bandwidthMiBps !== undefined ? { bandwidthMiBps: b.bandwidthMiBps } : {}) }),
+      200,
+    );
   });
   app.openapi(backupRoutes.restore, async (c) => c.json(await s.backups.restore(c.req.valid('param').id, c.req.valid('json')), 200));
   app.openapi(backupRoutes.delete, async (c) => c.json(await s.backups.delete(c.req.valid('param').id), 200));

@@ -29,9 +29,22 @@ const params = z.object({ name: VmName });
 const tag = ['VMs'];
 
 export const vmRoutes = {
-  list: createRoute({ method: 'get', path: '/api/v1/vms', tags: tag, summary: "VMs, with a running migration's step and progress", responses: answers(z.array(VmViewSchema)) }),
+  list: createRoute({
+    method: 'get',
+    path: '/api/v1/vms',
+    tags: tag,
+    summary: "VMs, with a running migration's step and progress",
+    responses: answers(z.array(VmViewSchema)),
+  }),
   create: createRoute({ method: 'post', path: '/api/v1/vms', tags: tag, summary: 'Create a VM', request: body(VmCreateBody), responses: answers(VmSchema) }),
-  show: createRoute({ method: 'get', path: '/api/v1/vms/{name}', tags: tag, summary: 'One VM, with its migration and NIC offloads', request: { params }, responses: answers(VmViewSchema) }),
+  show: createRoute({
+    method: 'get',
+    path: '/api/v1/vms/{name}',
+    tags: tag,
+    summary: 'One VM, with its migration and NIC offloads',
+    request: { params },
+    responses: answers(VmViewSchema),
+  }),
   set: createRoute({
     method: 'patch',
     path: '/api/v1/vms/{name}',
@@ -40,7 +53,14 @@ export const vmRoutes = {
     request: { params, ...body(VmSetBody) },
     responses: answers(VmSchema),
   }),
-  delete: createRoute({ method: 'delete', path: '/api/v1/vms/{name}', tags: tag, summary: 'Delete a stopped VM and its disk', request: { params }, responses: answers(z.object({ deleted: z.string() })) }),
+  delete: createRoute({
+    method: 'delete',
+    path: '/api/v1/vms/{name}',
+    tags: tag,
+    summary: 'Delete a stopped VM and its disk',
+    request: { params },
+    responses: answers(z.object({ deleted: z.string() })),
+  }),
   start: createRoute({
     method: 'post',
     path: '/api/v1/vms/{name}/start',
@@ -49,7 +69,14 @@ export const vmRoutes = {
     request: { params, ...body(VmStartBody, false) },
     responses: answers(VmSchema.extend({ restoredFrom: z.string().optional() })),
   }),
-  stop: createRoute({ method: 'post', path: '/api/v1/vms/{name}/stop', tags: tag, summary: 'Stop a VM', request: { params, ...body(Empty, false) }, responses: answers(VmSchema) }),
+  stop: createRoute({
+    method: 'post',
+    path: '/api/v1/vms/{name}/stop',
+    tags: tag,
+    summary: 'Stop a VM',
+    request: { params, ...body(Empty, false) },
+    responses: answers(VmSchema),
+  }),
   save: createRoute({
     method: 'post',
     path: '/api/v1/vms/{name}/save',
@@ -74,7 +101,14 @@ export const vmRoutes = {
     request: { params, ...body(PingBody, false) },
     responses: answers(z.object({ vm: z.string(), ip: z.string(), switch: z.string().nullable(), answered: z.boolean(), rttMs: z.number().nullable() })),
   }),
-  consoleInput: createRoute({ method: 'post', path: '/api/v1/vms/{name}/console', tags: tag, summary: 'Type into the serial console', request: { params, ...body(ConsoleInputBody) }, responses: answers(Ok) }),
+  consoleInput: createRoute({
+    method: 'post',
+    path: '/api/v1/vms/{name}/console',
+    tags: tag,
+    summary: 'Type into the serial console',
+    request: { params, ...body(ConsoleInputBody) },
+    responses: answers(Ok),
+  }),
   console: createRoute({
     method: 'get',
     path: '/api/v1/vms/{name}/console',
@@ -110,7 +144,14 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
   });
   app.openapi(vmRoutes.set, async (c) => {
     const b = c.req.valid('json');
-    return c.json(await s.lifecycle.set(c.req.valid('param').name, { ...(b.compat !== undefined ? { compat: b.compat } : {}), ...(b.switch !== undefined ? { switch: b.switch } : {}), ...(b.policy !== undefined ? { policy: b.policy } : {}) }), 200);
+    return c.json(
+      await s.lifecycle.set(c.req.valid('param').name, {
+        ...(b.compat !== undefined ? { compat: b.compat } : {}),
+        ...(b.switch !== undefined ? { switch: b.switch } : {}),
+        ...(b.policy !== undefined ? { policy: b.policy } : {}),
+      }),
+      200,
+    );
   });
   app.openapi(vmRoutes.delete, async (c) => {
     const { name } = c.req.valid('param');

@@ -68,7 +68,8 @@ export class Sessions {
       if (!s) return errorResponse(c, errors.unauthorized());
       if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
         const sent = c.req.header('x-csrf-token');
-        if (typeof sent !== 'string' || !sameSecret(sent, s.csrf)) return errorResponse(c, errors.invalid('csrf', 'missing or wrong CSRF token (x-csrf-token)'));
+        if (typeof sent !== 'string' || !sameSecret(sent, s.csrf))
+          return errorResponse(c, errors.invalid('csrf', 'missing or wrong CSRF token (x-csrf-token)'));
       }
       return next();
     };

@@ -75,7 +75,10 @@ export function backupCommands(program: Command, connect: () => Cluster): void {
       }
       if (!o.every || !o.keep) throw errors.usage("'backup schedule' needs --every DURATION and --keep N (or --off)");
       if (!/^\d+$/.test(o.keep)) throw errors.usage(`--keep must be a whole number, got '${o.keep}'`);
-      const s = await c.api.call(backupRoutes.schedule, { params: { vm }, body: { every: o.every, keep: numberOrText(o.keep) as number, ...(o.window ? { window: o.window } : {}) } });
+      const s = await c.api.call(backupRoutes.schedule, {
+        params: { vm },
+        body: { every: o.every, keep: numberOrText(o.keep) as number, ...(o.window ? { window: o.window } : {}) },
+      });
       if (o.json) json(s);
       else print(`backups of ${vm} every ${s.every}, keeping the newest ${s.keep}${s.window ? `, only between ${s.window.text.replace('-', ' and ')}` : ''}`);
     });
@@ -88,7 +91,15 @@ export function backupCommands(program: Command, connect: () => Cluster): void {
         print(
           table(
             ['VM', 'EVERY', 'KEEP', 'WINDOW', 'LAST RUN', 'LAST BACKUP', 'NOTE'],
-            list.map((s) => [s.vm, s.every, String(s.keep), s.window?.text ?? 'any time', s.lastRunMs ? new Date(s.lastRunMs).toISOString() : '-', s.lastBackup ?? '-', s.lastError ?? '']),
+            list.map((s) => [
+              s.vm,
+              s.every,
+              String(s.keep),
+              s.window?.text ?? 'any time',
+              s.lastRunMs ? new Date(s.lastRunMs).toISOString() : '-',
+              s.lastBackup ?? '-',
+              s.lastError ?? '',
+            ]),
           ),
         );
     });

@@ -57,7 +57,9 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
 
   command(program, 'down', 'stop every VM and daemon').action(async () => {
     const res = await down(layout());
-    print(res.stoppedDaemons.length ? `cluster down: stopped ${res.stoppedVms.length} VM(s) and ${res.stoppedDaemons.length} daemon(s)` : 'no cluster was running');
+    print(
+      res.stoppedDaemons.length ? `cluster down: stopped ${res.stoppedVms.length} VM(s) and ${res.stoppedDaemons.length} daemon(s)` : 'no cluster was running',
+    );
   });
 
   command(program, 'status', 'the cluster at a glance, and where its console is')
@@ -122,7 +124,12 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
         json({ settings: s, cpuBaselines: baselines });
         return;
       }
-      print(table(['SETTING', 'VALUE'], Object.entries(s).map(([k, v]) => [k, String(v)])));
+      print(
+        table(
+          ['SETTING', 'VALUE'],
+          Object.entries(s).map(([k, v]) => [k, String(v)]),
+        ),
+      );
       print('\nprocessor compatibility baselines (features shared by all nodes of a vendor):');
       print(
         table(
@@ -157,7 +164,12 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       }
       let failed = 0;
       for (const m of res.migrations) {
-        const final = await followMigration(c.api, m.id, () => {}, (t) => systemClock.sleep(t));
+        const final = await followMigration(
+          c.api,
+          m.id,
+          () => {},
+          (t) => systemClock.sleep(t),
+        );
         if (final.report.status !== 'completed') failed++;
         if (!o.json) print(`  ${m.vm}: ${final.report.status}${final.report.error ? `: ${final.report.error}` : ''}`);
       }
@@ -174,10 +186,18 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       if (reset === 'reset') await c.api.call(clusterRoutes.setPolicy, { body: {} });
       else if (o.policy !== undefined) {
         const p = policyFromFlags({ policy: o.policy });
-        await c.api.call(clusterRoutes.setPolicy, { body: (typeof p === 'string' ? { ...(await import('../../domain/policy.js')).NAMED_POLICIES[p] } : p) as never });
+        await c.api.call(clusterRoutes.setPolicy, {
+          body: (typeof p === 'string' ? { ...(await import('../../domain/policy.js')).NAMED_POLICIES[p] } : p) as never,
+        });
       }
       const p = await c.api.call(clusterRoutes.policy, {});
       if (o.json) json(p);
-      else print(table(['FIELD', 'VALUE', 'SOURCE'], Object.entries(p.effective).map(([k, v]) => [k, JSON.stringify(v), k in p.overrides ? 'cluster' : 'ferry default'])));
+      else
+        print(
+          table(
+            ['FIELD', 'VALUE', 'SOURCE'],
+            Object.entries(p.effective).map(([k, v]) => [k, JSON.stringify(v), k in p.overrides ? 'cluster' : 'ferry default']),
+          ),
+        );
     });
 }

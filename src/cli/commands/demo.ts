@@ -59,13 +59,17 @@ export async function runDemo(opts: { json: boolean }): Promise<number> {
       started.id,
       (m) => {
         const p = m.progress;
-        progress.update(`  ${m.phase}${m.phase === 'memory' && p ? `: round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s` : ''}`);
+        progress.update(
+          `  ${m.phase}${m.phase === 'memory' && p ? `: round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s` : ''}`,
+        );
       },
       (t) => systemClock.sleep(t),
     );
     progress.done();
     const report: MigrationReport = final.report;
-    say(`migration ${report.status}: total ${ms(report.totalMs)}, QEMU downtime ${ms(report.downtimeMs)}, guest blackout ${ms(report.guestBlackoutMs)}, ${bytes(report.transferredBytes)} in ${report.rounds} rounds`);
+    say(
+      `migration ${report.status}: total ${ms(report.totalMs)}, QEMU downtime ${ms(report.downtimeMs)}, guest blackout ${ms(report.guestBlackoutMs)}, ${bytes(report.transferredBytes)} in ${report.rounds} rounds`,
+    );
     say(`  steps: ${report.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(' → ')}`);
 
     // Let the stream run on from the new host, then check it end to end.
@@ -76,7 +80,9 @@ export async function runDemo(opts: { json: boolean }): Promise<number> {
     });
     const web = await c.api.call(vmRoutes.show, { params: { name: 'web' } });
     const intact = report.status === 'completed' && after.gaps === 0 && after.reconnects === 0 && after.connected;
-    say(`web now runs on ${web.node}; client received ${after.received} lines, gaps ${after.gaps}, reconnects ${after.reconnects}: TCP stream ${intact ? 'intact' : 'BROKEN'}`);
+    say(
+      `web now runs on ${web.node}; client received ${after.received} lines, gaps ${after.gaps}, reconnects ${after.reconnects}: TCP stream ${intact ? 'intact' : 'BROKEN'}`,
+    );
     if (opts.json) process.stdout.write(JSON.stringify({ ...report, tcpStreamIntact: intact }, null, 2) + '\n');
     return report.status === 'completed' && intact ? 0 : 1;
   } finally {

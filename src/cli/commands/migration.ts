@@ -16,7 +16,19 @@ export function migrationCommands(program: Command, connect: () => Cluster): voi
         print(
           table(
             ['ID', 'VM', 'MODE', 'FROM', 'TO', 'STATUS', 'STEP', 'PRIORITY', 'TOTAL', 'DOWNTIME', 'BLACKOUT'],
-            list.map((m) => [m.id, m.vm, m.mode, m.from, m.to, m.status + (m.queuePosition ? ` #${m.queuePosition}` : ''), m.phase, m.priority, ms(m.totalMs), ms(m.downtimeMs), ms(m.guestBlackoutMs)]),
+            list.map((m) => [
+              m.id,
+              m.vm,
+              m.mode,
+              m.from,
+              m.to,
+              m.status + (m.queuePosition ? ` #${m.queuePosition}` : ''),
+              m.phase,
+              m.priority,
+              ms(m.totalMs),
+              ms(m.downtimeMs),
+              ms(m.guestBlackoutMs),
+            ]),
           ),
         );
     });

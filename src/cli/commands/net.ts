@@ -48,7 +48,13 @@ export function netCommands(program: Command, connect: () => Cluster): void {
     .action(async (o: { json?: boolean }) => {
       const macs = await connect().api.call(switchRoutes.macs, {});
       if (o.json) json(macs);
-      else print(table(['SWITCH', 'MAC', 'PORT', 'NODE', 'VM', 'AGE'], macs.map((m) => [m.switch, m.mac, m.port, m.node, m.vm, ms(m.ageMs)])));
+      else
+        print(
+          table(
+            ['SWITCH', 'MAC', 'PORT', 'NODE', 'VM', 'AGE'],
+            macs.map((m) => [m.switch, m.mac, m.port, m.node, m.vm, ms(m.ageMs)]),
+          ),
+        );
     });
   command(sw, 'list', 'virtual switches: bindings, attached VMs, settings')
     .option('--json', 'print as JSON')
@@ -59,7 +65,13 @@ export function netCommands(program: Command, connect: () => Cluster): void {
         print(
           table(
             ['NAME', 'BINDINGS', 'VMS', 'RUNNING', 'MAC AGEING'],
-            list.map((s) => [s.name, s.bindings.map((b) => `${b.node}/${b.iface}`).join(' ') || '-', s.vms.join(',') || '-', s.runningVms.length, `${s.settings.macAgeingS} s`]),
+            list.map((s) => [
+              s.name,
+              s.bindings.map((b) => `${b.node}/${b.iface}`).join(' ') || '-',
+              s.vms.join(',') || '-',
+              s.runningVms.length,
+              `${s.settings.macAgeingS} s`,
+            ]),
           ),
         );
     });
@@ -68,7 +80,9 @@ export function netCommands(program: Command, connect: () => Cluster): void {
     .option('--mac-ageing <S>', 'seconds a MAC stays learnt without traffic')
     .option('--json', 'print as JSON')
     .action(async (name: string, o: { macAgeing?: string; json?: boolean }) => {
-      const s = await connect().api.call(switchRoutes.create, { body: { name, ...(o.macAgeing !== undefined ? { macAgeingS: numberOrText(o.macAgeing) } : {}) } as never });
+      const s = await connect().api.call(switchRoutes.create, {
+        body: { name, ...(o.macAgeing !== undefined ? { macAgeingS: numberOrText(o.macAgeing) } : {}) } as never,
+      });
       out(o, s, `switch ${s.name} created (MAC ageing ${s.settings.macAgeingS} s); bind it with 'ferry switch bind NODE IFACE --switch ${s.name}'`);
     });
   command(sw, 'set', "change a switch's settings")
@@ -93,7 +107,13 @@ export function netCommands(program: Command, connect: () => Cluster): void {
     .action(async (node: string | undefined, o: { json?: boolean }) => {
       const rows = await connect().api.call(switchRoutes.bindings, { query: node ? { node } : {} });
       if (o.json) json(rows);
-      else print(table(['NODE', 'IFACE', 'SWITCH'], rows.map((r) => [r.node, r.iface, r.switch ?? '-'])));
+      else
+        print(
+          table(
+            ['NODE', 'IFACE', 'SWITCH'],
+            rows.map((r) => [r.node, r.iface, r.switch ?? '-']),
+          ),
+        );
     });
   command(sw, 'bind', 'carry a switch on a node interface, e.g. switch bind node-2 eth1 --switch backend')
     .argument('<node>', 'a node')

@@ -54,7 +54,8 @@ export function nodeCommands(program: Command, connect: () => Cluster, done: (co
       progress.done();
       const n = (await c.api.call(nodeRoutes.list, {})).find((x) => x.name === member.name)!;
       if (o.json) json(n);
-      else print(`node ${n.name} joined and is ${n.state} (${n.capabilities?.cpu.vendor} ${n.capabilities?.cpu.model}, migration address ${n.migrationAddress})`);
+      else
+        print(`node ${n.name} joined and is ${n.state} (${n.capabilities?.cpu.vendor} ${n.capabilities?.cpu.model}, migration address ${n.migrationAddress})`);
     });
 
   command(node, 'remove', 'an empty node leaves (drain it first)')
@@ -79,7 +80,8 @@ export function nodeCommands(program: Command, connect: () => Cluster, done: (co
       const p = res.plan;
       if (!o.json) {
         print(`${res.dryRun ? 'drain plan' : 'draining'} ${p.node} (${p.mode}): ${p.steps.length} VM(s), estimated ${ms(p.estimatedMs)}`);
-        for (const s of p.steps) print(`  ${s.order}. ${s.vm} (${s.memoryMiB} MiB) ${s.to ? `→ ${s.to}` : '→ saved to the shared volume'}  ~${ms(s.estimatedMs)}`);
+        for (const s of p.steps)
+          print(`  ${s.order}. ${s.vm} (${s.memoryMiB} MiB) ${s.to ? `→ ${s.to}` : '→ saved to the shared volume'}  ~${ms(s.estimatedMs)}`);
         if (p.blockers.length) {
           print('blockers:');
           for (const b of p.blockers) print(`  - ${b}`);

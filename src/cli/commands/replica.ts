@@ -33,7 +33,15 @@ export function replicaCommands(program: Command, connect: () => Cluster, done: 
       if (o.keep !== undefined && !/^\d+$/.test(o.keep)) throw errors.usage(`--keep must be a whole number, got '${o.keep}'`);
       const s = await connect().api.call(
         replicaRoutes.enable,
-        { params: { vm }, body: { to: o.to, token, ...(o.interval !== undefined ? { interval: o.interval } : {}), ...(o.keep !== undefined ? { keep: numberOrText(o.keep) as number } : {}) } },
+        {
+          params: { vm },
+          body: {
+            to: o.to,
+            token,
+            ...(o.interval !== undefined ? { interval: o.interval } : {}),
+            ...(o.keep !== undefined ? { keep: numberOrText(o.keep) as number } : {}),
+          },
+        },
         { timeoutMs: 32 * 60_000 },
       );
       if (o.json) json(s);

@@ -20,7 +20,12 @@ type PlanResult = Extract<Output<typeof vmRoutes.migrate>, { plan: true }>;
  * (ferry, qemu-defaults) or a JSON file; `--bandwidth`, `--max-downtime` and
  * `--postcopy` override single fields.
  */
-export function policyFromFlags(o: { policy?: string; bandwidth?: string; maxDowntime?: string; postcopy?: boolean }): string | Record<string, unknown> | undefined {
+export function policyFromFlags(o: {
+  policy?: string;
+  bandwidth?: string;
+  maxDowntime?: string;
+  postcopy?: boolean;
+}): string | Record<string, unknown> | undefined {
   let policy: string | Record<string, unknown> | undefined;
   const given = o.policy;
   if (given !== undefined && fs.existsSync(given)) {
@@ -30,7 +35,8 @@ export function policyFromFlags(o: { policy?: string; bandwidth?: string; maxDow
       throw errors.invalid('policy', `policy file ${given} is not valid JSON: ${(e as Error).message}`);
     }
   } else if (given !== undefined) {
-    if (!NAMED_POLICIES[given]) throw errors.invalid('policy', `'${given}' is neither a policy file nor a named policy (${Object.keys(NAMED_POLICIES).join(', ')})`);
+    if (!NAMED_POLICIES[given])
+      throw errors.invalid('policy', `'${given}' is neither a policy file nor a named policy (${Object.keys(NAMED_POLICIES).join(', ')})`);
     policy = given;
   }
   const int = (v: string | undefined, label: string) => {
@@ -71,7 +77,9 @@ function printPlan(name: string, r: PlanResult): void {
     return;
   }
   const i = p.input;
-  print(`  measured: guest RAM ${bytes(i.ramBytes)}, not zero ${bytes(i.nonZeroBytes)}, dirty rate ${bytes(i.dirtyRateBytesPerSec)}/s, link ${bytes(i.linkBytesPerSec)}/s`);
+  print(
+    `  measured: guest RAM ${bytes(i.ramBytes)}, not zero ${bytes(i.nonZeroBytes)}, dirty rate ${bytes(i.dirtyRateBytesPerSec)}/s, link ${bytes(i.linkBytesPerSec)}/s`,
+  );
   print(`  strategy: ${p.strategy}: ${p.reason}`);
   print(
     `  predicted: total ${ms(p.totalMs)} (transfer ${ms(p.transferMs)}), ${p.rounds} rounds, downtime ${ms(p.downtimeMs)}, ${bytes(p.bytes)} sent` +
@@ -120,7 +128,9 @@ async function migrate(c: Cluster, name: string, body: Record<string, unknown>, 
       if (r.predicted) {
         print(
           `  predicted: ${r.predicted.strategy}, total ${ms(r.predicted.totalMs)}, ${r.predicted.rounds} rounds, downtime ${ms(r.predicted.downtimeMs)}` +
-            (r.totalMs ? ` (actual total ${ms(r.totalMs)}: ${r.predicted.totalMs >= r.totalMs ? '+' : ''}${Math.round(((r.predicted.totalMs - r.totalMs) / r.totalMs) * 100)}%)` : ''),
+            (r.totalMs
+              ? ` (actual total ${ms(r.totalMs)}: ${r.predicted.totalMs >= r.totalMs ? '+' : ''}${Math.round(((r.predicted.totalMs - r.totalMs) / r.totalMs) * 100)}%)`
+              : ''),
         );
       }
       if (r.maxThrottlePercent) print(`  auto-converge throttled the guest up to ${r.maxThrottlePercent}%`);
@@ -188,29 +198,39 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
     .option('--json', 'print the record as JSON')
     .action(async (name: string, o: Record<string, string | boolean | undefined>) => {
       const body: Record<string, unknown> = { name };
-      for (const [flag, field] of [['memory', 'memoryMiB'], ['cpus', 'cpus'], ['disk', 'diskGiB']] as const) if (o[flag] !== undefined) body[field] = numberOrText(o[flag] as string);
+      for (const [flag, field] of [
+        ['memory', 'memoryMiB'],
+        ['cpus', 'cpus'],
+        ['disk', 'diskGiB'],
+      ] as const)
+        if (o[flag] !== undefined) body[field] = numberOrText(o[flag] as string);
       for (const f of ['workload', 'node', 'switch', 'offloads'] as const) if (o[f] !== undefined) body[f] = o[f];
       if (o.compat) body.compat = true;
       const v = await connect().api.call(vmRoutes.create, { body: body as never });
       if (o.json) json(v);
-      else print(`VM ${v.name} created: ${v.memoryMiB} MiB, ${v.cpus} CPU, ${v.diskGiB} GiB disk, ip ${v.ip}, mac ${v.mac}, workload ${v.workload}${v.compat ? ', processor compatibility mode on' : ''}`);
+      else
+        print(
+          `VM ${v.name} created: ${v.memoryMiB} MiB, ${v.cpus} CPU, ${v.diskGiB} GiB disk, ip ${v.ip}, mac ${v.mac}, workload ${v.workload}${v.compat ? ', processor compatibility mode on' : ''}`,
+        );
     });
 
   command(vm, 'set', "change a VM's settings")
     .argument('<name>', 'a VM name')
     .option('--compat <on|off>', 'processor compatibility mode (only while stopped)')
     .option('--switch <SW>', 'the virtual switch its NIC plugs into (only while stopped)')
-    .option('--policy <FILE|NAME|none>', 'the VM\'s migration policy overrides (a JSON file, ferry, qemu-defaults, or none)')
+    .option('--policy <FILE|NAME|none>', "the VM's migration policy overrides (a JSON file, ferry, qemu-defaults, or none)")
     .option('--json', 'print the record as JSON')
     .action(async (name: string, o: { compat?: string; switch?: string; policy?: string; json?: boolean }) => {
-      if (o.compat === undefined && o.switch === undefined && o.policy === undefined) throw errors.usage("'vm set' needs a setting: --compat on|off, --switch NAME or --policy FILE|NAME|none");
+      if (o.compat === undefined && o.switch === undefined && o.policy === undefined)
+        throw errors.usage("'vm set' needs a setting: --compat on|off, --switch NAME or --policy FILE|NAME|none");
       const body: Record<string, unknown> = {};
       if (o.policy !== undefined) body.policy = o.policy === 'none' ? null : policyFromFlags({ policy: o.policy });
       if (o.compat !== undefined) body.compat = o.compat;
       if (o.switch !== undefined) body.switch = o.switch;
       const v = await connect().api.call(vmRoutes.set, { ...enc(name), body: body as never });
       if (o.json) json(v);
-      else if (o.policy !== undefined && o.compat === undefined && o.switch === undefined) print(`VM ${v.name}: migration policy ${v.policy ? JSON.stringify(v.policy) : 'from the cluster default'}`);
+      else if (o.policy !== undefined && o.compat === undefined && o.switch === undefined)
+        print(`VM ${v.name}: migration policy ${v.policy ? JSON.stringify(v.policy) : 'from the cluster default'}`);
       else print(`VM ${v.name}: processor compatibility mode ${v.compat ? 'on' : 'off'}, switch ${v.switch || '(disconnected)'} (applies at its next start)`);
     });
 
@@ -257,7 +277,10 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       if (!o.to) throw errors.usage("'vm move-storage' needs --to DIRECTORY");
       const v = await connect().api.call(vmRoutes.moveStorage, { ...enc(name), body: { to: path.resolve(o.to) } }, { timeoutMs: 32 * 60_000 });
       if (o.json) json(v);
-      else print(`VM ${v.name}'s disk moved to ${v.diskPath}: ${bytes(v.movedBytes)} copied in ${ms(v.ms)}${v.state === 'running' ? ', the VM kept running' : ''}`);
+      else
+        print(
+          `VM ${v.name}'s disk moved to ${v.diskPath}: ${bytes(v.movedBytes)} copied in ${ms(v.ms)}${v.state === 'running' ? ', the VM kept running' : ''}`,
+        );
     });
 
   command(vm, 'list', 'every VM')
@@ -270,7 +293,15 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
         print(
           table(
             ['NAME', 'STATE', 'NODE', 'MEMORY', 'CPUS', 'IP', 'WORKLOAD'],
-            vms.map((v) => [v.name, v.state + (v.migration ? ` (${v.migration.phase} → ${v.migration.to})` : ''), v.node || '-', `${v.memoryMiB} MiB`, v.cpus, v.ip, v.workload]),
+            vms.map((v) => [
+              v.name,
+              v.state + (v.migration ? ` (${v.migration.phase} → ${v.migration.to})` : ''),
+              v.node || '-',
+              `${v.memoryMiB} MiB`,
+              v.cpus,
+              v.ip,
+              v.workload,
+            ]),
           ),
         );
       }
@@ -336,28 +367,48 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
     .option('--max-downtime <ms>', 'the downtime QEMU aims for')
     .option('--postcopy', 'allow escalation to post-copy')
     .option('--json', 'print as JSON')
-    .action(async (name: string, o: { to?: string; quick?: boolean; check?: boolean; plan?: boolean; withStorage?: string; policy?: string; bandwidth?: string; maxDowntime?: string; postcopy?: boolean; json?: boolean }) => {
-      if (!o.to) throw errors.usage("'vm migrate' needs --to NODE");
-      const policy = policyFromFlags(o);
-      const mode: 'live' | 'quick' = o.quick ? 'quick' : 'live';
-      const body = { to: o.to, mode, ...(policy ? { policy } : {}), ...(o.withStorage !== undefined ? { withStorage: path.resolve(o.withStorage) } : {}) };
-      const c = connect();
-      if (o.plan) {
-        const r = (await c.api.call(vmRoutes.migrate, { ...enc(name), body: { ...body, plan: true } as never }, { timeoutMs: 120_000 })) as PlanResult;
-        if (o.json) json(r);
-        else printPlan(name, r);
-        return done(r.ok ? 0 : 1);
-      }
-      if (o.check) {
-        const r = (await c.api.call(vmRoutes.migrate, { ...enc(name), body: { ...body, check: true } as never })) as { ok: boolean; blockers: string[]; to: string };
-        if (o.json) json(r);
-        else if (r.ok) print(`${name} can ${mode}-migrate to ${r.to}: no blockers`);
-        else {
-          print(`${name} cannot ${mode}-migrate to ${r.to}:`);
-          for (const b of r.blockers) print(`  - ${b}`);
+    .action(
+      async (
+        name: string,
+        o: {
+          to?: string;
+          quick?: boolean;
+          check?: boolean;
+          plan?: boolean;
+          withStorage?: string;
+          policy?: string;
+          bandwidth?: string;
+          maxDowntime?: string;
+          postcopy?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        if (!o.to) throw errors.usage("'vm migrate' needs --to NODE");
+        const policy = policyFromFlags(o);
+        const mode: 'live' | 'quick' = o.quick ? 'quick' : 'live';
+        const body = { to: o.to, mode, ...(policy ? { policy } : {}), ...(o.withStorage !== undefined ? { withStorage: path.resolve(o.withStorage) } : {}) };
+        const c = connect();
+        if (o.plan) {
+          const r = (await c.api.call(vmRoutes.migrate, { ...enc(name), body: { ...body, plan: true } as never }, { timeoutMs: 120_000 })) as PlanResult;
+          if (o.json) json(r);
+          else printPlan(name, r);
+          return done(r.ok ? 0 : 1);
         }
-        return done(r.ok ? 0 : 1);
-      }
-      done(await migrate(c, name, body, o.json === true));
-    });
+        if (o.check) {
+          const r = (await c.api.call(vmRoutes.migrate, { ...enc(name), body: { ...body, check: true } as never })) as {
+            ok: boolean;
+            blockers: string[];
+            to: string;
+          };
+          if (o.json) json(r);
+          else if (r.ok) print(`${name} can ${mode}-migrate to ${r.to}: no blockers`);
+          else {
+            print(`${name} cannot ${mode}-migrate to ${r.to}:`);
+            for (const b of r.blockers) print(`  - ${b}`);
+          }
+          return done(r.ok ? 0 : 1);
+        }
+        done(await migrate(c, name, body, o.json === true));
+      },
+    );
 }

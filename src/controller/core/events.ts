@@ -24,7 +24,10 @@ export class StoreEventLog implements EventLog {
     const id = `${String(atMs).padStart(15, '0')}-${String(this.seq++).padStart(6, '0')}`;
     const event: ClusterEvent = { atMs, ...e };
     await this.store.put<ClusterEvent>(`events/${id}`, event);
-    this.log.info({ event: e.type, ...(e.vm ? { vm: e.vm } : {}), ...(e.node ? { node: e.node } : {}), ...(e.migration ? { migration: e.migration } : {}) }, e.message);
+    this.log.info(
+      { event: e.type, ...(e.vm ? { vm: e.vm } : {}), ...(e.node ? { node: e.node } : {}), ...(e.migration ? { migration: e.migration } : {}) },
+      e.message,
+    );
     this.out.emit('event', id, event);
   }
 

@@ -49,7 +49,14 @@ export class Measurements {
     return this.measureAndPredict(record.vm, source, target, network, policy, fresh);
   }
 
-  async measureAndPredict(vm: string, source: NodeRecord, target: NodeRecord, network: MigrationNetwork, policy: MigrationPolicy, early?: Promise<GuestMeasurement>): Promise<Prediction> {
+  async measureAndPredict(
+    vm: string,
+    source: NodeRecord,
+    target: NodeRecord,
+    network: MigrationNetwork,
+    policy: MigrationPolicy,
+    early?: Promise<GuestMeasurement>,
+  ): Promise<Prediction> {
     const port = target.networks?.[network.name]?.port;
     if (!port) throw errors.invalidState(`node '${target.name}' does not answer on network ${network.name}`);
     const agent = await this.nodes.agent(source);

@@ -173,127 +173,150 @@ export function migrationPhases(d: MigrationRunDeps, id: string, mode: 'live' | 
 
     // 4. memory: live: QEMU to QEMU over the target's migration address;
     // quick (R7): pause, save the state to the shared volume, restore it on the target.
-    phase('memory', async (ctx) => {
-      let r = await rec();
-      const vm = await d.vms.get(r.vm);
-      const { source, target } = await agents(r);
-      await ctx.onUndo({ action: 'settle-source', args: { node: r.from, vm: r.vm } });
-      const sw = switchOf(vm);
-      if (sw) {
-        const probeId = `mig-${id}`;
-        const started = await d.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1, sw).then(() => true, () => false);
-        if (started) await ctx.always({ action: 'stop-probe', args: { id: probeId } });
-      }
-      if (mode === 'live' && r.network) {
-        // Pre-flight prediction: measure, predict, pick the strategy. A failed measurement does not stop the move.
-        try {
-          const predicted = await d.measurements.predictFor(r, await d.nodes.get(r.from), await d.nodes.get(r.to), r.network, r.policy ?? effectivePolicy());
-          r = await save((cur) => ({ ...cur, predicted }));
+    phase(
+      'memory',
+      async (ctx) => {
+        let r = await rec();
+        const vm = await d.vms.get(r.vm);
+        const { source, target } = await agents(r);
+        await ctx.onUndo({ action: 'settle-source', args: { node: r.from, vm: r.vm } });
+        const sw = switchOf(vm);
+        if (sw) {
+          const probeId = `mig-${id}`;
+          const started = await d.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1, sw).then(
+            () => true,
+            () => false,
+          );
+          if (started) await ctx.always({ action: 'stop-probe', args: { id: probeId } });
+        }
+        if (mode === 'live' && r.network) {
+          // Pre-flight prediction: measure, predict, pick the strategy. A failed measurement does not stop the move.
+          try {
+            const predicted = await d.measurements.predictFor(r, await d.nodes.get(r.from), await d.nodes.get(r.to), r.network, r.policy ?? effectivePolicy());
+            r = await save((cur) => ({ ...cur, predicted }));
+            await d.events.emit({
+              type: 'migration.predicted',
+              vm: r.vm,
+              migration: id,
+              message: `migration ${id}: ${predicted.strategy}, predicted ${predicted.totalMs} ms total, ${predicted.rounds} rounds, ${predicted.downtimeMs} ms downtime (${predicted.reason})`,
+              data: { predicted },
+            });
+          } catch (e) {
+            r = await save((cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), `no prediction: ${toFerryError(e).message}`] }));
+          }
+          await cancelled(ctx);
+        }
+        if (r.storage?.nbd) {
+          // The disk first: mirrored until in sync; from then on every guest write lands on both disks.
+          await ctx.onUndo({ action: 'end-mirror', args: { node: r.from, vm: r.vm } });
+          const copy = await source.mirrorDisk(r.vm, r.storage.nbd, { signal: ctx.signal });
+          r = await save((cur) => ({ ...cur, storage: { ...cur.storage!, syncedAfterMs: copy.ms, copiedBytes: copy.bytes } }));
           await d.events.emit({
-            type: 'migration.predicted',
+            type: 'migration.disk-synced',
             vm: r.vm,
             migration: id,
-            message: `migration ${id}: ${predicted.strategy}, predicted ${predicted.totalMs} ms total, ${predicted.rounds} rounds, ${predicted.downtimeMs} ms downtime (${predicted.reason})`,
-            data: { predicted },
+            message: `migration ${id}: disk copied to ${r.to} (${copy.bytes} bytes in ${copy.ms} ms), now mirrored`,
+            data: { bytes: copy.bytes },
           });
-        } catch (e) {
-          r = await save((cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), `no prediction: ${toFerryError(e).message}`] }));
+          await cancelled(ctx);
         }
-        await cancelled(ctx);
-      }
-      if (r.storage?.nbd) {
-        // The disk first: mirrored until in sync; from then on every guest write lands on both disks.
-        await ctx.onUndo({ action: 'end-mirror', args: { node: r.from, vm: r.vm } });
-        const copy = await source.mirrorDisk(r.vm, r.storage.nbd, { signal: ctx.signal });
-        r = await save((cur) => ({ ...cur, storage: { ...cur.storage!, syncedAfterMs: copy.ms, copiedBytes: copy.bytes } }));
-        await d.events.emit({
-          type: 'migration.disk-synced',
-          vm: r.vm,
-          migration: id,
-          message: `migration ${id}: disk copied to ${r.to} (${copy.bytes} bytes in ${copy.ms} ms), now mirrored`,
-          data: { bytes: copy.bytes },
-        });
-        await cancelled(ctx);
-      }
-      if (mode === 'quick') {
-        await source.pause(r.vm);
-        const pausedAt = d.clock.nowMs();
-        r = await save((cur) => ({ ...cur, pausedAtMs: pausedAt }));
-        await source.sendState(r.vm, { file: r.stateFile! }, r.tuning, { signal: ctx.signal });
-      } else {
-        // The prediction picks auto-converge's starting throttle (when the policy has auto-converge at all).
-        const p = r.predicted;
-        const throttled =
-          p?.throttleInitialPercent && r.tuning.autoConverge
-            ? { ...r.tuning, throttleInitialPercent: p.throttleInitialPercent, throttleIncrementPercent: p.throttleIncrementPercent }
-            : r.tuning;
-        // Shared-nothing: the source stops before the device state so the disk copy can end first.
-        const tuning = r.storage ? { ...throttled, pauseBeforeSwitchover: true } : throttled;
-        await source.sendState(r.vm, r.target!, tuning, { signal: ctx.signal });
-      }
-      const final = await followTransfer(d, id, source, target, ctx.signal, r.storage ? () => endDiskCopy(d, id, r.vm, source, target) : undefined);
-      if (final.status !== 'completed') {
-        throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
-      }
-      if (mode === 'quick') await target.restoreFrom(r.vm, r.stateFile!, r.tuning, { signal: ctx.signal });
-      await save((cur) => ({
-        ...cur,
-        downtimeMs: final.downtimeMs ?? 0,
-        transferredBytes: final.transferredBytes,
-        rounds: final.rounds,
-        ...(final.totalTimeMs !== undefined ? { transferMs: final.totalTimeMs } : {}),
-      }));
-    }, async () => {
-      // The transfer may have completed while no controller watched: then go on with the disks.
-      // (A source's status is its last transfer's, so the target must have the state too.)
-      const r = await rec();
-      if (mode !== 'live') return 'undo';
-      const { source, target } = await agents(r);
-      const [sent, got, onTarget] = await Promise.all([source.transfer(r.vm), target.transfer(r.vm), target.get(r.vm)]);
-      return sent.status === 'completed' && got.status === 'completed' && onTarget.runState !== RunState.Incoming ? 'next' : 'undo';
-    }),
+        if (mode === 'quick') {
+          await source.pause(r.vm);
+          const pausedAt = d.clock.nowMs();
+          r = await save((cur) => ({ ...cur, pausedAtMs: pausedAt }));
+          await source.sendState(r.vm, { file: r.stateFile! }, r.tuning, { signal: ctx.signal });
+        } else {
+          // The prediction picks auto-converge's starting throttle (when the policy has auto-converge at all).
+          const p = r.predicted;
+          const throttled =
+            p?.throttleInitialPercent && r.tuning.autoConverge
+              ? { ...r.tuning, throttleInitialPercent: p.throttleInitialPercent, throttleIncrementPercent: p.throttleIncrementPercent }
+              : r.tuning;
+          // Shared-nothing: the source stops before the device state so the disk copy can end first.
+          const tuning = r.storage ? { ...throttled, pauseBeforeSwitchover: true } : throttled;
+          await source.sendState(r.vm, r.target!, tuning, { signal: ctx.signal });
+        }
+        const final = await followTransfer(d, id, source, target, ctx.signal, r.storage ? () => endDiskCopy(d, id, r.vm, source, target) : undefined);
+        if (final.status !== 'completed') {
+          throw new FerryError(ErrorCode.MigrationFailed, `QEMU reported the transfer ${final.status}${final.error ? `: ${final.error}` : ''}`);
+        }
+        if (mode === 'quick') await target.restoreFrom(r.vm, r.stateFile!, r.tuning, { signal: ctx.signal });
+        await save((cur) => ({
+          ...cur,
+          downtimeMs: final.downtimeMs ?? 0,
+          transferredBytes: final.transferredBytes,
+          rounds: final.rounds,
+          ...(final.totalTimeMs !== undefined ? { transferMs: final.totalTimeMs } : {}),
+        }));
+      },
+      async () => {
+        // The transfer may have completed while no controller watched: then go on with the disks.
+        // (A source's status is its last transfer's, so the target must have the state too.)
+        const r = await rec();
+        if (mode !== 'live') return 'undo';
+        const { source, target } = await agents(r);
+        const [sent, got, onTarget] = await Promise.all([source.transfer(r.vm), target.transfer(r.vm), target.get(r.vm)]);
+        return sent.status === 'completed' && got.status === 'completed' && onTarget.runState !== RunState.Incoming ? 'next' : 'undo';
+      },
+    ),
 
     // 5. disks: the target took over the images at switchover (QEMU
     // inactivates them on the source and activates them on the target once
     // the device state is in); wait until the target says it got everything.
-    phase('disks', async (ctx) => {
-      const r = await rec();
-      const { target } = await agents(r);
-      await waitTransferCompleted(target, r.vm, d.clock, { label: "the target's incoming migration", timeoutMs: 30_000, stepMs: 20, signal: ctx.signal });
-    }, 'rerun'),
+    phase(
+      'disks',
+      async (ctx) => {
+        const r = await rec();
+        const { target } = await agents(r);
+        await waitTransferCompleted(target, r.vm, d.clock, { label: "the target's incoming migration", timeoutMs: 30_000, stepMs: 20, signal: ctx.signal });
+      },
+      'rerun',
+    ),
 
     // 6. resume: the target runs the guest, then the handover: the VM lives on the target.
-    phase('resume', async (ctx) => {
-      let r = await rec();
-      const { source, target } = await agents(r);
-      if (r.committedAtMs === undefined) {
-        await waitTargetRunning(d, target, r.vm, ctx.signal);
-        const moved = d.clock.nowMs();
-        if (r.pausedAtMs !== undefined) r = await save((cur) => ({ ...cur, pausedMs: moved - cur.pausedAtMs! }));
-        const disk = r.storage ? { diskPath: r.storage.targetDisk } : {};
-        await d.vms.update(r.vm, (cur) => ({ ...cur, ...disk, node: r.to, state: VmState.Running, stateSinceMs: moved }));
-        r = await save((cur) => ({ ...cur, ownerMovedAtMs: moved }));
-        await ctx.commit();
-      }
-      await source.kill(r.vm).catch((e: unknown) => save((cur) => ({ ...cur, cleanupErrors: [...(cur.cleanupErrors ?? []), `source QEMU: ${toFerryError(e).message}`] })));
-      // Shared-nothing: the VM runs on its copy; the source's disk goes.
-      if (r.storage) d.volume.remove(r.storage.sourceDisk);
-    }, 'rerun'),
+    phase(
+      'resume',
+      async (ctx) => {
+        let r = await rec();
+        const { source, target } = await agents(r);
+        if (r.committedAtMs === undefined) {
+          await waitTargetRunning(d, target, r.vm, ctx.signal);
+          const moved = d.clock.nowMs();
+          if (r.pausedAtMs !== undefined) r = await save((cur) => ({ ...cur, pausedMs: moved - cur.pausedAtMs! }));
+          const disk = r.storage ? { diskPath: r.storage.targetDisk } : {};
+          await d.vms.update(r.vm, (cur) => ({ ...cur, ...disk, node: r.to, state: VmState.Running, stateSinceMs: moved }));
+          r = await save((cur) => ({ ...cur, ownerMovedAtMs: moved }));
+          await ctx.commit();
+        }
+        await source
+          .kill(r.vm)
+          .catch((e: unknown) => save((cur) => ({ ...cur, cleanupErrors: [...(cur.cleanupErrors ?? []), `source QEMU: ${toFerryError(e).message}`] })));
+        // Shared-nothing: the VM runs on its copy; the source's disk goes.
+        if (r.storage) d.volume.remove(r.storage.sourceDisk);
+      },
+      'rerun',
+    ),
 
     // 7. network: the switch learnt the MAC on the target's port.
-    phase('network', async () => {
-      const r = await rec();
-      const vm = await d.vms.get(r.vm);
-      const sw = switchOf(vm);
-      if (!sw) {
-        await warn('the VM is disconnected from every virtual switch: no MAC to move');
-      } else if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
-        await (await d.nodes.agent(r.to)).announce(r.vm).catch(() => {});
-        if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) await warn(`the switch did not see ${vm.mac} on ${r.to} after the announce`);
-      }
-      const blackout = sw ? await d.switch.stopProbe(`mig-${id}`).catch(() => undefined) : undefined;
-      if (blackout) await save((cur) => ({ ...cur, guestBlackoutMs: blackout.maxGapMs, always: (cur.always ?? []).filter((s) => s.action !== 'stop-probe') }));
-    }, 'rerun'),
+    phase(
+      'network',
+      async () => {
+        const r = await rec();
+        const vm = await d.vms.get(r.vm);
+        const sw = switchOf(vm);
+        if (!sw) {
+          await warn('the VM is disconnected from every virtual switch: no MAC to move');
+        } else if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
+          await (await d.nodes.agent(r.to)).announce(r.vm).catch(() => {});
+          if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS)))
+            await warn(`the switch did not see ${vm.mac} on ${r.to} after the announce`);
+        }
+        const blackout = sw ? await d.switch.stopProbe(`mig-${id}`).catch(() => undefined) : undefined;
+        if (blackout)
+          await save((cur) => ({ ...cur, guestBlackoutMs: blackout.maxGapMs, always: (cur.always ?? []).filter((s) => s.action !== 'stop-probe') }));
+      },
+      'rerun',
+    ),
   ];
 }
 

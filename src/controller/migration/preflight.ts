@@ -60,8 +60,10 @@ export class Preflight {
   /** Checks a shared-nothing request: where the disk goes. */
   storageCopy(vm: VmRecord, mode: MigrationMode, tuning: TransferTuning, dir: string): NonNullable<MigrationRecord['storage']> {
     if (!path.isAbsolute(dir)) throw errors.invalid('withStorage', `--with-storage must be an absolute directory on the target node, got '${dir}'`);
-    if (mode !== 'live') throw errors.invalid('withStorage', '--with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
-    if (tuning.postcopy) throw errors.invalid('withStorage', '--with-storage cannot be combined with post-copy: the disk copy must end before the target runs the VM');
+    if (mode !== 'live')
+      throw errors.invalid('withStorage', '--with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
+    if (tuning.postcopy)
+      throw errors.invalid('withStorage', '--with-storage cannot be combined with post-copy: the disk copy must end before the target runs the VM');
     const targetDisk = path.join(path.resolve(dir), `${vm.name}.qcow2`);
     if (targetDisk === vm.diskPath) throw errors.invalid('withStorage', `VM '${vm.name}''s disk is already ${targetDisk}`);
     if (this.d.volume.exists(targetDisk)) throw errors.alreadyExists('disk image', targetDisk);
@@ -85,7 +87,9 @@ export class Preflight {
     // A backup runs on overlay + frozen image on the shared volume and merges after a move; a disk copy along would take neither.
     const backup = this.d.backupOf(vm.name);
     if (backup && withStorage !== undefined) {
-      out.push(errors.invalidState(`a backup of VM '${vm.name}' is running (${backup}); migrate it with --with-storage when the backup ends`, { vm: vm.name, backup }));
+      out.push(
+        errors.invalidState(`a backup of VM '${vm.name}' is running (${backup}); migrate it with --with-storage when the backup ends`, { vm: vm.name, backup }),
+      );
     }
     if (target.name === vm.node) {
       out.push(errors.invalid('to', `VM '${vm.name}' already runs on node '${target.name}'`));

@@ -201,7 +201,18 @@ export class Migrations {
       const source = await this.d.nodes.get(vm.node);
       const network = mode === 'live' ? await this.d.networks.choose(source, target) : undefined;
       const predicted = network ? await this.measurements.measureAndPredict(vm.name, source, target, network, policy) : undefined;
-      return { plan: true, vm: vmName, from: vm.node, to: target.name, mode, ok: true, blockers: [], policy, ...(network ? { network } : {}), ...(predicted ? { predicted } : {}) };
+      return {
+        plan: true,
+        vm: vmName,
+        from: vm.node,
+        to: target.name,
+        mode,
+        ok: true,
+        blockers: [],
+        policy,
+        ...(network ? { network } : {}),
+        ...(predicted ? { predicted } : {}),
+      };
     }
     const now = this.d.clock.nowMs();
     const id = `m-${now.toString(36)}-${randomUUID().slice(0, 6)}`;
@@ -250,7 +261,9 @@ export class Migrations {
 
   /** Starts queued migrations whose nodes have free slots (serialised: one decision at a time). */
   schedule(): Promise<void> {
-    this.scheduling = this.scheduling.then(() => this.scheduleNow()).catch((e: unknown) => this.d.log.error({ err: String(e) }, 'scheduling migrations failed'));
+    this.scheduling = this.scheduling
+      .then(() => this.scheduleNow())
+      .catch((e: unknown) => this.d.log.error({ err: String(e) }, 'scheduling migrations failed'));
     return this.scheduling;
   }
 
@@ -424,7 +437,8 @@ export class Migrations {
         this.launch(r.id, async (signal) => {
           const outcome = await this.runner(r).recover(signal);
           if (outcome.ok) await this.save(r.id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), 'completed by a restarted controller'] }));
-          else if (!outcome.error) outcome.error = new FerryError(ErrorCode.MigrationFailed, 'the controller restarted during the migration; rolled back to the source');
+          else if (!outcome.error)
+            outcome.error = new FerryError(ErrorCode.MigrationFailed, 'the controller restarted during the migration; rolled back to the source');
           resolve();
           return outcome;
         });

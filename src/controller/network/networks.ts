@@ -111,7 +111,8 @@ export class ClusterNetworks {
     }
     const why = [...skipped, ...excluded].map((s) => `${s.network}: ${s.reason}`).join('; ');
     throw errors.invalidState(`no usable migration network between '${source.name}' and '${target.name}' (${why || 'the cluster has no networks'})`, {
-      from: source.name, to: target.name,
+      from: source.name,
+      to: target.name,
     });
   }
 }

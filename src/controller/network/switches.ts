@@ -12,7 +12,16 @@
 import type { Clock } from '../../domain/clock.js';
 import { errors } from '../../domain/errors.js';
 import { isActive } from '../../domain/records.js';
-import { DEFAULT_SWITCH, DEFAULT_SWITCH_SETTINGS, type ScrubRequest, type ScrubResult, type SwitchView, type VirtualSwitch, NODE_INTERFACES, switchOf } from '../../domain/switches.js';
+import {
+  DEFAULT_SWITCH,
+  DEFAULT_SWITCH_SETTINGS,
+  type ScrubRequest,
+  type ScrubResult,
+  type SwitchView,
+  type VirtualSwitch,
+  NODE_INTERFACES,
+  switchOf,
+} from '../../domain/switches.js';
 import type { EventSink } from '../../ports/events.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
 import { type ClusterStore, update } from '../../ports/store.js';
@@ -49,7 +58,10 @@ export class VirtualSwitches {
   async initialise(nodes: string[]): Promise<void> {
     if (await this.d.store.get('cluster/switches-initialised')) return;
     await this.d.store.put(this.key(DEFAULT_SWITCH), {
-      name: DEFAULT_SWITCH, settings: { ...DEFAULT_SWITCH_SETTINGS }, bindings: nodes.map((node) => ({ node, iface: 'eth0' })), createdAtMs: this.d.clock.nowMs(),
+      name: DEFAULT_SWITCH,
+      settings: { ...DEFAULT_SWITCH_SETTINGS },
+      bindings: nodes.map((node) => ({ node, iface: 'eth0' })),
+      createdAtMs: this.d.clock.nowMs(),
     } satisfies VirtualSwitch);
     await this.d.store.put('cluster/switches-initialised', true);
   }
@@ -97,7 +109,9 @@ export class VirtualSwitches {
     const sw = await this.get(name);
     const attached = (await this.d.vms.list()).filter((v) => switchOf(v) === name).map((v) => v.name);
     if (attached.length) {
-      throw errors.invalidState(`switch '${name}' has VMs attached (${attached.join(', ')}); move them to another switch or use 'ferry switch scrub --name ${name} --force'`);
+      throw errors.invalidState(
+        `switch '${name}' has VMs attached (${attached.join(', ')}); move them to another switch or use 'ferry switch scrub --name ${name} --force'`,
+      );
     }
     await this.d.store.delete(this.key(name));
     await this.d.events.emit({ type: 'switch.deleted', message: `virtual switch ${name} deleted`, data: { switch: name } });
@@ -137,9 +151,15 @@ export class VirtualSwitches {
       throw errors.invalidState(`switch '${holder.name}' on ${node}/${iface} has running VMs attached (${running.join(', ')}); stop or migrate them first`);
     }
     await update<VirtualSwitch>(this.d.store, this.key(holder.name), (cur) => ({
-      ...cur!, bindings: cur!.bindings.filter((b) => !(b.node === node && b.iface === iface)),
+      ...cur!,
+      bindings: cur!.bindings.filter((b) => !(b.node === node && b.iface === iface)),
     }));
-    await this.d.events.emit({ type: 'switch.unbound', node, message: `switch ${holder.name} unbound from ${node}/${iface}`, data: { switch: holder.name, iface } });
+    await this.d.events.emit({
+      type: 'switch.unbound',
+      node,
+      message: `switch ${holder.name} unbound from ${node}/${iface}`,
+      data: { switch: holder.name, iface },
+    });
     await this.sync();
     return { switch: holder.name, node, iface };
   }
@@ -149,9 +169,13 @@ export class VirtualSwitches {
     if (node !== undefined) await this.d.nodes.get(node);
     const all = await this.list();
     const nodes = node !== undefined ? [node] : this.d.nodes.members();
-    return nodes.flatMap((n) => NODE_INTERFACES.map((iface) => ({
-      node: n, iface, switch: all.find((s) => s.bindings.some((b) => b.node === n && b.iface === iface))?.name ?? null,
-    })));
+    return nodes.flatMap((n) =>
+      NODE_INTERFACES.map((iface) => ({
+        node: n,
+        iface,
+        switch: all.find((s) => s.bindings.some((b) => b.node === n && b.iface === iface))?.name ?? null,
+      })),
+    );
   }
 
   async scrub(req: ScrubRequest): Promise<ScrubResult> {

@@ -94,16 +94,23 @@ export class IncomingReplicas {
       throw errors.conflict(`this cluster already holds a replica of VM '${vm}' from cluster ${existing.source.clusterId}`);
     }
     const local = await this.d.vms.find(vm);
-    if (local && local.state !== VmState.Stopped) throw errors.conflict(`VM '${vm}' is ${local.state} in the replica cluster: stop it before it can receive a replica`);
+    if (local && local.state !== VmState.Stopped)
+      throw errors.conflict(`VM '${vm}' is ${local.state} in the replica cluster: stop it before it can receive a replica`);
     await this.closeSync(vm, undefined).catch(() => {});
     this.d.volume.ensureWritableDir(this.dir, { recursive: true });
     const disk = path.join(this.dir, `${vm}.qcow2`);
     this.d.volume.remove(disk);
     await this.d.volume.create(disk, spec.diskGiB * 1073741824);
     const r: IncomingReplica = {
-      vm, source: { clusterId: s.clusterId, url: s.url, token: s.token },
+      vm,
+      source: { clusterId: s.clusterId, url: s.url, token: s.token },
       spec: { memoryMiB: spec.memoryMiB, cpus: spec.cpus, diskGiB: spec.diskGiB, workload: spec.workload },
-      interval: body.interval, keep: body.keep, disk, points: [], state: 'replicating', createdAtMs: this.d.clock.nowMs(),
+      interval: body.interval,
+      keep: body.keep,
+      disk,
+      points: [],
+      state: 'replicating',
+      createdAtMs: this.d.clock.nowMs(),
     };
     await this.d.store.put(this.key(vm), r);
     await this.d.events.emit({ type: 'replica.incoming', vm, message: `receiving a replica of ${vm} from cluster ${s.clusterId} (${s.url})` });
@@ -155,9 +162,12 @@ export class IncomingReplicas {
     const fresh = await this.get(vm);
     const point = opts.point ? fresh.points.find((p) => p.id === opts.point) : fresh.points.at(-1);
     if (!point) {
-      throw errors.invalid('point', opts.point
-        ? `the replica of '${vm}' has no recovery point '${opts.point}' (it has ${fresh.points.map((p) => p.id).join(', ') || 'none'})`
-        : `the replica of '${vm}' has no recovery point yet`);
+      throw errors.invalid(
+        'point',
+        opts.point
+          ? `the replica of '${vm}' has no recovery point '${opts.point}' (it has ${fresh.points.map((p) => p.id).join(', ') || 'none'})`
+          : `the replica of '${vm}' has no recovery point yet`,
+      );
     }
     const name = opts.test ? `${vm}-test` : vm;
     let sw: string | undefined;
@@ -165,12 +175,23 @@ export class IncomingReplicas {
     let target = await this.d.vms.find(name);
     if (target && target.state !== VmState.Stopped) throw errors.conflict(`VM '${name}' is ${target.state} in this cluster`);
     const created = !target;
-    target ??= await this.d.createVm({ name, memoryMiB: fresh.spec.memoryMiB, cpus: fresh.spec.cpus, diskGiB: fresh.spec.diskGiB, workload: fresh.spec.workload, ...(sw ? { switch: sw } : {}) });
+    target ??= await this.d.createVm({
+      name,
+      memoryMiB: fresh.spec.memoryMiB,
+      cpus: fresh.spec.cpus,
+      diskGiB: fresh.spec.diskGiB,
+      workload: fresh.spec.workload,
+      ...(sw ? { switch: sw } : {}),
+    });
     try {
       await this.d.volume.replace(target.diskPath, ['-U', '-l', `snapshot.name=${point.id}`, fresh.disk]);
       const started = await this.d.startVm(name);
       if (!opts.test) await this.d.store.put(this.key(vm), { ...(await this.get(vm)), state: 'failed-over', failedOverAtMs: this.d.clock.nowMs() });
-      await this.d.events.emit({ type: 'replica.failover', vm: name, message: `${opts.test ? 'test failover' : 'failover'} of ${vm}: ${name} started from recovery point ${point.id} (${new Date(point.atMs).toISOString()})` });
+      await this.d.events.emit({
+        type: 'replica.failover',
+        vm: name,
+        message: `${opts.test ? 'test failover' : 'failover'} of ${vm}: ${name} started from recovery point ${point.id} (${new Date(point.atMs).toISOString()})`,
+      });
       return { vm: started, point };
     } catch (e) {
       if (created) await this.d.deleteVm(name).catch(() => {});

@@ -133,7 +133,8 @@ export class Replicas {
     const far = this.d.remote(base, body.token, TARGET_TIMEOUT_MS);
     const info = await far.replicaTarget().catch((e: unknown) => {
       const err = toFerryError(e);
-      if (err.code === ErrorCode.Unauthorized) throw errors.invalid('token', `cannot use ${base} as a replica target: it refused the token (wrong --token-file?)`);
+      if (err.code === ErrorCode.Unauthorized)
+        throw errors.invalid('token', `cannot use ${base} as a replica target: it refused the token (wrong --token-file?)`);
       throw new FerryError(err.code, `cannot use ${base} as a replica target: ${err.message}`);
     });
     if (info.clusterId === this.d.self.clusterId) {
@@ -159,7 +160,11 @@ export class Replicas {
       syncs: 0,
     };
     await this.d.store.put(this.key(vm), r);
-    await this.d.events.emit({ type: 'replica.enabled', vm, message: `replicating ${vm} to ${base} (cluster ${info.clusterId}) every ${interval}, keeping ${keep} recovery points` });
+    await this.d.events.emit({
+      type: 'replica.enabled',
+      vm,
+      message: `replicating ${vm} to ${base} (cluster ${info.clusterId}) every ${interval}, keeping ${keep} recovery points`,
+    });
     // The initial full copy, now.
     await this.sync(vm).catch(() => {});
     return this.statusOf(vm);
@@ -227,7 +232,14 @@ export class Replicas {
     try {
       const attemptAt = this.d.clock.nowMs();
       await this.patch(vm, { lastAttemptAtMs: attemptAt, deferred: undefined });
-      const sync: SyncRecord = { vm, point: `p-${attemptAt.toString(36)}`, startedAtMs: attemptAt, mode: r.syncs === 0 ? 'full' : 'incremental', node: v.node, phase: 'open' };
+      const sync: SyncRecord = {
+        vm,
+        point: `p-${attemptAt.toString(36)}`,
+        startedAtMs: attemptAt,
+        mode: r.syncs === 0 ? 'full' : 'incremental',
+        node: v.node,
+        phase: 'open',
+      };
       await this.d.store.put(`replica-syncs/${vm}`, sync);
       const ac = new AbortController();
       this.aborts.set(vm, ac);
@@ -338,7 +350,12 @@ export class Replicas {
             lastError: undefined,
             unreachable: false,
           });
-          await this.d.events.emit({ type: 'replica.synced', vm, message: `replica of ${vm}: ${point.mode} sync, ${point.bytes} bytes, recovery point ${point.id}`, data: { point } });
+          await this.d.events.emit({
+            type: 'replica.synced',
+            vm,
+            message: `replica of ${vm}: ${point.mode} sync, ${point.bytes} bytes, recovery point ${point.id}`,
+            data: { point },
+          });
         },
       },
     ];
@@ -347,7 +364,9 @@ export class Replicas {
   /** After a controller restart: a sync that was in flight is closed on the replica side (or recorded, if it got that far). */
   async recover(): Promise<void> {
     for (const { value: s } of await this.d.store.list<SyncRecord>('replica-syncs/')) {
-      const outcome = await this.runner(s.vm).recover(new AbortController().signal).catch((e: unknown) => ({ ok: false, error: toFerryError(e) }));
+      const outcome = await this.runner(s.vm)
+        .recover(new AbortController().signal)
+        .catch((e: unknown) => ({ ok: false, error: toFerryError(e) }));
       await this.d.store.delete(`replica-syncs/${s.vm}`);
       if (!outcome.ok) await this.patch(s.vm, { lastError: 'the controller restarted during the sync' }).catch(() => {});
     }
@@ -359,14 +378,18 @@ export class Replicas {
    * (start there; the VM must not run here). On the replica side: unplanned
    * or --test, from the newest or a chosen recovery point.
    */
-  async failover(vm: string, opts: { planned?: boolean; test?: boolean; point?: string }): Promise<{ vm: string; cluster: string; point: RecoveryPoint; mode: string }> {
+  async failover(
+    vm: string,
+    opts: { planned?: boolean; test?: boolean; point?: string },
+  ): Promise<{ vm: string; cluster: string; point: RecoveryPoint; mode: string }> {
     if (opts.planned && (opts.test || opts.point)) throw errors.invalid('planned', '--planned fails over to the final sync: it takes no --point or --test');
     const out = await this.find(vm);
     const mode = opts.planned ? 'planned' : opts.test ? 'test' : 'unplanned';
     if (!out || out.state !== 'replicating') {
       const inc = await this.incoming.find(vm);
       if (!inc) throw errors.invalid('vm', `VM '${vm}' is not replicated from or to this cluster (see 'ferry replica status')`);
-      if (opts.planned) throw errors.invalid('planned', `a planned failover runs on the primary cluster (${inc.source.url}), which stops the VM and sends the final sync`);
+      if (opts.planned)
+        throw errors.invalid('planned', `a planned failover runs on the primary cluster (${inc.source.url}), which stops the VM and sends the final sync`);
       const res = await this.incoming.failover(vm, { test: opts.test, ...(opts.point ? { point: opts.point } : {}) });
       return { vm: res.vm.name, cluster: this.d.self.clusterId, point: res.point, mode };
     }
@@ -382,7 +405,8 @@ export class Replicas {
       return { vm: res.vm.name, cluster: out.target.clusterId, point: res.point, mode };
     }
     const migrating = this.d.locks.isHeld(vm, VmOperation.Migration);
-    if (v.state !== VmState.Running || migrating) throw errors.invalidState(`VM '${vm}' is ${migrating ? 'migrating' : v.state}: a planned failover starts from the running VM`);
+    if (v.state !== VmState.Running || migrating)
+      throw errors.invalidState(`VM '${vm}' is ${migrating ? 'migrating' : v.state}: a planned failover starts from the running VM`);
     // A sync in flight stops; the final one below sends its blocks too.
     this.aborts.get(vm)?.abort();
     while (this.syncing.has(vm)) await this.syncing.get(vm)!.catch(() => {});
@@ -401,19 +425,27 @@ export class Replicas {
     try {
       const res = await (await this.far(vm, 120_000)).failover(vm, { point: point.id });
       await this.patch(vm, { state: 'failed-over' });
-      await this.d.events.emit({ type: 'replica.failover', vm, message: `planned failover of ${vm} to ${out.target.url}: stopped here after the final sync ${point.id}` });
+      await this.d.events.emit({
+        type: 'replica.failover',
+        vm,
+        message: `planned failover of ${vm} to ${out.target.url}: stopped here after the final sync ${point.id}`,
+      });
       return { vm: res.vm.name, cluster: out.target.clusterId, point: res.point, mode };
     } catch (e) {
       // It could not start over there: it runs here again, from its own disk (nothing lost).
       await this.d.startVm(vm).catch(() => {});
-      throw new FerryError(toFerryError(e).code, `planned failover of '${vm}' failed on the replica side, the VM was started here again: ${toFerryError(e).message}`);
+      throw new FerryError(
+        toFerryError(e).code,
+        `planned failover of '${vm}' failed on the replica side, the VM was started here again: ${toFerryError(e).message}`,
+      );
     }
   }
 
   /** Run where the VM runs after a failover: replicate it back to its old primary. */
   async reverse(vm: string): Promise<ReplicaStatus> {
     const inc = await this.incoming.find(vm);
-    if (!inc || inc.state !== 'failed-over') throw errors.invalidState(`VM '${vm}' has not failed over to this cluster: reverse runs where the VM runs after a failover`);
+    if (!inc || inc.state !== 'failed-over')
+      throw errors.invalidState(`VM '${vm}' has not failed over to this cluster: reverse runs where the VM runs after a failover`);
     const status = await this.enable(vm, { to: inc.source.url, token: inc.source.token, interval: inc.interval, keep: inc.keep });
     await this.incoming.remove(vm, 'reversed');
     return status;

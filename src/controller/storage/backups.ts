@@ -140,7 +140,10 @@ export class Backups {
     return this.runToEnd(id, (runner, signal) => runner.run(signal));
   }
 
-  private async runToEnd(id: string, go: (runner: PhaseRunner<BackupRecord>, signal: AbortSignal) => Promise<{ ok: boolean; error?: FerryError }>): Promise<BackupRecord> {
+  private async runToEnd(
+    id: string,
+    go: (runner: PhaseRunner<BackupRecord>, signal: AbortSignal) => Promise<{ ok: boolean; error?: FerryError }>,
+  ): Promise<BackupRecord> {
     const runner = new PhaseRunner<BackupRecord>({
       operation: 'backup',
       ...(this.d.gate ? { gate: this.d.gate } : {}),
@@ -167,7 +170,12 @@ export class Backups {
         (b.waitedMs ?? 0) >= 100
           ? `waited ${b.waitedMs} ms for migrations (copy paused ${b.copyPausedMs ?? 0} ms, merge on ${b.mergedOn ?? b.node} waited ${b.mergeWaitedMs ?? 0} ms)`
           : '';
-      await this.d.events.emit({ type: 'backup.completed', vm: b.vm, message: `${b.mode} backup ${id} of ${b.vm}: ${b.bytes} bytes copied${waited ? `, ${waited}` : ''}`, data: { backup: id } });
+      await this.d.events.emit({
+        type: 'backup.completed',
+        vm: b.vm,
+        message: `${b.mode} backup ${id} of ${b.vm}: ${b.bytes} bytes copied${waited ? `, ${waited}` : ''}`,
+        data: { backup: id },
+      });
       return b;
     }
     await this.d.events.emit({ type: 'backup.failed', vm: b.vm, message: `backup ${id} of ${b.vm} failed: ${b.error}` });
@@ -275,7 +283,11 @@ export class Backups {
             // The backup stands; the VM keeps running on overlay + image, both on the shared volume.
             const mergeError = toFerryError(e).message;
             await save((x) => ({ ...x, mergeError }));
-            await this.d.events.emit({ type: 'backup.merge-failed', vm: b.vm, message: `backup ${id} of ${b.vm}: merging the overlay back failed: ${mergeError}` });
+            await this.d.events.emit({
+              type: 'backup.merge-failed',
+              vm: b.vm,
+              message: `backup ${id} of ${b.vm}: merging the overlay back failed: ${mergeError}`,
+            });
           }
         },
       },
@@ -405,7 +417,8 @@ export class Backups {
     const b = await this.get(id);
     if (b.status === 'running' || b.status === 'waiting') throw errors.invalidState(`backup '${id}' is ${b.status}`);
     const children = (await this.list()).filter((x) => x.parent === id);
-    if (children.length && !opts.mergeIntoChildren) throw errors.invalidState(`backup '${id}' is the base of ${children.map((x) => x.id).join(', ')}: delete those first`);
+    if (children.length && !opts.mergeIntoChildren)
+      throw errors.invalidState(`backup '${id}' is the base of ${children.map((x) => x.id).join(', ')}: delete those first`);
     const base = b.parent ? await this.get(b.parent) : undefined;
     for (const child of children) {
       await this.d.volume.rebase(child.file, base?.file);

@@ -52,13 +52,21 @@ export class BackupSchedules {
     await this.d.vms.get(vm);
     const previous = (await this.d.store.get<BackupSchedule>(this.key(vm)))?.value;
     const s: BackupSchedule = {
-      vm, everyMs, every: body.every, keep, createdAtMs: this.d.clock.nowMs(),
+      vm,
+      everyMs,
+      every: body.every,
+      keep,
+      createdAtMs: this.d.clock.nowMs(),
       ...(window ? { window } : {}),
       ...(previous?.lastRunMs !== undefined ? { lastRunMs: previous.lastRunMs } : {}),
       ...(previous?.lastBackup ? { lastBackup: previous.lastBackup } : {}),
     };
     await this.d.store.put(this.key(vm), s);
-    await this.d.events.emit({ type: 'backup.schedule', vm, message: `backups of ${vm} every ${s.every}, keeping ${keep}${window ? `, only ${window.text}` : ''}` });
+    await this.d.events.emit({
+      type: 'backup.schedule',
+      vm,
+      message: `backups of ${vm} every ${s.every}, keeping ${keep}${window ? `, only ${window.text}` : ''}`,
+    });
     return s;
   }
 
@@ -79,7 +87,8 @@ export class BackupSchedules {
       if (this.active.has(s.vm) || !isDue(s, now)) continue;
       if (!inWindow(s.window, minute)) {
         // Counted once per due period, not every second.
-        if (s.lastError !== 'outside the window') await this.patch(s.vm, { lastError: 'outside the window', skippedOutsideWindow: (s.skippedOutsideWindow ?? 0) + 1 });
+        if (s.lastError !== 'outside the window')
+          await this.patch(s.vm, { lastError: 'outside the window', skippedOutsideWindow: (s.skippedOutsideWindow ?? 0) + 1 });
         continue;
       }
       this.active.add(s.vm);
@@ -120,7 +129,13 @@ export class BackupSchedules {
       await this.d.backups.delete(b.id, { mergeIntoChildren: true });
       pruned.push(b.id);
     }
-    if (pruned.length) await this.d.events.emit({ type: 'backup.pruned', vm, message: `pruned ${pruned.length} scheduled backup(s) of ${vm} to keep ${keep}: ${pruned.join(', ')}`, data: { pruned } });
+    if (pruned.length)
+      await this.d.events.emit({
+        type: 'backup.pruned',
+        vm,
+        message: `pruned ${pruned.length} scheduled backup(s) of ${vm} to keep ${keep}: ${pruned.join(', ')}`,
+        data: { pruned },
+      });
     return pruned;
   }
 }

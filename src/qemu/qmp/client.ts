@@ -88,11 +88,7 @@ export class QmpClient {
     return this.closedError !== undefined;
   }
 
-  execute<C extends keyof QmpCommands>(
-    command: C,
-    args: QmpCommands[C]['args'],
-    options: ExecuteOptions = {},
-  ): Promise<QmpCommands[C]['ret']> {
+  execute<C extends keyof QmpCommands>(command: C, args: QmpCommands[C]['args'], options: ExecuteOptions = {}): Promise<QmpCommands[C]['ret']> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = `ferry-${this.nextId++}`;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -129,10 +125,7 @@ export class QmpClient {
   }
 
   /** Resolves with the first event named `name` that satisfies `match`. */
-  waitForEvent(
-    name: string,
-    options: ExecuteOptions & { match?: (event: QmpEvent) => boolean } = {},
-  ): Promise<QmpEvent> {
+  waitForEvent(name: string, options: ExecuteOptions & { match?: (event: QmpEvent) => boolean } = {}): Promise<QmpEvent> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise<QmpEvent>((resolve, reject) => {
       const finish = (err: Error | undefined, event?: QmpEvent) => {

@@ -99,26 +99,20 @@ export interface QmpCommands {
   stop: Cmd<NoArgs, Record<string, never>>;
   quit: Cmd<NoArgs, Record<string, never>>;
   system_powerdown: Cmd<NoArgs, Record<string, never>>;
-  'migrate-set-capabilities': Cmd<
-    { capabilities: { capability: string; state: boolean }[] },
-    Record<string, never>
-  >;
+  'migrate-set-capabilities': Cmd<{ capabilities: { capability: string; state: boolean }[] }, Record<string, never>>;
   'migrate-set-parameters': Cmd<Record<string, unknown>, Record<string, never>>;
   'query-migrate-parameters': Cmd<NoArgs, Record<string, unknown>>;
   migrate: Cmd<{ uri: string; detach?: boolean; resume?: boolean }, Record<string, never>>;
   'migrate-incoming': Cmd<{ uri: string }, Record<string, never>>;
-  'migrate_cancel': Cmd<NoArgs, Record<string, never>>;
+  migrate_cancel: Cmd<NoArgs, Record<string, never>>;
   'migrate-continue': Cmd<{ state: QemuMigrationStatus }, Record<string, never>>;
   'migrate-start-postcopy': Cmd<NoArgs, Record<string, never>>;
   'query-migrate': Cmd<NoArgs, QemuMigrationInfo>;
   'announce-self': Cmd<Record<string, unknown>, Record<string, never>>;
-  'query-cpu-model-expansion': Cmd<
-    { type: 'static' | 'full'; model: { name: string; props?: Record<string, unknown> } },
-    QemuCpuModelExpansion
-  >;
+  'query-cpu-model-expansion': Cmd<{ type: 'static' | 'full'; model: { name: string; props?: Record<string, unknown> } }, QemuCpuModelExpansion>;
   'query-cpu-definitions': Cmd<NoArgs, { name: string; unavailable_features?: string[]; static: boolean }[]>;
   'calc-dirty-rate': Cmd<{ 'calc-time': number; 'calc-time-unit'?: 'second' | 'millisecond'; 'sample-pages'?: number; mode?: string }, Record<string, never>>;
-  'pmemsave': Cmd<{ val: number; size: number; filename: string }, Record<string, never>>;
+  pmemsave: Cmd<{ val: number; size: number; filename: string }, Record<string, never>>;
   'x-query-virtio-status': Cmd<{ path: string }, { 'host-features': { 'dev-features'?: string[] }; 'guest-features': { 'dev-features'?: string[] } }>;
   'query-dirty-rate': Cmd<NoArgs, QemuDirtyRateInfo>;
   'human-monitor-command': Cmd<{ 'command-line': string }, string>;
