@@ -10,6 +10,7 @@ import { serve as serveNode, type ServerType } from '@hono/node-server';
 import { OpenAPIHono, type z } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
 import { ErrorCode, FerryError, errors, toFerryError } from '../domain/errors.js';
 import { ErrorBody } from './schemas.js';
 
@@ -56,8 +57,8 @@ export function createApp(): OpenAPIHono {
   });
   app.onError((e, c) => {
     // A body that is not JSON, or not a JSON object.
-    if (e instanceof SyntaxError || (e as { name?: string }).name === 'HTTPException') {
-      const status = (e as { status?: number }).status;
+    if (e instanceof SyntaxError || e instanceof HTTPException) {
+      const status = e instanceof HTTPException ? e.status : 400;
       if (status === 413) return errorResponse(c, errors.invalid('body', `the request body is larger than ${MAX_BODY_BYTES} bytes`));
       if (status && status !== 400) return c.json({ error: { code: ErrorCode.Usage, message: e.message } }, status as 400);
       return errorResponse(c, errors.invalid('body', 'request body is not valid JSON'));

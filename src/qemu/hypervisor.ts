@@ -161,7 +161,7 @@ export class QemuHypervisor implements Hypervisor {
     return Promise.all([...this.vms.values()].map((vm) => this.instance(vm)));
   }
 
-  get(name: string): Promise<VmInstance> {
+  async get(name: string): Promise<VmInstance> {
     return this.instance(this.vm(name));
   }
 
@@ -170,7 +170,8 @@ export class QemuHypervisor implements Hypervisor {
     const run = this.o.runDir;
     const vm = await QemuVm.launch(
       {
-        spec,
+        // Its own copy: the descriptor's spec changes when the disk does (a backup, a storage move).
+        spec: structuredClone(spec),
         accelerator: this.accelerator,
         cpuModel: opts.cpuModel,
         kernelPath: this.o.image.kernelPath,
@@ -285,7 +286,7 @@ export class QemuHypervisor implements Hypervisor {
     return { dirtyRateBytesPerSec, ramBytes, ...memory, ms: Math.round(performance.now() - started) };
   }
 
-  nicStatus(name: string): Promise<{ offered: Offload[]; negotiated: Offload[] }> {
+  async nicStatus(name: string): Promise<{ offered: Offload[]; negotiated: Offload[] }> {
     return nicStatus(this.vm(name).qmp);
   }
 
@@ -306,11 +307,11 @@ export class QemuHypervisor implements Hypervisor {
     return res;
   }
 
-  replicaSync(name: string, to: NbdEndpoint, mode: 'full' | 'incremental'): Promise<ReplicaSyncResult> {
+  async replicaSync(name: string, to: NbdEndpoint, mode: 'full' | 'incremental'): Promise<ReplicaSyncResult> {
     return runReplicaJob(this.vm(name).qmp, { ...to, mode });
   }
 
-  cancelReplicaSync(name: string): Promise<boolean> {
+  async cancelReplicaSync(name: string): Promise<boolean> {
     return cancelReplicaJob(this.vm(name).qmp);
   }
 
@@ -321,19 +322,19 @@ export class QemuHypervisor implements Hypervisor {
     return res;
   }
 
-  exportDisk(name: string, address: string): Promise<NbdEndpoint> {
+  async exportDisk(name: string, address: string): Promise<NbdEndpoint> {
     return startNbdExport(this.vm(name).qmp, address);
   }
 
-  unexportDisk(name: string): Promise<void> {
+  async unexportDisk(name: string): Promise<void> {
     return stopNbdExport(this.vm(name).qmp);
   }
 
-  mirrorDisk(name: string, to: NbdEndpoint): Promise<{ bytes: number; ms: number }> {
+  async mirrorDisk(name: string, to: NbdEndpoint): Promise<{ bytes: number; ms: number }> {
     return startNbdMirror(this.vm(name).qmp, to);
   }
 
-  endMirror(name: string, complete: boolean): Promise<{ bytes: number }> {
+  async endMirror(name: string, complete: boolean): Promise<{ bytes: number }> {
     return endNbdMirror(this.vm(name).qmp, complete);
   }
 

@@ -1,6 +1,7 @@
 /**
  * Reads what the guest's `disk` workload wrote (records "ferry-seq N" in
- * 4 KiB blocks 1, 2, 3, …) out of a disk image on the host.
+ * 4 KiB blocks 1, 2, 3, …, each with "t=MS", the guest's time its write
+ * began) out of a disk image on the host.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -12,6 +13,8 @@ export interface DiskRecords {
   last: number;
   /** A valid record found after a missing one: the image is not a point in time. */
   holes: number[];
+  /** When each record's write began, in the guest's clock (ms), by record number. */
+  times: Map<number, number>;
 }
 
 export function readRecords(image: string): DiskRecords {
@@ -20,14 +23,22 @@ export function readRecords(image: string): DiskRecords {
     execFileSync('qemu-img', ['convert', '-O', 'raw', image, raw]);
     const fd = fs.openSync(raw, 'r');
     const buf = Buffer.alloc(4096);
-    const valid = (n: number) => fs.readSync(fd, buf, 0, 4096, n * 4096) === 4096 && buf.toString('latin1', 0, 32).startsWith(`ferry-seq ${n}\n`);
+    const times = new Map<number, number>();
+    const valid = (n: number) => {
+      if (fs.readSync(fd, buf, 0, 4096, n * 4096) !== 4096) return false;
+      const head = buf.toString('latin1', 0, 64);
+      if (!head.startsWith(`ferry-seq ${n}\n`)) return false;
+      const t = /\nt=(\d+)\n/.exec(head);
+      if (t) times.set(n, Number(t[1]));
+      return true;
+    };
     let last = 0;
     while (valid(last + 1)) last++;
     // A point-in-time copy of sequential synchronous writes is a prefix: nothing valid after the first gap.
     const holes: number[] = [];
     for (let n = last + 2; n < last + 2000; n++) if (valid(n)) holes.push(n);
     fs.closeSync(fd);
-    return { last, holes };
+    return { last, holes, times };
   } finally {
     fs.rmSync(path.dirname(raw), { recursive: true, force: true });
   }

@@ -15,7 +15,12 @@
  *       writes numbered 4 KiB records ("ferry-seq N") to blocks 1, 2, 3, ...
  *       of DEVICE, each synchronously (O_DIRECT|O_SYNC: acknowledged means on
  *       the virtual disk), continuing after the last record already there,
- *       and reports "ferry-disk acked=N" once a second.
+ *       and reports "ferry-disk acked=N" once a second. Each record carries
+ *       the guest's wall-clock time its write began ("t=MS"): with the
+ *       offset of the guest's clock from the host's (see `now`), a record's
+ *       time compares with the host's.
+ *   ferry-guest now
+ *       prints "ferry-now MS", the guest's wall-clock time.
  *
  * Reports go to stdout, which init points at the serial console, where the
  * node agent reads them.
@@ -151,6 +156,12 @@ static int tcp_client(const char *host, int port) {
   return 0;
 }
 
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int valid_record(const char *b, long n) {
   char want[32];
   int len = snprintf(want, sizeof want, "ferry-seq %ld\n", n);
@@ -174,7 +185,7 @@ static int disk(const char *dev, long per_sec) {
   for (;;) {
     n++;
     memset(buf, 0, 4096);
-    snprintf(buf, 4096, "ferry-seq %ld\n", n);
+    snprintf(buf, 4096, "ferry-seq %ld\nt=%lld\n", n, now_ms());
     if (pwrite(fd, buf, 4096, (off_t)n * 4096) != 4096) {
       printf("ferry-error disk write %ld: %s\n", n, strerror(errno));
       n--;
@@ -196,6 +207,7 @@ int main(int argc, char **argv) {
   if (argc == 3 && !strcmp(argv[1], "tcp-server")) return tcp_server(atoi(argv[2]));
   if (argc == 4 && !strcmp(argv[1], "tcp-client")) return tcp_client(argv[2], atoi(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "disk")) return disk(argv[2], atol(argv[3]));
+  if (argc == 2 && !strcmp(argv[1], "now")) return printf("ferry-now %lld\n", now_ms()) < 0;
   fprintf(stderr, "usage: ferry-guest memory MIB_PER_S SET_MIB | tcp-server PORT | tcp-client HOST PORT\n");
   return 2;
 }
