@@ -1,7 +1,7 @@
 /**
  * What the controller's, the agents' and the switch's HTTP APIs share, on
  * Hono: an app whose schema failures and errors answer as one FerryError
- * line, route helpers, a body size limit, and a server around the app. The
+ * line, a body size limit, and a server around the app. The
  * app is a function from Request to Response, so tests call
  * `app.request(path, init)` without opening a socket.
  */
@@ -12,7 +12,6 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { ErrorCode, FerryError, errors, toFerryError } from '../domain/errors.js';
-import { ErrorBody } from './schemas.js';
 
 /** Requests larger than this are refused before they are read further. */
 export const MAX_BODY_BYTES = 1 << 20;
@@ -74,20 +73,6 @@ export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler {
   return bodyLimit({ maxSize: max, onError: (c) => errorResponse(c, errors.invalid('body', `the request body is larger than ${max} bytes`)) });
 }
 
-export const json = <S extends z.ZodType>(schema: S) => ({ 'application/json': { schema } });
-
-/** The responses of a JSON route: its 200 and the error every route can answer. */
-export function answers<S extends z.ZodType>(schema: S, description = 'OK') {
-  return {
-    200: { description, content: json(schema) },
-    default: { description: 'A Ferry error', content: json(ErrorBody) },
-  } as const;
-}
-
-export function body<S extends z.ZodType>(schema: S, required = true) {
-  return { body: { content: json(schema), required } } as const;
-}
-
 export interface Listening {
   port: number;
   url: string;
@@ -112,5 +97,3 @@ export async function serve(app: { fetch: (req: Request) => Response | Promise<R
       }),
   };
 }
-
-export { FerryError };

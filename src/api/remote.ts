@@ -2,7 +2,7 @@
 import type { RecoveryPoint } from '../domain/replicas.js';
 import type { RemoteCluster, ReplicaRegistration } from '../ports/remote-cluster.js';
 import { ApiClient } from './client.js';
-import { replicaRoutes as r } from './controller/replicas.js';
+import { replicaRoutes as r } from './routes/replicas.js';
 
 export function remoteCluster(url: string, token: string, timeoutMs = 5000): RemoteCluster {
   const api = new ApiClient({ baseUrl: url, token, timeoutMs });

@@ -5,7 +5,7 @@
  */
 import { Command, type CommanderError } from 'commander';
 import { ApiClient } from '../api/client.js';
-import { migrationRoutes } from '../api/controller/migrations.js';
+import { migrationRoutes } from '../api/routes/migrations.js';
 import { readEndpoint, readToken } from '../config/cluster-config.js';
 import { ErrorCode, FerryError, errors, isFerryError } from '../domain/errors.js';
 import type { StateLayout } from '../domain/layout.js';

@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ApiClient } from '../api/client.js';
-import { nodeRoutes } from '../api/controller/nodes.js';
-import { clusterRoutes } from '../api/controller/cluster.js';
+import { nodeRoutes } from '../api/routes/nodes.js';
+import { clusterRoutes } from '../api/routes/cluster.js';
 import {
   type ClusterConfig,
   type NodeMember,

@@ -8,7 +8,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { ApiClient } from '../api/client.js';
-import { nodeRoutes } from '../api/controller/nodes.js';
+import { nodeRoutes } from '../api/routes/nodes.js';
 import type { Clock } from '../domain/clock.js';
 import { errors } from '../domain/errors.js';
 import type { NicBackend } from '../domain/nic.js';

@@ -25,7 +25,7 @@
  *   POST   /v1/net/probe | net/throughput
  */
 import { createRoute, z } from '@hono/zod-openapi';
-import { answers, body } from '../api/http.js';
+import { answers, body } from '../api/route-helpers.js';
 import {
   ConsoleInputBody,
   Empty,

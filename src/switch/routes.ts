@@ -1,6 +1,6 @@
 /** The switch daemon's HTTP API: its routes with their schemas (server: daemon.ts; client: client.ts). */
 import { createRoute, z } from '@hono/zod-openapi';
-import { answers, body } from '../api/http.js';
+import { answers, body } from '../api/route-helpers.js';
 import { SwitchName, shown } from '../api/schemas.js';
 
 const mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, { error: (iss) => `'${shown(iss.input)}' is not a MAC address` });

@@ -160,7 +160,7 @@ export class ComponentCluster {
 
   /** Creates a VM on the shared volume and starts it on `node`. */
   async runVm(name: string, node: string, opts: { memoryMiB?: number } = {}): Promise<void> {
-    const { vmRoutes } = await import('../api/controller/vms.js');
+    const { vmRoutes } = await import('../api/routes/vms.js');
     const vm = await this.api.call(vmRoutes.create, { body: { name, node, memoryMiB: opts.memoryMiB ?? 256 } });
     this.macs.set(vm.mac, name);
     await this.api.call(vmRoutes.start, { params: { name }, body: {} });

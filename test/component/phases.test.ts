@@ -8,10 +8,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { backupRoutes } from '../../src/api/controller/storage.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { replicaRoutes } from '../../src/api/controller/replicas.js';
-import { requestMigration, vmRoutes } from '../../src/api/controller/vms.js';
+import { backupRoutes } from '../../src/api/routes/storage.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { replicaRoutes } from '../../src/api/routes/replicas.js';
+import { requestMigration, vmRoutes } from '../../src/api/routes/vms.js';
 import { STEPS } from '../../src/domain/migration.js';
 import { ComponentCluster } from '../../src/testing/component.js';
 import type { Fault } from '../../src/testing/fake-hypervisor.js';

@@ -19,8 +19,8 @@ import { Cluster } from '../../src/cli/context.js';
 import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
 import type { VmInstance, VmRecord } from '../../src/domain/records.js';
 import { StateLayout, projectRoot } from '../../src/config/paths.js';
-import { eventRoutes } from '../../src/api/controller/events.js';
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { eventRoutes } from '../../src/api/routes/events.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 
 export interface CliResult {
   code: number;

@@ -5,7 +5,7 @@
  * the offset (guest − host) lies in [guest − answeredAt, guest − askedAt].
  * The tightest of a few rounds is kept.
  */
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 import type { TestCluster } from './cluster.js';
 import { waitFor } from './cluster.js';
 

@@ -7,8 +7,8 @@ import type { MigrationRecord, MigrationReport } from '../../src/domain/migratio
 import { keptRunning } from '../../src/guest/console.js';
 import type { TestCluster } from './cluster.js';
 import { waitFor } from './cluster.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { requestMigration } from '../../src/api/controller/vms.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { requestMigration } from '../../src/api/routes/vms.js';
 
 /** Samples every node's agent until stopped: how many hosts ran the VM at once. */
 export class HostSampler {

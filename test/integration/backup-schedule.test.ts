@@ -13,7 +13,7 @@ import type { BackupRecord } from '../../src/controller/storage/backups.js';
 import type { BackupSchedule } from '../../src/controller/storage/schedules.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { eventRoutes } from '../../src/api/controller/events.js';
+import { eventRoutes } from '../../src/api/routes/events.js';
 
 /** Local "HH:MM" `minutes` from now (wrapping past midnight). */
 function hhmm(minutes: number): string {

@@ -14,8 +14,8 @@ import { readRecords } from '../helpers/disk.js';
 import { guestClockOffset } from '../helpers/guest-clock.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport } from '../helpers/migration.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { requestMigration } from '../../src/api/controller/vms.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { requestMigration } from '../../src/api/routes/vms.js';
 
 describe('online backups', () => {
   let c: TestCluster;

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { eventRoutes } from '../../src/api/controller/events.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { eventRoutes } from '../../src/api/routes/events.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
 
 describe('rebalancing', () => {
   let c: TestCluster;

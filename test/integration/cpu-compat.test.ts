@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { eventRoutes } from '../../src/api/controller/events.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { eventRoutes } from '../../src/api/routes/events.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 
 describe('CPU compatibility pre-flight', () => {
   let c: TestCluster;

@@ -14,8 +14,8 @@ import { type Browser, type Page, chromium } from 'playwright-core';
 import { readEndpoint } from '../../src/config/cluster-config.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster } from '../helpers/cluster.js';
-import { backupRoutes } from '../../src/api/controller/storage.js';
-import { clusterRoutes } from '../../src/api/controller/cluster.js';
+import { backupRoutes } from '../../src/api/routes/storage.js';
+import { clusterRoutes } from '../../src/api/routes/cluster.js';
 
 const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = path.join(projectRoot(), 'docs', 'screenshots');

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { keptRunning } from '../../src/guest/console.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { nodeRoutes } from '../../src/api/controller/nodes.js';
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { nodeRoutes } from '../../src/api/routes/nodes.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 

@@ -13,7 +13,7 @@ import type { MigrationRecord, MigrationReport } from '../../src/domain/migratio
 import { pidAlive } from '../../src/qemu/qemu-vm.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HostSampler, assertStillOnSource, finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 /** Slow enough to hit the memory step: ~130 MiB of non-zero pages at 12 MiB/s. */

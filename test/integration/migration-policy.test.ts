@@ -13,7 +13,7 @@ import { keptRunning } from '../../src/guest/console.js';
 import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { HostSampler, assertStillOnSource } from '../helpers/migration.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
 
 describe('migration policies', () => {
   let c: TestCluster;

@@ -12,7 +12,7 @@ import type { MigrationRecord } from '../../src/domain/migration.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport, startMigration } from '../helpers/migration.js';
-import { eventRoutes } from '../../src/api/controller/events.js';
+import { eventRoutes } from '../../src/api/routes/events.js';
 
 const SLOW = { maxBandwidthBytesPerSec: 16 * 1024 * 1024 };
 

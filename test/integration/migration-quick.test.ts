@@ -11,8 +11,8 @@ import { keptRunning } from '../../src/guest/console.js';
 import { STEPS, type MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { assertStillOnSource, finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { requestMigration } from '../../src/api/controller/vms.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { requestMigration } from '../../src/api/routes/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 

@@ -8,8 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/config/cluster-config.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { finalReport, startMigration, waitForPhase } from '../helpers/migration.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 

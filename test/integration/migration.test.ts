@@ -9,7 +9,7 @@ import { keptRunning } from '../../src/guest/console.js';
 import { STEPS, type MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { HostSampler, finalReport, startMigration } from '../helpers/migration.js';
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 
 const NODES = ['node-1', 'node-2', 'node-3'];
 

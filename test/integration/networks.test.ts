@@ -12,7 +12,7 @@ import type { NetworkView } from '../../src/controller/network/networks.js';
 import type { MigrationReport } from '../../src/domain/migration.js';
 import type { NodeRecord } from '../../src/domain/records.js';
 import { TestCluster } from '../helpers/cluster.js';
-import { migrationRoutes } from '../../src/api/controller/migrations.js';
+import { migrationRoutes } from '../../src/api/routes/migrations.js';
 
 describe('cluster networks', () => {
   let c: TestCluster;

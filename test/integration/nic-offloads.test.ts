@@ -13,7 +13,7 @@ import type { MigrationReport } from '../../src/domain/migration.js';
 import type { NodeRecord } from '../../src/domain/records.js';
 import { OFFLOADS } from '../../src/domain/nic.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
-import { vmRoutes } from '../../src/api/controller/vms.js';
+import { vmRoutes } from '../../src/api/routes/vms.js';
 
 describe('NIC offloads', () => {
   let c: TestCluster;

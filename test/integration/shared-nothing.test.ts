@@ -16,7 +16,7 @@ import type { MigrationReport } from '../../src/domain/migration.js';
 import { readRecords } from '../helpers/disk.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { finalReport } from '../helpers/migration.js';
-import { requestMigration } from '../../src/api/controller/vms.js';
+import { requestMigration } from '../../src/api/routes/vms.js';
 
 describe('shared-nothing live migration', () => {
   let c: TestCluster;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { storeContract } from '../../src/testing/store-contract.js';
 
-storeContract('SQLite file', async (clock) => {
+storeContract('SQLite file', { handles: 'many' }, async (clock) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-store-'));
   const store = new SqliteStore(path.join(dir, 'store.db'), clock, 10);
   return {
@@ -19,7 +19,7 @@ storeContract('SQLite file', async (clock) => {
   };
 });
 
-storeContract('SQLite in memory', async (clock) => {
+storeContract('SQLite in memory', { handles: 'one' }, async (clock) => {
   const store = new SqliteStore(':memory:', clock, 10);
   return { store, advance: (ms) => clock.advance(ms), dispose: () => store.close() };
 });

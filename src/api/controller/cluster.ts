@@ -1,82 +1,11 @@
 /** The cluster: status, settings, CPU baselines, the default migration policy, balancing, down. */
-import { type OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { type OpenAPIHono } from '@hono/zod-openapi';
 import { errors } from '../../domain/errors.js';
 import { effectivePolicy } from '../../domain/policy.js';
 import type { ControllerServices } from '../../controller/services.js';
-import { answers, body, issueMessage } from '../http.js';
-import {
-  BalanceBody,
-  BalanceResultSchema,
-  CpuBaselineSchema,
-  Empty,
-  EffectivePolicySchema,
-  PolicySchema,
-  SETTING_RULES,
-  SettingBody,
-  SettingName,
-  SettingsSchema,
-  StatusSchema,
-} from '../schemas.js';
-
-const tag = ['Cluster'];
-
-export const clusterRoutes = {
-  status: createRoute({
-    method: 'get',
-    path: '/api/v1/status',
-    tags: tag,
-    summary: 'Cluster counts (nodes, VMs, running migrations) and where the console is',
-    responses: answers(StatusSchema),
-  }),
-  settings: createRoute({ method: 'get', path: '/api/v1/cluster/settings', tags: tag, summary: 'Cluster settings', responses: answers(SettingsSchema) }),
-  set: createRoute({
-    method: 'put',
-    path: '/api/v1/cluster/settings/{name}',
-    tags: tag,
-    summary: 'Change one cluster setting',
-    request: { params: z.object({ name: SettingName }), ...body(SettingBody) },
-    responses: answers(SettingsSchema),
-  }),
-  baselines: createRoute({
-    method: 'get',
-    path: '/api/v1/cluster/cpu-baselines',
-    tags: tag,
-    summary: "Each CPU vendor's compatibility baseline",
-    responses: answers(z.array(CpuBaselineSchema)),
-  }),
-  policy: createRoute({
-    method: 'get',
-    path: '/api/v1/cluster/policy',
-    tags: tag,
-    summary: 'The default migration policy and where each field comes from',
-    responses: answers(z.object({ overrides: PolicySchema, effective: EffectivePolicySchema })),
-  }),
-  setPolicy: createRoute({
-    method: 'put',
-    path: '/api/v1/cluster/policy',
-    tags: tag,
-    summary: "Replace the cluster's policy overrides",
-    request: body(PolicySchema),
-    responses: answers(EffectivePolicySchema),
-  }),
-  balance: createRoute({
-    method: 'post',
-    path: '/api/v1/cluster/balance',
-    tags: tag,
-    summary: 'Rebalance load with live migrations (or plan it)',
-    request: body(BalanceBody, false),
-    responses: answers(BalanceResultSchema),
-  }),
-  down: createRoute({
-    method: 'post',
-    path: '/api/v1/cluster/down',
-    tags: tag,
-    summary: 'Stop every VM (before the daemons stop)',
-    request: body(Empty, false),
-    responses: answers(z.object({ stopped: z.array(z.string()) })),
-  }),
-};
-
+import { issueMessage } from '../http.js';
+import { SETTING_RULES } from '../schemas.js';
+import { clusterRoutes } from '../routes/cluster.js';
 export function mountCluster(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(clusterRoutes.status, async (c) => {
     const nodes = await s.nodes.list();

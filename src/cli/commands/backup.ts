@@ -1,6 +1,6 @@
 /** `ferry backup …`: create, list, restore, delete, schedule, schedules. */
 import type { Command } from 'commander';
-import { backupRoutes } from '../../api/controller/storage.js';
+import { backupRoutes } from '../../api/routes/storage.js';
 import { errors } from '../../domain/errors.js';
 import { type Cluster, command, numberOrText } from '../context.js';
 import { bytes, json, ms, print, table } from '../output.js';

@@ -2,8 +2,8 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { readEvents } from '../../api/client.js';
-import { clusterRoutes } from '../../api/controller/cluster.js';
-import { eventRoutes } from '../../api/controller/events.js';
+import { clusterRoutes } from '../../api/routes/cluster.js';
+import { eventRoutes } from '../../api/routes/events.js';
 import { systemClock } from '../../domain/clock.js';
 import { errors } from '../../domain/errors.js';
 import type { StateLayout } from '../../domain/layout.js';

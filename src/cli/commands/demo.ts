@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { vmRoutes } from '../../api/controller/vms.js';
+import { vmRoutes } from '../../api/routes/vms.js';
 import { systemClock } from '../../domain/clock.js';
 import type { MigrationRecord, MigrationReport } from '../../domain/migration.js';
 import { StateLayout } from '../../domain/layout.js';

@@ -1,6 +1,6 @@
 /** `ferry migration …`: list, show, cancel. */
 import type { Command } from 'commander';
-import { migrationRoutes } from '../../api/controller/migrations.js';
+import { migrationRoutes } from '../../api/routes/migrations.js';
 import { type Cluster, command } from '../context.js';
 import { bytes, json, ms, print, table } from '../output.js';
 import { progressLine } from './vm.js';

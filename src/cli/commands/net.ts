@@ -1,6 +1,6 @@
 /** `ferry net …` (cluster networks) and `ferry switch …` (virtual switches and bindings). */
 import type { Command } from 'commander';
-import { networkRoutes, switchRoutes } from '../../api/controller/networks.js';
+import { networkRoutes, switchRoutes } from '../../api/routes/networks.js';
 import { errors } from '../../domain/errors.js';
 import { type Cluster, command, numberOrText } from '../context.js';
 import { json, ms, print, table } from '../output.js';

@@ -1,8 +1,8 @@
 /** `ferry node …`: list, add, remove, maintenance, resume. */
 import type { Command } from 'commander';
-import { migrationRoutes } from '../../api/controller/migrations.js';
-import { nodeRoutes } from '../../api/controller/nodes.js';
-import { vmRoutes } from '../../api/controller/vms.js';
+import { migrationRoutes } from '../../api/routes/migrations.js';
+import { nodeRoutes } from '../../api/routes/nodes.js';
+import { vmRoutes } from '../../api/routes/vms.js';
 import { systemClock } from '../../domain/clock.js';
 import { stopNodeAgent, up } from '../daemons.js';
 import { type Cluster, command, numberOrText } from '../context.js';

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { Output } from '../../api/client.js';
-import { replicaRoutes } from '../../api/controller/replicas.js';
+import { replicaRoutes } from '../../api/routes/replicas.js';
 import { errors } from '../../domain/errors.js';
 import { type Cluster, command, numberOrText } from '../context.js';
 import { bytes, json, ms, print, table } from '../output.js';
