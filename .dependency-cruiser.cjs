@@ -5,6 +5,7 @@
  *   ports/    interfaces                                 imports domain/, ports/
  *   controller/  the controller's parts over ports; app.ts is its composition root
  *   qemu/ store/ switch/ node/ api/ cli/ config/ system/   adapters at the edges
+ *   dashboard/   the browser console: the typed API client, route definitions, domain
  *
  * No import circles anywhere; only the composition roots (controller/app.ts,
  * node/main.ts, switch/main.ts) bring adapters and parts together, and only
@@ -48,6 +49,21 @@ module.exports = {
       comment: "The API adapter sees the controller only through the services it is given (controller/services.ts and the parts' types).",
       from: { path: '^src/api/' },
       to: { path: '^src/controller/', dependencyTypesNot: ['type-only'] },
+    },
+    {
+      name: 'console-speaks-the-api',
+      severity: 'error',
+      comment: 'The browser console knows the cluster only through the API: its client, its route definitions and the domain types.',
+      from: { path: '^src/dashboard/' },
+      to: {
+        pathNot: [
+          '^src/dashboard/',
+          '^src/api/(client|route-helpers|schemas)\\.ts$',
+          '^src/api/routes/',
+          '^src/domain/',
+          'node_modules/(uplot|zod|@hono/zod-openapi)/',
+        ],
+      },
     },
   ],
   options: {

@@ -44,10 +44,10 @@ if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [
 fi
 
 stamp=dist/.build-stamp
-if [ ! -f "$stamp" ] || [ -n "$(find src test bench tsconfig.json package.json -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find src test bench scripts/build-console.mjs tsconfig.json package.json -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
   say "building"
   rm -rf dist
-  npx tsc -p tsconfig.json
+  npm run --silent build >&2
   touch "$stamp"
 fi
 

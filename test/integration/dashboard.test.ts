@@ -131,9 +131,22 @@ describe('dashboard in Chromium', () => {
       .catch(() => undefined);
     await page.waitForSelector('#chart', { timeout: 15_000 });
     // A few seconds of samples, so the chart shows the rate over time.
-    await page.waitForFunction(() => (document.querySelector('#chart polyline.bw')?.getAttribute('points') ?? '').split(' ').length >= 5, undefined, {
-      timeout: 15_000,
+    await page.waitForFunction(
+      () => Number(document.querySelector<HTMLElement>('#chart')?.dataset.samples ?? 0) >= 5 && document.querySelector('#chart .uplot canvas'),
+      undefined,
+      {
+        timeout: 15_000,
+      },
+    );
+    // Values with units at the cursor: hover the plot, the legend shows both rates.
+    const over = page.locator('#chart .u-over');
+    const box = (await over.boundingBox())!;
+    await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2);
+    await page.waitForFunction(() => /bandwidth\s*[\d.]+ (B|KiB|MiB|GiB)\/s/.test(document.querySelector('#chart .u-legend')?.textContent ?? ''), undefined, {
+      timeout: 5_000,
     });
+    assert.match(await page.locator('#chart .u-legend').innerText(), /dirty rate\s*[\d.]+ (B|KiB|MiB|GiB)\/s/);
+    assert.match(await page.locator('#chart .u-legend').innerText(), /time\s*[\d.]+ s/);
     await page.screenshot({ path: path.join(SHOTS, 'migration.png') });
     assert.ok((await page.locator('#steps li.done').count()) >= 3, 'connect, config and create are done');
     await page.waitForSelector('#report', { timeout: 120_000 });

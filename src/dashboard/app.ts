@@ -1,88 +1,69 @@
-// Ferry's cluster console: one page, hash routes, the controller's REST API
-// with the session cookie (changes carry the CSRF cookie's value in
-// x-csrf-token), live updates from the server-sent event stream.
+/**
+ * Ferry's cluster console: one page, hash routes, the controller's REST API
+ * through the typed client (session cookie, CSRF token on changes), live
+ * updates from the server-sent event stream.
+ */
+import { pathOf } from '../api/client.js';
+import { clusterRoutes } from '../api/routes/cluster.js';
+import { eventRoutes } from '../api/routes/events.js';
+import { migrationRoutes } from '../api/routes/migrations.js';
+import { networkRoutes, switchRoutes } from '../api/routes/networks.js';
+import { nodeRoutes } from '../api/routes/nodes.js';
+import { replicaRoutes } from '../api/routes/replicas.js';
+import { backupRoutes } from '../api/routes/storage.js';
+import { requestMigration, vmRoutes } from '../api/routes/vms.js';
+import type { ClusterEvent } from '../domain/events.js';
+import { STEPS } from '../domain/migration.js';
+import { api } from './api.js';
+import { MigrationChart } from './chart.js';
+import { badge, bytes, esc, ms, table, time } from './format.js';
 
-const $ = (sel, root = document) => root.querySelector(sel);
-const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-const csrf = () => (document.cookie.match(/(?:^|; )ferry_csrf=([^;]*)/) || [])[1] || '';
-const STEPS = ['connect', 'config', 'create', 'memory', 'disks', 'resume', 'network'];
+type NodeRow = Awaited<ReturnType<typeof listNodes>>[number];
 
-async function api(method, path, body) {
-  const headers = { accept: 'application/json' };
-  if (method !== 'GET') headers['x-csrf-token'] = decodeURIComponent(csrf());
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'same-origin' });
-  if (res.status === 401) {
-    location.href = '/login';
-    throw new Error('signed out');
-  }
-  const text = await res.text();
-  const json = text ? JSON.parse(text) : {};
-  if (!res.ok) throw new Error(json.error?.message ?? `HTTP ${res.status}`);
-  return json;
-}
+const $ = <E extends Element = HTMLElement>(sel: string): E | null => document.querySelector<E>(sel);
+const listNodes = () => api.call(nodeRoutes.list, {});
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-function bytes(n) {
-  if (n === null || n === undefined) return '–';
-  const u = ['B', 'KiB', 'MiB', 'GiB'];
-  let i = 0;
-  while (n >= 1024 && i < u.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
-}
-const ms = (v) => (v === null || v === undefined ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${Math.round(v)} ms`);
-const time = (t) => new Date(t).toLocaleTimeString();
-
-function toast(message, error = false) {
-  const t = $('#toast');
-  t.textContent = message;
+function toast(text: string, error = false): void {
+  const t = $('#toast')!;
+  t.textContent = text;
   t.className = error ? 'error' : '';
   t.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => (t.hidden = true), 5000);
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (t.hidden = true), 5000);
 }
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
 
-async function act(label, fn) {
+async function act(label: string, fn: () => Promise<unknown>): Promise<void> {
   try {
-    const r = await fn();
+    await fn();
     toast(label);
     await render();
-    return r;
   } catch (e) {
-    toast(`${label} failed: ${e.message}`, true);
-    return undefined;
+    toast(`${label} failed: ${message(e)}`, true);
   }
 }
-
-function table(headers, rows, attrs = '') {
-  return (
-    `<table ${attrs}><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead>` +
-    `<tbody>${rows.length ? rows.join('') : `<tr><td colspan="${headers.length}" class="muted">none</td></tr>`}</tbody></table>`
-  );
-}
-
-const stateBadge = (s) => `<span class="badge ${esc(s)}">${esc(s)}</span>`;
 
 // ---- views -------------------------------------------------------------
 
-const views = {
+type View = (arg?: string) => Promise<string>;
+
+const views: Record<string, View> = {
   async overview() {
-    const [status, nodes, vms] = await Promise.all([api('GET', '/api/v1/status'), api('GET', '/api/v1/nodes'), api('GET', '/api/v1/vms')]);
+    const [status, nodes, vms] = await Promise.all([api.call(clusterRoutes.status, {}), listNodes(), api.call(vmRoutes.list, {})]);
     const rows = nodes.map((n) => {
       const total = n.capabilities?.memoryTotalMiB ?? 0;
       const used = total - (n.memoryFreeMiB ?? total);
       const pct = total ? Math.round((used / total) * 100) : 0;
+      const here =
+        vms
+          .filter((v) => v.node === n.name)
+          .map((v) => v.name)
+          .join(', ') || '–';
       return (
-        `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${stateBadge(n.state)}</td><td>${esc(n.capabilities?.cpu?.vendor ?? '–')} ${esc(n.capabilities?.cpu?.model ?? '')}</td>` +
+        `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${badge(n.state)}</td><td>${esc(n.capabilities?.cpu?.vendor ?? '–')} ${esc(n.capabilities?.cpu?.model ?? '')}</td>` +
         `<td>${esc(n.capabilities?.accelerator ?? '–')}</td><td><progress max="${total}" value="${used}" title="${pct}%"></progress> ${used} / ${total} MiB</td>` +
-        `<td class="vm-count">${n.vmCount}</td><td>${esc(
-          vms
-            .filter((v) => v.node === n.name)
-            .map((v) => v.name)
-            .join(', ') || '–',
-        )}</td></tr>`
+        `<td class="vm-count">${n.vmCount}</td><td>${esc(here)}</td></tr>`
       );
     });
     return `<h2>Cluster ${esc(status.cluster.name)}</h2>
@@ -95,10 +76,10 @@ const views = {
   },
 
   async vms(arg) {
-    const [vms, nodes] = await Promise.all([api('GET', '/api/v1/vms'), api('GET', '/api/v1/nodes')]);
+    const [vms, nodes] = await Promise.all([api.call(vmRoutes.list, {}), listNodes()]);
     const rows = vms.map(
       (v) =>
-        `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${stateBadge(v.state)}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
+        `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${badge(v.state)}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
         `<td>${esc(v.node || '–')}</td><td>${v.memoryMiB} MiB</td><td>${v.cpus}</td><td>${esc(v.workload)}</td><td>${esc(v.ip)}</td></tr>`,
     );
     const create = `<form id="create-vm" class="inline">
@@ -113,10 +94,10 @@ const views = {
 
   async migrations(arg) {
     if (arg) return migrationView(arg);
-    const list = await api('GET', '/api/v1/migrations');
-    const row = (m) =>
+    const list = await api.call(migrationRoutes.list, {});
+    const row = (m: (typeof list)[number]): string =>
       `<tr data-migration="${esc(m.id)}"><td><a href="#/migrations/${encodeURIComponent(m.id)}">${esc(m.id)}</a></td><td>${esc(m.vm)}</td><td>${esc(m.mode)}</td>` +
-      `<td>${esc(m.from)} → ${esc(m.to)}</td><td>${stateBadge(m.status)}${m.status === 'queued' ? ` #${m.queuePosition}` : ''}</td><td>${esc(m.phase)}</td>` +
+      `<td>${esc(m.from)} → ${esc(m.to)}</td><td>${badge(m.status)}${m.status === 'queued' ? ` #${m.queuePosition}` : ''}</td><td>${esc(m.phase)}</td>` +
       `<td>${ms(m.totalMs)}</td><td>${ms(m.guestBlackoutMs)}</td></tr>`;
     const queued = list.filter((m) => m.status === 'queued');
     const running = list.filter((m) => m.status === 'running');
@@ -129,10 +110,10 @@ const views = {
   },
 
   async maintenance() {
-    const nodes = await api('GET', '/api/v1/nodes');
+    const nodes = await listNodes();
     const rows = nodes.map(
       (n) =>
-        `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${stateBadge(n.state)}</td><td>${n.vmCount}</td><td>` +
+        `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${badge(n.state)}</td><td>${n.vmCount}</td><td>` +
         (n.state === 'maintenance'
           ? `<button data-resume="${esc(n.name)}">Resume</button>`
           : `<button data-plan="${esc(n.name)}">Plan drain</button> <button data-drain="${esc(n.name)}">Drain (live)</button>`) +
@@ -142,14 +123,14 @@ const views = {
   },
 
   async network() {
-    const [nets, switches, macs] = await Promise.all([api('GET', '/api/v1/networks'), api('GET', '/api/v1/switches'), api('GET', '/api/v1/switch/macs')]);
+    const [nets, switches, macs] = await Promise.all([api.call(networkRoutes.list, {}), api.call(switchRoutes.list, {}), api.call(switchRoutes.macs, {})]);
     return (
       `<h2>Network</h2><h3>Cluster networks</h3>` +
       table(
         ['Name', 'Role', 'Metric', 'Subnet', 'State', 'Nodes'],
         nets.map(
           (n) =>
-            `<tr><td>${esc(n.name)}</td><td>${esc(n.role)}</td><td>${n.metric}</td><td>${esc(n.subnet)}</td><td>${stateBadge(n.state)}</td>` +
+            `<tr><td>${esc(n.name)}</td><td>${esc(n.role)}</td><td>${n.metric}</td><td>${esc(n.subnet)}</td><td>${badge(n.state)}</td>` +
             `<td>${n.nodes.map((x) => `${esc(x.node)}=${esc(x.address)}${x.state === 'up' ? '' : ` (${esc(x.state)})`}`).join(' ')}</td></tr>`,
         ),
         'id="networks"',
@@ -176,10 +157,10 @@ const views = {
 
   async storage() {
     const [backups, schedules, replicas, vms] = await Promise.all([
-      api('GET', '/api/v1/backups'),
-      api('GET', '/api/v1/backup-schedules'),
-      api('GET', '/api/v1/replicas'),
-      api('GET', '/api/v1/vms'),
+      api.call(backupRoutes.list, {}),
+      api.call(backupRoutes.schedules, {}),
+      api.call(replicaRoutes.status, {}),
+      api.call(vmRoutes.list, {}),
     ]);
     const running = vms.filter((v) => v.state === 'running');
     const form = `<form id="backup-form" class="inline"><label>VM <select name="vm">${running.map((v) => `<option>${esc(v.name)}</option>`).join('')}</select></label>
@@ -193,7 +174,7 @@ const views = {
           .reverse()
           .map(
             (b) =>
-              `<tr><td><code>${esc(b.id)}</code></td><td>${esc(b.vm)}</td><td>${esc(b.mode)}</td><td>${stateBadge(b.status)}${b.error ? ` ${esc(b.error)}` : ''}</td>` +
+              `<tr><td><code>${esc(b.id)}</code></td><td>${esc(b.vm)}</td><td>${esc(b.mode)}</td><td>${badge(b.status)}${b.error ? ` ${esc(b.error)}` : ''}</td>` +
               `<td>${b.startedAtMs ? time(b.startedAtMs) : '–'}</td><td>${bytes(b.bytes)}</td><td>${b.waitedMs ? `${ms(b.waitedMs)}${b.movedTo ? ` (moved to ${esc(b.movedTo)})` : ''}` : '–'}</td><td>${esc(b.parent ?? '–')}</td></tr>`,
           ),
         'id="backups"',
@@ -212,7 +193,7 @@ const views = {
         ['VM', 'To', 'State', 'Health', 'Interval', 'Last sync', 'Lag', 'Sent'],
         replicas.outgoing.map(
           (r) =>
-            `<tr><td>${esc(r.vm)}</td><td>${esc(r.target.url)}</td><td>${esc(r.state)}</td><td>${stateBadge(r.health)}${r.lastError ? ` ${esc(r.lastError)}` : ''}</td><td>${esc(r.interval)}</td>` +
+            `<tr><td>${esc(r.vm)}</td><td>${esc(r.target.url)}</td><td>${esc(r.state)}</td><td>${badge(r.health)}${r.lastError ? ` ${esc(r.lastError)}` : ''}</td><td>${esc(r.interval)}</td>` +
             `<td>${r.lastSyncAtMs ? time(r.lastSyncAtMs) : '–'}</td><td>${ms(r.lagMs)}</td><td>${bytes(r.bytesSent)}</td></tr>`,
         ),
         'id="replicas"',
@@ -232,24 +213,28 @@ const views = {
   },
 
   async events() {
-    const list = await api('GET', `/api/v1/events?since=${Date.now() - 3600_000}`);
+    const list = await api.call(eventRoutes.list, { query: { since: Date.now() - 3600_000 } });
     eventLog.splice(0, eventLog.length, ...list.slice(-200));
     return `<h2>Events</h2><ol id="events" class="events">${eventLog.slice().reverse().map(eventItem).join('')}</ol>`;
   },
 };
 
-const eventLog = [];
-const eventItem = (e) => `<li><time>${time(e.atMs)}</time> <span class="etype">${esc(e.type)}</span> ${esc(e.message)}</li>`;
+const eventLog: ClusterEvent[] = [];
+const eventItem = (e: ClusterEvent): string => `<li><time>${time(e.atMs)}</time> <span class="etype">${esc(e.type)}</span> ${esc(e.message)}</li>`;
 
-async function vmDetail(name, nodes) {
-  const vm = await api('GET', `/api/v1/vms/${encodeURIComponent(name)}`);
-  const consoleText = await fetch(`/api/v1/vms/${encodeURIComponent(name)}/console`, { credentials: 'same-origin' }).then((r) => (r.ok ? r.text() : ''));
+async function vmDetail(name: string, nodes: NodeRow[]): Promise<string> {
+  const vm = await api.call(vmRoutes.show, { params: { name } });
+  const consoleText = await api.open(vmRoutes.console, { params: { name } }).then(
+    (r) => r.text(),
+    () => '',
+  );
   const others = nodes.filter((n) => n.name !== vm.node);
   const running = vm.state === 'running';
-  return `<h3>${esc(vm.name)} ${stateBadge(vm.state)}</h3>
+  const cpu = vm.guestCpu ? `${vm.guestCpu.vendor} ${vm.guestCpu.model.split(',')[0]}` : '–';
+  return `<h3>${esc(vm.name)} ${badge(vm.state)}</h3>
     <dl class="facts"><dt>Node</dt><dd>${esc(vm.node || '–')}</dd><dt>Memory</dt><dd>${vm.memoryMiB} MiB</dd><dt>CPUs</dt><dd>${vm.cpus}</dd>
-      <dt>Workload</dt><dd>${esc(vm.workload)}</dd><dt>IP / MAC</dt><dd>${esc(vm.ip)} / ${esc(vm.mac)}</dd><dt>CPU</dt><dd>${esc(vm.guestCpu ? `${vm.guestCpu.vendor} ${vm.guestCpu.model.split(',')[0]}` : '–')}${vm.compat ? ' (compat)' : ''}</dd>
-      ${vm.migration ? `<dt>Migration</dt><dd><a href="#/migrations/${encodeURIComponent(vm.migration.id)}">${esc(vm.migration.phase)} → ${esc(vm.migration.to)}</a></dd>` : ''}</dl>
+      <dt>Workload</dt><dd>${esc(vm.workload)}</dd><dt>IP / MAC</dt><dd>${esc(vm.ip)} / ${esc(vm.mac)}</dd><dt>CPU</dt><dd>${esc(cpu)}${vm.compat ? ' (compat)' : ''}</dd>
+      ${vm.migration?.id ? `<dt>Migration</dt><dd><a href="#/migrations/${encodeURIComponent(vm.migration.id)}">${esc(vm.migration.phase)} → ${esc(vm.migration.to)}</a></dd>` : ''}</dl>
     <div class="actions" data-vm="${esc(vm.name)}">
       <button data-action="start" ${running ? 'disabled' : ''}>Start</button>
       <button data-action="stop" ${vm.state === 'stopped' ? 'disabled' : ''}>Stop</button>
@@ -264,25 +249,25 @@ async function vmDetail(name, nodes) {
     <h4>Console</h4><pre class="console">${esc(consoleText.split('\n').slice(-15).join('\n'))}</pre>`;
 }
 
-// A running migration: seven steps, progress, a chart of dirty rate and bandwidth, then the report.
-const samples = new Map();
+// A running migration: seven steps, progress, the chart of bandwidth and dirty rate, then the report.
+let chart: MigrationChart | undefined;
 
-async function migrationView(id) {
-  const m = await api('GET', `/api/v1/migrations/${encodeURIComponent(id)}`);
-  const series = samples.get(id) ?? [];
-  samples.set(id, series);
+async function migrationView(id: string): Promise<string> {
+  const m = await api.call(migrationRoutes.show, { params: { id } });
+  if (chart?.migration !== id) {
+    chart?.destroy();
+    chart = new MigrationChart(id);
+  }
   const p = m.progress;
-  if (p && (!series.length || series[series.length - 1].t !== p.sampledAtMs))
-    series.push({ t: p.sampledAtMs, dirty: p.dirtyRateBytesPerSec, bw: p.throughputBytesPerSec });
-  const done = new Set(m.steps.filter((s) => s.ms !== undefined).map((s) => s.name));
+  if (p) chart.add({ atMs: p.sampledAtMs, bandwidth: p.throughputBytesPerSec, dirtyRate: p.dirtyRateBytesPerSec });
   const stepList = STEPS.map((s, i) => {
     const rec = m.steps.find((x) => x.name === s);
-    const cls = done.has(s) ? 'done' : m.phase === s ? 'current' : 'pending';
+    const cls = rec?.ms !== undefined ? 'done' : m.phase === s ? 'current' : 'pending';
     return `<li class="${cls}" data-step="${s}"><b>${i + 1}</b> ${s}<span>${rec?.ms !== undefined ? ms(rec.ms) : cls === 'current' ? '…' : ''}</span></li>`;
   }).join('');
   const r = m.report;
   const report = r
-    ? `<h3>Report</h3><dl class="facts report" id="report"><dt>Status</dt><dd>${stateBadge(r.status)}${r.error ? ` ${esc(r.error)}` : ''}</dd>
+    ? `<h3>Report</h3><dl class="facts report" id="report"><dt>Status</dt><dd>${badge(r.status)}${r.error ? ` ${esc(r.error)}` : ''}</dd>
       <dt>Total</dt><dd>${ms(r.totalMs)}</dd><dt>Downtime (QEMU)</dt><dd>${ms(r.downtimeMs)}</dd><dt>Guest blackout</dt><dd id="blackout">${ms(r.guestBlackoutMs)}</dd>
       <dt>Transferred</dt><dd>${bytes(r.transferredBytes)} in ${r.rounds} rounds</dd>
       ${r.predicted ? `<dt>Predicted</dt><dd>${esc(r.predicted.strategy)}: ${ms(r.predicted.totalMs)}, ${r.predicted.rounds} rounds</dd>` : ''}
@@ -295,72 +280,67 @@ async function migrationView(id) {
       ${p.estimatedRemainingMs !== undefined ? `<dt>Time left</dt><dd>~${ms(p.estimatedRemainingMs)}</dd>` : ''}</dl>`
       : '';
   const cancel = m.status === 'running' || m.status === 'queued' ? `<button id="cancel-migration" data-id="${esc(m.id)}">Cancel</button>` : '';
-  return `<h2>Migration ${esc(m.id)}</h2><p>${esc(m.mode)} migration of <b>${esc(m.vm)}</b> from ${esc(m.from)} to ${esc(m.to)} ${stateBadge(m.status)} ${cancel}</p>
-    <ol class="steps" id="steps">${stepList}</ol>${live}${chart(series)}${report}`;
-}
-
-function chart(series) {
-  if (series.length < 2) return '<div class="chart muted">the chart fills while memory is copied</div>';
-  const w = 600;
-  const h = 160;
-  const t0 = series[0].t;
-  const t1 = series[series.length - 1].t;
-  const max = Math.max(1, ...series.map((s) => Math.max(s.dirty, s.bw)));
-  const pts = (k) => series.map((s) => `${((s.t - t0) / Math.max(1, t1 - t0)) * w},${h - (s[k] / max) * (h - 10)}`).join(' ');
-  return `<figure class="chart"><svg id="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="dirty rate and bandwidth">
-      <polyline points="${pts('bw')}" class="bw"/><polyline points="${pts('dirty')}" class="dirty"/></svg>
-      <figcaption><span class="key bw"></span> bandwidth <span class="key dirty"></span> dirty rate (max ${bytes(max)}/s)</figcaption></figure>`;
+  return `<h2>Migration ${esc(m.id)}</h2><p>${esc(m.mode)} migration of <b>${esc(m.vm)}</b> from ${esc(m.from)} to ${esc(m.to)} ${badge(m.status)} ${cancel}</p>
+    <ol class="steps" id="steps">${stepList}</ol>${live}<figure class="chart" id="chart" aria-label="bandwidth and dirty rate"></figure>${report}`;
 }
 
 // ---- routing and events --------------------------------------------------
 
-let current = '';
-async function render() {
-  const [view, arg] = (location.hash.replace(/^#\//, '') || 'overview').split('/').map(decodeURIComponent);
-  const fn = views[view] ?? views.overview;
-  document.querySelectorAll('nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === view));
+async function render(): Promise<void> {
+  const [view = 'overview', arg] = (location.hash.replace(/^#\//, '') || 'overview').split('/').map(decodeURIComponent);
+  const fn = views[view] ?? views.overview!;
+  document.querySelectorAll<HTMLAnchorElement>('nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === view));
   const key = location.hash;
   try {
     const html = await fn(arg);
     if (key !== location.hash) return; // the user moved on meanwhile
     const keep = captureInputs();
-    $('#view').innerHTML = html;
+    $('#view')!.innerHTML = html;
     restoreInputs(keep);
-    current = key;
+    const slot = $('#chart');
+    if (slot && chart) chart.mount(slot);
   } catch (e) {
-    $('#view').innerHTML = `<p class="error">${esc(e.message)}</p>`;
+    $('#view')!.innerHTML = `<p class="error">${esc(message(e))}</p>`;
   }
 }
 
-// Periodic refresh must not eat what the user is typing or has picked.
-function captureInputs() {
-  const out = {};
-  document.querySelectorAll('#view input, #view select').forEach((el) => {
-    if (el.id || el.name) out[el.id || `name:${el.name}`] = { value: el.value, focused: document.activeElement === el };
+type Field = HTMLInputElement | HTMLSelectElement;
+
+// A periodic refresh must not eat what the user is typing or has picked.
+function captureInputs(): Map<string, { value: string; focused: boolean }> {
+  const out = new Map<string, { value: string; focused: boolean }>();
+  document.querySelectorAll<Field>('#view input, #view select').forEach((el) => {
+    if (el.id || el.name) out.set(el.id || `name:${el.name}`, { value: el.value, focused: document.activeElement === el });
   });
   return out;
 }
-function restoreInputs(saved) {
-  for (const [key, v] of Object.entries(saved)) {
-    const el = key.startsWith('name:') ? $(`#view [name="${key.slice(5)}"]`) : document.getElementById(key);
+
+function restoreInputs(saved: Map<string, { value: string; focused: boolean }>): void {
+  for (const [key, v] of saved) {
+    const el = key.startsWith('name:') ? $<Field>(`#view [name="${key.slice(5)}"]`) : (document.getElementById(key) as Field | null);
     if (!el) continue;
     el.value = v.value;
     if (v.focused) el.focus();
   }
-  if (saved.target?.value) void checkTarget();
+  if (saved.get('target')?.value) void checkTarget();
 }
 
 let lastCheck = { key: '', html: '', ok: false };
 
-async function checkTarget() {
+function setMigrateButtons(enabled: boolean): void {
+  for (const id of ['#live-migrate', '#quick-migrate']) {
+    const b = $<HTMLButtonElement>(id);
+    if (b) b.disabled = !enabled;
+  }
+}
+
+async function checkTarget(): Promise<void> {
   const vm = $('.actions')?.dataset.vm;
-  const to = $('#target')?.value;
+  const to = $<HTMLSelectElement>('#target')?.value;
   const list = $('#blockers');
-  const live = $('#live-migrate');
-  const quick = $('#quick-migrate');
   if (!vm || !list) return;
   if (!to) {
-    live.disabled = quick.disabled = true;
+    setMigrateButtons(false);
     list.innerHTML = '';
     return;
   }
@@ -368,105 +348,115 @@ async function checkTarget() {
   const key = `${vm}|${to}`;
   if (lastCheck.key === key) {
     list.innerHTML = lastCheck.html;
-    live.disabled = quick.disabled = !lastCheck.ok;
+    setMigrateButtons(lastCheck.ok);
   } else {
-    live.disabled = quick.disabled = true;
+    setMigrateButtons(false);
     list.innerHTML = '<li class="muted">checking…</li>';
   }
-  const r = await api('POST', `/api/v1/vms/${encodeURIComponent(vm)}/migrate`, { to, check: true });
+  const r = await api.call(vmRoutes.migrate, { params: { name: vm }, body: { to, check: true } });
+  if (!('check' in r)) return;
   lastCheck = { key, html: r.ok ? '<li class="ok">no blockers</li>' : r.blockers.map((b) => `<li>${esc(b)}</li>`).join(''), ok: r.ok };
-  if ($('#target')?.value !== to) return;
-  $('#blockers').innerHTML = lastCheck.html;
-  $('#live-migrate').disabled = $('#quick-migrate').disabled = !r.ok;
+  if ($<HTMLSelectElement>('#target')?.value !== to) return;
+  $('#blockers')!.innerHTML = lastCheck.html;
+  setMigrateButtons(r.ok);
 }
 
 document.addEventListener('change', (e) => {
-  if (e.target.id === 'target') void checkTarget();
+  if ((e.target as Element).id === 'target') void checkTarget();
 });
 
 document.addEventListener('submit', (e) => {
-  if (e.target.id === 'backup-form') {
+  const form = e.target as HTMLFormElement;
+  if (form.id === 'backup-form') {
     e.preventDefault();
-    const f = new FormData(e.target);
-    const vm = f.get('vm');
-    void act(`backup of ${vm} done`, () => api('POST', '/api/v1/backups', { vm, incremental: f.get('incremental') === 'on' }));
+    const f = new FormData(form);
+    const vm = String(f.get('vm'));
+    void act(`backup of ${vm} done`, () => api.call(backupRoutes.create, { body: { vm, incremental: f.get('incremental') === 'on' } }));
     return;
   }
-  if (e.target.id !== 'create-vm') return;
+  if (form.id !== 'create-vm') return;
   e.preventDefault();
-  const f = new FormData(e.target);
-  const body = { name: f.get('name'), memoryMiB: Number(f.get('memoryMiB')), workload: f.get('workload') || 'idle' };
-  if (f.get('node')) body.node = f.get('node');
-  void act(`VM ${body.name} created`, async () => {
-    await api('POST', '/api/v1/vms', body);
-    e.target.reset();
+  const f = new FormData(form);
+  const name = String(f.get('name'));
+  const node = String(f.get('node') ?? '');
+  const body = { name, memoryMiB: Number(f.get('memoryMiB')), workload: String(f.get('workload') || 'idle'), ...(node ? { node } : {}) };
+  void act(`VM ${name} created`, async () => {
+    await api.call(vmRoutes.create, { body });
+    form.reset();
   });
 });
 
+const VM_ACTIONS = { start: vmRoutes.start, stop: vmRoutes.stop, save: vmRoutes.save } as const;
+
 document.addEventListener('click', (e) => {
-  const b = e.target.closest('button');
+  const b = (e.target as Element).closest('button');
   if (!b || b.form?.action?.endsWith('/logout')) return;
-  const vm = b.closest('.actions')?.dataset.vm ?? $('.actions')?.dataset.vm;
-  if (b.dataset.action) {
-    void act(`${b.dataset.action} ${vm}`, () => api('POST', `/api/v1/vms/${encodeURIComponent(vm)}/${b.dataset.action}`, {}));
+  const vm = b.closest<HTMLElement>('.actions')?.dataset.vm ?? $('.actions')?.dataset.vm ?? '';
+  const action = b.dataset.action as keyof typeof VM_ACTIONS | undefined;
+  if (action && action in VM_ACTIONS) {
+    void act(`${action} ${vm}`, () => api.call(VM_ACTIONS[action], { params: { name: vm }, body: {} }));
   } else if (b.id === 'live-migrate' || b.id === 'quick-migrate') {
-    const to = $('#target').value;
-    const bw = Number($('#bandwidth').value);
-    const body = { to, mode: b.id === 'quick-migrate' ? 'quick' : 'live' };
-    if (bw > 0) body.policy = { bandwidthMiBps: bw };
-    void api('POST', `/api/v1/vms/${encodeURIComponent(vm)}/migrate`, body).then(
+    const to = $<HTMLSelectElement>('#target')!.value;
+    const bw = Number($<HTMLInputElement>('#bandwidth')!.value);
+    const mode = b.id === 'quick-migrate' ? 'quick' : 'live';
+    requestMigration(api, vm, { to, mode, ...(bw > 0 ? { policy: { bandwidthMiBps: bw } } : {}) }).then(
       (m) => {
         location.hash = `#/migrations/${encodeURIComponent(m.id)}`;
       },
-      (err) => toast(`migration refused: ${err.message}`, true),
+      (err: unknown) => toast(`migration refused: ${message(err)}`, true),
     );
   } else if (b.id === 'cancel-migration') {
-    void act('cancel requested', () => api('POST', `/api/v1/migrations/${encodeURIComponent(b.dataset.id)}/cancel`, {}));
+    void act('cancel requested', () => api.call(migrationRoutes.cancel, { params: { id: b.dataset.id! }, body: {} }));
   } else if (b.dataset.plan || b.dataset.drain) {
-    const node = b.dataset.plan ?? b.dataset.drain;
-    const dryRun = Boolean(b.dataset.plan);
-    void api('POST', `/api/v1/nodes/${encodeURIComponent(node)}/maintenance`, { drain: 'live', dryRun }).then(
-      (r) => {
-        const p = r.plan;
-        $('#drain-plan').innerHTML =
-          `<h3>${dryRun ? 'Drain plan' : 'Draining'} ${esc(node)}</h3>` +
-          table(
-            ['#', 'VM', 'Memory', 'To', 'Estimate'],
-            p.steps.map(
-              (s) => `<tr><td>${s.order}</td><td>${esc(s.vm)}</td><td>${s.memoryMiB} MiB</td><td>${esc(s.to ?? '–')}</td><td>${ms(s.estimatedMs)}</td></tr>`,
-            ),
-            'id="plan"',
-          ) +
-          (p.blockers.length ? `<ul class="blockers">${p.blockers.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : '');
-        if (!dryRun) void render();
-      },
-      (err) => toast(`drain refused: ${err.message}`, true),
-    );
+    void drain((b.dataset.plan ?? b.dataset.drain)!, Boolean(b.dataset.plan));
   } else if (b.dataset.resume) {
-    void act(`${b.dataset.resume} resumed`, () => api('POST', `/api/v1/nodes/${encodeURIComponent(b.dataset.resume)}/resume`, {}));
+    const node = b.dataset.resume;
+    void act(`${node} resumed`, () => api.call(nodeRoutes.resume, { params: { name: node }, body: {} }));
   }
 });
+
+async function drain(node: string, dryRun: boolean): Promise<void> {
+  try {
+    const r = await api.call(nodeRoutes.maintenance, { params: { name: node }, body: { drain: 'live', dryRun } });
+    const p = r.plan;
+    $('#drain-plan')!.innerHTML =
+      `<h3>${dryRun ? 'Drain plan' : 'Draining'} ${esc(node)}</h3>` +
+      table(
+        ['#', 'VM', 'Memory', 'To', 'Estimate'],
+        p.steps.map(
+          (s) => `<tr><td>${s.order}</td><td>${esc(s.vm)}</td><td>${s.memoryMiB} MiB</td><td>${esc(s.to ?? '–')}</td><td>${ms(s.estimatedMs)}</td></tr>`,
+        ),
+        'id="plan"',
+      ) +
+      (p.blockers.length ? `<ul class="blockers">${p.blockers.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>` : '');
+    if (!dryRun) void render();
+  } catch (err) {
+    toast(`drain refused: ${message(err)}`, true);
+  }
+}
 
 window.addEventListener('hashchange', () => void render());
 
 // Live: every event re-renders the view; the event log gets the line at once.
-function connect() {
-  const es = new EventSource(`/api/v1/events?since=${Date.now()}`);
-  es.addEventListener('open', () => $('#live').classList.add('on'));
-  es.addEventListener('error', () => $('#live').classList.remove('on'));
+function connect(): void {
+  const es = new EventSource(pathOf(eventRoutes.list, undefined, { since: Date.now() }));
+  es.addEventListener('open', () => $('#live')!.classList.add('on'));
+  es.addEventListener('error', () => $('#live')!.classList.remove('on'));
   es.addEventListener('ferry', (msg) => {
-    const e = JSON.parse(msg.data);
+    const e = JSON.parse((msg as MessageEvent<string>).data) as ClusterEvent;
     eventLog.push(e);
     const list = $('#events');
     if (list) list.insertAdjacentHTML('afterbegin', eventItem(e));
     else scheduleRender();
   });
 }
-let pending;
-function scheduleRender() {
+
+let pending: ReturnType<typeof setTimeout> | undefined;
+function scheduleRender(): void {
   clearTimeout(pending);
   pending = setTimeout(() => void render(), 150);
 }
+
 // A running migration's progress is not an event: poll it while one is shown.
 setInterval(() => {
   if (/^#\/(overview|vms|migrations|storage)?(\/.*)?$/.test(location.hash || '#/')) void render();
