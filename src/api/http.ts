@@ -58,7 +58,7 @@ export function createApp(): OpenAPIHono {
     // A body that is not JSON, or not a JSON object.
     if (e instanceof SyntaxError || e instanceof HTTPException) {
       const status = e instanceof HTTPException ? e.status : 400;
-      if (status === 413) return errorResponse(c, errors.invalid('body', `the request body is larger than ${MAX_BODY_BYTES} bytes`));
+      if (status === 413) return errorResponse(c, errors.tooLarge(MAX_BODY_BYTES));
       if (status && status !== 400) return c.json({ error: { code: ErrorCode.Usage, message: e.message } }, status as 400);
       return errorResponse(c, errors.invalid('body', 'request body is not valid JSON'));
     }
@@ -70,7 +70,7 @@ export function createApp(): OpenAPIHono {
 
 /** Refuses bodies over MAX_BODY_BYTES, by their announced length and while reading. */
 export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler {
-  return bodyLimit({ maxSize: max, onError: (c) => errorResponse(c, errors.invalid('body', `the request body is larger than ${max} bytes`)) });
+  return bodyLimit({ maxSize: max, onError: (c) => errorResponse(c, errors.tooLarge(max)) });
 }
 
 export interface Listening {

@@ -14,8 +14,9 @@ import { KEEP_RANGE, parseDuration, parseWindow } from '../domain/backups.js';
 import { isFerryError } from '../domain/errors.js';
 import { NIC_BACKENDS, OFFLOADS, validateOffloads } from '../domain/nic.js';
 import { METRIC_RANGE, NETWORK_ROLES } from '../domain/networks.js';
-import { NAMED_POLICIES } from '../domain/policy.js';
-import { LIMITS, NAME_PATTERN } from '../domain/records.js';
+import { NAMED_POLICIES, namedPolicy } from '../domain/policy.js';
+import { parseStorageRoots } from '../domain/storage-roots.js';
+import { LIMITS, NAME_PATTERN, START_ACTIONS } from '../domain/records.js';
 import { REPLICA_INTERVALS, REPLICA_KEEP } from '../domain/replicas.js';
 import { SETTING_NAMES } from '../domain/settings.js';
 import { NODE_INTERFACES } from '../domain/switches.js';
@@ -27,7 +28,14 @@ export { z };
 
 /** How a refused value is shown in a message. */
 export function shown(v: unknown): string {
-  return typeof v === 'string' ? v : v === undefined ? 'nothing' : JSON.stringify(v);
+  const text = typeof v === 'string' ? v : v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v));
+  return excerpt(text);
+}
+
+/** What an error may echo of the input: at most 64 characters, and how long the rest was. */
+export function excerpt(text: string, max = 64): string {
+  const flat = text.replace(/[\u0000-\u001f\u007f]/g, '?');
+  return flat.length <= max ? flat : `${flat.slice(0, max)}… (${flat.length} characters)`;
 }
 
 /** A whole number in a range, refused with `${label} must be a whole number from A to B, got 'X'`. */
@@ -62,23 +70,23 @@ export function onOff(field: string) {
 }
 
 /** A string the domain parses itself (its messages are Ferry's): the parse error becomes the issue. */
-function parsed<T>(parse: (v: string) => T, label: string) {
-  return z.string({ error: (iss) => `${label} must be a string, got '${shown(iss.input)}'` }).transform((v, ctx) => {
-    try {
-      return parse(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: isFerryError(e) ? e.message : String(e) });
-      return z.NEVER;
-    }
-  });
+function parsed<T>(parse: (v: string) => T, label: string, maxLength = 512) {
+  return z
+    .string({ error: (iss) => `${label} must be a string, got '${shown(iss.input)}'` })
+    .max(maxLength, { error: (iss) => `${label} is too long (at most ${maxLength} characters, got ${String((iss.input as string).length)})` })
+    .transform((v, ctx) => {
+      try {
+        return parse(v);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: isFerryError(e) ? e.message : String(e) });
+        return z.NEVER;
+      }
+    });
 }
 
-const absolutePath = (what: string) =>
-  z
-    .string({ error: (iss) => `${what} must be an absolute directory path, got '${shown(iss.input)}'` })
-    .refine((p) => p.startsWith('/') && !/(^|\/)\.\.(\/|$)/.test(p), {
-      error: (iss) => `${what} must be an absolute directory path, got '${shown(iss.input)}'`,
-    });
+/** A directory a user names; where it may be is judged on the server (storage roots). */
+const DirectoryText = (what: string) =>
+  z.string({ error: (iss) => `${what} must be a directory, got '${shown(iss.input)}'` }).max(4096, { error: `${what} is longer than 4096 characters` });
 
 const Empty = z.strictObject({});
 export const Ok = z.object({}).openapi('Ok');
@@ -180,13 +188,14 @@ export const EffectivePolicySchema = z
 export const PolicyOrName = z
   .union([z.enum(Object.keys(NAMED_POLICIES) as [string, ...string[]]), PolicySchema], {
     error: (iss) => {
-      if (typeof iss.input === 'string') return `unknown policy '${iss.input}' (named policies: ${Object.keys(NAMED_POLICIES).join(', ')}; or a JSON object)`;
+      if (typeof iss.input === 'string')
+        return `unknown policy '${shown(iss.input)}' (named policies: ${Object.keys(NAMED_POLICIES).join(', ')}; or a JSON object)`;
       if (typeof iss.input !== 'object' || iss.input === null || Array.isArray(iss.input)) return 'a policy is a JSON object or a policy name';
       const branch = (iss as { errors?: { message: string; path: PropertyKey[] }[][] }).errors?.[1]?.[0];
       return branch?.message;
     },
   })
-  .transform((p) => (typeof p === 'string' ? { ...NAMED_POLICIES[p]! } : p));
+  .transform((p) => (typeof p === 'string' ? { ...namedPolicy(p)! } : p));
 
 export const VmSchema = z
   .object({
@@ -210,6 +219,8 @@ export const VmSchema = z
     switch: z.string().optional(),
     nicOffloads: z.array(z.string()).optional(),
     policy: PolicySchema.optional(),
+    startAction: z.enum(START_ACTIONS).optional(),
+    runningAtDown: z.boolean().optional(),
   })
   .openapi('Vm');
 
@@ -541,7 +552,15 @@ export const ClusterEventSchema = z
   .openapi('Event');
 
 export const SettingsSchema = z
-  .object({ migrationsPerNode: z.number(), balanceThresholdPct: z.number(), balanceAuto: z.boolean(), balanceIntervalS: z.number(), backupStore: z.string() })
+  .object({
+    migrationsPerNode: z.number(),
+    balanceThresholdPct: z.number(),
+    balanceAuto: z.boolean(),
+    balanceIntervalS: z.number(),
+    backupStore: z.string(),
+    shutdownTimeoutS: z.number(),
+    storageRoots: z.array(z.string()),
+  })
   .openapi('Settings');
 
 export const CpuBaselineSchema = CpuIdentitySchema.extend({ nodes: z.array(z.string()), baseModel: z.string(), disabled: z.array(z.string()) }).openapi(
@@ -639,11 +658,31 @@ export const VmCreateBody = z
   .openapi('VmCreate');
 
 export const VmSetBody = z
-  .strictObject({ compat: onOff('compat').optional(), switch: SwitchName.optional(), policy: z.union([PolicyOrName, z.null()]).optional() })
+  .strictObject({
+    compat: onOff('compat').optional(),
+    switch: SwitchName.optional(),
+    policy: z.union([PolicyOrName, z.null()]).optional(),
+    startAction: z.enum(START_ACTIONS, { error: (iss) => `--start-action must be one of ${START_ACTIONS.join(', ')}, got '${shown(iss.input)}'` }).optional(),
+  })
   .openapi('VmSet');
 
+export const VmStopBody = z
+  .strictObject({
+    force: z.boolean().optional().openapi({ description: 'power off at once instead of asking the guest to shut down' }),
+    timeoutS: wholeNumber('--timeout (s)', { min: 0, max: 3600 })
+      .optional()
+      .openapi({ description: 'how long the guest may take (default: the cluster setting shutdownTimeoutS)' }),
+  })
+  .openapi('VmStop');
+export const DownBody = z.strictObject({ shutdownTimeoutS: wholeNumber('--shutdown-timeout (s)', { min: 0, max: 3600 }).optional() }).openapi('Down');
+export const StartActionsSchema = z
+  .object({ started: z.array(z.string()), failed: z.array(z.object({ vm: z.string(), error: z.string() })) })
+  .openapi('StartActions');
+
 export const VmStartBody = z.strictObject({ node: NodeName.optional() }).openapi('VmStart');
-export const MoveStorageBody = z.strictObject({ to: absolutePath('--to') }).openapi('MoveStorage');
+export const MoveStorageBody = z
+  .strictObject({ to: DirectoryText('--to').openapi({ description: 'a directory inside a storage root (resolved on the server)' }) })
+  .openapi('MoveStorage');
 export const PingBody = z.strictObject({ timeoutMs: wholeNumber('timeoutMs', { min: 1, max: 60_000 }).optional() }).openapi('Ping');
 export const ConsoleInputBody = z.strictObject({ data: z.string().max(65536) }).openapi('ConsoleInput');
 
@@ -669,7 +708,7 @@ export const MigrateBody = z
     priority: z.enum(['drain', 'manual', 'rebalance'], { error: (iss) => `priority must be drain, manual or rebalance, got '${shown(iss.input)}'` }).optional(),
     check: z.boolean().optional().openapi({ description: 'list every blocker, move nothing' }),
     plan: z.boolean().optional().openapi({ description: 'measure and predict, move nothing' }),
-    withStorage: z.string({ error: (iss) => `--with-storage must be an absolute directory on the target node, got '${shown(iss.input)}'` }).optional(),
+    withStorage: DirectoryText('--with-storage').optional().openapi({ description: 'shared-nothing: a directory inside a storage root on the target' }),
     policy: PolicyOrName.optional(),
     tuning: TuningOverrides.optional(),
   })
@@ -735,6 +774,8 @@ export const SETTING_RULES = {
       error: (iss) => `backupStore must be an absolute directory outside /proc, /sys and /dev (or 'default'), got '${shown(iss.input)}'`,
     })
     .transform((raw) => (raw === 'default' || raw === '' ? '' : raw.replace(/\/+$/, '') || '/')),
+  storageRoots: parsed(parseStorageRoots, 'storageRoots', 4096),
+  shutdownTimeoutS: wholeNumber('shutdownTimeoutS', { min: 0, max: 3600 }),
 } as const;
 void (SETTING_NAMES satisfies (keyof typeof SETTING_RULES)[]);
 export const SettingName = z.enum(SETTING_NAMES as [keyof typeof SETTING_RULES, ...(keyof typeof SETTING_RULES)[]], {

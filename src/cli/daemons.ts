@@ -47,6 +47,8 @@ export interface UpResult {
   started: string[];
   config: ClusterConfig;
   controllerUrl: string;
+  /** VMs their start action started (after `ferry down`), and those that could not start. */
+  startActions: { started: string[]; failed: { vm: string; error: string }[] };
 }
 
 function daemonNames(config: ClusterConfig): string[] {
@@ -59,10 +61,11 @@ export function daemonAlive(layout: StateLayout, name: string): boolean {
 }
 
 function spawnDaemon(layout: StateLayout, role: string, name: string): void {
-  const out = fs.openSync(layout.daemonLog(name), 'a');
+  const out = fs.openSync(layout.daemonLog(name), 'a', 0o600);
   const args = [path.join(projectRoot(), 'dist', 'src', 'daemon', 'main.js'), role, '--state', layout.dir];
   if (role === 'agent') args.push('--node', name);
   fs.rmSync(layout.daemonFile(name), { force: true });
+  // The daemon's umask (0077, set in daemon/main.ts) makes what it and its QEMUs create 0600/0700.
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
   fs.closeSync(out);
   child.unref();
@@ -78,9 +81,11 @@ async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: num
 
 export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpResult> {
   const progress = opts.progress ?? (() => {});
-  for (const d of [layout.dir, layout.logs, layout.shared, layout.disks, layout.consoles]) fs.mkdirSync(d, { recursive: true });
-  fs.mkdirSync(layout.run, { recursive: true, mode: 0o700 });
-  fs.chmodSync(layout.run, 0o700);
+  // Everything of a cluster is its owner's alone (disks, consoles, logs, the store, the token).
+  for (const d of [layout.dir, layout.logs, layout.shared, layout.disks, layout.consoles, layout.run]) {
+    fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+    fs.chmodSync(d, 0o700);
+  }
   fs.mkdirSync(layout.switchDir, { recursive: true, mode: 0o700 });
   const token = ensureToken(layout);
   let config = readConfig(layout);
@@ -102,7 +107,7 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
   const names = daemonNames(config);
   const missing = names.filter((n) => !daemonAlive(layout, n));
   if (missing.length === 0) {
-    return { alreadyRunning: true, started: [], config, controllerUrl: readEndpoint(layout, 'controller')!.url };
+    return { alreadyRunning: true, started: [], config, controllerUrl: readEndpoint(layout, 'controller')!.url, startActions: { started: [], failed: [] } };
   }
   await ensureImage(progress);
   for (const name of missing) {
@@ -127,20 +132,34 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     90_000,
     `the nodes to report (see ${layout.logs})`,
   );
-  return { alreadyRunning: false, started: missing, config, controllerUrl };
+  // Back from `ferry down`: the VMs whose start action says so start now (the controller runs them once).
+  progress('start actions');
+  const startActions = await new ApiClient({ baseUrl: controllerUrl, token, timeoutMs: 10 * 60_000 }).call(clusterRoutes.startActions, {});
+  return { alreadyRunning: false, started: missing, config, controllerUrl, startActions };
 }
 
 /** Stops VMs, daemons and any QEMU left behind; removes every socket and endpoint. */
-export async function down(layout: StateLayout): Promise<{ stoppedVms: string[]; stoppedDaemons: string[] }> {
+/**
+ * Shuts every VM down (each guest may take `shutdownTimeoutS`, default the
+ * cluster setting, before it is powered off), then stops the daemons and any
+ * QEMU left behind; removes every socket and endpoint.
+ */
+export async function down(
+  layout: StateLayout,
+  opts: { shutdownTimeoutS?: number } = {},
+): Promise<{ stoppedVms: string[]; forcedVms: string[]; stoppedDaemons: string[] }> {
   const config = readConfig(layout);
   const token = readToken(layout);
   let stoppedVms: string[] = [];
+  let forcedVms: string[] = [];
   const controller = readEndpoint(layout, 'controller');
   if (controller && token && pidAlive(controller.pid)) {
-    const res = await new ApiClient({ baseUrl: controller.url, token, timeoutMs: 120_000 })
-      .call(clusterRoutes.down, {})
-      .catch(() => ({ stopped: [] as string[] }));
+    const body = opts.shutdownTimeoutS !== undefined ? { shutdownTimeoutS: opts.shutdownTimeoutS } : {};
+    const res = await new ApiClient({ baseUrl: controller.url, token, timeoutMs: ((opts.shutdownTimeoutS ?? 3600) + 120) * 1000 })
+      .call(clusterRoutes.down, { body })
+      .catch(() => ({ stopped: [] as string[], forced: [] as string[] }));
     stoppedVms = res.stopped;
+    forcedVms = res.forced;
   }
   const stoppedDaemons: string[] = [];
   const names = config ? daemonNames(config).reverse() : [];
@@ -183,7 +202,7 @@ export async function down(layout: StateLayout): Promise<{ stoppedVms: string[];
     await deleteLinks(links);
   }
   fs.rmSync(layout.run, { recursive: true, force: true });
-  return { stoppedVms, stoppedDaemons };
+  return { stoppedVms, forcedVms, stoppedDaemons };
 }
 
 /** Stops a node's agent after it left the cluster and removes its runtime directory. */

@@ -43,13 +43,13 @@ export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: 
     networks,
     ...(controllerPort !== undefined ? { controllerPort } : {}),
   };
-  fs.writeFileSync(layout.cluster, JSON.stringify(config, null, 2) + '\n');
+  fs.writeFileSync(layout.cluster, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
   return config;
 }
 
 /** Rewrites cluster.json atomically (membership changed). */
 export function saveConfig(layout: StateLayout, config: ClusterConfig): void {
-  fs.writeFileSync(layout.cluster + '.tmp', JSON.stringify(config, null, 2) + '\n');
+  fs.writeFileSync(layout.cluster + '.tmp', JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
   fs.renameSync(layout.cluster + '.tmp', layout.cluster);
 }
 

@@ -52,6 +52,9 @@ import type { ControllerServices } from './services.js';
 import { Backups } from './storage/backups.js';
 import { BackupSchedules } from './storage/schedules.js';
 
+/** Set by `ferry down`, cleared once the start actions ran at the next start. */
+const POWERED_OFF_KEY = 'cluster/powered-off';
+
 /** Everything the controller's parts run on. */
 export interface ControllerPorts {
   layout: StateLayout;
@@ -91,7 +94,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
   const locks = new VmLockTable(clock);
   const vms = new StoreVms(store, clock);
   const nodes = new StoreNodes(store, p.config, clock, events, p.connect);
-  const settings = new StoreSettings(store, events);
+  const settings = new StoreSettings(store, events, p.layout.shared, (f) => p.volume.realPath(f));
   const baselines = new CpuBaselines(nodes, events);
   nodes.onCpuChange = () => baselines.note();
   const switches = new VirtualSwitches({ store, vms, nodes, events, control: p.switch, clock });
@@ -117,6 +120,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     clock,
     volume: p.volume,
     layout: p.layout,
+    settings,
     loads,
     switchExists: async (name) => void (await switches.get(name)),
     bootCpu: (vm, node) => baselines.bootCpu(vm, node),
@@ -205,7 +209,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     remote: p.remote,
     incoming,
     self: { clusterId: p.config.current().id, url: p.url, token: p.token },
-    stopVm: (n) => lifecycle.stop(n),
+    stopVm: (n) => lifecycle.stop(n, { timeoutMs: 0, force: true }),
     startVm: (n) => lifecycle.start(n),
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
@@ -245,10 +249,25 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
         return undefined;
       }
     },
-    down: async () => {
+    down: async (shutdownTimeoutMs) => {
       await migrations.cancelAll();
-      return { stopped: await lifecycle.stopAll((vm, e) => log.warn({ vm, err: String(e) }, 'stopping for down failed')) };
+      // Marked before the VMs go: a down cut short still runs the start actions at the next start.
+      await store.put(POWERED_OFF_KEY, { atMs: clock.nowMs() });
+      return lifecycle.stopAll(shutdownTimeoutMs, (vm, e) => log.warn({ vm, err: String(e) }, 'stopping for down failed'));
     },
+    startActions: () => (startActions ??= runStartActions()),
+  };
+
+  /** Once the cluster is back from `ferry down` and its nodes are up: each VM's start action, once. */
+  let startActions: Promise<{ started: string[]; failed: { vm: string; error: string }[] }> | undefined;
+  const runStartActions = async () => {
+    if (!(await store.get(POWERED_OFF_KEY))) return { started: [], failed: [] };
+    const deadline = clock.nowMs() + 60_000;
+    while (clock.nowMs() < deadline && (await nodes.list()).some((n) => n.state === 'down')) await clock.sleep(200);
+    const done = await lifecycle.runStartActions();
+    await store.delete(POWERED_OFF_KEY);
+    if (done.started.length || done.failed.length) log.info(done, `start actions: started ${done.started.join(', ') || 'none'}`);
+    return done;
   };
 
   return {
@@ -257,6 +276,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
       // Storage daemons a killed controller left behind (a backup copy, a replica export).
       const stale = p.volume.stopLeftovers();
       if (stale.length) log.info({ pids: stale }, `stopped ${stale.length} leftover qemu-storage-daemon(s)`);
+      await settings.dropUnknown(log);
       await nodes.initialise();
       await networks.initialise(p.config.current().networks ?? []);
       await switches.initialise(nodes.members());
@@ -280,6 +300,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
       every(1000, 'reconcile', () => reconciler.tick());
       every(1000, 'backup schedules', () => schedules.tick());
       every(1000, 'replicas', () => replicas.tick());
+      void services.startActions();
       void migrations.runScheduler(signal);
       void balancer.run(signal);
     },

@@ -11,16 +11,18 @@ import type { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
 import { placeVm, switchBlocker } from '../domain/placement.js';
 import type { MigrationPolicy } from '../domain/policy.js';
-import { type CpuIdentity, type VmRecord, type VmSpec, VmState } from '../domain/records.js';
+import { type CpuIdentity, type StartAction, startsWithCluster, type VmRecord, type VmSpec, VmState } from '../domain/records.js';
 import { DEFAULT_SWITCH, switchOf } from '../domain/switches.js';
 import { DEFAULT_TUNING } from '../domain/tuning.js';
 import { ipFor, macFor } from '../domain/addresses.js';
 import { VmOperation } from '../domain/vm-locks.js';
 import { tcpPeer } from '../domain/workload.js';
 import type { EventSink } from '../ports/events.js';
+import type { ShutdownResult } from '../ports/hypervisor.js';
 import type { VmLocks } from '../ports/locks.js';
 import type { NodeDirectory } from '../ports/node-directory.js';
 import type { VmRepository } from '../ports/vm-repository.js';
+import type { Settings } from '../ports/settings.js';
 import type { Volume } from '../ports/volume.js';
 import { waitTransferCompleted } from './core/transfers.js';
 
@@ -42,6 +44,7 @@ export interface VmSettingsChange {
   switch?: string;
   /** null clears the VM's policy (the cluster default applies). */
   policy?: Partial<MigrationPolicy> | null;
+  startAction?: StartAction;
 }
 
 export interface LifecycleDeps {
@@ -52,6 +55,7 @@ export interface LifecycleDeps {
   clock: Clock;
   volume: Volume;
   layout: StateLayout;
+  settings: Settings;
   loads: () => Promise<NodeLoad[]>;
   /** Throws when there is no switch of that name. */
   switchExists: (name: string) => Promise<void>;
@@ -205,6 +209,12 @@ export class Lifecycle {
    */
   async set(name: string, change: VmSettingsChange): Promise<VmRecord> {
     const { vms, events } = this.d;
+    if (change.startAction !== undefined) {
+      const action = change.startAction;
+      const next = await vms.update(name, (cur) => ({ ...cur, startAction: action }));
+      await events.emit({ type: 'vm.set', vm: name, message: `VM ${name}: start action ${action}` });
+      if (change.policy === undefined && change.compat === undefined && change.switch === undefined) return next;
+    }
     if (change.policy !== undefined) {
       const policy = change.policy;
       const next = await vms.update(name, (cur) => {
@@ -217,7 +227,7 @@ export class Lifecycle {
       if (change.compat === undefined && change.switch === undefined) return next;
     }
     if (change.compat === undefined && change.switch === undefined) {
-      throw errors.invalid('settings', 'nothing to set: give --compat on|off, --switch NAME or --policy FILE');
+      throw errors.invalid('settings', 'nothing to set: give --compat on|off, --switch NAME, --policy FILE or --start-action ACTION');
     }
     if (change.switch !== undefined) await this.d.switchExists(change.switch);
     return this.d.locks.with(name, VmOperation.Configure, async () => {
@@ -263,8 +273,9 @@ export class Lifecycle {
     const { vms, volume, clock } = this.d;
     return this.d.locks.with(name, VmOperation.StorageMove, async () => {
       const vm = await vms.get(name);
-      const target = path.join(path.resolve(to), `${name}.qcow2`);
-      if (target === vm.diskPath) throw errors.invalid('to', `VM '${name}''s disk is already in ${to}`);
+      const dir = await this.d.settings.confine(to, '--to');
+      const target = path.join(dir, `${name}.qcow2`);
+      if (target === vm.diskPath) throw errors.invalid('to', `VM '${name}''s disk is already in ${dir}`);
       if (vm.state !== VmState.Running && vm.state !== VmState.Stopped)
         throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running or stopped VM's disk moves`, { vm: name });
       try {
@@ -321,7 +332,12 @@ export class Lifecycle {
     });
   }
 
-  async stop(name: string): Promise<VmRecord> {
+  /**
+   * Stops a VM: the guest is asked to shut down (the ACPI power button) and
+   * powered off if it has not within `timeoutMs`; `force` powers it off at
+   * once. A saved VM's saved memory is discarded.
+   */
+  async stop(name: string, opts: { timeoutMs: number; force?: boolean; because?: 'down' }): Promise<VmRecord & { shutdown?: ShutdownResult }> {
     const { vms, clock } = this.d;
     return this.d.locks.with(name, VmOperation.Stop, async () => {
       const vm = await vms.get(name);
@@ -335,16 +351,42 @@ export class Lifecycle {
           return next;
         });
       }
+      let shutdown: ShutdownResult | undefined;
       if (vm.node) {
         try {
-          await (await this.d.nodes.agent(vm.node)).stop(name);
+          const agent = await this.d.nodes.agent(vm.node);
+          if (opts.force) {
+            await agent.stop(name);
+            shutdown = { by: 'force', ms: 0 };
+          } else shutdown = await agent.shutdown(name, opts.timeoutMs);
         } catch (e) {
           if (!isFerryError(e, ErrorCode.VmNotFound)) throw e;
         }
       }
-      const stopped = await vms.setState(name, VmState.Stopped);
-      await this.d.events.emit({ type: 'vm.stopped', vm: name, node: vm.node, message: `VM ${name} stopped` });
-      return stopped;
+      const wasRunning = vm.state === VmState.Running;
+      const stopped = await vms.update(name, (cur) => {
+        const next: VmRecord = { ...cur, state: VmState.Stopped, stateSinceMs: clock.nowMs() };
+        delete next.error;
+        if (opts.because === 'down' && wasRunning) next.runningAtDown = true;
+        else delete next.runningAtDown;
+        return next;
+      });
+      const how =
+        shutdown === undefined
+          ? ''
+          : shutdown.by === 'guest'
+            ? ` (the guest shut down in ${shutdown.ms} ms)`
+            : opts.force
+              ? ' (powered off)'
+              : ` (no shutdown within ${opts.timeoutMs} ms: powered off)`;
+      await this.d.events.emit({
+        type: 'vm.stopped',
+        vm: name,
+        node: vm.node,
+        message: `VM ${name} stopped${how}`,
+        ...(shutdown ? { data: { shutdown } } : {}),
+      });
+      return shutdown ? { ...stopped, shutdown } : stopped;
     });
   }
 
@@ -362,19 +404,61 @@ export class Lifecycle {
     });
   }
 
-  /** Stops every VM (for `ferry down`); migrations must have been cancelled first. */
-  async stopAll(onError: (vm: string, e: unknown) => void): Promise<string[]> {
+  /**
+   * `ferry down`: every VM shut down at once (each guest gets `timeoutMs`);
+   * a VM that was running is marked so that its start action knows.
+   */
+  async stopAll(timeoutMs: number, onError: (vm: string, e: unknown) => void): Promise<{ stopped: string[]; forced: string[] }> {
     const stopped: string[] = [];
+    const forced: string[] = [];
+    await Promise.all(
+      (await this.d.vms.list())
+        .filter((vm) => vm.state !== VmState.Stopped && vm.state !== VmState.Saved)
+        .map(async (vm) => {
+          try {
+            const r = await this.stop(vm.name, { timeoutMs, because: 'down' });
+            stopped.push(vm.name);
+            if (r.shutdown?.by === 'force') forced.push(vm.name);
+          } catch (e) {
+            onError(vm.name, e);
+          }
+        }),
+    );
+    return { stopped: stopped.sort(), forced: forced.sort() };
+  }
+
+  /**
+   * After the cluster went down and came back: starts each VM whose start
+   * action says so (always; if-running and it was running), and forgets
+   * who was running. A VM that cannot start is reported, the rest go on.
+   */
+  async runStartActions(): Promise<{ started: string[]; failed: { vm: string; error: string }[] }> {
+    const started: string[] = [];
+    const failed: { vm: string; error: string }[] = [];
     for (const vm of await this.d.vms.list()) {
-      if (vm.state === VmState.Stopped || vm.state === VmState.Saved) continue;
+      const starts = startsWithCluster(vm) && (vm.state === VmState.Stopped || vm.state === VmState.Saved);
+      if (vm.runningAtDown) {
+        await this.d.vms.update(vm.name, (cur) => {
+          const next = { ...cur };
+          delete next.runningAtDown;
+          return next;
+        });
+      }
+      if (!starts) continue;
       try {
-        await this.stop(vm.name);
-        stopped.push(vm.name);
+        await this.start(vm.name);
+        started.push(vm.name);
+        await this.d.events.emit({
+          type: 'vm.start-action',
+          vm: vm.name,
+          message: `VM ${vm.name} started by its start action (${vm.startAction ?? 'if-running'})`,
+        });
       } catch (e) {
-        onError(vm.name, e);
+        failed.push({ vm: vm.name, error: toFerryError(e).message });
+        await this.d.events.emit({ type: 'vm.start-action', vm: vm.name, message: `VM ${vm.name}'s start action failed: ${toFerryError(e).message}` });
       }
     }
-    return stopped;
+    return { started, failed };
   }
 
   async consoleInput(name: string, data: string): Promise<void> {

@@ -61,6 +61,8 @@ export interface ControllerServices {
   volume: Volume;
   /** What a VM's NIC offers and its guest negotiated, asked of its node (for `vm show`). */
   nicOf: (vm: string) => Promise<{ backend: string; offered: string[]; negotiated: string[] } | undefined>;
-  /** Cancels every migration and stops every VM (`ferry down`). */
-  down: () => Promise<{ stopped: string[] }>;
+  /** Cancels every migration and shuts every VM down, each guest given `shutdownTimeoutMs` (`ferry down`). */
+  down: (shutdownTimeoutMs: number) => Promise<{ stopped: string[]; forced: string[] }>;
+  /** The start actions after a `ferry down` (run once, when the nodes are up; later calls answer the same). */
+  startActions: () => Promise<{ started: string[]; failed: { vm: string; error: string }[] }>;
 }

@@ -44,6 +44,8 @@ function onExit(file: string, close: () => Promise<void>): void {
 }
 
 async function main(): Promise<void> {
+  // What a daemon creates (disks, consoles, logs, the store, sockets) and what its QEMU and qemu-img children create is for its owner only.
+  process.umask(0o077);
   const role = process.argv[2];
   const stateDir = arg('state');
   if (!stateDir) throw new Error('--state DIR is required');

@@ -19,6 +19,8 @@ export const ErrorCode = {
   /** A disk has no change bitmap to build an incremental backup on. */
   BitmapMissing: 'bitmap-missing',
   Unauthorized: 'unauthorized',
+  /** A request body past the limit. */
+  TooLarge: 'too-large',
   ClusterNotRunning: 'cluster-not-running',
   // the operation was attempted and failed (exit 1)
   QmpError: 'qmp-error',
@@ -51,6 +53,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   conflict: { httpStatus: 409, exitCode: 2, retryable: true },
   'bitmap-missing': { httpStatus: 409, exitCode: 2, retryable: false },
   unauthorized: { httpStatus: 401, exitCode: 2, retryable: false },
+  'too-large': { httpStatus: 413, exitCode: 2, retryable: false },
   'cluster-not-running': { httpStatus: 503, exitCode: 2, retryable: true },
   'qmp-error': { httpStatus: 500, exitCode: 1, retryable: false },
   'qemu-died': { httpStatus: 500, exitCode: 1, retryable: false },
@@ -96,7 +99,7 @@ export class FerryError extends Error {
   }
 
   static fromJSON(json: FerryErrorJson): FerryError {
-    const code = json.code in ERROR_CLASSES ? json.code : ErrorCode.Internal;
+    const code = typeof json.code === 'string' && Object.hasOwn(ERROR_CLASSES, json.code) ? json.code : ErrorCode.Internal;
     return new FerryError(code, json.message, { details: json.details });
   }
 }
@@ -131,10 +134,23 @@ export const errors = {
   insufficientResources: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.InsufficientResources, message, { details }),
   conflict: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.Conflict, message, { details }),
   unauthorized: () => new FerryError(ErrorCode.Unauthorized, 'missing or wrong API token'),
+  tooLarge: (maxBytes: number) =>
+    new FerryError(ErrorCode.TooLarge, `the request body is larger than ${maxBytes >= 1 << 20 ? `${maxBytes / (1 << 20)} MiB` : `${maxBytes} bytes`}`, {
+      details: { maxBytes },
+    }),
+  strangerHeartbeat: (node: string, clusterId?: string) =>
+    new FerryError(
+      ErrorCode.NotClusterMember,
+      clusterId === undefined
+        ? `heartbeat from node '${node}', which is not a member of this cluster`
+        : `heartbeat from node '${node}' of another cluster (${clusterId})`,
+      { details: { node, ...(clusterId === undefined ? {} : { clusterId }) } },
+    ),
   clusterNotRunning: (stateDir: string) => new FerryError(ErrorCode.ClusterNotRunning, `no cluster is running in ${stateDir} (start one with 'ferry up')`),
   timeout: (what: string, ms: number) => new FerryError(ErrorCode.Timeout, `${what} timed out after ${ms} ms`, { details: { timeoutMs: ms } }),
   aborted: (what: string) => new FerryError(ErrorCode.Aborted, `${what} was cancelled`),
   agentUnreachable: (node: string, cause?: unknown) =>
     new FerryError(ErrorCode.AgentUnreachable, `agent of node '${node}' is unreachable`, { details: { node }, cause }),
   internal: (message: string, cause?: unknown) => new FerryError(ErrorCode.Internal, message, { cause }),
+  migrationFailed: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.MigrationFailed, message, { details }),
 };

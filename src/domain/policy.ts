@@ -68,6 +68,14 @@ export const QEMU_DEFAULTS_POLICY: MigrationPolicy = {
 
 export const NAMED_POLICIES: Record<string, MigrationPolicy> = { ferry: FERRY_POLICY, 'qemu-defaults': QEMU_DEFAULTS_POLICY };
 
+/** A named policy, or undefined (a prototype key such as 'constructor' is no policy name). */
+export function namedPolicy(name: string): MigrationPolicy | undefined {
+  return Object.hasOwn(NAMED_POLICIES, name) ? NAMED_POLICIES[name] : undefined;
+}
+
+/** The fields a policy has. */
+export const POLICY_FIELDS = Object.keys(FERRY_POLICY) as (keyof MigrationPolicy)[];
+
 /** Cluster default, then the VM's, then the migration's: later wins field by field. */
 export function effectivePolicy(...layers: (Partial<MigrationPolicy> | undefined)[]): MigrationPolicy {
   return Object.assign({}, FERRY_POLICY, ...layers.filter(Boolean)) as MigrationPolicy;

@@ -84,6 +84,20 @@ export interface VmRecord {
   nicOffloads?: string[];
   /** Migration policy fields overriding the cluster default for this VM. */
   policy?: Partial<import('./policy.js').MigrationPolicy>;
+  /** What the cluster does with the VM when it starts again after `ferry down`; absent: if-running. */
+  startAction?: StartAction;
+  /** The VM was running when `ferry down` shut it down (its if-running start action starts it again). */
+  runningAtDown?: boolean;
+}
+
+/** When a cluster starts: start the VM always, never, or if it was running when the cluster went down. */
+export const START_ACTIONS = ['always', 'never', 'if-running'] as const;
+export type StartAction = (typeof START_ACTIONS)[number];
+
+/** Whether a VM's start action starts it when the cluster comes back up. */
+export function startsWithCluster(vm: Pick<VmRecord, 'startAction' | 'runningAtDown'>): boolean {
+  const action = vm.startAction ?? 'if-running';
+  return action === 'always' || (action === 'if-running' && vm.runningAtDown === true);
 }
 
 /** What an agent needs to start a VM's QEMU. */

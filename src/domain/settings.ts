@@ -12,11 +12,23 @@ export interface ClusterSettings {
   balanceAuto: boolean;
   /** How often automatic balancing runs; no VM moves more than once per interval. */
   balanceIntervalS: number;
-  /** Where backups are written: an absolute directory; '' is the shared volume's backups/ directory. */
+  /** Where backups are written: an absolute directory inside a storage root; '' is the shared volume's backups/ directory. */
   backupStore: string;
+  /** How long a guest may take to shut down (`vm stop`, `ferry down`) before it is powered off. */
+  shutdownTimeoutS: number;
+  /** Directories besides the shared volume that VM disks and backups may be put in (see storage-roots.ts). */
+  storageRoots: string[];
 }
 
-export const DEFAULT_SETTINGS: ClusterSettings = { migrationsPerNode: 1, balanceThresholdPct: 20, balanceAuto: false, balanceIntervalS: 300, backupStore: '' };
+export const DEFAULT_SETTINGS: ClusterSettings = {
+  migrationsPerNode: 1,
+  balanceThresholdPct: 20,
+  balanceAuto: false,
+  balanceIntervalS: 300,
+  backupStore: '',
+  shutdownTimeoutS: 30,
+  storageRoots: [],
+};
 
 export type SettingName = keyof ClusterSettings;
 export const SETTING_NAMES = Object.keys(DEFAULT_SETTINGS) as SettingName[];

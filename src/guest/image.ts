@@ -31,6 +31,9 @@ export const GUEST_MODULES = [
   'net_failover',
   'virtio_net',
   'virtio_blk',
+  // The ACPI power button, as an input device: a clean shutdown on QEMU's system_powerdown.
+  'evdev',
+  'button',
 ] as const;
 
 export interface GuestImage {

@@ -59,6 +59,9 @@ export class AgentClient implements NodeAgent {
   async stop(vm: string, opts?: CallOptions): Promise<void> {
     await this.call(r.stop, { params: { name: vm } }, opts);
   }
+  shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<{ by: 'guest' | 'force'; ms: number }> {
+    return this.call(r.shutdown, { params: { name: vm }, body: { timeoutMs } }, opts, timeoutMs + 15_000);
+  }
   async kill(vm: string, opts: CallOptions & { pid?: number } = {}): Promise<boolean> {
     return (await this.call(r.kill, { params: { name: vm }, query: opts.pid !== undefined ? { pid: opts.pid } : {} }, opts)).killed;
   }

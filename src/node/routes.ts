@@ -147,6 +147,13 @@ export const agentRoutes = {
   get: vm('get', '', 'One guest', {}, InstanceSchema),
   config: vm('get', '/config', 'The configuration a guest runs with', {}, SpecSchema),
   stop: vm('post', '/stop', 'Quit a guest', body(Empty, false), z.object({ stopped: z.string() })),
+  shutdown: vm(
+    'post',
+    '/shutdown',
+    'Shut a guest down (ACPI power button), powering it off after timeoutMs',
+    body(z.strictObject({ timeoutMs: z.number().int().min(0).max(3_600_000) })),
+    z.object({ by: z.enum(['guest', 'force']), ms: z.number() }),
+  ),
   kill: vm('delete', '', 'Kill a guest now', { query: z.object({ pid: z.coerce.number().int().min(1).optional() }) }, z.object({ killed: z.boolean() })),
   pause: vm('post', '/pause', 'Pause', body(Empty, false), Ok),
   resume: vm('post', '/resume', 'Resume', body(Empty, false), Ok),

@@ -18,6 +18,12 @@ import type { NicBackend, Offload } from '../domain/nic.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
 
 export { RunState };
+
+/** How a guest went: it powered off by itself (`guest`) or was powered off (`force`). */
+export interface ShutdownResult {
+  by: 'guest' | 'force';
+  ms: number;
+}
 /** One guest process on this host (what the agent reports). */
 export type GuestProcess = VmInstance;
 
@@ -68,6 +74,12 @@ export interface Hypervisor {
   launch(spec: VmSpec, opts: LaunchOptions): Promise<GuestProcess>;
   /** Asks the guest's process to quit, then kills it after `graceMs`. */
   stop(name: string, graceMs?: number): Promise<void>;
+  /**
+   * Asks the guest to shut down (the ACPI power button) and waits up to
+   * `timeoutMs` for it to power off; then (or at once, for a guest that is
+   * not running and so cannot hear the button) powers it off.
+   */
+  shutdown(name: string, timeoutMs: number): Promise<ShutdownResult>;
   /** Ends the process now; with `pid`, only if it is still that process. False when nothing was killed. */
   kill(name: string, pid?: number): Promise<boolean>;
   pause(name: string): Promise<void>;

@@ -30,6 +30,8 @@ export interface NodeAgent {
   config(vm: string, opts?: CallOptions): Promise<VmSpec>;
   start(spec: VmSpec, opts?: StartOptions): Promise<VmInstance>;
   stop(vm: string, opts?: CallOptions): Promise<void>;
+  /** The guest is asked to shut down and powered off after `timeoutMs` if it has not. */
+  shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<{ by: 'guest' | 'force'; ms: number }>;
   /** Ends the VM's process now (only process `pid`, if given); false when none was killed. */
   kill(vm: string, opts?: CallOptions & { pid?: number }): Promise<boolean>;
   pause(vm: string, opts?: CallOptions): Promise<void>;

@@ -52,4 +52,6 @@ export interface Volume {
   stopLeftovers(): number[];
   /** Makes sure a directory exists and is writable; `recursive` only for Ferry's own directories. */
   ensureWritableDir(dir: string, opts?: { recursive?: boolean }): void;
+  /** `p` with every symbolic link in its existing part resolved (what is not there yet is kept as given). */
+  realPath(p: string): string;
 }

@@ -15,7 +15,7 @@ import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/blo
 import type { Offload } from '../domain/nic.js';
 import { RunState, type VmInstance, type VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
-import type { GuestMeasurement, HostFacts, Hypervisor, LaunchOptions, TransferTarget } from '../ports/hypervisor.js';
+import type { GuestMeasurement, HostFacts, Hypervisor, LaunchOptions, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 import { detectAccelerator } from './accel.js';
 import { freezeDisk, mergeOverlay } from './backup-job.js';
 import { cpuIdentity, hostCpu, qemuVersion } from './cpu.js';
@@ -195,6 +195,16 @@ export class QemuHypervisor implements Hypervisor {
     this.vms.delete(name);
     await vm.quit(graceMs);
     this.removeRuntimeFiles(name);
+  }
+
+  async shutdown(name: string, timeoutMs: number): Promise<ShutdownResult> {
+    const vm = this.vm(name);
+    const started = Date.now();
+    const runs = (await this.get(name).catch(() => undefined))?.runState === RunState.Running;
+    this.vms.delete(name);
+    const by = await vm.shutdown(timeoutMs, runs);
+    this.removeRuntimeFiles(name);
+    return { by, ms: Date.now() - started };
   }
 
   async kill(name: string, pid?: number): Promise<boolean> {

@@ -129,7 +129,24 @@ export class QemuVm {
     }
     if (!(await waitFor(() => !pidAlive(this.pid), graceMs))) killHard(this.pid);
     await waitFor(() => !pidAlive(this.pid), 5_000);
-    this.cleanup();
+    await this.cleanup();
+  }
+
+  /** The ACPI power button, then up to `timeoutMs` for the guest to power off; `quit` if it has not. */
+  async shutdown(timeoutMs: number, guestRuns: boolean): Promise<'guest' | 'force'> {
+    if (guestRuns) {
+      this.closing = true;
+      const pressed = await this.qmp.execute('system_powerdown', {}, { timeoutMs: 2_000 }).then(
+        () => true,
+        () => false,
+      );
+      if (pressed && (await waitFor(() => !pidAlive(this.pid), timeoutMs, 50))) {
+        await this.cleanup();
+        return 'guest';
+      }
+    }
+    await this.quit();
+    return 'force';
   }
 
   /** SIGKILL: for a QEMU that must not run one instant longer (a failed migration target). */
@@ -139,7 +156,7 @@ export class QemuVm {
     if (!(await waitFor(() => !pidAlive(this.pid), 5_000))) {
       throw new FerryError(ErrorCode.Internal, `QEMU pid ${this.pid} of '${this.name}' survived SIGKILL`);
     }
-    this.cleanup();
+    await this.cleanup();
   }
 
   /** Stops talking to QEMU without stopping it (agent shutdown). */
@@ -149,24 +166,69 @@ export class QemuVm {
     this.qmp.close();
   }
 
-  private cleanup(): void {
+  /** After QEMU has gone: the console's last words are read (until its socket closes, briefly), then everything is closed. */
+  private async cleanup(): Promise<void> {
+    const serial = this.serial;
+    if (serial && !serial.destroyed)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 500);
+        serial.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     this.serial?.destroy();
     this.qmp.close();
     const l = this.descriptor.launch;
     for (const p of [l.qmpSocket, l.serialSocket, l.pidFile]) fs.rmSync(p, { force: true });
   }
 
+  /** Console output that could not be written (a full or failing disk), counted until it can be said in the log. */
+  droppedConsoleBytes = 0;
+  private consoleFd: number | undefined;
+  private droppedPending = 0;
+  private droppedSince: string | undefined;
+
+  /** Appends console output to the log; a full or failing disk drops it (counted) instead of stopping the agent. */
+  private appendConsole(chunk: Buffer): void {
+    try {
+      this.consoleFd ??= fs.openSync(this.descriptor.launch.spec.consoleLogPath, 'a', 0o600);
+      if (this.droppedSince) {
+        fs.writeSync(
+          this.consoleFd,
+          `\n[ferry: ${this.droppedPending} bytes of console output dropped since ${this.droppedSince}: the log could not be written]\n`,
+        );
+        this.droppedSince = undefined;
+        this.droppedPending = 0;
+      }
+      fs.writeSync(this.consoleFd, chunk);
+    } catch (e) {
+      this.droppedConsoleBytes += chunk.length;
+      this.droppedPending += chunk.length;
+      this.droppedSince ??= `${new Date().toISOString()} (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    }
+  }
+
+  private closeConsoleLog(): void {
+    if (this.consoleFd === undefined) return;
+    try {
+      fs.closeSync(this.consoleFd);
+    } catch {
+      /* already closed */
+    }
+    this.consoleFd = undefined;
+  }
+
   private connectSerial(): void {
-    const log = fs.openSync(this.descriptor.launch.spec.consoleLogPath, 'a');
     const sock = net.createConnection({ path: this.descriptor.launch.serialSocket });
     this.serial = sock;
     sock.on('data', (chunk: Buffer) => {
-      fs.writeSync(log, chunk);
+      this.appendConsole(chunk);
       for (const l of this.consoleListeners) l(chunk);
     });
     sock.on('error', () => {});
     sock.on('close', () => {
-      fs.closeSync(log);
+      this.closeConsoleLog();
       if (!this.closing && !this.qmp.closed) setTimeout(() => !this.closing && this.connectSerial(), 200);
     });
   }

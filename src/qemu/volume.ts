@@ -169,6 +169,21 @@ export class QemuVolume implements Volume {
     return killStaleStorageDaemons(this.runDir);
   }
 
+  realPath(p: string): string {
+    const rest: string[] = [];
+    let cur = path.resolve(p);
+    for (;;) {
+      try {
+        return path.join(fs.realpathSync(cur), ...rest.reverse());
+      } catch {
+        const up = path.dirname(cur);
+        if (up === cur) return path.resolve(p);
+        rest.push(path.basename(cur));
+        cur = up;
+      }
+    }
+  }
+
   ensureWritableDir(dir: string, opts: { recursive?: boolean } = {}): void {
     if (!fs.existsSync(dir)) {
       if (opts.recursive) fs.mkdirSync(dir, { recursive: true });

@@ -16,7 +16,7 @@ import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/blo
 import type { Offload } from '../domain/nic.js';
 import { RunState, type VmInstance, type VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferStatus, TransferTuning } from '../domain/transfer.js';
-import type { GuestMeasurement, HostFacts, Hypervisor, LaunchOptions, TransferTarget } from '../ports/hypervisor.js';
+import type { GuestMeasurement, HostFacts, Hypervisor, LaunchOptions, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 
 export type HypervisorOp = Exclude<keyof Hypervisor, 'onExit' | 'onConsole' | 'has' | 'spec' | 'committedMiB'> | 'spec';
 
@@ -231,6 +231,14 @@ export class FakeHypervisor implements Hypervisor {
     await this.world.enter(this.node, 'stop', name);
     this.guest(name);
     this.vms.delete(name);
+  }
+
+  /** A running fake guest hears the power button and powers off; any other is powered off. */
+  async shutdown(name: string): Promise<ShutdownResult> {
+    await this.world.enter(this.node, 'shutdown', name);
+    const g = this.guest(name);
+    this.vms.delete(name);
+    return { by: g.runState === RunState.Running ? 'guest' : 'force', ms: 0 };
   }
 
   async kill(name: string, pid?: number): Promise<boolean> {

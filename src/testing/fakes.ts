@@ -113,6 +113,14 @@ export class FakeVolume implements Volume {
   ensureWritableDir(dir: string): void {
     if (dir.startsWith('/proc')) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
   }
+
+  /** Symbolic links, as a test declares them (`link → target`). */
+  readonly links = new Map<string, string>();
+
+  realPath(p: string): string {
+    for (const [link, target] of this.links) if (p === link || p.startsWith(link + '/')) return target + p.slice(link.length);
+    return p;
+  }
 }
 
 /** The switch daemon: MACs move to wherever the fake world says a VM runs. */

@@ -118,8 +118,8 @@ describe('the controller API in process', () => {
       [
         '/api/v1/vms',
         { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'a', pad: 'x'.repeat(2 << 20) }) },
-        400,
-        /larger than 1048576 bytes/,
+        413,
+        /^the request body is larger than 1 MiB$/,
       ],
       [
         '/api/v1/vms',

@@ -67,7 +67,7 @@ describe('live and quick migration, a failure at every phase', () => {
     ['quick', quickFaults],
   ] as const) {
     for (const step of STEPS) {
-      it(`${mode}: a failure in ${step} ${step === 'network' ? 'is a warning after the handover' : 'leaves the VM running on its source'}, and a retry succeeds`, async () => {
+      it(`${mode}: a failure in ${step} ${step === 'network' ? 'fails the migration after the handover, naming the step' : 'leaves the VM running on its source'}, and a retry succeeds`, async () => {
         const from = (await c.api.call(vmRoutes.show, { params: { name: 'web' } })).node;
         const to = from === 'node-1' ? 'node-2' : 'node-1';
         const fault = { ...faults[step]!, ...(faults[step]!.node ? { node: faults[step]!.node === 'node-1' ? from : to } : {}) };
@@ -76,9 +76,14 @@ describe('live and quick migration, a failure at every phase', () => {
         const r = await finished(c, m.id);
         c.world.clearFaults();
         if (step === 'network') {
-          assert.equal(r.status, 'completed', JSON.stringify(r));
-          assert.match((r.warnings ?? []).join('; '), /did not see .* on node-\d after the announce/);
+          assert.equal(r.status, 'failed', JSON.stringify(r));
+          assert.equal(
+            r.error,
+            `network: the switch did not see ${(await c.api.call(vmRoutes.show, { params: { name: 'web' } })).mac} on ${to} after the announce; the VM runs on ${to} without network`,
+          );
           await runsOnlyOn(c, 'web', to);
+          const vm = await c.api.call(vmRoutes.show, { params: { name: 'web' } });
+          assert.deepEqual([vm.node, vm.state, vm.migrationId], [to, 'running', undefined], 'the record says where the VM is');
           return;
         }
         assert.equal(r.status, 'failed');

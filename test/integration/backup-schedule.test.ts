@@ -69,6 +69,7 @@ describe('backup schedules', () => {
   it('backs up inside its window and prunes its own backups to --keep, each kept one restoring', async () => {
     // The backup store is a setting: another directory than the shared volume's backups/.
     const store = path.join(c.dir, 'backup-store');
+    await c.ferryOk(['cluster', 'set', 'storageRoots', store]);
     await c.ferryOk(['cluster', 'set', 'backupStore', store]);
     const manual = await c.ferryJson<BackupRecord>(['backup', 'create', 'db']);
     assert.ok(manual.file.startsWith(`${store}/db/`), manual.file);

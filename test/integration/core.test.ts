@@ -104,6 +104,21 @@ describe('core: a local cluster with real QEMU', () => {
     await c.ferryOk(['vm', 'stop', 'server']);
   });
 
+  it('creates every file for its owner alone: disks, consoles, logs, the store, the token', async () => {
+    const mode = (p: string) => (fs.statSync(p).mode & 0o777).toString(8);
+    const disk = (await c.vm('server')).diskPath;
+    const files = [
+      disk,
+      c.layout.consoleLog('server'),
+      c.layout.store,
+      c.layout.token,
+      c.layout.cluster,
+      ...fs.readdirSync(c.layout.logs).map((f) => path.join(c.layout.logs, f)),
+    ];
+    for (const f of files) assert.equal(mode(f), '600', f);
+    for (const d of [c.dir, c.layout.shared, c.layout.disks, c.layout.consoles, c.layout.logs, c.layout.run]) assert.equal(mode(d), '700', d);
+  });
+
   it('refuses bad input with one error line, exit 2, and nothing created', async () => {
     const before = await c.ferryJson<unknown[]>(['vm', 'list']);
     const disks = fs.readdirSync(c.layout.disks);

@@ -1,6 +1,5 @@
 /**
- * Shared-nothing live migration (issue 8, item 5, second half) with real
- * QEMU: a VM whose disk is on its node's own storage (not the shared
+ * Shared-nothing live migration with real QEMU: a VM whose disk is on its node's own storage (not the shared
  * volume) is refused a plain live migration with a hint; `--with-storage
  * DIR` copies the disk into DIR on the target while the guest writes
  * numbered records synchronously (QEMU mirror into the target's NBD export,
@@ -25,7 +24,10 @@ describe('shared-nothing live migration', () => {
     c = await TestCluster.start({ nodes: 2, nodeMemoryMiB: 1024 });
     await c.createAndStart('sn', { node: 'node-1', memoryMiB: 128, workload: 'disk:50' });
     await waitFor('the guest to write', 30_000, () => (c.console('sn').diskAcked ?? 0) >= 30);
-    // Onto node-1's own storage, outside the shared volume.
+    // Each node's own storage, outside the shared volume, is a storage root of the cluster.
+    await c.ferryOk(['cluster', 'set', 'storageRoots', `${path.join(c.dir, 'local-node-1')},${path.join(c.dir, 'local-node-2')}`]);
+    fs.mkdirSync(path.join(c.dir, 'local-node-2'), { recursive: true });
+    // Onto node-1's own storage.
     const moved = await c.ferryJson<{ diskPath: string }>(['vm', 'move-storage', 'sn', '--to', path.join(c.dir, 'local-node-1')]);
     localDisk = moved.diskPath;
   });
@@ -43,20 +45,41 @@ describe('shared-nothing live migration', () => {
     const check = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--check']);
     assert.equal(check.code, 1);
     assert.match(check.stdout, new RegExp(`- ${hint.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
-    const quick = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--quick', '--with-storage', path.join(c.dir, 'x')]);
+    const quick = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--quick', '--with-storage', path.join(c.dir, 'local-node-2')]);
     assert.equal(quick.code, 2);
     assert.equal(quick.stderr.trim(), 'error: --with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
     await assert.rejects(
       requestMigration(c.api, 'sn', { to: 'node-2', withStorage: 'relative/dir' }),
-      /--with-storage must be an absolute directory on the target node, got 'relative\/dir'/,
+      /^FerryError: --with-storage must be an absolute directory inside a storage root, got 'relative\/dir'; storage roots: /,
     );
+    // Outside every storage root, however it is spelled: refused before anything moves, naming the roots.
+    const roots = `${path.join(c.dir, 'shared')}, ${path.join(c.dir, 'local-node-1')}, ${path.join(c.dir, 'local-node-2')}`;
+    for (const [given, why] of [
+      ['../../etc', "must be an absolute directory inside a storage root, got '../../etc'"],
+      ['/etc', "must be inside a storage root, got '/etc'"],
+      [path.join(c.dir, 'local-node-2', '..', '..', 'etc'), `must be inside a storage root, got '${path.join(c.dir, 'local-node-2', '..', '..', 'etc')}'`],
+      ['/proc/ferry-nowhere', "cannot be under /proc, /sys, /dev, got '/proc/ferry-nowhere'"],
+    ]) {
+      const out = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--with-storage', given!]);
+      assert.equal(out.code, 2, given);
+      assert.equal(out.stderr, `error: --with-storage ${why}; storage roots: ${roots} (cluster setting storageRoots)\n`);
+    }
+    // A symbolic link inside a root that leads out of it is refused too.
+    fs.symlinkSync('/etc', path.join(c.dir, 'local-node-2', 'escape'));
+    const link = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--with-storage', path.join(c.dir, 'local-node-2', 'escape')]);
+    assert.equal(link.code, 2);
+    assert.match(link.stderr, /^error: --with-storage must be inside a storage root, got '\/etc'/);
+    fs.rmSync(path.join(c.dir, 'local-node-2', 'escape'));
+    assert.ok(!fs.existsSync('/etc/sn.qcow2'));
     const vm = await c.vm('sn');
     assert.deepEqual([vm.node, vm.diskPath, vm.state, vm.migrationId], ['node-1', localDisk, 'running', undefined]);
   });
 
   it('leaves the VM running on its own disk when the copy cannot be made', async () => {
     const boot = bootId();
-    const m = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--with-storage', '/proc/ferry-nowhere', '--json']);
+    // Inside a root, but not a directory anything can be created in.
+    fs.writeFileSync(path.join(c.dir, 'local-node-2', 'a-file'), '');
+    const m = await c.ferry(['vm', 'migrate', 'sn', '--to', 'node-2', '--with-storage', path.join(c.dir, 'local-node-2', 'a-file', 'sub'), '--json']);
     assert.equal(m.code, 1, m.stderr);
     const report = JSON.parse(m.stdout) as MigrationReport;
     assert.equal(report.status, 'failed');

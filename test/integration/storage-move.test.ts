@@ -1,5 +1,5 @@
 /**
- * Live storage move (issue 8, item 5, first half) with real QEMU: the guest
+ * Live storage move with real QEMU: the guest
  * writes numbered records synchronously while its disk moves to another
  * directory; it keeps running and writing, every acknowledged write is on
  * the new disk, the VM migrates from there, and a move that cannot be done
@@ -27,13 +27,50 @@ describe('live storage move', () => {
 
   it('refuses a move it cannot make and leaves the VM on its original disk', async () => {
     const original = (await c.vm('vol')).diskPath;
-    const r = await c.ferry(['vm', 'move-storage', 'vol', '--to', '/proc/ferry-nowhere']);
+    const blocked = path.join(c.dir, 'shared', 'a-file');
+    fs.writeFileSync(blocked, '');
+    const r = await c.ferry(['vm', 'move-storage', 'vol', '--to', path.join(blocked, 'sub')]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr.trim(), /^error: cannot write to \/proc\/ferry-nowhere: E[A-Z]+$/);
+    assert.equal(r.stderr, `error: cannot write to ${path.join(blocked, 'sub')}: ENOTDIR\n`);
     const vm = await c.vm('vol');
     assert.deepEqual([vm.diskPath, vm.state], [original, 'running']);
     const n = acked();
     await waitFor('writes to go on', 10_000, () => acked() > n + 20);
+  });
+
+  it('puts a disk only inside a storage root: the shared volume and the storageRoots setting', async () => {
+    const original = (await c.vm('vol')).diskPath;
+    const shared = path.join(c.dir, 'shared');
+    for (const [given, why] of [
+      ['/etc', "must be inside a storage root, got '/etc'"],
+      ['/proc', "cannot be under /proc, /sys, /dev, got '/proc'"],
+      ['etc', "must be an absolute directory inside a storage root, got 'etc'"],
+      [`${shared}/../../../etc`, `must be inside a storage root, got '${shared}/../../../etc'`],
+    ]) {
+      const r = await c.ferry(['vm', 'move-storage', 'vol', '--to', given!]);
+      assert.equal(r.code, 2, given);
+      assert.equal(r.stderr, `error: --to ${why}; storage roots: ${shared} (cluster setting storageRoots)\n`);
+    }
+    assert.ok(!fs.existsSync('/etc/vol.qcow2'));
+    // The backup store is confined the same way.
+    const store = await c.ferry(['cluster', 'set', 'backupStore', '/etc/ferry-backups']);
+    assert.equal(store.code, 2);
+    assert.equal(
+      store.stderr,
+      `error: backupStore must be inside a storage root, got '/etc/ferry-backups'; storage roots: ${shared} (cluster setting storageRoots)\n`,
+    );
+    // A root added by the setting takes disks; the shared volume stays one.
+    const extra = path.join(c.dir, 'local-disks');
+    await c.ferryOk(['cluster', 'set', 'storageRoots', extra]);
+    const shown = await c.ferryJson<{ settings: { storageRoots: string[] } }>(['cluster', 'show']);
+    assert.deepEqual(shown.settings.storageRoots, [extra]);
+    const moved = await c.ferryJson<{ diskPath: string }>(['vm', 'move-storage', 'vol', '--to', extra]);
+    assert.equal(moved.diskPath, path.join(extra, 'vol.qcow2'));
+    const back = await c.ferryJson<{ diskPath: string }>(['vm', 'move-storage', 'vol', '--to', path.dirname(original)]);
+    assert.equal(back.diskPath, original);
+    const bad = await c.ferry(['cluster', 'set', 'storageRoots', '/proc,relative']);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr.trim().split('\n').length, 1);
   });
 
   it("moves the running VM's disk while it writes, and every acknowledged write is on the new disk", async () => {

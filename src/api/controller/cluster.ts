@@ -38,5 +38,9 @@ export function mountCluster(app: OpenAPIHono, s: ControllerServices): void {
   });
   app.openapi(clusterRoutes.setPolicy, async (c) => c.json(await s.settings.setPolicy(c.req.valid('json')), 200));
   app.openapi(clusterRoutes.balance, async (c) => c.json(await s.balancer.balance(c.req.valid('json').dryRun === true), 200));
-  app.openapi(clusterRoutes.down, async (c) => c.json(await s.down(), 200));
+  app.openapi(clusterRoutes.down, async (c) => {
+    const timeoutS = c.req.valid('json').shutdownTimeoutS ?? (await s.settings.get()).shutdownTimeoutS;
+    return c.json(await s.down(timeoutS * 1000), 200);
+  });
+  app.openapi(clusterRoutes.startActions, async (c) => c.json(await s.startActions(), 200));
 }

@@ -21,6 +21,7 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
         ...(b.compat !== undefined ? { compat: b.compat } : {}),
         ...(b.switch !== undefined ? { switch: b.switch } : {}),
         ...(b.policy !== undefined ? { policy: b.policy } : {}),
+        ...(b.startAction !== undefined ? { startAction: b.startAction } : {}),
       }),
       200,
     );
@@ -31,7 +32,11 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
     return c.json({ deleted: name }, 200);
   });
   app.openapi(vmRoutes.start, async (c) => c.json(await s.lifecycle.start(c.req.valid('param').name, c.req.valid('json')), 200));
-  app.openapi(vmRoutes.stop, async (c) => c.json(await s.lifecycle.stop(c.req.valid('param').name), 200));
+  app.openapi(vmRoutes.stop, async (c) => {
+    const b = c.req.valid('json');
+    const timeoutMs = b.force ? 0 : (b.timeoutS ?? (await s.settings.get()).shutdownTimeoutS) * 1000;
+    return c.json(await s.lifecycle.stop(c.req.valid('param').name, { timeoutMs, force: b.force === true }), 200);
+  });
   app.openapi(vmRoutes.save, async (c) => c.json(await s.lifecycle.save(c.req.valid('param').name), 200));
   app.openapi(vmRoutes.moveStorage, async (c) => c.json(await s.lifecycle.moveStorage(c.req.valid('param').name, c.req.valid('json').to), 200));
   app.openapi(vmRoutes.ping, async (c) => {

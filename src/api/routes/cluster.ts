@@ -5,12 +5,14 @@ import {
   BalanceBody,
   BalanceResultSchema,
   CpuBaselineSchema,
+  DownBody,
   Empty,
   EffectivePolicySchema,
   PolicySchema,
   SettingBody,
   SettingName,
   SettingsSchema,
+  StartActionsSchema,
   StatusSchema,
 } from '../schemas.js';
 
@@ -67,8 +69,16 @@ export const clusterRoutes = {
     method: 'post',
     path: '/api/v1/cluster/down',
     tags: tag,
-    summary: 'Stop every VM (before the daemons stop)',
+    summary: 'Shut every VM down (before the daemons stop); their start actions apply at the next start',
+    request: body(DownBody, false),
+    responses: answers(z.object({ stopped: z.array(z.string()), forced: z.array(z.string()) })),
+  }),
+  startActions: createRoute({
+    method: 'post',
+    path: '/api/v1/cluster/start-actions',
+    tags: tag,
+    summary: 'After the cluster went down: start the VMs whose start action says so (once; later calls answer what happened)',
     request: body(Empty, false),
-    responses: answers(z.object({ stopped: z.array(z.string()) })),
+    responses: answers(StartActionsSchema),
   }),
 };

@@ -18,6 +18,7 @@ import {
   VmSchema,
   VmSetBody,
   VmStartBody,
+  VmStopBody,
   VmViewSchema,
 } from '../schemas.js';
 
@@ -69,9 +70,9 @@ export const vmRoutes = {
     method: 'post',
     path: '/api/v1/vms/{name}/stop',
     tags: tag,
-    summary: 'Stop a VM',
-    request: { params, ...body(Empty, false) },
-    responses: answers(VmSchema),
+    summary: 'Shut a VM down (ACPI; powered off after the timeout), or power it off (force)',
+    request: { params, ...body(VmStopBody, false) },
+    responses: answers(VmSchema.extend({ shutdown: z.object({ by: z.enum(['guest', 'force']), ms: z.number() }).optional() })),
   }),
   save: createRoute({
     method: 'post',

@@ -11,6 +11,7 @@ import { NIC_BACKENDS, type NicBackend } from '../../domain/nic.js';
 import { down, up } from '../daemons.js';
 import { type Cluster, command, followMigration, wholeNumber } from '../context.js';
 import { Progress, json, print, table } from '../output.js';
+import { namedPolicy } from '../../domain/policy.js';
 import { policyFromFlags } from './vm.js';
 
 /** A setting's value as typed: digits are a number, true/false a boolean, anything else text (the setting's rule judges it). */
@@ -52,15 +53,26 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       progress.done();
       if (res.alreadyRunning) print(`cluster already running in ${l.dir} (${res.config.nodes.length} nodes)`);
       else print(`cluster up in ${l.dir}: ${res.config.nodes.map((n) => n.name).join(', ')} (started ${res.started.join(', ')})`);
+      if (res.startActions.started.length) print(`start actions: started ${res.startActions.started.join(', ')}`);
+      for (const f of res.startActions.failed) print(`start action of ${f.vm} failed: ${f.error}`);
       print(`console: ${res.controllerUrl}/ (sign in with the token in ${l.token})`);
     });
 
-  command(program, 'down', 'stop every VM and daemon').action(async () => {
-    const res = await down(layout());
-    print(
-      res.stoppedDaemons.length ? `cluster down: stopped ${res.stoppedVms.length} VM(s) and ${res.stoppedDaemons.length} daemon(s)` : 'no cluster was running',
-    );
-  });
+  command(program, 'down', 'shut every VM down and stop the daemons (start actions apply at the next up)')
+    .option(
+      '--shutdown-timeout <S>',
+      'seconds each guest may take to shut down before it is powered off (default: the cluster setting shutdownTimeoutS)',
+      wholeNumber('--shutdown-timeout'),
+    )
+    .action(async (o: { shutdownTimeout?: number }) => {
+      const res = await down(layout(), o.shutdownTimeout !== undefined ? { shutdownTimeoutS: o.shutdownTimeout } : {});
+      const forced = res.forcedVms.length ? ` (${res.forcedVms.join(', ')} did not shut down in time: powered off)` : '';
+      print(
+        res.stoppedDaemons.length
+          ? `cluster down: shut down ${res.stoppedVms.length} VM(s)${forced} and stopped ${res.stoppedDaemons.length} daemon(s)`
+          : 'no cluster was running',
+      );
+    });
 
   command(program, 'status', 'the cluster at a glance, and where its console is')
     .option('--json', 'print as JSON (consoleUrl, tokenFile, counts)')
@@ -187,7 +199,7 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       else if (o.policy !== undefined) {
         const p = policyFromFlags({ policy: o.policy });
         await c.api.call(clusterRoutes.setPolicy, {
-          body: (typeof p === 'string' ? { ...(await import('../../domain/policy.js')).NAMED_POLICIES[p] } : p) as never,
+          body: (typeof p === 'string' ? { ...namedPolicy(p) } : p) as never,
         });
       }
       const p = await c.api.call(clusterRoutes.policy, {});

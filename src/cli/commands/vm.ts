@@ -1,6 +1,5 @@
 /** `ferry vm …`: create, set, start, stop, save, delete, list, show, ping, console, migrate, move-storage. */
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Command } from 'commander';
 import type { Output } from '../../api/client.js';
 import { vmRoutes } from '../../api/routes/vms.js';
@@ -8,8 +7,8 @@ import { migrationRoutes } from '../../api/routes/migrations.js';
 import { systemClock } from '../../domain/clock.js';
 import { errors } from '../../domain/errors.js';
 import { STEPS, type MigrationRecord } from '../../domain/migration.js';
-import { NAMED_POLICIES } from '../../domain/policy.js';
-import { type Cluster, command, followMigration, numberOrText } from '../context.js';
+import { NAMED_POLICIES, namedPolicy } from '../../domain/policy.js';
+import { type Cluster, command, followMigration, numberOrText, wholeNumber } from '../context.js';
 import { Progress, bytes, json, ms, print } from '../output.js';
 
 type VmView = Output<typeof vmRoutes.show>;
@@ -32,10 +31,10 @@ export function policyFromFlags(o: {
     try {
       policy = JSON.parse(fs.readFileSync(given, 'utf8')) as Record<string, unknown>;
     } catch (e) {
-      throw errors.invalid('policy', `policy file ${given} is not valid JSON: ${(e as Error).message}`);
+      throw errors.invalid('policy', `policy file ${given} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
     }
   } else if (given !== undefined) {
-    if (!NAMED_POLICIES[given])
+    if (!namedPolicy(given))
       throw errors.invalid('policy', `'${given}' is neither a policy file nor a named policy (${Object.keys(NAMED_POLICIES).join(', ')})`);
     policy = given;
   }
@@ -47,7 +46,7 @@ export function policyFromFlags(o: {
   const bw = int(o.bandwidth, '--bandwidth (MiB/s)');
   const dt = int(o.maxDowntime, '--max-downtime (ms)');
   if (bw === undefined && dt === undefined && !o.postcopy) return policy;
-  const out: Record<string, unknown> = typeof policy === 'string' ? { ...NAMED_POLICIES[policy] } : { ...(policy ?? {}) };
+  const out: Record<string, unknown> = typeof policy === 'string' ? { ...namedPolicy(policy) } : { ...(policy ?? {}) };
   if (bw !== undefined) out.bandwidthMiBps = bw;
   if (dt !== undefined) out.downtimeMs = dt;
   if (o.postcopy) out.escalation = ['auto-converge', 'postcopy'];
@@ -219,16 +218,20 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
     .option('--compat <on|off>', 'processor compatibility mode (only while stopped)')
     .option('--switch <SW>', 'the virtual switch its NIC plugs into (only while stopped)')
     .option('--policy <FILE|NAME|none>', "the VM's migration policy overrides (a JSON file, ferry, qemu-defaults, or none)")
+    .option('--start-action <always|never|if-running>', 'what the cluster does with the VM when it starts after ferry down (default if-running)')
     .option('--json', 'print the record as JSON')
-    .action(async (name: string, o: { compat?: string; switch?: string; policy?: string; json?: boolean }) => {
-      if (o.compat === undefined && o.switch === undefined && o.policy === undefined)
-        throw errors.usage("'vm set' needs a setting: --compat on|off, --switch NAME or --policy FILE|NAME|none");
+    .action(async (name: string, o: { compat?: string; switch?: string; policy?: string; startAction?: string; json?: boolean }) => {
+      if (o.compat === undefined && o.switch === undefined && o.policy === undefined && o.startAction === undefined)
+        throw errors.usage("'vm set' needs a setting: --compat on|off, --switch NAME, --policy FILE|NAME|none or --start-action always|never|if-running");
       const body: Record<string, unknown> = {};
+      if (o.startAction !== undefined) body.startAction = o.startAction;
       if (o.policy !== undefined) body.policy = o.policy === 'none' ? null : policyFromFlags({ policy: o.policy });
       if (o.compat !== undefined) body.compat = o.compat;
       if (o.switch !== undefined) body.switch = o.switch;
       const v = await connect().api.call(vmRoutes.set, { ...enc(name), body: body as never });
       if (o.json) json(v);
+      else if (o.startAction !== undefined && o.policy === undefined && o.compat === undefined && o.switch === undefined)
+        print(`VM ${v.name}: start action ${v.startAction ?? 'if-running'}`);
       else if (o.policy !== undefined && o.compat === undefined && o.switch === undefined)
         print(`VM ${v.name}: migration policy ${v.policy ? JSON.stringify(v.policy) : 'from the cluster default'}`);
       else print(`VM ${v.name}: processor compatibility mode ${v.compat ? 'on' : 'off'}, switch ${v.switch || '(disconnected)'} (applies at its next start)`);
@@ -244,13 +247,18 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       else print(`VM ${v.name} running on ${v.node}${v.restoredFrom ? ' (restored from its saved state)' : ''}`);
     });
 
-  command(vm, 'stop', 'stop a VM')
+  command(vm, 'stop', 'shut a VM down (the guest is asked; powered off after the timeout)')
     .argument('<name>', 'a VM name')
+    .option('--timeout <S>', 'seconds the guest may take (default: the cluster setting shutdownTimeoutS)', wholeNumber('--timeout'))
+    .option('--force', 'power it off at once')
     .option('--json', 'print the record as JSON')
-    .action(async (name: string, o: { json?: boolean }) => {
-      const v = await connect().api.call(vmRoutes.stop, enc(name), { timeoutMs: 120_000 });
+    .action(async (name: string, o: { timeout?: number; force?: boolean; json?: boolean }) => {
+      const body = { ...(o.force ? { force: true } : {}), ...(o.timeout !== undefined ? { timeoutS: o.timeout } : {}) };
+      const v = await connect().api.call(vmRoutes.stop, { ...enc(name), body }, { timeoutMs: ((o.timeout ?? 3600) + 60) * 1000 });
       if (o.json) json(v);
-      else print(`VM ${v.name} stopped`);
+      else if (!v.shutdown) print(`VM ${v.name} stopped`);
+      else if (v.shutdown.by === 'guest') print(`VM ${v.name} shut down (the guest powered off in ${ms(v.shutdown.ms)})`);
+      else print(`VM ${v.name} powered off${o.force ? '' : ' (the guest did not shut down in time)'}`);
     });
 
   command(vm, 'save', "save a running VM's state to the shared volume and stop it")
@@ -275,7 +283,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
     .option('--json', 'print the record as JSON')
     .action(async (name: string, o: { to?: string; json?: boolean }) => {
       if (!o.to) throw errors.usage("'vm move-storage' needs --to DIRECTORY");
-      const v = await connect().api.call(vmRoutes.moveStorage, { ...enc(name), body: { to: path.resolve(o.to) } }, { timeoutMs: 32 * 60_000 });
+      const v = await connect().api.call(vmRoutes.moveStorage, { ...enc(name), body: { to: o.to } }, { timeoutMs: 32 * 60_000 });
       if (o.json) json(v);
       else
         print(
@@ -386,7 +394,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
         if (!o.to) throw errors.usage("'vm migrate' needs --to NODE");
         const policy = policyFromFlags(o);
         const mode: 'live' | 'quick' = o.quick ? 'quick' : 'live';
-        const body = { to: o.to, mode, ...(policy ? { policy } : {}), ...(o.withStorage !== undefined ? { withStorage: path.resolve(o.withStorage) } : {}) };
+        const body = { to: o.to, mode, ...(policy ? { policy } : {}), ...(o.withStorage !== undefined ? { withStorage: o.withStorage } : {}) };
         const c = connect();
         if (o.plan) {
           const r = (await c.api.call(vmRoutes.migrate, { ...enc(name), body: { ...body, plan: true } as never }, { timeoutMs: 120_000 })) as PlanResult;

@@ -54,7 +54,8 @@ export class StoreNodes implements NodeDirectory {
   }
 
   async heartbeat(hb: Heartbeat): Promise<{ ok: true }> {
-    if (hb.clusterId !== this.config.current().id || !this.isMember(hb.name)) throw errors.notClusterMember(hb.name);
+    if (hb.clusterId !== this.config.current().id) throw errors.strangerHeartbeat(hb.name, hb.clusterId);
+    if (!this.isMember(hb.name)) throw errors.strangerHeartbeat(hb.name);
     const now = this.clock.nowMs();
     this.liveness.set(hb.name, { lastSeenMs: now, vms: hb.vms });
     const key = `nodes/${hb.name}`;

@@ -4,7 +4,7 @@
  * registered, undoes in reverse on failure or cancel, and resumes or undoes
  * after a controller restart.
  */
-import { type FerryError, isFerryError, toFerryError, ErrorCode } from '../../domain/errors.js';
+import { ErrorCode, FerryError, isFerryError, toFerryError } from '../../domain/errors.js';
 import type { Clock } from '../../domain/clock.js';
 import type { PhasedRecord, RestartAction, UndoStep } from '../../domain/phases.js';
 
@@ -25,6 +25,12 @@ export interface Phase {
   run(ctx: PhaseContext): Promise<void>;
   /** A restarted controller found this phase saved last (default: undo). */
   onRestart?: RestartAction | (() => Promise<RestartAction>);
+  /**
+   * A failure past the commit cannot be undone. `warn` (default): noted, the
+   * operation still succeeds. `fail`: the operation fails naming this phase
+   * (what was committed stays; the phases after it still run).
+   */
+  afterCommit?: 'warn' | 'fail';
 }
 
 // The table's actions take whatever arguments their steps were saved with.
@@ -43,6 +49,8 @@ export interface Outcome {
   error?: FerryError;
   /** Failures after the commit. */
   warnings: string[];
+  /** The operation failed past its commit (a phase marked `afterCommit: 'fail'`): nothing was undone. */
+  committed?: boolean;
 }
 
 export interface RunnerOptions<R extends PhasedRecord> {
@@ -77,6 +85,7 @@ export class PhaseRunner<R extends PhasedRecord> {
     const { phases, record } = this.opts;
     const ctx = this.context(signal);
     const warnings: string[] = [];
+    let late: FerryError | undefined;
     for (let i = from; i < phases.length; i++) {
       const phase = phases[i]!;
       await record.save((r) => ({ ...r, phase: phase.name }));
@@ -90,6 +99,10 @@ export class PhaseRunner<R extends PhasedRecord> {
         const err = toFerryError(e);
         if (current.committedAtMs !== undefined) {
           // Past the point of no return: note it and go on.
+          if (phase.afterCommit === 'fail' && !isCancel(e, signal)) {
+            late ??= new FerryError(err.code, `${phase.name}: ${err.message}`, { details: { ...err.details, phase: phase.name }, cause: err });
+            continue;
+          }
           const w = `${this.opts.latePrefix ?? 'after the point of no return'}: ${isCancel(e, signal) ? 'cancel came too late' : err.message}`;
           warnings.push(w);
           await record.save((r) => ({ ...r, warnings: [...(r.warnings ?? []), w] }));
@@ -103,6 +116,7 @@ export class PhaseRunner<R extends PhasedRecord> {
     }
     await this.finalCleanup();
     await record.save((r) => ({ ...r, undo: [] }));
+    if (late) return { ok: false, cancelled: false, error: late, warnings, committed: true };
     return { ok: true, cancelled: false, warnings };
   }
 

@@ -102,10 +102,11 @@ export function migrationPhases(d: MigrationRunDeps, id: string, mode: 'live' | 
     if (ctx.signal.aborted || (await rec()).cancelRequested) throw errors.aborted(`migration ${id}`);
   };
 
-  const phase = (name: StepName, run: (ctx: PhaseContext) => Promise<void>, onRestart?: Phase['onRestart']): Phase => ({
+  const phase = (name: StepName, run: (ctx: PhaseContext) => Promise<void>, onRestart?: Phase['onRestart'], afterCommit?: Phase['afterCommit']): Phase => ({
     name,
     run,
     ...(onRestart ? { onRestart } : {}),
+    ...(afterCommit ? { afterCommit } : {}),
   });
 
   return [
@@ -297,25 +298,29 @@ export function migrationPhases(d: MigrationRunDeps, id: string, mode: 'live' | 
       'rerun',
     ),
 
-    // 7. network: the switch learnt the MAC on the target's port.
+    // 7. network: the switch learnt the MAC on the target's port. The VM has moved by now; if its
+    //    network did not follow, the migration fails here (the VM runs on the target, cut off).
     phase(
       'network',
       async () => {
         const r = await rec();
         const vm = await d.vms.get(r.vm);
         const sw = switchOf(vm);
+        let lost: string | undefined;
         if (!sw) {
           await warn('the VM is disconnected from every virtual switch: no MAC to move');
         } else if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
           await (await d.nodes.agent(r.to)).announce(r.vm).catch(() => {});
           if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS)))
-            await warn(`the switch did not see ${vm.mac} on ${r.to} after the announce`);
+            lost = `the switch did not see ${vm.mac} on ${r.to} after the announce; the VM runs on ${r.to} without network`;
         }
         const blackout = sw ? await d.switch.stopProbe(`mig-${id}`).catch(() => undefined) : undefined;
         if (blackout)
           await save((cur) => ({ ...cur, guestBlackoutMs: blackout.maxGapMs, always: (cur.always ?? []).filter((s) => s.action !== 'stop-probe') }));
+        if (lost) throw errors.migrationFailed(lost, { vm: r.vm, node: r.to });
       },
       'rerun',
+      'fail',
     ),
   ];
 }

@@ -13,12 +13,14 @@ import { type NodeRecord, type VmRecord, VmState } from '../../domain/records.js
 import { switchOf } from '../../domain/switches.js';
 import type { TransferTuning } from '../../domain/transfer.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
+import type { Settings } from '../../ports/settings.js';
 import type { Volume } from '../../ports/volume.js';
 
 export interface PreflightDeps {
   nodes: NodeDirectory;
   loads: () => Promise<NodeLoad[]>;
   volume: Volume;
+  settings: Settings;
   onSharedVolume: (file: string) => boolean;
   networks: { choose(source: NodeRecord, target: NodeRecord, signal?: AbortSignal): Promise<MigrationNetwork> };
   clusterId: string;
@@ -58,13 +60,13 @@ export class Preflight {
   }
 
   /** Checks a shared-nothing request: where the disk goes. */
-  storageCopy(vm: VmRecord, mode: MigrationMode, tuning: TransferTuning, dir: string): NonNullable<MigrationRecord['storage']> {
-    if (!path.isAbsolute(dir)) throw errors.invalid('withStorage', `--with-storage must be an absolute directory on the target node, got '${dir}'`);
+  async storageCopy(vm: VmRecord, mode: MigrationMode, tuning: TransferTuning, given: string): Promise<NonNullable<MigrationRecord['storage']>> {
+    const dir = await this.d.settings.confine(given, '--with-storage');
     if (mode !== 'live')
       throw errors.invalid('withStorage', '--with-storage copies the disk during a live migration; a quick migration needs the disk on the shared volume');
     if (tuning.postcopy)
       throw errors.invalid('withStorage', '--with-storage cannot be combined with post-copy: the disk copy must end before the target runs the VM');
-    const targetDisk = path.join(path.resolve(dir), `${vm.name}.qcow2`);
+    const targetDisk = path.join(dir, `${vm.name}.qcow2`);
     if (targetDisk === vm.diskPath) throw errors.invalid('withStorage', `VM '${vm.name}''s disk is already ${targetDisk}`);
     if (this.d.volume.exists(targetDisk)) throw errors.alreadyExists('disk image', targetDisk);
     return { sourceDisk: vm.diskPath, targetDisk, sizeBytes: vm.diskGiB * 1073741824 };

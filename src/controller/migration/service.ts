@@ -122,6 +122,7 @@ export class Migrations {
       nodes: d.nodes,
       loads: d.loads,
       volume: d.volume,
+      settings: d.settings,
       onSharedVolume: d.onSharedVolume,
       networks: d.networks,
       clusterId: d.clusterId,
@@ -192,7 +193,7 @@ export class Migrations {
     // Explicit tuning fields (the API's older knobs) win over the policy's.
     const tuning: TransferTuning = { ...tuningFor(policy), ...(req.tuning ?? {}) };
     const target = await this.preflight.resolveTarget(req.to);
-    const storage = req.withStorage === undefined ? undefined : this.preflight.storageCopy(vm, mode, tuning, req.withStorage);
+    const storage = req.withStorage === undefined ? undefined : await this.preflight.storageCopy(vm, mode, tuning, req.withStorage);
     if (req.check || req.plan) {
       const refusal = this.d.locks.refusal(vmName, VmOperation.Migration);
       const blockers = [...(refusal ? [refusal] : []), ...(await this.preflight.blockers(vm, target, mode, req.withStorage)).map((b) => b.message)];
@@ -315,13 +316,13 @@ export class Migrations {
     });
   }
 
-  private launch(id: string, run: (signal: AbortSignal) => Promise<{ ok: boolean; cancelled: boolean; error?: FerryError }>): void {
+  private launch(id: string, run: (signal: AbortSignal) => Promise<{ ok: boolean; cancelled: boolean; error?: FerryError; committed?: boolean }>): void {
     const ac = new AbortController();
     this.running.set(id, ac);
     void run(ac.signal)
       .then(async (outcome) => {
         const after = await this.get(id);
-        const cancelled = outcome.cancelled || (!outcome.ok && after.cancelRequested === true);
+        const cancelled = outcome.cancelled || (!outcome.ok && !outcome.committed && after.cancelRequested === true);
         if (outcome.ok) await this.finish(id, 'completed');
         else await this.finish(id, cancelled ? 'cancelled' : 'failed', { error: cancelled ? 'cancelled by user' : (outcome.error?.message ?? 'failed') });
       })

@@ -21,6 +21,11 @@
  *       time compares with the host's.
  *   ferry-guest now
  *       prints "ferry-now MS", the guest's wall-clock time.
+ *   ferry-guest power-button
+ *       waits for the ACPI power button (QEMU's system_powerdown, seen
+ *       through the button and evdev drivers as KEY_POWER), then prints
+ *       "ferry-shutdown", flushes the disks and powers the machine off: a
+ *       clean shutdown, as an operating system does it.
  *
  * Reports go to stdout, which init points at the serial console, where the
  * node agent reads them.
@@ -36,6 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <linux/input.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/reboot.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -201,6 +210,49 @@ static int disk(const char *dev, long per_sec) {
   }
 }
 
+/* The power button: every /dev/input/event* that reports KEY_POWER, watched until it is pressed. */
+static int power_button(void) {
+  struct pollfd fds[16];
+  int n = 0;
+  for (int tries = 0; n == 0 && tries < 100; tries++) {
+    for (int i = 0; i < 16 && n < 16; i++) {
+      char dev[32];
+      snprintf(dev, sizeof dev, "/dev/input/event%d", i);
+      int fd = open(dev, O_RDONLY | O_NONBLOCK);
+      if (fd < 0) continue;
+      unsigned long keys[KEY_MAX / (8 * sizeof(unsigned long)) + 1] = {0};
+      if (ioctl(fd, EVIOCGBIT(EV_KEY, sizeof keys), keys) >= 0 && (keys[KEY_POWER / (8 * sizeof(unsigned long))] >> (KEY_POWER % (8 * sizeof(unsigned long)))) & 1) {
+        fds[n].fd = fd;
+        fds[n].events = POLLIN;
+        n++;
+      } else {
+        close(fd);
+      }
+    }
+    if (n == 0) usleep(100000);
+  }
+  if (n == 0) {
+    printf("ferry-error no power button\n");
+    return 1;
+  }
+  for (;;) {
+    if (poll(fds, n, -1) < 0 && errno != EINTR) return 1;
+    for (int i = 0; i < n; i++) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      struct input_event ev;
+      while (read(fds[i].fd, &ev, sizeof ev) == sizeof ev) {
+        if (ev.type == EV_KEY && ev.code == KEY_POWER && ev.value == 1) {
+          printf("\nferry-shutdown reason=power-button\n");
+          fflush(stdout);
+          sync();
+          reboot(RB_POWER_OFF);
+          return 1;
+        }
+      }
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc == 4 && !strcmp(argv[1], "memory")) return memory(atol(argv[2]), atol(argv[3]));
@@ -208,6 +260,7 @@ int main(int argc, char **argv) {
   if (argc == 4 && !strcmp(argv[1], "tcp-client")) return tcp_client(argv[2], atoi(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "disk")) return disk(argv[2], atol(argv[3]));
   if (argc == 2 && !strcmp(argv[1], "now")) return printf("ferry-now %lld\n", now_ms()) < 0;
+  if (argc == 2 && !strcmp(argv[1], "power-button")) return power_button();
   fprintf(stderr, "usage: ferry-guest memory MIB_PER_S SET_MIB | tcp-server PORT | tcp-client HOST PORT\n");
   return 2;
 }
