@@ -46,7 +46,8 @@ export interface CallOptions {
 }
 
 export interface ClientOptions {
-  baseUrl: string;
+  /** Where the API is; a function for a daemon that may come back at another address (asked at every call). */
+  baseUrl: string | (() => string);
   token?: string;
   /** A fetch of its own (an app's in-process `request`, a TLS agent later). */
   fetch?: Fetch;
@@ -71,7 +72,7 @@ export class ApiClient {
   }
 
   get baseUrl(): string {
-    return this.opts.baseUrl;
+    return typeof this.opts.baseUrl === 'function' ? this.opts.baseUrl() : this.opts.baseUrl;
   }
 
   /** Calls a route and returns its JSON answer, typed by the route's response schema. */
@@ -98,7 +99,8 @@ export class ApiClient {
   ): Promise<Response> {
     const method = route.method.toUpperCase();
     const path = pathOf(route, input.params, input.query);
-    const url = this.opts.baseUrl + path;
+    const base = this.baseUrl;
+    const url = base + path;
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs ?? 30_000;
     const timeout = timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
     const signals = [options.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
@@ -112,9 +114,9 @@ export class ApiClient {
     } catch (e) {
       if (options.signal?.aborted) throw errors.aborted(`${method} ${path}`);
       if (timeout?.aborted) throw errors.timeout(`${method} ${url}`, timeoutMs);
-      throw new FerryError(ErrorCode.AgentUnreachable, `cannot reach ${this.opts.baseUrl}: ${(e as Error).message}`, {
+      throw new FerryError(ErrorCode.AgentUnreachable, `cannot reach ${base}: ${(e as Error).message}`, {
         cause: e,
-        details: { url: this.opts.baseUrl },
+        details: { url: base },
       });
     }
   }

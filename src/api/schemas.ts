@@ -244,12 +244,26 @@ export const TransferProgressSchema = z
   .openapi('TransferProgress');
 const MigrationProgressSchema = TransferProgressSchema.extend({ estimatedRemainingMs: z.number().optional(), sampledAtMs: z.number() });
 
+/** A guest process as its node's agent reports it. */
+export const InstanceSchema = z
+  .object({
+    name: z.string(),
+    pid: z.number(),
+    runState: z.enum(['running', 'paused', 'incoming', 'migrated', 'io-error', 'failed', 'exited', 'unresponsive']),
+    incoming: z.boolean(),
+    startedAtMs: z.number(),
+    network: z.enum(['connected', 'disconnected']).optional(),
+  })
+  .openapi('Instance');
+
 export const VmViewSchema = VmSchema.extend({
   migration: z
     .object({ id: z.string(), phase: z.string(), from: z.string(), to: z.string(), progress: MigrationProgressSchema.optional() })
     .partial()
     .optional(),
   nic: z.object({ backend: z.string(), offered: z.array(z.string()), negotiated: z.array(z.string()) }).optional(),
+  runState: InstanceSchema.shape.runState.optional().openapi({ description: "the process's run state as its node reports it (running, paused, io-error, …)" }),
+  network: z.enum(['connected', 'disconnected']).optional().openapi({ description: 'whether the NIC is plugged into its virtual switch (stream NICs)' }),
 }).openapi('VmView');
 
 export const TuningSchema = z
@@ -612,15 +626,7 @@ export const HeartbeatSchema = z
     migrationAddress: z.string(),
     networks: z.record(z.string(), Endpoint).optional(),
     capabilities: NodeCapabilitiesSchema,
-    vms: z.array(
-      z.object({
-        name: z.string(),
-        pid: z.number(),
-        runState: z.enum(['running', 'paused', 'incoming', 'migrated', 'io-error', 'failed', 'exited', 'unresponsive']),
-        incoming: z.boolean(),
-        startedAtMs: z.number(),
-      }),
-    ),
+    vms: z.array(InstanceSchema),
   })
   .openapi('Heartbeat');
 

@@ -11,13 +11,13 @@ import path from 'node:path';
 import { controllerApp } from '../api/controller/app.js';
 import { type Listening, serve } from '../api/http.js';
 import { remoteCluster } from '../api/remote.js';
-import { FileConfigStore, readConfig, readToken, writeEndpoint } from '../config/cluster-config.js';
+import { FileConfigStore, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { projectRoot } from '../config/paths.js';
 import { type Clock, systemClock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
 import { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
-import { isActive } from '../domain/records.js';
+import { isActive, type VmRecord, VmState } from '../domain/records.js';
 import { AgentClient, identifyAgent } from '../node/client.js';
 import { probeTcp } from '../node/net-tools.js';
 import type { ClusterConfigStore } from '../ports/cluster-config.js';
@@ -144,7 +144,13 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     log: log.child({ part: 'migrations' }),
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
-  const viewVms = async () => Promise.all((await vms.list()).map((v) => migrations.decorate(v)));
+  /** A VM as operators see it: its record, a running migration, and what its node reports of its process now. */
+  const viewVm = async (v: VmRecord) => {
+    const decorated = await migrations.decorate(v);
+    const live = v.state === VmState.Running || v.state === VmState.Migrating ? nodes.reported(v.node)?.vms.find((i) => i.name === v.name) : undefined;
+    return live ? { ...decorated, runState: live.runState, ...(live.network ? { network: live.network } : {}) } : decorated;
+  };
+  const viewVms = async () => Promise.all((await vms.list()).map(viewVm));
   const migrate = (vm: string, to: string, priority: 'drain' | 'rebalance') => migrations.request(vm, { to, priority }) as Promise<{ id: string }>;
   const maintenance = new Maintenance({ nodes, events, vms: viewVms, loads, migrate: (vm, to) => migrate(vm, to, 'drain'), save: (vm) => lifecycle.save(vm) });
   const balancer = new Balancer({
@@ -256,6 +262,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
       return lifecycle.stopAll(shutdownTimeoutMs, (vm, e) => log.warn({ vm, err: String(e) }, 'stopping for down failed'));
     },
     startActions: () => (startActions ??= runStartActions()),
+    viewVm,
   };
 
   /** Once the cluster is back from `ferry down` and its nodes are up: each VM's start action, once. */
@@ -336,7 +343,8 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     store,
     clock: systemClock,
     log,
-    switch: new SwitchClient(o.switchUrl, token),
+    // The switch daemon may restart at another port: its endpoint file says where it is now.
+    switch: new SwitchClient(() => readEndpoint(layout, 'switch')?.url ?? o.switchUrl, token),
     connect: (node, agentUrl) => new AgentClient(node, agentUrl, token),
     volume: new QemuVolume(layout.run),
     reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),

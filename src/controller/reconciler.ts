@@ -7,7 +7,8 @@
  * the cost of the only running copy. VMs some operation holds are left alone.
  */
 import type { Clock } from '../domain/clock.js';
-import { RunState, type VmRecord, VmState } from '../domain/records.js';
+import { type NicLink, RunState, type VmRecord, VmState } from '../domain/records.js';
+import { switchOf } from '../domain/switches.js';
 import type { EventSink } from '../ports/events.js';
 import type { VmLocks } from '../ports/locks.js';
 import type { Logger } from '../ports/logger.js';
@@ -33,6 +34,36 @@ export class Reconciler {
     await this.strayInstances();
     await this.d.syncSwitches().catch((e: unknown) => this.d.log.warn({ err: String(e) }, 'switch sync failed'));
     await this.exited();
+    await this.nicLinks();
+  }
+
+  /** Each running VM's NIC link as its node last reported it; a change is an event. */
+  private readonly links = new Map<string, NicLink>();
+
+  private async nicLinks(): Promise<void> {
+    const { vms, nodes, events } = this.d;
+    const seen = new Set<string>();
+    for (const vm of await vms.list()) {
+      if (vm.state !== VmState.Running) continue;
+      const link = nodes.reported(vm.node)?.vms.find((i) => i.name === vm.name)?.network;
+      if (!link) continue;
+      seen.add(vm.name);
+      const before = this.links.get(vm.name);
+      this.links.set(vm.name, link);
+      if (before === link || (before === undefined && link === 'connected')) continue;
+      const sw = switchOf(vm);
+      await events.emit({
+        type: 'vm.network',
+        vm: vm.name,
+        node: vm.node,
+        message:
+          link === 'disconnected'
+            ? `VM ${vm.name}'s NIC is cut off from switch ${sw} on ${vm.node} (QEMU reconnects when the switch is back)`
+            : `VM ${vm.name}'s NIC is connected to switch ${sw} on ${vm.node} again`,
+        data: { network: link, switch: sw },
+      });
+    }
+    for (const name of this.links.keys()) if (!seen.has(name)) this.links.delete(name);
   }
 
   /** A running VM whose QEMU its node no longer reports has exited. */

@@ -5,7 +5,9 @@
  */
 import type { Clock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
+import type { MigrationRecord } from '../domain/migration.js';
 import type { NodeLoad } from '../domain/placement.js';
+import type { NicLink, RunState, VmRecord } from '../domain/records.js';
 import type { EventLog } from '../ports/events.js';
 import type { SwitchControl } from '../ports/switch-control.js';
 import type { VmRepository } from '../ports/vm-repository.js';
@@ -63,6 +65,8 @@ export interface ControllerServices {
   nicOf: (vm: string) => Promise<{ backend: string; offered: string[]; negotiated: string[] } | undefined>;
   /** Cancels every migration and shuts every VM down, each guest given `shutdownTimeoutMs` (`ferry down`). */
   down: (shutdownTimeoutMs: number) => Promise<{ stopped: string[]; forced: string[] }>;
+  /** A VM with its running migration and its process's run state and NIC link as its node reports them. */
+  viewVm: (vm: VmRecord) => Promise<VmRecord & { migrationId?: string; migration?: Partial<MigrationRecord>; runState?: RunState; network?: NicLink }>;
   /** The start actions after a `ferry down` (run once, when the nodes are up; later calls answer the same). */
   startActions: () => Promise<{ started: string[]; failed: { vm: string; error: string }[] }>;
 }

@@ -146,7 +146,12 @@ export interface VmInstance {
   /** Started as a migration target (or to restore a saved state). */
   incoming: boolean;
   startedAtMs: number;
+  /** Whether the NIC is plugged into its virtual switch right now (absent: no switch, or a tap NIC). */
+  network?: NicLink;
 }
+
+/** A NIC's link to its virtual switch, as QEMU sees it. */
+export type NicLink = 'connected' | 'disconnected';
 
 /** What an agent tells the controller every second. */
 export interface Heartbeat {

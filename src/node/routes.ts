@@ -29,6 +29,7 @@ import { answers, body } from '../api/route-helpers.js';
 import {
   ConsoleInputBody,
   Empty,
+  InstanceSchema,
   NbdEndpointSchema,
   NodeCapabilitiesSchema,
   Ok,
@@ -51,16 +52,6 @@ const path = (s: string) =>
     .startsWith('/', { error: () => `${s} must be an absolute path` });
 const address = z.string().regex(/^[0-9a-fA-F:.]{2,45}$/, { error: (iss) => `'${shown(iss.input)}' is not an IP address` });
 const port = z.number().int().min(1).max(65535);
-
-export const InstanceSchema = z
-  .object({
-    name: z.string(),
-    pid: z.number(),
-    runState: z.enum(['running', 'paused', 'incoming', 'migrated', 'io-error', 'failed', 'exited', 'unresponsive']),
-    incoming: z.boolean(),
-    startedAtMs: z.number(),
-  })
-  .openapi('Instance');
 
 export const SpecSchema = z
   .strictObject({

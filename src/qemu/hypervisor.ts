@@ -154,7 +154,14 @@ export class QemuHypervisor implements Hypervisor {
     } catch {
       runState = vm.qmp.closed ? RunState.Exited : RunState.Unresponsive;
     }
-    return { name: vm.name, pid: vm.pid, runState, incoming: vm.descriptor.launch.incoming, startedAtMs: vm.descriptor.startedAtMs };
+    return {
+      name: vm.name,
+      pid: vm.pid,
+      runState,
+      incoming: vm.descriptor.launch.incoming,
+      startedAtMs: vm.descriptor.startedAtMs,
+      ...(vm.network ? { network: vm.network } : {}),
+    };
   }
 
   list(): Promise<VmInstance[]> {

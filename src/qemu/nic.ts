@@ -29,7 +29,8 @@ const VIRTIO_PATH = `/machine/peripheral/${NIC_ID}/virtio-backend`;
 export function netdevArg(a: NicAttachment): string {
   switch (a.kind) {
     case 'stream':
-      return `stream,id=net0,server=off,addr.type=unix,addr.path=${a.socket}`;
+      // reconnect-ms: a switch that restarts gets its VMs back within a second.
+      return `stream,id=net0,server=off,reconnect-ms=1000,addr.type=unix,addr.path=${a.socket}`;
     case 'tap':
       return `tap,id=net0,ifname=${a.ifname},script=no,downscript=no,vnet_hdr=on`;
     case 'none':

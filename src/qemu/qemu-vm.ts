@@ -17,6 +17,7 @@ import { ErrorCode, FerryError } from '../domain/errors.js';
 import { QmpClient } from './qmp/client.js';
 import { type QemuLaunch, qemuArgv } from './argv.js';
 import { pidAlive } from '../system/process.js';
+import type { NicLink } from '../domain/records.js';
 export { pidAlive };
 
 export interface QemuVmDescriptor {
@@ -42,12 +43,29 @@ export class QemuVm {
   /** Resolves when QEMU's QMP connection closes: the process is gone. */
   readonly gone: Promise<void>;
 
+  /** The NIC's link to its switch (a stream NIC only): from QEMU's events, first asked when taken over. */
+  network: NicLink | undefined;
+
   private constructor(
     readonly descriptor: QemuVmDescriptor,
     readonly qmp: QmpClient,
   ) {
     this.gone = qmp.waitClosed();
     this.connectSerial();
+    if (descriptor.launch.nic.kind === 'stream') {
+      qmp.on((e) => {
+        if (e.event === 'NETDEV_STREAM_CONNECTED') this.network = 'connected';
+        if (e.event === 'NETDEV_STREAM_DISCONNECTED') this.network = 'disconnected';
+      });
+      void this.askNetwork();
+    }
+  }
+
+  /** What QEMU says of the stream NIC now: `unix:PATH` once connected, `connecting` while it retries. */
+  private async askNetwork(): Promise<void> {
+    const info: string = await this.qmp.execute('human-monitor-command', { 'command-line': 'info network' }, { timeoutMs: 2_000 }).catch(() => '');
+    const line = info.split('\n').find((l) => l.includes('net0:') && l.includes('type=stream'));
+    if (line && this.network === undefined) this.network = line.includes('connecting') ? 'disconnected' : 'connected';
   }
 
   get name(): string {

@@ -9,11 +9,16 @@ export class SwitchClient implements SwitchControl {
   private readonly api: ApiClient;
 
   constructor(
-    readonly url: string,
+    /** The switch daemon's URL; a function when it may restart at another port (asked at every call). */
+    url: string | (() => string),
     token: string,
     fetcher?: (input: string, init: RequestInit) => Promise<Response>,
   ) {
     this.api = new ApiClient({ baseUrl: url, token, timeoutMs: 10_000, ...(fetcher ? { fetch: fetcher } : {}) });
+  }
+
+  get url(): string {
+    return this.api.baseUrl;
   }
 
   switches(): Promise<SwitchState[]> {

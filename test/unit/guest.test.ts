@@ -80,7 +80,7 @@ describe('QEMU command line', () => {
     const dst = qemuArgv({ ...base, incoming: true });
     assert.deepEqual(dst.slice(0, src.length), src);
     assert.deepEqual(dst.slice(src.length), ['-incoming', 'defer']);
-    assert.ok(src.includes('stream,id=net0,server=off,addr.type=unix,addr.path=/sw/node-1.sock'));
+    assert.ok(src.includes('stream,id=net0,server=off,reconnect-ms=1000,addr.type=unix,addr.path=/sw/node-1.sock'));
     assert.ok(
       src.includes(`virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:99:00:01,romfile=,${OFFLOADS.map((o) => `${o}=on`).join(',')}`),
       'every offload spelled out: a target gets exactly the same device',

@@ -7,7 +7,7 @@
 import { type OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { isFinal, type MigrationRecord } from '../../domain/migration.js';
-import type { NodeRecord, VmRecord } from '../../domain/records.js';
+import type { NicLink, NodeRecord, RunState, VmRecord } from '../../domain/records.js';
 import type { ControllerServices } from '../../controller/services.js';
 
 const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300];
@@ -23,7 +23,8 @@ export const metricsRoute = createRoute({
 
 export interface Snapshot {
   migrations: MigrationRecord[];
-  vms: VmRecord[];
+  /** With what each VM's node reports of its process (run state, NIC link), when it runs. */
+  vms: (VmRecord & { runState?: RunState; network?: NicLink })[];
   nodes: NodeRecord[];
 }
 
@@ -101,6 +102,26 @@ export function clusterMetrics(snapshot: () => Promise<Snapshot>, opts: { proces
     },
   });
   new Gauge({
+    name: 'ferry_vm_network_connected',
+    help: "Whether a running VM's NIC is plugged into its virtual switch (1) or cut off (0).",
+    labelNames: ['vm', 'node'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const v of (await snap()).vms) if (v.network) this.set({ vm: v.name, node: v.node }, v.network === 'connected' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'ferry_vm_run_state',
+    help: 'Running VMs by the run state their node reports (running, paused, io-error, failed, …).',
+    labelNames: ['vm', 'node', 'run_state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const v of (await snap()).vms) if (v.runState) this.set({ vm: v.name, node: v.node, run_state: v.runState }, 1);
+    },
+  });
+  new Gauge({
     name: 'ferry_node_up',
     help: 'Whether a node is up (1), in maintenance (0.5) or down (0).',
     labelNames: ['node', 'state'],
@@ -115,7 +136,11 @@ export function clusterMetrics(snapshot: () => Promise<Snapshot>, opts: { proces
 }
 
 export function mountMetrics(app: OpenAPIHono, s: ControllerServices): void {
-  const registry = clusterMetrics(async () => ({ migrations: await s.migrations.list(), vms: await s.vms.list(), nodes: await s.nodes.list() }));
+  const registry = clusterMetrics(async () => ({
+    migrations: await s.migrations.list(),
+    vms: await Promise.all((await s.vms.list()).map((v) => s.viewVm(v))),
+    nodes: await s.nodes.list(),
+  }));
   app.openapi(metricsRoute, async (c) => {
     c.header('content-type', registry.contentType);
     return c.body(await registry.metrics(), 200) as never;

@@ -7,10 +7,10 @@ import { switchOf } from '../../domain/switches.js';
 import type { ControllerServices } from '../../controller/services.js';
 import { vmRoutes } from '../routes/vms.js';
 export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
-  app.openapi(vmRoutes.list, async (c) => c.json(await Promise.all((await s.vms.list()).map((vm) => s.migrations.decorate(vm))), 200));
+  app.openapi(vmRoutes.list, async (c) => c.json(await Promise.all((await s.vms.list()).map((vm) => s.viewVm(vm))), 200));
   app.openapi(vmRoutes.create, async (c) => c.json(await s.lifecycle.create(c.req.valid('json')), 200));
   app.openapi(vmRoutes.show, async (c) => {
-    const vm = await s.migrations.decorate(await s.vms.get(c.req.valid('param').name));
+    const vm = await s.viewVm(await s.vms.get(c.req.valid('param').name));
     const nic = vm.state === VmState.Running && vm.node ? await s.nicOf(vm.name) : undefined;
     return c.json(nic ? { ...vm, nic } : vm, 200);
   });
