@@ -16,7 +16,9 @@ import { NIC_BACKENDS, OFFLOADS, validateOffloads } from '../domain/nic.js';
 import { METRIC_RANGE, NETWORK_ROLES } from '../domain/networks.js';
 import { NAMED_POLICIES, namedPolicy } from '../domain/policy.js';
 import { parseStorageRoots } from '../domain/storage-roots.js';
-import { LIMITS, NAME_PATTERN, START_ACTIONS } from '../domain/records.js';
+import { LIMITS, NAME_PATTERN, RunState, START_ACTIONS } from '../domain/records.js';
+
+const RUN_STATES = Object.values(RunState) as [RunState, ...RunState[]];
 import { REPLICA_INTERVALS, REPLICA_KEEP } from '../domain/replicas.js';
 import { SETTING_NAMES } from '../domain/settings.js';
 import { NODE_INTERFACES } from '../domain/switches.js';
@@ -249,10 +251,11 @@ export const InstanceSchema = z
   .object({
     name: z.string(),
     pid: z.number(),
-    runState: z.enum(['running', 'paused', 'incoming', 'migrated', 'io-error', 'failed', 'exited', 'unresponsive']),
+    runState: z.enum(RUN_STATES),
     incoming: z.boolean(),
     startedAtMs: z.number(),
     network: z.enum(['connected', 'disconnected']).optional(),
+    ioErrorResumes: z.number().optional(),
   })
   .openapi('Instance');
 
@@ -613,7 +616,12 @@ export const StatusSchema = z
     cluster: z.object({ id: z.string(), name: z.string(), createdAtMs: z.number() }),
     controller: z.object({ pid: z.number(), url: z.string(), consoleUrl: z.string(), tokenFile: z.string() }),
     nodes: z.object({ total: z.number(), up: z.number() }),
-    vms: z.object({ total: z.number(), running: z.number() }),
+    vms: z.object({
+      total: z.number(),
+      running: z.number().openapi({ description: 'VMs whose guest runs' }),
+      /** Running VMs whose guest does not run (an I/O error, a pause, a panic), with what it is. */
+      stalled: z.array(z.object({ vm: z.string(), runState: InstanceSchema.shape.runState })),
+    }),
     migrations: z.object({ running: z.number() }),
   })
   .openapi('Status');

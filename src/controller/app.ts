@@ -305,6 +305,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
           }
         })();
       every(1000, 'reconcile', () => reconciler.tick());
+      every(1000, 'event log', () => events.flush());
       every(1000, 'backup schedules', () => schedules.tick());
       every(1000, 'replicas', () => replicas.tick());
       void services.startActions();

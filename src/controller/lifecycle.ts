@@ -11,7 +11,7 @@ import type { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
 import { placeVm, switchBlocker } from '../domain/placement.js';
 import type { MigrationPolicy } from '../domain/policy.js';
-import { type CpuIdentity, type StartAction, startsWithCluster, type VmRecord, type VmSpec, VmState } from '../domain/records.js';
+import { type CpuIdentity, describeRunState, RunState, type StartAction, startsWithCluster, type VmRecord, type VmSpec, VmState } from '../domain/records.js';
 import { DEFAULT_SWITCH, switchOf } from '../domain/switches.js';
 import { DEFAULT_TUNING } from '../domain/tuning.js';
 import { ipFor, macFor } from '../domain/addresses.js';
@@ -388,6 +388,36 @@ export class Lifecycle {
       });
       return shutdown ? { ...stopped, shutdown } : stopped;
     });
+  }
+
+  /**
+   * Resumes a running VM's paused guest (QEMU stopped it on an I/O error, or
+   * it was paused and left so). A guest whose disk is still full stops again
+   * at once: that is refused, saying so.
+   */
+  async resume(name: string): Promise<RunState> {
+    const vm = await this.d.vms.get(name);
+    if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${name}' is ${vm.state}: only a running VM's guest can be resumed`, { vm: name });
+    const refusal = this.d.locks.refusal(name, VmOperation.Configure);
+    if (refusal || this.d.locks.isHeld(name, VmOperation.Migration)) throw errors.invalidState(refusal ?? `VM '${name}' is migrating`, { vm: name });
+    const agent = await this.d.nodes.agent(vm.node);
+    const before = await agent.get(name);
+    if (before.runState === RunState.Running) return before.runState;
+    await agent.resume(name);
+    await this.d.clock.sleep(300);
+    const after = await agent.get(name);
+    if (after.runState === RunState.IoError)
+      throw errors.invalidState(`VM '${name}' stopped again at once: its disk still has an I/O error (is its file system full?)`, {
+        vm: name,
+        runState: after.runState,
+      });
+    await this.d.events.emit({
+      type: 'vm.resumed',
+      vm: name,
+      node: vm.node,
+      message: `VM ${name} resumed on ${vm.node} (it was ${describeRunState(before.runState)})`,
+    });
+    return after.runState;
   }
 
   async delete(name: string): Promise<void> {

@@ -7,7 +7,7 @@
  * the cost of the only running copy. VMs some operation holds are left alone.
  */
 import type { Clock } from '../domain/clock.js';
-import { type NicLink, RunState, type VmRecord, VmState } from '../domain/records.js';
+import { describeRunState, type NicLink, RunState, type VmRecord, VmState } from '../domain/records.js';
 import { switchOf } from '../domain/switches.js';
 import type { EventSink } from '../ports/events.js';
 import type { VmLocks } from '../ports/locks.js';
@@ -35,6 +35,47 @@ export class Reconciler {
     await this.d.syncSwitches().catch((e: unknown) => this.d.log.warn({ err: String(e) }, 'switch sync failed'));
     await this.exited();
     await this.nicLinks();
+    await this.runStates();
+  }
+
+  /** Each running VM's run state as its node last reported it (and the agent's count of I/O-error resumes). */
+  private readonly states = new Map<string, { runState: RunState; resumes: number }>();
+
+  /** A running VM whose guest stopped running (an I/O error, a pause, a panic) or runs again: an event, once. */
+  private async runStates(): Promise<void> {
+    const { vms, nodes, locks, events } = this.d;
+    const seen = new Set<string>();
+    for (const vm of await vms.list()) {
+      if (vm.state !== VmState.Running) continue;
+      const inst = nodes.reported(vm.node)?.vms.find((i) => i.name === vm.name);
+      if (!inst || inst.runState === RunState.Incoming || inst.runState === RunState.Migrated) continue;
+      seen.add(vm.name);
+      const now = { runState: inst.runState, resumes: inst.ioErrorResumes ?? 0 };
+      const before = this.states.get(vm.name);
+      // Migrations, saves and backups pause guests on purpose: only what nobody asked for is news.
+      if (before?.runState === now.runState || (before === undefined && now.runState === RunState.Running) || locks.isHeld(vm.name)) {
+        this.states.set(vm.name, now);
+        continue;
+      }
+      let message: string;
+      if (now.runState === RunState.Running)
+        message =
+          before?.runState === RunState.IoError && now.resumes > before.resumes
+            ? `VM ${vm.name} runs again: ${vm.node} resumed it once its disk had room`
+            : `VM ${vm.name} runs again on ${vm.node}`;
+      else if (now.runState === RunState.IoError)
+        message = `VM ${vm.name} is ${describeRunState(now.runState)} on ${vm.node}; it goes on by itself once the disk has room (or: ferry vm resume ${vm.name})`;
+      else message = `VM ${vm.name} is ${describeRunState(now.runState)} on ${vm.node}`;
+      await events.emit({
+        type: 'vm.run-state',
+        vm: vm.name,
+        node: vm.node,
+        message,
+        data: { runState: now.runState, ...(before ? { was: before.runState } : {}) },
+      });
+      this.states.set(vm.name, now);
+    }
+    for (const name of this.states.keys()) if (!seen.has(name)) this.states.delete(name);
   }
 
   /** Each running VM's NIC link as its node last reported it; a change is an event. */
@@ -49,8 +90,10 @@ export class Reconciler {
       if (!link) continue;
       seen.add(vm.name);
       const before = this.links.get(vm.name);
-      this.links.set(vm.name, link);
-      if (before === link || (before === undefined && link === 'connected')) continue;
+      if (before === link || (before === undefined && link === 'connected')) {
+        this.links.set(vm.name, link);
+        continue;
+      }
       const sw = switchOf(vm);
       await events.emit({
         type: 'vm.network',
@@ -62,6 +105,7 @@ export class Reconciler {
             : `VM ${vm.name}'s NIC is connected to switch ${sw} on ${vm.node} again`,
         data: { network: link, switch: sw },
       });
+      this.links.set(vm.name, link);
     }
     for (const name of this.links.keys()) if (!seen.has(name)) this.links.delete(name);
   }

@@ -66,6 +66,24 @@ async function main(): Promise<void> {
   }
 }
 
+// A full or failing disk is weather, not a bug: whatever write it broke is dropped, and the daemon goes on
+// (its VMs keep running; the operations that needed the disk fail and say so). Anything else still ends it.
+process.on('uncaughtException', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'ENOSPC' || e.code === 'EIO' || e.code === 'EDQUOT') {
+    try {
+      process.stderr.write(`ferry ${process.argv[2]}: ${e.message} (dropped; the daemon goes on)\n`);
+    } catch {
+      /* the disk is full */
+    }
+    return;
+  }
+  try {
+    process.stderr.write(`ferry ${process.argv[2]}: ${e.stack ?? e.message}\n`);
+  } finally {
+    process.exit(1);
+  }
+});
+
 main().catch((e: unknown) => {
   process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);

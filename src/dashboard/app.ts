@@ -14,6 +14,7 @@ import { backupRoutes } from '../api/routes/storage.js';
 import { requestMigration, vmRoutes } from '../api/routes/vms.js';
 import type { ClusterEvent } from '../domain/events.js';
 import { STEPS } from '../domain/migration.js';
+import { describeRunState } from '../domain/records.js';
 import { api } from './api.js';
 import { MigrationChart } from './chart.js';
 import { badge, bytes, esc, ms, table, time } from './format.js';
@@ -22,6 +23,9 @@ type NodeRow = Awaited<ReturnType<typeof listNodes>>[number];
 
 const $ = <E extends Element = HTMLElement>(sel: string): E | null => document.querySelector<E>(sel);
 const listNodes = () => api.call(nodeRoutes.list, {});
+/** A running VM whose guest does not run shows what it is (io-error, paused, …). */
+const shownState = (v: { state: string; runState?: string }): string =>
+  v.state === 'running' && v.runState && v.runState !== 'running' ? v.runState : v.state;
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 function toast(text: string, error = false): void {
@@ -79,7 +83,7 @@ const views: Record<string, View> = {
     const [vms, nodes] = await Promise.all([api.call(vmRoutes.list, {}), listNodes()]);
     const rows = vms.map(
       (v) =>
-        `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${badge(v.state)}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
+        `<tr data-vm="${esc(v.name)}"><td><a href="#/vms/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td><td>${badge(shownState(v))}${v.network === 'disconnected' ? ' <span class="badge down">network cut off</span>' : ''}${v.migration ? ` <span class="muted">${esc(v.migration.phase)} → ${esc(v.migration.to)}</span>` : ''}</td>` +
         `<td>${esc(v.node || '–')}</td><td>${v.memoryMiB} MiB</td><td>${v.cpus}</td><td>${esc(v.workload)}</td><td>${esc(v.ip)}</td></tr>`,
     );
     const create = `<form id="create-vm" class="inline">
@@ -231,8 +235,10 @@ async function vmDetail(name: string, nodes: NodeRow[]): Promise<string> {
   const others = nodes.filter((n) => n.name !== vm.node);
   const running = vm.state === 'running';
   const cpu = vm.guestCpu ? `${vm.guestCpu.vendor} ${vm.guestCpu.model.split(',')[0]}` : '–';
-  return `<h3>${esc(vm.name)} ${badge(vm.state)}</h3>
+  return `<h3>${esc(vm.name)} ${badge(shownState(vm))}</h3>
     <dl class="facts"><dt>Node</dt><dd>${esc(vm.node || '–')}</dd><dt>Memory</dt><dd>${vm.memoryMiB} MiB</dd><dt>CPUs</dt><dd>${vm.cpus}</dd>
+      ${vm.runState && vm.runState !== 'running' ? `<dt>Run state</dt><dd>${esc(describeRunState(vm.runState))}</dd>` : ''}
+      ${vm.network ? `<dt>Network</dt><dd>${vm.network === 'connected' ? 'connected' : 'cut off from its switch'}</dd>` : ''}
       <dt>Workload</dt><dd>${esc(vm.workload)}</dd><dt>IP / MAC</dt><dd>${esc(vm.ip)} / ${esc(vm.mac)}</dd><dt>CPU</dt><dd>${esc(cpu)}${vm.compat ? ' (compat)' : ''}</dd>
       ${vm.migration?.id ? `<dt>Migration</dt><dd><a href="#/migrations/${encodeURIComponent(vm.migration.id)}">${esc(vm.migration.phase)} → ${esc(vm.migration.to)}</a></dd>` : ''}</dl>
     <div class="actions" data-vm="${esc(vm.name)}">

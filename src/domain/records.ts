@@ -130,7 +130,11 @@ export const RunState = {
   Migrated: 'migrated',
   /** Stopped by a disk error (a full disk); resumes when the error is gone. */
   IoError: 'io-error',
-  /** The guest crashed or the emulator hit an internal error. */
+  /** The guest's kernel panicked (QEMU keeps the process for inspection). */
+  GuestPanicked: 'guest-panicked',
+  /** The guest shut down and QEMU has not exited yet. */
+  Shutdown: 'shutdown',
+  /** The emulator hit an internal error, or a watchdog fired. */
   Failed: 'failed',
   Exited: 'exited',
   /** The process exists but does not answer. */
@@ -148,6 +152,30 @@ export interface VmInstance {
   startedAtMs: number;
   /** Whether the NIC is plugged into its virtual switch right now (absent: no switch, or a tap NIC). */
   network?: NicLink;
+  /** How often the agent resumed this guest after an I/O error, once its disk had room again. */
+  ioErrorResumes?: number;
+}
+
+/** A run state in a sentence, for events and the CLI. */
+export function describeRunState(s: RunState): string {
+  switch (s) {
+    case RunState.Running:
+      return 'running';
+    case RunState.Paused:
+      return 'paused';
+    case RunState.IoError:
+      return 'paused by an I/O error on its disk (full?)';
+    case RunState.GuestPanicked:
+      return 'stopped: the guest kernel panicked';
+    case RunState.Shutdown:
+      return 'shut down';
+    case RunState.Failed:
+      return 'stopped: the emulator failed';
+    case RunState.Unresponsive:
+      return 'not answering its node';
+    default:
+      return s;
+  }
 }
 
 /** A NIC's link to its virtual switch, as QEMU sees it. */

@@ -41,8 +41,10 @@ export function runStateOf(status: QemuRunState | string): RunState {
     case 'io-error':
       return RunState.IoError;
     case 'guest-panicked':
-    case 'internal-error':
+      return RunState.GuestPanicked;
     case 'shutdown':
+      return RunState.Shutdown;
+    case 'internal-error':
     case 'watchdog':
       return RunState.Failed;
     default:
@@ -50,6 +52,9 @@ export function runStateOf(status: QemuRunState | string): RunState {
       return RunState.Paused;
   }
 }
+
+/** Free space a full disk's file system needs again before its paused guests go on. */
+const IO_RESUME_FREE_BYTES = 64 << 20;
 
 export interface QemuHypervisorOptions {
   /** 0700 directory of this host's QMP and serial sockets and descriptors. */
@@ -147,6 +152,29 @@ export class QemuHypervisor implements Hypervisor {
     return [...this.vms.values()].reduce((sum, vm) => sum + vm.descriptor.launch.spec.memoryMiB, 0);
   }
 
+  /** Guests resumed after an I/O error, and how often; those being looked at now. */
+  private readonly ioResumes = new Map<string, number>();
+  private readonly ioChecking = new Set<string>();
+
+  /**
+   * A guest QEMU stopped on an I/O error (werror=enospc: its disk's file
+   * system was full) goes on once that file system has room again.
+   */
+  private async resumeIfRoom(vm: QemuVm): Promise<void> {
+    if (this.ioChecking.has(vm.name)) return;
+    this.ioChecking.add(vm.name);
+    try {
+      const st = fs.statfsSync(path.dirname(vm.descriptor.launch.spec.diskPath));
+      if (st.bavail * st.bsize < IO_RESUME_FREE_BYTES) return;
+      await vm.qmp.execute('cont', {}, { timeoutMs: 2000 });
+      this.ioResumes.set(vm.name, (this.ioResumes.get(vm.name) ?? 0) + 1);
+    } catch {
+      /* still no room, or QEMU went: the next look decides */
+    } finally {
+      this.ioChecking.delete(vm.name);
+    }
+  }
+
   private async instance(vm: QemuVm): Promise<VmInstance> {
     let runState: RunState;
     try {
@@ -154,6 +182,8 @@ export class QemuHypervisor implements Hypervisor {
     } catch {
       runState = vm.qmp.closed ? RunState.Exited : RunState.Unresponsive;
     }
+    if (runState === RunState.IoError) void this.resumeIfRoom(vm);
+    const resumes = this.ioResumes.get(vm.name);
     return {
       name: vm.name,
       pid: vm.pid,
@@ -161,6 +191,7 @@ export class QemuHypervisor implements Hypervisor {
       incoming: vm.descriptor.launch.incoming,
       startedAtMs: vm.descriptor.startedAtMs,
       ...(vm.network ? { network: vm.network } : {}),
+      ...(resumes ? { ioErrorResumes: resumes } : {}),
     };
   }
 

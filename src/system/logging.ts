@@ -25,7 +25,14 @@ class PinoLogger implements Logger {
   }
 }
 
-/** A daemon's logger: JSON lines on stdout (its log file), named by its role. */
+/** Log lines a full or failing disk could not take (the daemon goes on without them). */
+export let droppedLogWrites = 0;
+
+/** A daemon's logger: JSON lines on stdout (its log file), named by its role. A write that fails (ENOSPC, EIO) is dropped and counted, never fatal. */
 export function daemonLogger(name: string, level = process.env.FERRY_LOG_LEVEL ?? 'info'): Logger {
-  return new PinoLogger(pino({ name, level, base: { pid: process.pid } }, pino.destination({ fd: 1, sync: true })));
+  const out = pino.destination({ fd: 1, sync: true });
+  out.on('error', () => {
+    droppedLogWrites++;
+  });
+  return new PinoLogger(pino({ name, level, base: { pid: process.pid } }, out));
 }

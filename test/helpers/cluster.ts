@@ -94,13 +94,20 @@ export class TestCluster {
   readonly layout: StateLayout;
   client!: Cluster;
 
-  private constructor(readonly dir: string) {
+  private constructor(
+    readonly dir: string,
+    /** The test made the directory (a file system of its own): it takes it away, not stop(). */
+    private readonly ownDir = true,
+  ) {
     this.layout = new StateLayout(dir);
   }
 
-  static async start(opts: UpOptions = {}): Promise<TestCluster> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-test-'));
-    const c = new TestCluster(dir);
+  /** A cluster in a fresh temporary directory, or in `dir` (an empty directory the test provides and removes). */
+  static async start(opts: UpOptions & { dir?: string } = {}): Promise<TestCluster> {
+    const { dir: given, ...upOpts } = opts;
+    const dir = given ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-test-'));
+    const c = new TestCluster(dir, given === undefined);
+    opts = upOpts;
     try {
       // Each test cluster's controller on a port chosen now, so clusters never collide.
       await up(c.layout, { port: await freePort(), ...opts });
@@ -230,7 +237,7 @@ export class TestCluster {
           /* gone */
         }
       }
-      fs.rmSync(this.dir, { recursive: true, force: true });
+      if (this.ownDir) fs.rmSync(this.dir, { recursive: true, force: true });
     }
   }
 }

@@ -9,14 +9,17 @@ import { clusterRoutes } from '../routes/cluster.js';
 export function mountCluster(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(clusterRoutes.status, async (c) => {
     const nodes = await s.nodes.list();
-    const vms = await s.vms.list();
+    const vms = await Promise.all((await s.vms.list()).map((v) => s.viewVm(v)));
+    const stalled = vms
+      .filter((v) => v.state === 'running' && v.runState !== undefined && v.runState !== 'running')
+      .map((v) => ({ vm: v.name, runState: v.runState! }));
     const cfg = s.config();
     return c.json(
       {
         cluster: { id: cfg.id, name: cfg.name, createdAtMs: cfg.createdAtMs },
         controller: { pid: s.info.pid, url: s.info.url(), consoleUrl: s.info.consoleUrl(), tokenFile: s.info.tokenFile },
         nodes: { total: nodes.length, up: nodes.filter((n) => n.state === 'up').length },
-        vms: { total: vms.length, running: vms.filter((v) => v.state === 'running').length },
+        vms: { total: vms.length, running: vms.filter((v) => v.state === 'running').length - stalled.length, stalled },
         migrations: { running: (await s.migrations.open()).length },
       },
       200,

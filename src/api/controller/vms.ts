@@ -37,6 +37,11 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
     const timeoutMs = b.force ? 0 : (b.timeoutS ?? (await s.settings.get()).shutdownTimeoutS) * 1000;
     return c.json(await s.lifecycle.stop(c.req.valid('param').name, { timeoutMs, force: b.force === true }), 200);
   });
+  app.openapi(vmRoutes.resume, async (c) => {
+    const name = c.req.valid('param').name;
+    const runState = await s.lifecycle.resume(name);
+    return c.json({ ...(await s.viewVm(await s.vms.get(name))), runState }, 200);
+  });
   app.openapi(vmRoutes.save, async (c) => c.json(await s.lifecycle.save(c.req.valid('param').name), 200));
   app.openapi(vmRoutes.moveStorage, async (c) => c.json(await s.lifecycle.moveStorage(c.req.valid('param').name, c.req.valid('json').to), 200));
   app.openapi(vmRoutes.ping, async (c) => {

@@ -74,6 +74,14 @@ export const vmRoutes = {
     request: { params, ...body(VmStopBody, false) },
     responses: answers(VmSchema.extend({ shutdown: z.object({ by: z.enum(['guest', 'force']), ms: z.number() }).optional() })),
   }),
+  resume: createRoute({
+    method: 'post',
+    path: '/api/v1/vms/{name}/resume',
+    tags: tag,
+    summary: 'Resume a running VM whose guest is paused (an I/O error once its disk has room, a pause)',
+    request: { params, ...body(Empty, false) },
+    responses: answers(VmViewSchema),
+  }),
   save: createRoute({
     method: 'post',
     path: '/api/v1/vms/{name}/save',

@@ -81,7 +81,10 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       if (o.json) json({ ...s, consoleUrl: s.controller.consoleUrl, tokenFile: s.controller.tokenFile });
       else {
         print(`cluster ${s.cluster.id} in ${layout().dir}`);
-        print(`nodes: ${s.nodes.up}/${s.nodes.total} up   VMs: ${s.vms.running}/${s.vms.total} running   migrations running: ${s.migrations.running}`);
+        const stalled = s.vms.stalled.length ? ` (${s.vms.stalled.map((x) => `${x.vm}: ${x.runState}`).join(', ')})` : '';
+        print(
+          `nodes: ${s.nodes.up}/${s.nodes.total} up   VMs: ${s.vms.running}/${s.vms.total} running${stalled}   migrations running: ${s.migrations.running}`,
+        );
         print(`console: ${s.controller.consoleUrl} (sign in with the token in ${s.controller.tokenFile})`);
       }
     });

@@ -8,6 +8,7 @@ import { systemClock } from '../../domain/clock.js';
 import { errors } from '../../domain/errors.js';
 import { STEPS, type MigrationRecord } from '../../domain/migration.js';
 import { NAMED_POLICIES, namedPolicy } from '../../domain/policy.js';
+import { describeRunState, RunState } from '../../domain/records.js';
 import { type Cluster, command, followMigration, numberOrText, wholeNumber } from '../context.js';
 import { Progress, bytes, json, ms, print } from '../output.js';
 
@@ -51,6 +52,11 @@ export function policyFromFlags(o: {
   if (dt !== undefined) out.downtimeMs = dt;
   if (o.postcopy) out.escalation = ['auto-converge', 'postcopy'];
   return out;
+}
+
+/** A VM's state as an operator needs it: a running VM whose guest does not run says what it is instead. */
+function shownState(v: { state: string; runState?: RunState }): string {
+  return v.state === 'running' && v.runState && v.runState !== RunState.Running ? v.runState : v.state;
 }
 
 function progressLine(p: NonNullable<MigrationRecord['progress']>): string {
@@ -261,6 +267,15 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       else print(`VM ${v.name} powered off${o.force ? '' : ' (the guest did not shut down in time)'}`);
     });
 
+  command(vm, 'resume', "resume a running VM's paused guest (after an I/O error once its disk has room)")
+    .argument('<name>', 'a VM name')
+    .option('--json', 'print the VM as JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const v = await connect().api.call(vmRoutes.resume, { ...enc(name), body: {} });
+      if (o.json) json(v);
+      else print(`VM ${v.name} ${v.runState && v.runState !== 'running' ? describeRunState(v.runState) : 'running'} on ${v.node}`);
+    });
+
   command(vm, 'save', "save a running VM's state to the shared volume and stop it")
     .argument('<name>', 'a VM name')
     .option('--json', 'print the record as JSON')
@@ -303,7 +318,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
             ['NAME', 'STATE', 'NODE', 'MEMORY', 'CPUS', 'IP', 'WORKLOAD'],
             vms.map((v) => [
               v.name,
-              v.state + (v.migration ? ` (${v.migration.phase} → ${v.migration.to})` : ''),
+              shownState(v) + (v.migration ? ` (${v.migration.phase} → ${v.migration.to})` : ''),
               v.node || '-',
               `${v.memoryMiB} MiB`,
               v.cpus,
@@ -326,7 +341,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       }
       const rows: [string, string][] = [
         ['name', v.name],
-        ['state', v.state],
+        ['state', shownState(v)],
         ['node', v.node || '-'],
         ['memoryMiB', String(v.memoryMiB)],
         ['cpus', String(v.cpus)],
@@ -340,6 +355,12 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       if (v.guestCpu) rows.push(['cpu', `${v.guestCpu.vendor} ${v.guestCpu.model} (${v.guestCpu.features.length} features)`]);
       rows.push(['offloads', v.nicOffloads ? v.nicOffloads.join(',') || 'none' : 'all']);
       if (v.nic) rows.push(['nic', `${v.nic.backend} on ${v.node}; the guest uses ${v.nic.negotiated.join(',') || 'no offloads'}`]);
+      if (v.runState) rows.push(['run state', describeRunState(v.runState)]);
+      if (v.network)
+        rows.push([
+          'network',
+          v.network === 'connected' ? `connected to switch ${v.switch ?? 'default'}` : `disconnected from switch ${v.switch ?? 'default'}`,
+        ]);
       if (v.error) rows.push(['error', v.error]);
       if (v.migration) {
         const p = v.migration.progress;
