@@ -114,6 +114,14 @@ export class ApiClient {
     } catch (e) {
       if (options.signal?.aborted) throw errors.aborted(`${method} ${path}`);
       if (timeout?.aborted) throw errors.timeout(`${method} ${url}`, timeoutMs);
+      // Refused or no route: nobody listens there. Anything else: the connection broke while the request was under way.
+      const code = ((e as { cause?: { code?: string } }).cause?.code ?? (e as { code?: string }).code) || '';
+      const neverReached = ['ECONNREFUSED', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND'].includes(code);
+      if (!neverReached)
+        throw new FerryError(ErrorCode.AgentUnreachable, `lost ${base} during ${method} ${path}: ${(e as Error).message}${code ? ` (${code})` : ''}`, {
+          cause: e,
+          details: { url: base, duringRequest: true },
+        });
       throw new FerryError(ErrorCode.AgentUnreachable, `cannot reach ${base}: ${(e as Error).message}`, {
         cause: e,
         details: { url: base },

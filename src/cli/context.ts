@@ -39,7 +39,9 @@ function notRunningWhenUnreachable(api: ApiClient, layout: StateLayout): ApiClie
   const open = api.open.bind(api);
   const wrap = <T>(p: Promise<T>): Promise<T> =>
     p.catch((e: unknown) => {
-      if (isFerryError(e, ErrorCode.AgentUnreachable) && e.details.url === api.baseUrl) throw errors.clusterNotRunning(layout.dir);
+      // Nobody listening is a cluster that is not running (exit 2); a controller lost in the middle of a request is a failed operation (exit 1).
+      if (isFerryError(e, ErrorCode.AgentUnreachable) && e.details.url === api.baseUrl && e.details.duringRequest !== true)
+        throw errors.clusterNotRunning(layout.dir);
       throw e;
     });
   api.call = ((route, input, opts) => wrap(call(route, input, opts))) as ApiClient['call'];

@@ -25,6 +25,7 @@ import { defaultNetworks, randomBlock } from '../domain/networks.js';
 import { ensureImage } from '../guest/image.js';
 import type { NodeRecord } from '../domain/records.js';
 import { StateLayout, projectRoot } from '../config/paths.js';
+import { killStaleStorageDaemons } from '../qemu/backup-job.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 import type { NicBackend } from '../domain/nic.js';
 import { deleteLinks, removeUplinks } from '../node/tap-uplink.js';
@@ -194,6 +195,8 @@ export async function down(
     });
   }
   for (const pid of killLeftoverQemu(layout)) await waitUntil(() => !pidAlive(pid), 5_000, 'QEMU to die').catch(() => {});
+  // A backup copy or replica export a killed controller could not stop.
+  for (const pid of killStaleStorageDaemons(layout.run)) await waitUntil(() => !pidAlive(pid), 5_000, 'qemu-storage-daemon to die').catch(() => {});
   // Tap nodes: relays, then the bridges they hung on.
   const nodesDir = path.join(layout.run, 'nodes');
   for (const node of fs.existsSync(nodesDir) ? fs.readdirSync(nodesDir) : []) {

@@ -257,6 +257,8 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     },
     down: async (shutdownTimeoutMs) => {
       await migrations.cancelAll();
+      // Backups in flight stop their copy and merge the disk's overlay back while the VM still runs.
+      await backups.cancelAll('the cluster is going down');
       // Marked before the VMs go: a down cut short still runs the start actions at the next start.
       await store.put(POWERED_OFF_KEY, { atMs: clock.nowMs() });
       return lifecycle.stopAll(shutdownTimeoutMs, (vm, e) => log.warn({ vm, err: String(e) }, 'stopping for down failed'));
@@ -314,6 +316,9 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     },
     async stop() {
       await incoming.closeAll();
+      // A copy still running (the controller is stopped without `ferry down`) ends with it; the next start merges its overlay back.
+      const stopped = p.volume.stopLeftovers();
+      if (stopped.length) log.info({ pids: stopped }, `stopped ${stopped.length} qemu-storage-daemon(s)`);
     },
   };
 }

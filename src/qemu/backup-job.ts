@@ -26,7 +26,6 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../domain/errors.js';
@@ -139,6 +138,8 @@ export async function copyFrozenImage(req: {
   hold?: () => Promise<boolean>;
   /** Where the daemon writes its pid (a restarted controller stops leftovers, see killStaleStorageDaemons). */
   pidFile?: string;
+  /** Where the daemon's QMP socket lives while it runs (under the state directory, never the system's temporary one). */
+  workDir: string;
   /** Stops the copy (the daemon is killed; the call fails). */
   signal?: AbortSignal;
 }): Promise<{ bytes: number; ms: number; pausedMs: number }> {
@@ -147,7 +148,8 @@ export async function copyFrozenImage(req: {
   const createArgs = ['create', '-q', '-f', 'qcow2'];
   if (req.mode === 'incremental') createArgs.push('-F', 'qcow2', '-b', req.parent!);
   await run('qemu-img', [...createArgs, req.target, String(req.sizeBytes)]);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-qsd-'));
+  fs.mkdirSync(req.workDir, { recursive: true, mode: 0o700 });
+  const dir = fs.mkdtempSync(path.join(req.workDir, 'qsd-copy-'));
   const socket = path.join(dir, 'qmp.sock');
   const qsd = spawn(
     'qemu-storage-daemon',
@@ -255,6 +257,8 @@ export function killStaleStorageDaemons(dir: string): number[] {
     }
     fs.rmSync(file, { force: true });
   }
+  // Their QMP socket directories go too.
+  for (const f of fs.readdirSync(dir)) if (/^qsd-copy-/.test(f)) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
   return killed;
 }
 

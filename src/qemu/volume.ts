@@ -107,6 +107,7 @@ export class QemuVolume implements Volume {
       ...(req.hold ? { hold: async () => req.hold!() } : {}),
       ...(req.signal ? { signal: req.signal } : {}),
       pidFile,
+      workDir: this.runDir,
     });
   }
 

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/config/cluster-config.js';
 import { Cluster } from '../../src/cli/context.js';
@@ -27,6 +28,9 @@ describe('backup recovery after a controller crash', () => {
   });
   const acked = () => c.console('db').diskAcked ?? 0;
   const storageDaemons = () => processesMentioning(c.dir).filter((p) => p.includes('qemu-storage-daemon'));
+  // What Ferry's older copies left in the system temporary directory; none may appear now.
+  const tmpBefore = new Set(fs.readdirSync(os.tmpdir()));
+  const tmpQsd = () => fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('ferry-qsd-') && !tmpBefore.has(f));
 
   it('merges the overlay back after a restart, keeps every write, and the next backup works', async () => {
     const image = (await c.vm('db')).diskPath;
@@ -39,8 +43,14 @@ describe('backup recovery after a controller crash', () => {
       async () => (await c.vm('db')).diskPath.includes('/shared/overlays/') && storageDaemons().length === 1,
     );
     const overlay = (await c.vm('db')).diskPath;
+    // The copy's QMP socket lives under the state directory, not the system's temporary one.
+    assert.equal(fs.readdirSync(c.layout.run).filter((f) => f.startsWith('qsd-copy-')).length, 1);
+    assert.deepEqual(tmpQsd(), [], 'nothing in the system temporary directory');
     process.kill(readEndpoint(c.layout, 'controller')!.pid, 'SIGKILL');
-    assert.notEqual((await pending).code, 0, 'the CLI saw the controller go');
+    const lost = await pending;
+    assert.equal(lost.code, 1, 'an operation that failed, not bad usage');
+    assert.match(lost.stderr, /^error: lost http:\/\/127\.0\.0\.1:\d+ during POST \/api\/v1\/backups: /);
+    assert.equal(lost.stderr.trim().split('\n').length, 1);
     const n = acked();
     await waitFor('the guest to write on, on its overlay', 10_000, () => acked() > n + 20);
     await c.ferryOk(['up']);
@@ -54,6 +64,11 @@ describe('backup recovery after a controller crash', () => {
     await waitFor('the overlay to be merged back', 60_000, async () => (await c.vm('db')).diskPath === image);
     assert.ok(!fs.existsSync(overlay), 'the overlay file is gone');
     assert.deepEqual(storageDaemons(), [], "the copy's daemon was stopped");
+    assert.deepEqual(
+      fs.readdirSync(c.layout.run).filter((f) => f.startsWith('qsd-')),
+      [],
+      'its pid file and socket directory are gone',
+    );
     assert.equal(c.console('db').ticks.at(-1)!.bootId, boot, 'the VM kept running throughout');
     const m = acked();
     await waitFor('writes after the merge', 10_000, () => acked() > m + 20);
@@ -95,5 +110,36 @@ describe('backup recovery after a controller crash', () => {
     await c.ferryOk(['vm', 'start', 'db']);
     const inc = await c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--incremental']);
     assert.equal(inc.parent, b.id);
+  });
+
+  it('ferry down during a backup stops the copy, merges the overlay back and leaves nothing; the backup fails with exit 1', async () => {
+    if ((await c.vm('db')).state !== 'running') await c.ferryOk(['vm', 'start', 'db']);
+    await waitFor('the guest to write', 60_000, () => c.console('db').ticks.length > 0 && (c.console('db').diskAcked ?? 0) > 0);
+    const image = (await c.vm('db')).diskPath;
+    const pending = c.ferry(['backup', 'create', 'db', '--bandwidth', '5']);
+    await waitFor('the copy', 20_000, async () => (await c.vm('db')).diskPath.includes('/shared/overlays/') && storageDaemons().length === 1);
+    const down = await c.ferry(['down']);
+    assert.equal(down.code, 0, down.stderr);
+    const backup = await pending;
+    assert.equal(backup.code, 1, backup.stdout);
+    assert.match(
+      backup.stderr,
+      /^error: backup b-[a-z0-9-]+ of db was cancelled: the cluster is going down; the VM's disk is whole \(its overlay was merged back\)\n$/,
+    );
+    assert.deepEqual(processesMentioning(c.dir), [], 'no copy daemon and no QEMU survive down');
+    assert.deepEqual(tmpQsd(), []);
+    assert.deepEqual(fs.existsSync(c.layout.run) ? fs.readdirSync(c.layout.run) : [], [], 'no pid file, socket or directory under run/');
+    assert.deepEqual(fs.readdirSync(`${c.layout.shared}/overlays`), [], 'no overlay left: the acknowledged writes are in the disk');
+    const last = acked();
+    const records = readRecords(image);
+    assert.deepEqual(records.holes, []);
+    assert.ok(records.last >= last, `every acknowledged write is on the image (${records.last} ≥ ${last})`);
+    // Back up: the VM's start action starts it, the backup is recorded as cancelled.
+    const up = await c.ferry(['up']);
+    assert.match(up.stdout, /^start actions: started db$/m);
+    c.client = Cluster.connect(c.layout);
+    const [b] = await c.ferryJson<BackupRecord[]>(['backup', 'list', 'db']).then((l) => l.filter((x) => x.status === 'failed').slice(-1));
+    assert.match(b!.error ?? '', /was cancelled: the cluster is going down/);
+    assert.ok(!fs.existsSync(b!.file), 'no half-written backup file');
   });
 });

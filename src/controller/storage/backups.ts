@@ -152,12 +152,24 @@ export class Backups {
       undo: this.undoTable(),
       clock: this.d.clock,
     });
-    let outcome: { ok: boolean; error?: FerryError };
+    let outcome: { ok: boolean; cancelled?: boolean; error?: FerryError };
+    const ac = new AbortController();
+    const run = go(runner, ac.signal);
+    this.running.set(id, { ac, done: run.catch(() => undefined) });
     try {
-      outcome = await go(runner, new AbortController().signal);
+      outcome = await run;
     } finally {
+      this.running.delete(id);
       this.leases.get(id)?.release();
       this.leases.delete(id);
+    }
+    if (!outcome.ok && ac.signal.aborted) {
+      const why = ac.signal.reason instanceof Error ? ac.signal.reason.message : String(ac.signal.reason ?? 'cancelled');
+      const vm = (await this.get(id)).vm;
+      outcome = {
+        ok: false,
+        error: new FerryError(ErrorCode.Aborted, `backup ${id} of ${vm} was cancelled: ${why}; the VM's disk is whole (its overlay was merged back)`),
+      };
     }
     const b = await this.save(id, (cur) => ({
       ...cur,
@@ -180,6 +192,17 @@ export class Backups {
     }
     await this.d.events.emit({ type: 'backup.failed', vm: b.vm, message: `backup ${id} of ${b.vm} failed: ${b.error}` });
     throw outcome.error ?? errors.internal(b.error ?? 'backup failed');
+  }
+
+  /** Backups whose phases run now: their cancel switch and the end of their run. */
+  private readonly running = new Map<string, { ac: AbortController; done: Promise<unknown> }>();
+
+  /** Cancels every backup in flight (its copy stops, its overlay is merged back) and waits until each has ended. */
+  async cancelAll(reason: string): Promise<string[]> {
+    const ids = [...this.running.keys()];
+    for (const r of this.running.values()) r.ac.abort(new Error(reason));
+    await Promise.all([...this.running.values()].map((r) => r.done));
+    return ids;
   }
 
   private undoTable(): UndoTable {
