@@ -184,13 +184,17 @@ export async function copyFrozenImage(req: {
     qmp = await QmpClient.connect(socket);
     const exec = qmpExec(qmp);
     const id = 'ferry-copy';
+    // A full backup of an image without a backing file copies only what is allocated in it: the rest reads
+    // as zeros, which is what the fresh target holds already (sync=top). With a backing chain, all of it.
+    const nodes = (await exec('query-named-block-nodes')) as { 'node-name': string; backing_file?: string }[];
+    const standalone = !nodes.find((n) => n['node-name'] === 'src')?.backing_file;
     await exec('blockdev-backup', {
       'job-id': id,
       device: 'src',
       target: 'tgt',
       'auto-dismiss': false,
       ...(req.bytesPerSec ? { speed: req.bytesPerSec } : {}),
-      ...(req.mode === 'incremental' ? { sync: 'bitmap', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'never' } : { sync: 'full' }),
+      ...(req.mode === 'incremental' ? { sync: 'bitmap', bitmap: BACKUP_BITMAP, 'bitmap-mode': 'never' } : { sync: standalone ? 'top' : 'full' }),
     });
     // While `hold` says so (a migration of the VM runs) the copy waits, leaving the I/O to the move.
     let pausedMs = 0;

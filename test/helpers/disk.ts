@@ -7,6 +7,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { vmRoutes } from '../../src/api/routes/vms.js';
+import { type TestCluster, waitFor } from './cluster.js';
 
 export interface DiskRecords {
   /** Records 1..last are all there, in order. */
@@ -42,4 +44,17 @@ export function readRecords(image: string): DiskRecords {
   } finally {
     fs.rmSync(path.dirname(raw), { recursive: true, force: true });
   }
+}
+
+/**
+ * Writes `mib` MiB of random data at 512 MiB into a running built-in guest's disk (far from its
+ * numbered records), so a backup has that much to copy and a capped copy takes a known while.
+ */
+export async function writeBulk(c: TestCluster, vm: string, mib: number): Promise<void> {
+  const marker = `ferry-bulk-${mib}-${Date.now()}`;
+  await c.api.call(vmRoutes.consoleInput, {
+    params: { name: vm },
+    body: { data: `dd if=/dev/urandom of=/dev/vda bs=1M seek=512 count=${mib} oflag=direct 2>/dev/null && echo ${marker}\n` },
+  });
+  await waitFor(`${mib} MiB written in ${vm}`, 120_000, () => new RegExp(`^${marker}`, 'm').test(c.consoleText(vm)));
 }

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { readEndpoint } from '../../src/config/cluster-config.js';
 import { Cluster } from '../../src/cli/context.js';
 import type { BackupRecord } from '../../src/controller/storage/backups.js';
-import { readRecords } from '../helpers/disk.js';
+import { readRecords, writeBulk } from '../helpers/disk.js';
 import { TestCluster, processesMentioning, waitFor } from '../helpers/cluster.js';
 
 describe('backup recovery after a controller crash', () => {
@@ -35,8 +35,9 @@ describe('backup recovery after a controller crash', () => {
   it('merges the overlay back after a restart, keeps every write, and the next backup works', async () => {
     const image = (await c.vm('db')).diskPath;
     const boot = c.console('db').ticks.at(-1)!.bootId;
-    // A slow copy (8 MiB/s of a 1 GiB disk) that the crash interrupts.
-    const pending = c.ferry(['backup', 'create', 'db', '--bandwidth', '8']);
+    // A slow copy (40 MiB at 4 MiB/s) that the crash interrupts.
+    await writeBulk(c, 'db', 40);
+    const pending = c.ferry(['backup', 'create', 'db', '--bandwidth', '4']);
     await waitFor(
       'the disk to be frozen and copied',
       20_000,
@@ -88,7 +89,9 @@ describe('backup recovery after a controller crash', () => {
     await c.ferryOk(['vm', 'start', 'db']);
     await waitFor('the guest to write again', 60_000, () => (c.console('db').diskStart ?? 0) > 0 && acked() > (c.console('db').diskStart ?? 0) + 20);
     const image = (await c.vm('db')).diskPath;
-    const pending = c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--bandwidth', '64']);
+    // 40 MiB to copy at 4 MiB/s: the VM stops long before the copy ends.
+    await writeBulk(c, 'db', 40);
+    const pending = c.ferryJson<BackupRecord>(['backup', 'create', 'db', '--bandwidth', '4']);
     await waitFor('the disk to be frozen', 20_000, async () => (await c.vm('db')).diskPath.includes('/shared/overlays/'));
     const overlay = (await c.vm('db')).diskPath;
     await c.ferryOk(['vm', 'stop', 'db']);
@@ -116,7 +119,7 @@ describe('backup recovery after a controller crash', () => {
     if ((await c.vm('db')).state !== 'running') await c.ferryOk(['vm', 'start', 'db']);
     await waitFor('the guest to write', 60_000, () => c.console('db').ticks.length > 0 && (c.console('db').diskAcked ?? 0) > 0);
     const image = (await c.vm('db')).diskPath;
-    const pending = c.ferry(['backup', 'create', 'db', '--bandwidth', '5']);
+    const pending = c.ferry(['backup', 'create', 'db', '--bandwidth', '4']);
     await waitFor('the copy', 20_000, async () => (await c.vm('db')).diskPath.includes('/shared/overlays/') && storageDaemons().length === 1);
     const down = await c.ferry(['down']);
     assert.equal(down.code, 0, down.stderr);
