@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev)
+# etcd-server: the cluster store of real hosts (tests start their own members; the
+# package's own service is not started). e2fsprogs: the tests' small file systems.
+packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev etcd-server e2fsprogs)
 [ "${FERRY_SETUP_CHROMIUM:-0}" = 1 ] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
@@ -21,7 +23,14 @@ if [ ${#missing[@]} -gt 0 ] || [ $lists_ok = 0 ]; then
   say "installing Debian packages: ${missing[*]:-(package lists only)}"
   as_root apt-get update -q >&2
   if [ ${#missing[@]} -gt 0 ]; then
+    # Packages must not start services here (etcd-server would start a member on :2379): invoke-rc.d asks policy-rc.d.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod 755 "$policy" && own_policy=1
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    [ $own_policy = 1 ] && as_root rm -f "$policy"
   fi
 fi
 

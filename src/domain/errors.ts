@@ -28,6 +28,8 @@ export const ErrorCode = {
   Timeout: 'timeout',
   Aborted: 'aborted',
   AgentUnreachable: 'agent-unreachable',
+  /** The cluster store (etcd) does not answer. */
+  StoreUnavailable: 'store-unavailable',
   MigrationFailed: 'migration-failed',
   ImageBuild: 'image-build',
   Internal: 'internal',
@@ -60,6 +62,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   timeout: { httpStatus: 504, exitCode: 1, retryable: true },
   aborted: { httpStatus: 499, exitCode: 1, retryable: false },
   'agent-unreachable': { httpStatus: 502, exitCode: 1, retryable: true },
+  'store-unavailable': { httpStatus: 503, exitCode: 1, retryable: true },
   'migration-failed': { httpStatus: 500, exitCode: 1, retryable: true },
   'image-build': { httpStatus: 500, exitCode: 1, retryable: false },
   internal: { httpStatus: 500, exitCode: 1, retryable: false },

@@ -48,10 +48,10 @@ export interface ClusterStore {
 }
 
 /** Reads, changes and writes back a key with compare-and-set, retrying on conflict. */
-export async function update<T>(store: ClusterStore, key: string, change: (current: T | undefined) => T, attempts = 10): Promise<T> {
+export async function update<T>(store: ClusterStore, key: string, change: (current: T | undefined) => T | Promise<T>, attempts = 10): Promise<T> {
   for (let i = 0; ; i++) {
     const entry = await store.get<T>(key);
-    const next = change(entry?.value);
+    const next = await change(entry?.value);
     try {
       await store.put(key, next, { expectRevision: entry?.modRevision ?? 0 });
       return next;

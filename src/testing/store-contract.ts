@@ -11,8 +11,8 @@ import { type Change, type ClusterStore, update } from '../ports/store.js';
 
 export interface StoreUnderTest {
   store: ClusterStore;
-  /** Moves the store's time (leases) by `ms`. */
-  advance(ms: number): void;
+  /** Lets `ms` pass for the store's leases: a manual clock moves, a real store is waited for. */
+  advance(ms: number): void | Promise<void>;
   /** A second handle on the same data, if the backend has such a thing (another process, another member). */
   second?(): Promise<ClusterStore>;
   dispose(): Promise<void>;
@@ -70,11 +70,11 @@ export function storeContract(name: string, traits: BackendTraits, make: (clock:
     it('update() retries a compare-and-set that lost a race', async () => {
       await store.put('counter', 0);
       let raced = false;
-      const result = await update<number>(store, 'counter', (n) => {
+      const result = await update<number>(store, 'counter', async (n) => {
         if (!raced) {
           raced = true;
-          // another writer sneaks in between our read and our write
-          void store.put('counter', 10);
+          // another writer lands between our read and our write
+          await store.put('counter', 10);
         }
         return (n ?? 0) + 1;
       });
@@ -83,13 +83,14 @@ export function storeContract(name: string, traits: BackendTraits, make: (clock:
     });
 
     it('removes keys of a lease that expires and keeps those that are renewed', async () => {
-      const lease = await store.grantLease(1000);
-      const kept = await store.grantLease(1000);
+      // Whole seconds (etcd's unit), with half a second either side for a real store's expiry sweep.
+      const lease = await store.grantLease(3000);
+      const kept = await store.grantLease(3000);
       await store.put('nodes/a', 'alive', { lease });
       await store.put('nodes/b', 'alive', { lease: kept });
-      t.advance(800);
+      await t.advance(1500);
       await store.keepAlive(kept);
-      t.advance(400);
+      await t.advance(2500);
       assert.equal(await store.get('nodes/a'), undefined);
       assert.equal((await store.get('nodes/b'))?.value, 'alive');
       await assert.rejects(store.keepAlive(lease), (e: unknown) => isFerryError(e, 'invalid-argument'));

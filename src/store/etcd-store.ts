@@ -1,0 +1,217 @@
+/**
+ * The cluster store on etcd v3 (the etcd3 client over gRPC): the backend of a
+ * cluster of real hosts. Keys live under a prefix (`/ferry/` by default);
+ * values are JSON. Revisions, compare-and-set, leases and watches are
+ * etcd's own, so the ClusterStore contract maps one to one:
+ *
+ *   put with expectRevision   a transaction comparing the key's mod (or, for
+ *                             0, its create) revision
+ *   grantLease(ms)            an etcd lease of ceil(ms / 1000) seconds
+ *   watch(prefix, after)      an etcd watch from revision after + 1
+ *
+ * A call etcd does not answer within `callTimeoutMs` fails as
+ * `store-unavailable`, naming the endpoints.
+ */
+import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IResponseHeader } from 'etcd3';
+import { ErrorCode, FerryError, errors } from '../domain/errors.js';
+import type { Change, ClusterStore, Entry, PutOptions } from '../ports/store.js';
+
+export interface EtcdStoreOptions {
+  /** Client URLs of the members, e.g. http://10.0.0.1:2379. */
+  endpoints: string[];
+  /** Every key is stored under this prefix (default /ferry/). */
+  prefix?: string;
+  /** How long one call may take before the store counts as unreachable (default 5000 ms). */
+  callTimeoutMs?: number;
+  /** TLS to the members: the CA that signed them, and this client's certificate. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+}
+
+/** The first key after every key starting with `prefix`. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+export class EtcdStore implements ClusterStore {
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly o: EtcdStoreOptions) {
+    this.prefix = o.prefix ?? '/ferry/';
+    this.timeoutMs = o.callTimeoutMs ?? 5000;
+    this.client = new Etcd3({
+      hosts: o.endpoints,
+      dialTimeout: this.timeoutMs,
+      ...(o.tls
+        ? { credentials: { rootCertificate: o.tls.ca, ...(o.tls.key ? { privateKey: o.tls.key } : {}), ...(o.tls.cert ? { certChain: o.tls.cert } : {}) } }
+        : {}),
+      // Ferry decides what to do when etcd does not answer; the client only gives each call its deadline.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
+    });
+  }
+
+  private key(k: string): Buffer {
+    return Buffer.from(this.prefix + k);
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof FerryError) throw e;
+      throw new FerryError(
+        ErrorCode.StoreUnavailable,
+        `the cluster store (etcd at ${this.o.endpoints.join(', ')}) did not answer ${what}: ${(e as Error).message}`,
+        {
+          cause: e,
+          details: { endpoints: this.o.endpoints },
+        },
+      );
+    }
+  }
+
+  private entry<T>(kv: IKeyValue): Entry<T> {
+    const lease = String(kv.lease ?? '0');
+    return {
+      key: kv.key.toString().slice(this.prefix.length),
+      value: JSON.parse(kv.value.toString()) as T,
+      modRevision: Number(kv.mod_revision),
+      createRevision: Number(kv.create_revision),
+      ...(lease !== '0' ? { lease } : {}),
+    };
+  }
+
+  async get<T>(key: string): Promise<Entry<T> | undefined> {
+    const r = await this.call(`get ${key}`, () => this.client.kv.range({ key: this.key(key) }));
+    return r.kvs[0] ? this.entry<T>(r.kvs[0]) : undefined;
+  }
+
+  async list<T>(prefix: string): Promise<Entry<T>[]> {
+    const start = this.key(prefix);
+    const r = await this.call(`list ${prefix}`, () =>
+      this.client.kv.range({ key: start, range_end: prefixEnd(start), sort_order: 'Ascend', sort_target: 'Key' }),
+    );
+    return r.kvs.map((kv) => this.entry<T>(kv));
+  }
+
+  async put<T>(key: string, value: T, options: PutOptions = {}): Promise<number> {
+    const k = this.key(key);
+    const put = { key: k, value: Buffer.from(JSON.stringify(value)), ...(options.lease ? { lease: options.lease } : {}) };
+    if (options.expectRevision === undefined) {
+      const r = await this.call(`put ${key}`, () => this.client.kv.put(put));
+      return revisionOf(r.header);
+    }
+    const expected = options.expectRevision;
+    const compare =
+      expected === 0
+        ? { key: k, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 }
+        : { key: k, target: 'Mod' as const, result: 'Equal' as const, mod_revision: expected };
+    const r = await this.call(`put ${key}`, () => this.client.kv.txn({ compare: [compare], success: [{ request_put: put }] }));
+    if (!r.succeeded) throw conflict(key, expected);
+    return revisionOf(r.header);
+  }
+
+  async delete(key: string, options: { expectRevision?: number } = {}): Promise<boolean> {
+    const k = this.key(key);
+    if (options.expectRevision === undefined) {
+      const r = await this.call(`delete ${key}`, () => this.client.kv.deleteRange({ key: k }));
+      return Number(r.deleted) > 0;
+    }
+    const expected = options.expectRevision;
+    const r = await this.call(`delete ${key}`, () =>
+      this.client.kv.txn({
+        compare: [{ key: k, target: 'Mod', result: 'Equal', mod_revision: expected }],
+        success: [{ request_delete_range: { key: k } }],
+      }),
+    );
+    if (!r.succeeded) throw conflict(key, expected);
+    return Number(r.responses[0]?.response_delete_range?.deleted ?? 0) > 0;
+  }
+
+  async revision(): Promise<number> {
+    const r = await this.call('revision', () => this.client.kv.range({ key: this.key(''), count_only: true }));
+    return revisionOf(r.header);
+  }
+
+  async grantLease(ttlMs: number): Promise<string> {
+    const r = await this.call('grant a lease', () => this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlMs / 1000)), ID: 0 }));
+    return String(r.ID);
+  }
+
+  async keepAlive(lease: string): Promise<void> {
+    const ttl = await this.call(`keep lease ${lease} alive`, async () => {
+      const stream = await this.client.leaseClient.leaseKeepAlive();
+      try {
+        return await new Promise<number>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+          stream.on('data', (res) => {
+            clearTimeout(timer);
+            resolve(Number(res.TTL));
+          });
+          stream.on('error', (e) => {
+            clearTimeout(timer);
+            reject(e);
+          });
+          stream.write({ ID: lease });
+        });
+      } finally {
+        stream.cancel();
+      }
+    });
+    if (ttl <= 0) throw errors.invalid('lease', `lease ${lease} has expired`);
+  }
+
+  async revokeLease(lease: string): Promise<void> {
+    await this.call(`revoke lease ${lease}`, () => this.client.leaseClient.leaseRevoke({ ID: lease })).catch((e: unknown) => {
+      // An expired lease is revoked already.
+      if (!((e as FerryError).cause instanceof EtcdLeaseInvalidError)) throw e;
+    });
+  }
+
+  watch(prefix: string, afterRevision: number, onChange: (change: Change) => void): () => void {
+    let stopped = false;
+    let cancel: (() => Promise<void>) | undefined;
+    void this.client
+      .watch()
+      .prefix(this.prefix + prefix)
+      .startRevision(String(afterRevision + 1))
+      .create()
+      .then((w) => {
+        cancel = () => w.cancel();
+        if (stopped) void w.cancel();
+        w.on('data', (res) => {
+          for (const ev of res.events) {
+            const key = ev.kv.key.toString().slice(this.prefix.length);
+            const revision = Number(ev.kv.mod_revision);
+            if (ev.type === 'Delete') onChange({ type: 'delete', key, revision });
+            else onChange({ type: 'put', key, value: JSON.parse(ev.kv.value.toString()) as unknown, revision });
+          }
+        });
+      })
+      .catch(() => {});
+    return () => {
+      stopped = true;
+      void cancel?.();
+    };
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}
+
+function revisionOf(h: IResponseHeader): number {
+  return Number(h.revision);
+}
+
+function conflict(key: string, expected: number): FerryError {
+  return errors.conflict(expected === 0 ? `${key} exists already` : `${key} changed since revision ${expected}`, { key, expectRevision: expected });
+}
