@@ -623,6 +623,14 @@ export const StatusSchema = z
       stalled: z.array(z.object({ vm: z.string(), runState: InstanceSchema.shape.runState })),
     }),
     migrations: z.object({ running: z.number() }),
+    store: z.object({
+      backend: z.enum(['sqlite', 'etcd']),
+      at: z.string().openapi({ description: "the SQLite file or etcd's client URLs" }),
+      reachable: z.boolean(),
+      error: z.string().optional(),
+      sinceMs: z.number().optional(),
+      revision: z.number().optional(),
+    }),
   })
   .openapi('Status');
 

@@ -37,6 +37,8 @@ export interface UpOptions {
   nicBackends?: NicBackend[];
   /** The controller's port on a new cluster (default 8470; 0: any free port). */
   port?: number;
+  /** A new cluster keeps its state in these etcd members instead of the SQLite file. */
+  etcd?: string[];
   progress?: (line: string) => void;
 }
 
@@ -103,7 +105,10 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     opts.nicBackends?.forEach((backend, i) => {
       if (members[i]) members[i]!.nicBackend = backend;
     });
-    config = writeConfig(layout, members, networks, opts.port ?? DEFAULT_CONTROLLER_PORT);
+    config = writeConfig(layout, members, networks, opts.port ?? DEFAULT_CONTROLLER_PORT, opts.etcd ? { backend: 'etcd', endpoints: opts.etcd } : undefined);
+  } else if (opts.etcd && opts.etcd.join(',') !== (config.store?.endpoints ?? []).join(',')) {
+    const now = config.store ? `etcd at ${config.store.endpoints.join(',')}` : 'the SQLite file in the state directory';
+    throw errors.invalid('etcd', `the cluster in ${layout.dir} keeps its state in ${now}; --etcd applies only when a cluster is created`);
   }
   const names = daemonNames(config);
   const missing = names.filter((n) => !daemonAlive(layout, n));

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import type { ClusterNetwork } from '../domain/networks.js';
 import type { StateLayout } from './paths.js';
 
-import { type ClusterConfig, type NodeMember, nodeName } from '../domain/cluster.js';
-export { type ClusterConfig, type NodeMember, nodeName };
+import { type ClusterConfig, type NodeMember, type StoreConfig, nodeName } from '../domain/cluster.js';
+export { type ClusterConfig, type NodeMember, type StoreConfig, nodeName };
 
 export interface DaemonEndpoint {
   pid: number;
@@ -33,7 +33,13 @@ export function readConfig(layout: StateLayout): ClusterConfig | undefined {
   }
 }
 
-export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: ClusterNetwork[] = [], controllerPort?: number): ClusterConfig {
+export function writeConfig(
+  layout: StateLayout,
+  nodes: NodeMember[],
+  networks: ClusterNetwork[] = [],
+  controllerPort?: number,
+  store?: StoreConfig,
+): ClusterConfig {
   const config: ClusterConfig = {
     id: randomUUID(),
     name: 'ferry',
@@ -42,6 +48,7 @@ export function writeConfig(layout: StateLayout, nodes: NodeMember[], networks: 
     vmSubnet: '10.99.0.0/16',
     networks,
     ...(controllerPort !== undefined ? { controllerPort } : {}),
+    ...(store ? { store } : {}),
   };
   fs.writeFileSync(layout.cluster, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
   return config;

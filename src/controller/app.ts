@@ -24,10 +24,12 @@ import type { ClusterConfigStore } from '../ports/cluster-config.js';
 import type { Logger } from '../ports/logger.js';
 import type { AgentConnector } from '../ports/node-agent.js';
 import type { RemoteConnector } from '../ports/remote-cluster.js';
-import type { ClusterStore } from '../ports/store.js';
+import type { ClusterStore, StoreHealth } from '../ports/store.js';
 import type { SwitchControl } from '../ports/switch-control.js';
 import type { Volume } from '../ports/volume.js';
 import { QemuVolume } from '../qemu/volume.js';
+import { EtcdStore } from '../store/etcd-store.js';
+import { MirroredStore } from '../store/mirrored-store.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import { SwitchClient } from '../switch/client.js';
 import { daemonLogger } from '../system/logging.js';
@@ -73,6 +75,8 @@ export interface ControllerPorts {
   url: () => string;
   consoleUrl: () => string;
   pid: number;
+  /** How the store is doing (default: the SQLite file, always there). */
+  storeHealth?: () => StoreHealth;
   /** Component tests inject failures and hangs before phases here; a daemon has none. */
   phaseGate?: PhaseGate;
 }
@@ -223,7 +227,13 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
 
   const services: ControllerServices = {
     config: () => p.config.current(),
-    info: { pid: p.pid, url: p.url, consoleUrl: p.consoleUrl, tokenFile: p.layout.token },
+    info: {
+      pid: p.pid,
+      url: p.url,
+      consoleUrl: p.consoleUrl,
+      tokenFile: p.layout.token,
+      store: p.storeHealth ?? (() => ({ backend: 'sqlite', at: p.layout.store, reachable: true })),
+    },
     token: p.token,
     clock,
     nodes,
@@ -331,6 +341,25 @@ export interface RunControllerOptions {
   switchUrl: string;
 }
 
+/**
+ * The cluster's store as its configuration says: the SQLite file, or etcd
+ * behind a mirror (reads answered from what was last seen, changes followed
+ * by one watch). Throws one line if etcd does not answer at start.
+ */
+async function openStore(layout: StateLayout, config: ClusterConfig): Promise<{ store: ClusterStore; health: () => StoreHealth }> {
+  if (config.store?.backend !== 'etcd')
+    return { store: new SqliteStore(layout.store), health: () => ({ backend: 'sqlite', at: layout.store, reachable: true }) };
+  const { endpoints, prefix } = config.store;
+  const store = new MirroredStore(new EtcdStore({ endpoints, ...(prefix ? { prefix } : {}) }), { backend: 'etcd', at: endpoints.join(',') });
+  try {
+    await store.start();
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  return { store, health: () => store.health() };
+}
+
 /** The controller daemon: real adapters, the HTTP app, the loops; resolves once it serves. */
 export async function runController(o: RunControllerOptions): Promise<{ close(): Promise<void>; url: string }> {
   const layout = new StateLayout(o.stateDir);
@@ -338,7 +367,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   const token = readToken(layout);
   if (!config || !token) throw new Error(`${o.stateDir} holds no cluster (run 'ferry up')`);
   const log = daemonLogger('controller');
-  const store = new SqliteStore(layout.store);
+  const { store, health } = await openStore(layout, config);
   // The API's address is known once it listens; the parts ask for it later.
   const at = { url: '' };
   const url = () => at.url;
@@ -359,6 +388,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     url,
     consoleUrl: () => `${url()}/`,
     pid: process.pid,
+    storeHealth: health,
   });
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });

@@ -9,6 +9,7 @@ import type { MigrationRecord } from '../domain/migration.js';
 import type { NodeLoad } from '../domain/placement.js';
 import type { NicLink, RunState, VmRecord } from '../domain/records.js';
 import type { EventLog } from '../ports/events.js';
+import type { StoreHealth } from '../ports/store.js';
 import type { SwitchControl } from '../ports/switch-control.js';
 import type { VmRepository } from '../ports/vm-repository.js';
 import type { Volume } from '../ports/volume.js';
@@ -35,6 +36,8 @@ export interface ControllerInfo {
   consoleUrl(): string;
   /** The file that holds the API token. */
   tokenFile: string;
+  /** The store's backend and whether it answers. */
+  store(): StoreHealth;
 }
 
 export interface ControllerServices {

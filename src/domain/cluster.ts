@@ -22,6 +22,16 @@ export interface ClusterConfig {
   vmSubnet: string;
   /** The networks as first defined; their role and metric live in the store and may change. */
   networks?: ClusterNetwork[];
+  /** Where the cluster's state lives: etcd's members, or (absent) the SQLite file in the state directory. */
+  store?: StoreConfig;
+}
+
+export interface StoreConfig {
+  backend: 'etcd';
+  /** Client URLs of the etcd members. */
+  endpoints: string[];
+  /** Every key under this prefix (default /ferry/). */
+  prefix?: string;
 }
 
 /** The n-th node's default name. */

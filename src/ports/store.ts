@@ -23,6 +23,8 @@ export interface Change<T = unknown> {
   key: string;
   value?: T;
   revision: number;
+  /** The lease a put attached the key to, where the backend says. */
+  lease?: string;
 }
 
 export interface PutOptions {
@@ -42,8 +44,11 @@ export interface ClusterStore {
   grantLease(ttlMs: number): Promise<string>;
   keepAlive(lease: string): Promise<void>;
   revokeLease(lease: string): Promise<void>;
-  /** Calls `onChange` for every change under `prefix` after `afterRevision`. */
-  watch(prefix: string, afterRevision: number, onChange: (change: Change) => void): () => void;
+  /**
+   * Calls `onChange` for every change under `prefix` after `afterRevision`. `onError` hears of a
+   * watch that ended for good (its revision was compacted away): the caller must read again.
+   */
+  watch(prefix: string, afterRevision: number, onChange: (change: Change) => void, onError?: (e: Error) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -59,4 +64,17 @@ export async function update<T>(store: ClusterStore, key: string, change: (curre
       if (i + 1 >= attempts || !(e instanceof Error && (e as { code?: string }).code === 'conflict')) throw e;
     }
   }
+}
+
+/** How the store behind the controller is doing, for `ferry status` and the console. */
+export interface StoreHealth {
+  backend: 'sqlite' | 'etcd';
+  /** The file or the endpoints. */
+  at: string;
+  reachable: boolean;
+  /** Why not, and since when (ms since the epoch). */
+  error?: string;
+  sinceMs?: number;
+  /** The last revision the controller has seen. */
+  revision?: number;
 }

@@ -12,7 +12,8 @@
  * A call etcd does not answer within `callTimeoutMs` fails as
  * `store-unavailable`, naming the endpoints.
  */
-import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IResponseHeader } from 'etcd3';
+import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, noop } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IOptions, type IResponseHeader, isRecoverableError } from 'etcd3';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { Change, ClusterStore, Entry, PutOptions } from '../ports/store.js';
 
@@ -21,7 +22,7 @@ export interface EtcdStoreOptions {
   endpoints: string[];
   /** Every key is stored under this prefix (default /ferry/). */
   prefix?: string;
-  /** How long one call may take before the store counts as unreachable (default 5000 ms). */
+  /** How long one call may take before the store counts as unreachable (default 3000 ms). */
   callTimeoutMs?: number;
   /** TLS to the members: the CA that signed them, and this client's certificate. */
   tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
@@ -46,10 +47,21 @@ export class EtcdStore implements ClusterStore {
 
   constructor(private readonly o: EtcdStoreOptions) {
     this.prefix = o.prefix ?? '/ferry/';
-    this.timeoutMs = o.callTimeoutMs ?? 5000;
+    this.timeoutMs = o.callTimeoutMs ?? 3000;
     this.client = new Etcd3({
       hosts: o.endpoints,
       dialTimeout: this.timeoutMs,
+      faultHandling: {
+        // No blind retries (a put whose answer was lost may have happened; callers decide). A member that failed
+        // three calls in a row is skipped for 2 s, so calls fail fast while etcd is away and resume soon after.
+        global: noop,
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 2000, breaker: new ConsecutiveBreaker(3) }),
+        // A watch reconnects within a second or two of etcd's return, not the library's 30 s. (The client's
+        // types predate cockatiel 3; it uses the backoff as its own default, the same class.)
+        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1500 }) as unknown as NonNullable<
+          NonNullable<IOptions['faultHandling']>['watchBackoff']
+        >,
+      },
       ...(o.tls
         ? { credentials: { rootCertificate: o.tls.ca, ...(o.tls.key ? { privateKey: o.tls.key } : {}), ...(o.tls.cert ? { certChain: o.tls.cert } : {}) } }
         : {}),
@@ -176,30 +188,45 @@ export class EtcdStore implements ClusterStore {
     });
   }
 
-  watch(prefix: string, afterRevision: number, onChange: (change: Change) => void): () => void {
+  watch(prefix: string, afterRevision: number, onChange: (change: Change) => void, onError?: (e: Error) => void): () => void {
     let stopped = false;
     let cancel: (() => Promise<void>) | undefined;
-    void this.client
-      .watch()
-      .prefix(this.prefix + prefix)
-      .startRevision(String(afterRevision + 1))
-      .create()
-      .then((w) => {
-        cancel = () => w.cancel();
-        if (stopped) void w.cancel();
-        w.on('data', (res) => {
-          for (const ev of res.events) {
-            const key = ev.kv.key.toString().slice(this.prefix.length);
-            const revision = Number(ev.kv.mod_revision);
-            if (ev.type === 'Delete') onChange({ type: 'delete', key, revision });
-            else onChange({ type: 'put', key, value: JSON.parse(ev.kv.value.toString()) as unknown, revision });
-          }
+    let seen = afterRevision;
+    // The client reconnects a watch it has made; one that cannot be made yet (etcd away) is tried again here.
+    const open = (): void => {
+      if (stopped) return;
+      this.client
+        .watch()
+        .prefix(this.prefix + prefix)
+        .startRevision(String(seen + 1))
+        .create()
+        .then((w) => {
+          cancel = () => w.cancel();
+          if (stopped) void w.cancel();
+          w.on('data', (res) => {
+            for (const ev of res.events) {
+              const key = ev.kv.key.toString().slice(this.prefix.length);
+              const revision = Number(ev.kv.mod_revision);
+              seen = Math.max(seen, revision);
+              if (ev.type === 'Delete') onChange({ type: 'delete', key, revision });
+              else {
+                const lease = String(ev.kv.lease ?? '0');
+                onChange({ type: 'put', key, value: JSON.parse(ev.kv.value.toString()) as unknown, revision, ...(lease !== '0' ? { lease } : {}) });
+              }
+            }
+          });
+          // Cancelled by etcd (e.g. the revision was compacted): the caller must reload.
+          w.on('error', (e: Error) => onError?.(e));
+        })
+        .catch((e: Error) => {
+          if (/compact/i.test(e.message)) onError?.(e);
+          else setTimeout(open, 500).unref();
         });
-      })
-      .catch(() => {});
+    };
+    open();
     return () => {
       stopped = true;
-      void cancel?.();
+      void cancel?.().catch(() => {});
     };
   }
 

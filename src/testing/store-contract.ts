@@ -21,6 +21,8 @@ export interface StoreUnderTest {
 export interface BackendTraits {
   /** Whether the backend can be opened twice on the same data (a file, a cluster), so `second` exists. */
   handles: 'one' | 'many';
+  /** How another handle's writes reach this one: at once, or by a watch (a mirror), so within a moment. */
+  follows?: 'at-once' | 'by-watch';
 }
 
 export function storeContract(name: string, traits: BackendTraits, make: (clock: ManualClock) => Promise<StoreUnderTest>): void {
@@ -123,6 +125,9 @@ export function storeContract(name: string, traits: BackendTraits, make: (clock:
         assert.ok(t.second, 'a backend with many handles opens a second one');
         const other = await t.second();
         await other.put('shared', 'from-other');
+        if (traits.follows === 'by-watch') {
+          for (let i = 0; i < 200 && !(await store.get('shared')); i++) await new Promise((r) => setTimeout(r, 10));
+        }
         assert.equal((await store.get('shared'))?.value, 'from-other');
         await other.close();
       });

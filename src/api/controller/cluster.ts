@@ -21,6 +21,7 @@ export function mountCluster(app: OpenAPIHono, s: ControllerServices): void {
         nodes: { total: nodes.length, up: nodes.filter((n) => n.state === 'up').length },
         vms: { total: vms.length, running: vms.filter((v) => v.state === 'running').length - stalled.length, stalled },
         migrations: { running: (await s.migrations.open()).length },
+        store: s.info.store(),
       },
       200,
     );

@@ -13,6 +13,22 @@ import { type Cluster, command, followMigration, wholeNumber } from '../context.
 import { Progress, json, print, table } from '../output.js';
 import { namedPolicy } from '../../domain/policy.js';
 import { policyFromFlags } from './vm.js';
+import { shown } from '../../api/schemas.js';
+
+/** `--etcd`: client URLs of etcd members, comma-separated. */
+function etcdEndpoints(raw: string): string[] {
+  const urls = raw.split(',').filter(Boolean);
+  for (const u of urls) {
+    let ok = false;
+    try {
+      const p = new URL(u);
+      ok = (p.protocol === 'http:' || p.protocol === 'https:') && p.port !== '' && p.pathname === '/';
+    } catch {}
+    if (!ok) throw errors.invalid('etcd', `--etcd takes client URLs like http://10.0.0.1:2379, got '${shown(u)}'`);
+  }
+  if (!urls.length) throw errors.invalid('etcd', '--etcd needs at least one client URL');
+  return urls;
+}
 
 /** A setting's value as typed: digits are a number, true/false a boolean, anything else text (the setting's rule judges it). */
 function settingValue(raw: string): unknown {
@@ -28,7 +44,8 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
     .option('--cpu-models <M1,M2,…>', 'per node, under TCG (e.g. Westmere,Nehalem,Opteron_G2)')
     .option('--nic-backends <B1,B2,…>', 'per node: stream (default) or tap (virtio-net offloads; needs root)')
     .option('--port <PORT>', "the controller's API and console port (default 8470; 0: any free port)", wholeNumber('--port'))
-    .action(async (o: { nodes?: number; nodeMemory?: number; cpuModels?: string; nicBackends?: string; port?: number }) => {
+    .option('--etcd <URL,URL…>', "a new cluster's store: these etcd members (default: a SQLite file in the state directory)", etcdEndpoints)
+    .action(async (o: { nodes?: number; nodeMemory?: number; cpuModels?: string; nicBackends?: string; port?: number; etcd?: string[] }) => {
       if (o.nodes !== undefined && (o.nodes < 1 || o.nodes > 16)) throw errors.invalid('nodes', `--nodes must be from 1 to 16, got ${o.nodes}`);
       const progress = new Progress();
       const l = layout();
@@ -36,6 +53,7 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
         ...(o.nodes !== undefined ? { nodes: o.nodes } : {}),
         ...(o.nodeMemory !== undefined ? { nodeMemoryMiB: o.nodeMemory } : {}),
         ...(o.port !== undefined ? { port: o.port } : {}),
+        ...(o.etcd ? { etcd: o.etcd } : {}),
         ...(o.cpuModels ? { cpuModels: o.cpuModels.split(',').filter(Boolean) } : {}),
         ...(o.nicBackends
           ? {
@@ -84,6 +102,13 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
         const stalled = s.vms.stalled.length ? ` (${s.vms.stalled.map((x) => `${x.vm}: ${x.runState}`).join(', ')})` : '';
         print(
           `nodes: ${s.nodes.up}/${s.nodes.total} up   VMs: ${s.vms.running}/${s.vms.total} running${stalled}   migrations running: ${s.migrations.running}`,
+        );
+        const st = s.store;
+        print(
+          `store: ${st.backend} at ${st.at}` +
+            (st.reachable
+              ? ''
+              : `, NOT ANSWERING since ${new Date(st.sinceMs ?? Date.now()).toISOString()} (reads show what was last seen; changes are refused)`),
         );
         print(`console: ${s.controller.consoleUrl} (sign in with the token in ${s.controller.tokenFile})`);
       }
