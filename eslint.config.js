@@ -2,7 +2,7 @@
 // of Ferry's own (see ../shared/STYLE.md):
 //   - time only through the Clock: no Date.now, setTimeout or setInterval
 //     outside src/domain/clock.ts and the edges (QEMU, store, switch, CLI,
-//     host tools, the browser console);
+//     host tools, the lab, the browser console);
 //   - QMP command names only under src/qemu/ ('stop' and 'migrate' are also
 //     Ferry's own verbs, so those two are not flagged);
 //   - errors are branched on by `code`, never on message text.
@@ -19,6 +19,7 @@ const EDGES = [
   'src/switch/**',
   'src/cli/**',
   'src/system/**',
+  'src/lab/**',
   'src/config/**',
   'src/guest/**',
   'src/node/net-tools.ts',

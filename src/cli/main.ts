@@ -14,6 +14,7 @@ import { StateLayout } from '../domain/layout.js';
 import { buildImage } from '../guest/image.js';
 import { backupCommands } from './commands/backup.js';
 import { clusterCommands } from './commands/cluster.js';
+import { labCommands } from './commands/lab.js';
 import { runDemo } from './commands/demo.js';
 import { migrationCommands } from './commands/migration.js';
 import { netCommands } from './commands/net.js';
@@ -47,6 +48,7 @@ export function program(): { program: Command; code: () => number } {
   netCommands(p, connect);
   backupCommands(p, connect);
   replicaCommands(p, connect, done);
+  labCommands(p, layout, done);
   const image = command(p, 'image', 'guest images');
   command(image, 'build', 'build the built-in guest image').action(async () => {
     const img = await buildImage((l) => process.stderr.write(l + '\n'));

@@ -12,8 +12,8 @@
  * A call etcd does not answer within `callTimeoutMs` fails as
  * `store-unavailable`, naming the endpoints.
  */
-import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, noop } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IOptions, type IResponseHeader, isRecoverableError } from 'etcd3';
+import { ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, circuitBreaker, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, GRPCUnavailableError, type IKeyValue, type IOptions, type IResponseHeader, isRecoverableError } from 'etcd3';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { Change, ClusterStore, Entry, PutOptions } from '../ports/store.js';
 
@@ -52,9 +52,16 @@ export class EtcdStore implements ClusterStore {
       hosts: o.endpoints,
       dialTimeout: this.timeoutMs,
       faultHandling: {
-        // No blind retries (a put whose answer was lost may have happened; callers decide). A member that failed
-        // three calls in a row is skipped for 2 s, so calls fail fast while etcd is away and resume soon after.
-        global: noop,
+        // A call a member refused (down, or skipped by its breaker) goes to the next member; no other retries
+        // (a put whose answer was lost may have happened: callers decide). A member that failed three calls in a
+        // row is skipped for 2 s, so calls fail fast while etcd is away and resume soon after it is back.
+        global:
+          o.endpoints.length > 1
+            ? retry(
+                handleWhen((e) => e instanceof GRPCUnavailableError || isBrokenCircuitError(e)),
+                { maxAttempts: o.endpoints.length * 2, backoff: new ConstantBackoff(20) },
+              )
+            : noop,
         host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 2000, breaker: new ConsecutiveBreaker(3) }),
         // A watch reconnects within a second or two of etcd's return, not the library's 30 s. (The client's
         // types predate cockatiel 3; it uses the backoff as its own default, the same class.)
@@ -219,8 +226,9 @@ export class EtcdStore implements ClusterStore {
           w.on('error', (e: Error) => onError?.(e));
         })
         .catch((e: Error) => {
-          if (/compact/i.test(e.message)) onError?.(e);
-          else setTimeout(open, 500).unref();
+          // etcd away: try again; refused for good (e.g. its revision was compacted): the caller reloads.
+          if (isRecoverableError(e)) setTimeout(open, 500).unref();
+          else onError?.(e);
         });
     };
     open();

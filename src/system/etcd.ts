@@ -24,6 +24,8 @@ export interface EtcdMemberSpec {
   electionMs?: number;
   /** Run inside this network namespace (ip netns exec). */
   netns?: string;
+  /** Outlive whoever started it (the lab's members run on after `ferry lab up` exits). */
+  detached?: boolean;
 }
 
 /** etcd's command line for a member (also what a systemd unit runs). */
@@ -75,8 +77,9 @@ export class EtcdMember {
     fs.mkdirSync(path.dirname(this.spec.logFile), { recursive: true, mode: 0o700 });
     const log = fs.openSync(this.spec.logFile, 'a', 0o600);
     const [cmd, args] = this.spec.netns ? ['ip', ['netns', 'exec', this.spec.netns, 'etcd', ...etcdArgs(this.spec)]] : ['etcd', etcdArgs(this.spec)];
-    const child = spawn(cmd as string, args as string[], { stdio: ['ignore', log, log] });
+    const child = spawn(cmd as string, args as string[], { stdio: ['ignore', log, log], detached: !!this.spec.detached });
     fs.closeSync(log);
+    if (this.spec.detached) child.unref();
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     const deadline = Date.now() + timeoutMs;
@@ -93,7 +96,6 @@ export class EtcdMember {
 
   /** Whether the member answers /health as part of a cluster with a leader. */
   async healthy(): Promise<boolean> {
-    if (this.spec.netns) return this.running; // its address is inside the namespace; a client there checks it
     const res = await fetch(`${this.spec.clientUrl}/health`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
     if (!res?.ok) return false;
     return ((await res.json().catch(() => ({}))) as { health?: string }).health === 'true';

@@ -1,0 +1,78 @@
+/** `ferry lab`: hosts made of network namespaces on this machine (root). */
+import type { Command } from 'commander';
+import type { StateLayout } from '../../domain/layout.js';
+import { labDown, labEtcdStatus, labExec, labSpace, labUp, readLab, requireRoot } from '../../lab/lab.js';
+import { errors } from '../../domain/errors.js';
+import { command, wholeNumber } from '../context.js';
+import { Progress, json, print, table } from '../output.js';
+
+export function labCommands(program: Command, layout: () => StateLayout, done: (code: number) => void): void {
+  const lab = command(program, 'lab', 'a cluster of hosts made of network namespaces on this machine (root)');
+
+  command(lab, 'up', 'make the hosts, the LAN and migration bridges, the client and etcd')
+    .requiredOption('--hosts <N>', 'hosts, 1 to 16', wholeNumber('--hosts'))
+    .option('--link-mbit <M>', 'shape every host link to M Mbit/s', wholeNumber('--link-mbit'))
+    .option('--etcd <1|3>', 'etcd members (on host-1, or host-1..3)', wholeNumber('--etcd'))
+    .option('--json', 'print the lab as JSON')
+    .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; json?: boolean }) => {
+      const progress = new Progress();
+      const made = await labUp(
+        layout().dir,
+        { hosts: o.hosts, ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}), ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}) },
+        (l) => progress.update(l),
+      );
+      progress.done();
+      if (o.json) return json(made);
+      print(`lab ${made.id} up: ${made.hosts.map((h) => h.name).join(', ')} and client; etcd ${made.etcd.map((m) => m.clientUrl).join(',')}`);
+    });
+
+  command(lab, 'show', 'the lab: hosts, addresses, bridges, etcd')
+    .option('--json', 'print as JSON')
+    .action(async (o: { json?: boolean }) => {
+      const l = readLab(layout().dir);
+      if (!l) throw errors.invalidState(`no lab in ${layout().dir} ('ferry lab up --hosts N' makes one)`);
+      const etcd = await labEtcdStatus(l);
+      if (o.json) return json({ ...l, etcdStatus: etcd });
+      print(
+        `lab ${l.id}: LAN bridge ${l.bridges.lan} (${l.gateway}/24 here), migration bridge ${l.bridges.migration}${l.linkMbit ? `, links ${l.linkMbit} Mbit/s` : ''}`,
+      );
+      print(
+        table(
+          ['HOST', 'NAMESPACE', 'LAN (eth0)', 'MIGRATION (eth1)', 'ETCD'],
+          [...l.hosts, l.client].map((h) => [
+            h.name,
+            h.netns,
+            h.lan,
+            h.name === 'client' ? '-' : h.migration,
+            l.etcd
+              .filter((m) => m.host === h.name)
+              .map((m) => {
+                const s = etcd.find((x) => x.name === m.name);
+                return `${m.name} (${!s?.answers ? 'down' : s.leads ? 'leader' : 'follower'})`;
+              })
+              .join(',') || '-',
+          ]),
+        ),
+      );
+    });
+
+  command(lab, 'down', 'stop everything in the lab and remove its namespaces, links, bridges and files').action(async () => {
+    const r = await labDown(layout().dir);
+    print(r.removed ? `lab ${r.lab!.id} down` : `no lab in ${layout().dir}`);
+  });
+
+  const exec = (name: string, argv: string[]) => {
+    requireRoot();
+    const l = readLab(layout().dir);
+    if (!l) throw errors.invalidState(`no lab in ${layout().dir} ('ferry lab up --hosts N' makes one)`);
+    if (!argv.length) throw errors.usage('a command to run is needed after --');
+    return labExec(labSpace(l, name), argv).then(done);
+  };
+  command(lab, 'exec', 'run a command inside a lab host: ferry lab exec host-1 -- ip addr')
+    .argument('<host>', 'host-N')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .action((host: string, argv: string[]) => exec(host, argv));
+  command(lab, 'client', 'run a command inside the lab client: ferry lab client -- ping 10.X.1.11')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .action((argv: string[]) => exec('client', argv));
+}
