@@ -392,7 +392,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   });
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });
-  const listening: Listening = await serve(app, o.host ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0);
+  const listening: Listening = await serve(app, o.host ?? config.controllerAddress ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0);
   at.url = listening.url;
   writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
   log.info({ url: listening.url }, `listening on ${listening.url}`);

@@ -18,6 +18,8 @@ export interface ClusterConfig {
   nodes: NodeMember[];
   /** The port the controller's API and console listen on (0: any free port). */
   controllerPort?: number;
+  /** The address they listen on (default 127.0.0.1; a host's management address on real hosts and in the lab). */
+  controllerAddress?: string;
   /** Subnet VMs get their addresses from (inside the virtual switch only). */
   vmSubnet: string;
   /** The networks as first defined; their role and metric live in the store and may change. */

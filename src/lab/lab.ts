@@ -21,6 +21,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
+import type { NodeMember, StoreConfig } from '../domain/cluster.js';
+import type { ClusterNetwork } from '../domain/networks.js';
 import { EtcdMember } from '../system/etcd.js';
 import { pidAlive } from '../system/process.js';
 
@@ -67,6 +69,8 @@ export interface Lab {
   client: LabHost;
   linkMbit?: number;
   etcd: LabEtcd[];
+  /** Whether `lab up` made a cluster in the state directory (its daemons run in the hosts). */
+  cluster?: boolean;
   createdAtMs: number;
 }
 
@@ -84,7 +88,7 @@ export function readLab(stateDir: string): Lab | undefined {
   }
 }
 
-function saveLab(lab: Lab): void {
+export function saveLab(lab: Lab): void {
   fs.mkdirSync(lab.dir, { recursive: true, mode: 0o700 });
   const f = path.join(lab.dir, 'lab.json');
   fs.writeFileSync(f + '.tmp', JSON.stringify(lab, null, 2) + '\n', { mode: 0o600 });
@@ -266,7 +270,11 @@ export async function labDown(stateDir: string): Promise<{ removed: boolean; lab
   for (const h of spaces) if (netnsExists(h.netns)) await sh('ip', ['netns', 'del', h.netns]);
   // A veth goes with its namespace; one whose peer never moved in (up failed halfway) is removed here.
   for (const name of [...spaces.flatMap((h) => [h.lanPort, h.migrationPort]), lab.bridges.lan, lab.bridges.migration]) {
-    if (linkExists(name)) await sh('ip', ['link', 'del', name]);
+    // (The kernel removes a veth whose namespace went away a moment later: gone by then is fine.)
+    if (linkExists(name))
+      await sh('ip', ['link', 'del', name]).catch((e: unknown) => {
+        if (linkExists(name)) throw e;
+      });
   }
   fs.rmSync(lab.dir, { recursive: true, force: true });
   return { removed: true, lab };
@@ -297,4 +305,18 @@ export async function labEtcdStatus(lab: Lab): Promise<{ name: string; answers: 
       return { name: m.name, answers: !!s?.header, leads: !!s?.header?.member_id && s.header.member_id === s.leader };
     }),
   );
+}
+
+/** The cluster the lab runs: one node per host, the LAN as management network, eth1 as migration network, the lab's etcd. */
+export function labClusterShape(lab: Lab): { members: NodeMember[]; networks: ClusterNetwork[]; store: StoreConfig; controllerAddress: string } {
+  const on = (pick: (h: LabHost) => string) => Object.fromEntries(lab.hosts.map((h) => [h.name, pick(h)]));
+  return {
+    members: lab.hosts.map((h) => ({ name: h.name, migrationAddress: h.migration })),
+    networks: [
+      { name: 'management', subnet: `${lab.net}.1.0/24`, role: 'management', metric: 1000, addresses: on((h) => h.lan) },
+      { name: 'migration', subnet: `${lab.net}.2.0/24`, role: 'migration', metric: 100, addresses: on((h) => h.migration) },
+    ],
+    store: { backend: 'etcd', endpoints: lab.etcd.map((m) => m.clientUrl) },
+    controllerAddress: lab.hosts[0]!.lan,
+  };
 }

@@ -19,6 +19,7 @@ import { Cluster } from '../../src/cli/context.js';
 import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
 import type { VmInstance, VmRecord } from '../../src/domain/records.js';
 import { StateLayout, projectRoot } from '../../src/config/paths.js';
+import { type Lab, readLab } from '../../src/lab/lab.js';
 import { eventRoutes } from '../../src/api/routes/events.js';
 import { vmRoutes } from '../../src/api/routes/vms.js';
 
@@ -117,6 +118,32 @@ export class TestCluster {
       await c.stop().catch(() => {});
       throw e;
     }
+  }
+
+  /** The lab this cluster runs in, if `TestCluster.lab` made it. */
+  labbed: Lab | undefined;
+
+  /** A cluster in a lab (root): `ferry lab up --hosts N …` in a fresh directory; stop() runs `ferry lab down` and checks it left nothing. */
+  static async lab(args: string[]): Promise<TestCluster> {
+    const c = new TestCluster(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-lab-')));
+    try {
+      const r = await c.ferry(['lab', 'up', ...args, '--json'], { timeoutMs: 180_000 });
+      assert.equal(r.code, 0, `lab up failed: ${r.stderr}`);
+      c.labbed = JSON.parse(r.stdout) as Lab;
+      c.client = Cluster.connect(c.layout);
+      return c;
+    } catch (e) {
+      await c.stop().catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Which lab namespace a process runs in ('' for the root namespace). */
+  static netnsOf(pid: number): string {
+    const inode = (p: string) => fs.statSync(p).ino;
+    const mine = inode(`/proc/${pid}/ns/net`);
+    const names = fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : [];
+    return names.find((n) => inode(`/run/netns/${n}`) === mine) ?? '';
   }
 
   /** The typed client of this cluster's controller. */
@@ -221,8 +248,22 @@ export class TestCluster {
       fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
     }
     const clusterId = readConfig(this.layout)?.id;
+    const lab = this.labbed ?? readLab(this.dir);
     try {
-      await down(this.layout);
+      if (lab) {
+        const r = await this.ferry(['lab', 'down']);
+        assert.equal(r.code, 0, `lab down failed: ${r.stderr}`);
+        assert.deepEqual(
+          fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns').filter((n) => n.startsWith(`fl-${lab.id}-`)) : [],
+          [],
+          'namespaces left behind',
+        );
+        assert.deepEqual(
+          fs.readdirSync('/sys/class/net').filter((l) => l.startsWith(`fl${lab.id}`)),
+          [],
+          'lab links left behind',
+        );
+      } else await down(this.layout);
       const leftovers = processesMentioning(this.dir);
       assert.deepEqual(leftovers, [], 'processes left behind');
       assert.deepEqual(socketsUnder(this.dir), [], 'sockets left behind');

@@ -2,7 +2,8 @@
  * The lab (root): hosts as network namespaces with eth0 on a LAN bridge and
  * eth1 on a migration bridge, links shaped by tc, a client namespace, and
  * etcd members inside the hosts. `ferry lab down` leaves no namespace, link,
- * process or file behind.
+ * process or file behind (nor the cluster `lab up` made in the state
+ * directory, its daemons running in the hosts).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -14,6 +15,7 @@ import { type Lab, labEtcdStatus } from '../../src/lab/lab.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { EtcdStore } from '../../src/store/etcd-store.js';
 import { pidAlive } from '../../src/system/process.js';
+import { processesMentioning } from '../helpers/cluster.js';
 
 interface Run {
   code: number;
@@ -137,7 +139,8 @@ describe('the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, (
       pids.filter((p) => pidAlive(p)),
       [],
     );
-    assert.equal(fs.existsSync(path.join(state, 'lab')), false);
+    assert.deepEqual(fs.readdirSync(state), [], 'the lab and the cluster it made are gone from the state directory');
+    assert.deepEqual(processesMentioning(state), [], 'no daemon, QEMU or etcd left');
     assert.equal((await ferry(state, ['lab', 'down'])).stdout, `no lab in ${state}\n`);
   });
 });
