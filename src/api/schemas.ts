@@ -744,7 +744,9 @@ export const NodeAddBody = z
       .regex(/^[A-Za-z0-9_.-]{1,40}$/, { error: (iss) => `CPU model '${shown(iss.input)}' is malformed` })
       .optional(),
     memoryMiB: wholeNumber('node memory (MiB)', { min: LIMITS.memoryMiB.min, max: 16 * 1048576 }).optional(),
-    nicBackend: z.enum(NIC_BACKENDS as ['stream', 'tap'], { error: (iss) => `NIC backend must be stream or tap, got '${shown(iss.input)}'` }).optional(),
+    nicBackend: z
+      .enum(NIC_BACKENDS as ['stream', 'tap', 'bridge'], { error: (iss) => `NIC backend must be stream, tap or bridge, got '${shown(iss.input)}'` })
+      .optional(),
   })
   .openapi('NodeAdd');
 

@@ -101,7 +101,8 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
   const settings = new StoreSettings(store, events, p.layout.shared, (f) => p.volume.realPath(f));
   const baselines = new CpuBaselines(nodes, events);
   nodes.onCpuChange = () => baselines.note();
-  const switches = new VirtualSwitches({ store, vms, nodes, events, control: p.switch, clock });
+  const uplink = p.config.current().defaultUplink;
+  const switches = new VirtualSwitches({ store, vms, nodes, events, control: p.switch, clock, ...(uplink ? { defaultUplink: uplink } : {}) });
   const loads = async (): Promise<NodeLoad[]> => {
     const all = await vms.list();
     const sws = await switches.list();
@@ -127,6 +128,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     settings,
     loads,
     switchExists: async (name) => void (await switches.get(name)),
+    switchBindings: async (name) => (await switches.get(name)).bindings,
     bootCpu: (vm, node) => baselines.bootCpu(vm, node),
   });
   const migrations = new Migrations({

@@ -59,6 +59,8 @@ export interface LifecycleDeps {
   loads: () => Promise<NodeLoad[]>;
   /** Throws when there is no switch of that name. */
   switchExists: (name: string) => Promise<void>;
+  /** The interfaces that carry a switch on each node. */
+  switchBindings: (name: string) => Promise<{ node: string; iface: string }[]>;
   /** The CPU a fresh boot of `vm` on `node` gets: the node's, or its vendor's baseline in compatibility mode. */
   bootCpu: (vm: VmRecord, node: string) => Promise<CpuIdentity | undefined>;
 }
@@ -117,6 +119,7 @@ export class Lifecycle {
       consoleLogPath: this.d.layout.consoleLog(vm.name),
       switch: switchOf(vm),
     };
+    if (spec.switch) spec.switchBindings = await this.d.switchBindings(spec.switch).catch(() => []);
     if (vm.guestCpu) spec.cpuModel = vm.guestCpu.model;
     if (vm.nicOffloads) spec.nicOffloads = vm.nicOffloads;
     const peerName = tcpPeer(vm.workload);

@@ -8,7 +8,7 @@ export interface NodeMember {
   memoryMiB?: number;
   cpuModel?: string;
   /** How VMs' NICs reach the switch on this node (default stream). */
-  nicBackend?: 'stream' | 'tap';
+  nicBackend?: 'stream' | 'tap' | 'bridge';
 }
 
 export interface ClusterConfig {
@@ -24,6 +24,8 @@ export interface ClusterConfig {
   vmSubnet: string;
   /** The networks as first defined; their role and metric live in the store and may change. */
   networks?: ClusterNetwork[];
+  /** The interface the default switch is bound to on every node at first (default eth0). */
+  defaultUplink?: string;
   /** Where the cluster's state lives: etcd's members, or (absent) the SQLite file in the state directory. */
   store?: StoreConfig;
 }

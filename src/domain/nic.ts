@@ -24,8 +24,13 @@ export const OFFLOADS = [
 ] as const;
 export type Offload = (typeof OFFLOADS)[number];
 
-export type NicBackend = 'stream' | 'tap';
-export const NIC_BACKENDS: readonly NicBackend[] = ['stream', 'tap'];
+/**
+ * stream: a unix stream to Ferry's userspace switch (the single machine);
+ * tap: a tap on a node bridge relayed to that switch (real offloads);
+ * bridge: a tap on the Linux bridge the switch is bound to on the host, whose uplink is a real interface (real hosts).
+ */
+export type NicBackend = 'stream' | 'tap' | 'bridge';
+export const NIC_BACKENDS: readonly NicBackend[] = ['stream', 'tap', 'bridge'];
 
 export function validateOffloads(value: unknown): Offload[] {
   if (value === 'none') return [];

@@ -115,6 +115,8 @@ export interface VmSpec {
   cpuModel?: string;
   /** The virtual switch the NIC plugs into ('' for none). */
   switch?: string;
+  /** That switch's bindings: the interface that carries it on each node (a bridge-backed NIC's bridge). */
+  switchBindings?: { node: string; iface: string }[];
   /** The NIC's requested offloads (virtio-net property names); absent: all. */
   nicOffloads?: string[];
   consoleLogPath: string;

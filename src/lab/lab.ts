@@ -4,10 +4,13 @@
  *
  *   root namespace: bridge fl<id>lan (the LAN switch, 10.X.1.1/24, the root
  *                   CLI's way in) and bridge fl<id>mig (the migration switch)
- *   host-i:         eth0 10.X.1.(10+i) on the LAN, eth1 10.X.2.(10+i) on the
- *                   migration network, each a veth into its bridge, both ends
- *                   shaped by htb to --link-mbit
- *   client:         eth0 10.X.1.200 on the LAN: a real Linux client
+ *   host-i:         eth0 on the LAN as the port of the host's bridge vmbr0,
+ *                   which holds 10.X.1.(10+i) (the usual Proxmox layout: VM
+ *                   taps join vmbr0, so VMs are on the LAN), eth1
+ *                   10.X.2.(10+i) on the migration network; each a veth into
+ *                   its root bridge, both ends shaped by htb to --link-mbit
+ *   client:         eth0 10.X.1.200 on the LAN and an address in the VMs'
+ *                   subnet (10.99.255.254/16): a real Linux client of the VMs
  *   etcd:           one member on host-1, or three on host-1..3, listening on
  *                   their LAN addresses
  *
@@ -75,6 +78,9 @@ export interface Lab {
 }
 
 export const LAB_MAX_HOSTS = 16;
+
+/** The client's address in the VMs' subnet (the cluster's vmSubnet, 10.99.0.0/16): VMs answer it on the LAN. */
+export const LAB_CLIENT_VM_ADDRESS = '10.99.255.254/16';
 
 function labFile(stateDir: string): string {
   return path.join(stateDir, 'lab', 'lab.json');
@@ -168,18 +174,27 @@ async function shape(netns: string | undefined, dev: string, mbit: number): Prom
 async function wire(lab: Lab, h: LabHost, withMigration: boolean): Promise<void> {
   await sh('ip', ['netns', 'add', h.netns]);
   await sh('ip', ['-n', h.netns, 'link', 'set', 'lo', 'up']);
+  const isHost = withMigration;
   const legs: [string, string, string, string][] = [['eth0', h.lanPort, lab.bridges.lan, h.lan]];
-  if (withMigration) legs.push(['eth1', h.migrationPort, lab.bridges.migration, h.migration]);
+  if (isHost) legs.push(['eth1', h.migrationPort, lab.bridges.migration, h.migration]);
+  if (isHost) {
+    await sh('ip', ['-n', h.netns, 'link', 'add', 'vmbr0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+    await sh('ip', ['-n', h.netns, 'link', 'set', 'vmbr0', 'up']);
+  }
   for (const [inside, port, bridge, address] of legs) {
     await sh('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', inside, 'netns', h.netns]);
     await sh('ip', ['link', 'set', port, 'master', bridge, 'up']);
-    await sh('ip', ['-n', h.netns, 'addr', 'add', `${address}/24`, 'dev', inside]);
+    // A host's LAN address lives on vmbr0, eth0 being its port.
+    const holder = isHost && inside === 'eth0' ? 'vmbr0' : inside;
+    if (holder !== inside) await sh('ip', ['-n', h.netns, 'link', 'set', inside, 'master', holder]);
+    await sh('ip', ['-n', h.netns, 'addr', 'add', `${address}/24`, 'dev', holder]);
     await sh('ip', ['-n', h.netns, 'link', 'set', inside, 'up']);
     if (lab.linkMbit) {
       await shape(undefined, port, lab.linkMbit);
       await shape(h.netns, inside, lab.linkMbit);
     }
   }
+  if (!isHost) await sh('ip', ['-n', h.netns, 'addr', 'add', LAB_CLIENT_VM_ADDRESS, 'dev', 'eth0']);
   await sh('ip', ['-n', h.netns, 'route', 'add', 'default', 'via', lab.gateway]);
 }
 
@@ -308,15 +323,22 @@ export async function labEtcdStatus(lab: Lab): Promise<{ name: string; answers: 
 }
 
 /** The cluster the lab runs: one node per host, the LAN as management network, eth1 as migration network, the lab's etcd. */
-export function labClusterShape(lab: Lab): { members: NodeMember[]; networks: ClusterNetwork[]; store: StoreConfig; controllerAddress: string } {
+export function labClusterShape(lab: Lab): {
+  members: NodeMember[];
+  networks: ClusterNetwork[];
+  store: StoreConfig;
+  controllerAddress: string;
+  defaultUplink: string;
+} {
   const on = (pick: (h: LabHost) => string) => Object.fromEntries(lab.hosts.map((h) => [h.name, pick(h)]));
   return {
-    members: lab.hosts.map((h) => ({ name: h.name, migrationAddress: h.migration })),
+    members: lab.hosts.map((h) => ({ name: h.name, migrationAddress: h.migration, nicBackend: 'bridge' as const })),
     networks: [
       { name: 'management', subnet: `${lab.net}.1.0/24`, role: 'management', metric: 1000, addresses: on((h) => h.lan) },
       { name: 'migration', subnet: `${lab.net}.2.0/24`, role: 'migration', metric: 100, addresses: on((h) => h.migration) },
     ],
     store: { backend: 'etcd', endpoints: lab.etcd.map((m) => m.clientUrl) },
     controllerAddress: lab.hosts[0]!.lan,
+    defaultUplink: 'vmbr0',
   };
 }

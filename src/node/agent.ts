@@ -47,7 +47,14 @@ export interface AgentDeps {
   removeFile: (file: string) => void;
   fileExists: (file: string) => boolean;
   /** Taps on a per-node bridge, for tap NIC backends. */
-  uplinks: { ensure(sw: string, socket: string): Promise<string>; vmTap(vm: string): string; attach(tap: string, bridge: string): Promise<void> };
+  uplinks: {
+    ensure(sw: string, socket: string): Promise<string>;
+    vmTap(vm: string): string;
+    attach(tap: string, bridge: string): Promise<void>;
+    /** Bridge backend: the host bridge for a switch bound to this interface. */
+    hostBridge(iface: string): Promise<string>;
+    learnt(bridge: string, mac: string, port: string): Promise<boolean>;
+  };
   /** Listens for reachability probes on one address. */
   beacon: (address: string) => Promise<{ port: number; close(): Promise<void> }>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
@@ -57,6 +64,8 @@ export class Agent {
   capabilities!: NodeCapabilities;
   private beacons: { network: string; address: string; port: number; close(): Promise<void> }[] = [];
   private url = '';
+  /** Bridge-backed NICs of the VMs started here: their bridge, tap and MAC. */
+  private readonly bridged = new Map<string, { bridge: string; port: string; mac: string }>();
   private heartbeats: AbortController | undefined;
 
   constructor(
@@ -167,7 +176,13 @@ export class Agent {
     let bridge: string | undefined;
     if (sw !== '') {
       const socket = this.o.switchSocket(sw);
-      if (this.o.nicBackend === 'tap') {
+      if (this.o.nicBackend === 'bridge') {
+        const binding = spec.switchBindings?.find((b) => b.node === this.o.node);
+        if (!binding)
+          throw errors.invalidState(`switch '${sw}' is not bound on ${this.o.node}: 'ferry net switch bind ${sw} --node ${this.o.node} --iface IF' first`);
+        bridge = await this.d.uplinks.hostBridge(binding.iface);
+        nic = { kind: 'tap', ifname: this.d.uplinks.vmTap(spec.name) };
+      } else if (this.o.nicBackend === 'tap') {
         bridge = await this.d.uplinks.ensure(sw, socket);
         nic = { kind: 'tap', ifname: this.d.uplinks.vmTap(spec.name) };
       } else {
@@ -183,8 +198,26 @@ export class Agent {
         throw e;
       }
     }
+    if (nic.kind === 'tap' && bridge) this.bridged.set(spec.name, { bridge, port: nic.ifname, mac: spec.mac });
     this.d.log.info({ vm: spec.name, pid: inst.pid }, `started QEMU of '${spec.name}' (pid ${inst.pid}${incoming ? ', incoming' : ''}, nic ${nic.kind})`);
     return inst;
+  }
+
+  /**
+   * Announces a VM's MAC again (QEMU's announce). A VM on a host bridge is
+   * announced until the bridge has learnt its MAC on the VM's port: proof
+   * the announce left the host by the uplink (the upstream switches learn it from there).
+   */
+  async announce(name: string): Promise<{ bridge?: { name: string; port: string; learnt: boolean } }> {
+    await this.d.hypervisor.announce(name);
+    const b = this.o.nicBackend === 'bridge' ? this.bridged.get(name) : undefined;
+    if (!b) return {};
+    for (let i = 0; i < 20; i++) {
+      if (await this.d.uplinks.learnt(b.bridge, b.mac, b.port)) return { bridge: { name: b.bridge, port: b.port, learnt: true } };
+      await this.d.clock.sleep(50);
+      if (i % 5 === 4) await this.d.hypervisor.announce(name);
+    }
+    return { bridge: { name: b.bridge, port: b.port, learnt: false } };
   }
 
   /** Scratch files of one guest (measurements). */

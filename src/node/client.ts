@@ -93,8 +93,8 @@ export class AgentClient implements NodeAgent {
   async continueTransfer(vm: string, opts?: CallOptions): Promise<void> {
     await this.call(r.continueTransfer, { params: { name: vm } }, opts);
   }
-  async announce(vm: string, opts?: CallOptions): Promise<void> {
-    await this.call(r.announce, { params: { name: vm } }, opts);
+  async announce(vm: string, opts?: CallOptions): Promise<{ bridge?: { name: string; port: string; learnt: boolean } }> {
+    return this.call(r.announce, { params: { name: vm } }, opts);
   }
   measure(vm: string, ms: number, opts?: CallOptions): Promise<GuestMeasurement> {
     return this.call(r.measure, { params: { name: vm }, body: { ms } }, opts, ms + 20_000);

@@ -62,10 +62,7 @@ export function agentApp(agent: Agent, net: NetTools): OpenAPIHono {
     await hv.resume(c.req.valid('param').name);
     return c.json({}, 200);
   });
-  app.openapi(r.announce, async (c) => {
-    await hv.announce(c.req.valid('param').name);
-    return c.json({}, 200);
-  });
+  app.openapi(r.announce, async (c) => c.json(await agent.announce(c.req.valid('param').name), 200));
   app.openapi(r.incoming, async (c) => {
     const { name } = c.req.valid('param');
     const b = c.req.valid('json');

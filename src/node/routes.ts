@@ -71,6 +71,15 @@ export const SpecSchema = z
       .regex(/^[A-Za-z0-9_.,=+-]{1,4000}$/)
       .optional(),
     switch: z.string().max(64).optional(),
+    switchBindings: z
+      .array(
+        z.strictObject({
+          node: z.string().max(64),
+          iface: z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, { error: 'an interface name has 1 to 15 letters, digits or _.:-' }),
+        }),
+      )
+      .max(64)
+      .optional(),
     nicOffloads: z
       .array(z.string().refine((o) => (OFFLOADS as readonly string[]).includes(o), { error: (iss) => `unknown NIC offload '${shown(iss.input)}'` }))
       .optional(),
@@ -148,7 +157,13 @@ export const agentRoutes = {
   kill: vm('delete', '', 'Kill a guest now', { query: z.object({ pid: z.coerce.number().int().min(1).optional() }) }, z.object({ killed: z.boolean() })),
   pause: vm('post', '/pause', 'Pause', body(Empty, false), Ok),
   resume: vm('post', '/resume', 'Resume', body(Empty, false), Ok),
-  announce: vm('post', '/announce', 'Announce the MAC again', body(Empty, false), Ok),
+  announce: vm(
+    'post',
+    '/announce',
+    "Announce the MAC again; for a VM on a host bridge, until the bridge has learnt it on the VM's port",
+    body(Empty, false),
+    z.object({ bridge: z.object({ name: z.string(), port: z.string(), learnt: z.boolean() }).optional() }),
+  ),
   incoming: vm(
     'post',
     '/incoming',

@@ -137,6 +137,48 @@ export class TapUplinks {
     return br;
   }
 
+  /**
+   * The Linux bridge a bridge-backed NIC joins for a switch bound to `iface`
+   * on this host: `iface` itself if it is a bridge (vmbr0 over eth0, the
+   * usual host layout), or a bridge Ferry makes with `iface` as its uplink if
+   * that interface carries no addresses. An interface with addresses is
+   * refused: making it a bridge port would cut the host off.
+   */
+  async hostBridge(iface: string): Promise<string> {
+    if (!linkExists(iface)) throw new FerryError(ErrorCode.InvalidState, `the switch's interface ${iface} does not exist on ${this.node}`);
+    if (fs.existsSync(`/sys/class/net/${iface}/bridge`)) return iface;
+    const addrs = await run('ip', ['-o', 'addr', 'show', 'dev', iface]).then((r) =>
+      r.stdout.split('\n').filter((l) => / inet6? /.test(l) && !/ fe80:/.test(l)),
+    );
+    if (addrs.length) {
+      throw new FerryError(
+        ErrorCode.InvalidState,
+        `${iface} on ${this.node} carries addresses; bind the switch to a bridge over it (e.g. vmbr0) or to an interface without addresses`,
+      );
+    }
+    fs.mkdirSync(this.dirs.links, { recursive: true });
+    const br = `${this.prefix}u${h4(`${this.node}/${iface}`)}`;
+    if (!linkExists(br)) {
+      await ip('link', 'add', br, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0');
+      fs.writeFileSync(path.join(this.dirs.links, br), '');
+      fs.writeFileSync(`/proc/sys/net/ipv6/conf/${br}/disable_ipv6`, '1');
+      await ip('link', 'set', iface, 'master', br);
+      await ip('link', 'set', iface, 'up');
+      await ip('link', 'set', br, 'up');
+    }
+    return br;
+  }
+
+  /** Whether `bridge` has learnt `mac` on port `port` (the VM's tap): the frames the guest sent went through it. */
+  async learnt(bridge: string, mac: string, port: string): Promise<boolean> {
+    const out = await run('bridge', ['-j', 'fdb', 'show', 'br', bridge]).then(
+      (r) => r.stdout,
+      () => '[]',
+    );
+    const entries = JSON.parse(out || '[]') as { mac: string; ifname?: string; flags?: string[]; state?: string }[];
+    return entries.some((e) => e.mac.toLowerCase() === mac.toLowerCase() && e.ifname === port && e.state !== 'permanent');
+  }
+
   /** Puts a VM's tap (created by its QEMU) on the bridge. */
   async attach(vmTap: string, bridge: string): Promise<void> {
     if (!(await waitLink(vmTap, 10_000))) throw new FerryError(ErrorCode.QemuDied, `QEMU did not create its tap ${vmTap}`);

@@ -46,7 +46,8 @@ export interface NodeAgent {
   cancelTransfer(vm: string, opts?: CallOptions): Promise<void>;
   startPostcopy(vm: string, opts?: CallOptions): Promise<void>;
   continueTransfer(vm: string, opts?: CallOptions): Promise<void>;
-  announce(vm: string, opts?: CallOptions): Promise<void>;
+  /** For a VM on a host bridge, says whether the bridge learnt its MAC on the VM's port. */
+  announce(vm: string, opts?: CallOptions): Promise<{ bridge?: { name: string; port: string; learnt: boolean } }>;
   measure(vm: string, ms: number, opts?: CallOptions): Promise<GuestMeasurement>;
   nic(vm: string, opts?: CallOptions): Promise<{ offered: Offload[]; negotiated: Offload[] }>;
 

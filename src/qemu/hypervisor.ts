@@ -8,6 +8,7 @@
  * or restarts; a descriptor beside its QMP socket lets the next agent adopt
  * it (see qemu-vm.ts).
  */
+import type { NicBackend } from '../domain/nic.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
@@ -76,7 +77,7 @@ export class QemuHypervisor implements Hypervisor {
 
   constructor(private readonly o: QemuHypervisorOptions) {}
 
-  async probeHost(opts: { cpuModel?: string; nicBackend: 'stream' | 'tap' }): Promise<HostFacts> {
+  async probeHost(opts: { cpuModel?: string; nicBackend: NicBackend }): Promise<HostFacts> {
     const accel = await detectAccelerator(this.o.image.kernelPath, this.o.cacheDir);
     this.accelerator = accel.accelerator;
     const model = opts.cpuModel ?? (accel.accelerator === 'kvm' ? 'host' : 'qemu64');

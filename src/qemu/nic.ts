@@ -75,7 +75,7 @@ export async function nicStatus(qmp: QmpClient): Promise<{ offered: Offload[]; n
  */
 export async function probeBackendOffloads(backend: NicBackend, scratchSocket: string): Promise<Offload[]> {
   const netdev =
-    backend === 'tap'
+    backend === 'tap' || backend === 'bridge'
       ? `tap,id=n0,ifname=fyp${randomBytes(4).toString('hex')},script=no,downscript=no,vnet_hdr=on`
       : `stream,id=n0,server=on,addr.type=unix,addr.path=${scratchSocket}`;
   const answers = await qmpBatch(

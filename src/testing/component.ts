@@ -140,7 +140,18 @@ export class ComponentCluster {
         createImage: async (file) => void this.world.files.add(file),
         removeFile: (file) => void this.world.files.delete(file),
         fileExists: (file) => this.world.files.has(file),
-        uplinks: { ensure: async () => 'br0', vmTap: (vm) => `tap-${vm}`, attach: async () => {} },
+        uplinks: {
+          ensure: async () => 'br0',
+          vmTap: (vm) => `tap-${vm}`,
+          attach: async () => {},
+          // The component world's nodes use stream NICs; a host bridge here is a test bug.
+          hostBridge: async (iface) => {
+            throw new Error(`component nodes have no host bridges (asked for ${iface})`);
+          },
+          learnt: async () => {
+            throw new Error('component nodes have no host bridges');
+          },
+        },
         beacon: async () => ({ port: this.world.port(), close: async () => {} }),
         fetch: (input, init) => this.controllerFetch(input, init),
       },

@@ -1,11 +1,18 @@
 /**
  * A Ferry cluster in the lab (root): three hosts as network namespaces, the
  * store in etcd inside host-1, the controller on host-1's LAN address, an
- * agent in every host. VMs move host to host over the migration network
- * (eth1), with real QEMU; each move ends with the VM's QEMU in the target
- * host's namespace and nothing in the source's.
+ * agent in every host, VM NICs as taps on each host's vmbr0 (over eth0, on
+ * the LAN). VMs move host to host over the migration network (eth1), with
+ * real QEMU, while the real Linux client in the `client` namespace pings one
+ * every 2 ms and reads its TCP counter stream; each move ends with the VM's
+ * QEMU in the target host's namespace only and the LAN switch (the root
+ * bridge) forwarding its MAC to the target host's port.
  */
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import path from 'node:path';
+import { projectRoot } from '../../src/config/paths.js';
+import type { StreamCheck } from '../../src/lab/stream-check.js';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/domain/migration.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
@@ -26,6 +33,24 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     return pids.map((p) => TestCluster.netnsOf(p));
   };
   const host = (name: string) => c.labbed!.hosts.find((h) => h.name === name)!;
+  /** The port of the LAN switch (the root namespace's bridge) its forwarding table has `mac` behind. */
+  const lanPortOf = (mac: string): string | undefined => {
+    const fdb = JSON.parse(execFileSync('bridge', ['-j', 'fdb', 'show', 'br', c.labbed!.bridges.lan], { encoding: 'utf8' })) as {
+      mac: string;
+      ifname: string;
+    }[];
+    return fdb.find((e) => e.mac === mac)?.ifname;
+  };
+  /** Runs a command in the lab client namespace; resolves with its output once it ends. */
+  const inClient = (argv: string[]): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const child = spawn('ip', ['netns', 'exec', c.labbed!.client.netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('error', reject);
+      child.on('exit', () => resolve(out));
+    });
 
   it('runs its daemons in the hosts: nodes on their own addresses, the store in etcd', async () => {
     const nodes = await c.ferryJson<{ name: string; state: string; url: string; migrationAddress: string }[]>(['node', 'list']);
@@ -38,11 +63,19 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     assert.match(status, new RegExp(`^store: etcd at ${c.labbed!.etcd[0]!.clientUrl}$`, 'm'));
   });
 
-  it('live-migrates a VM host to host and back over the migration network, keeping a TCP stream whole', async () => {
-    await c.createAndStart('web', { node: 'host-1', workload: 'tcp', memoryMiB: 128 });
+  it('live-migrates a VM host to host and back while the real client pings it every 2 ms and reads its TCP stream', async () => {
+    const web = await c.createAndStart('web', { node: 'host-1', workload: 'tcp', memoryMiB: 128 });
     await c.createAndStart('cli', { node: 'host-3', workload: 'tcp-client:web', memoryMiB: 128 });
     assert.deepEqual(await whereQemuRuns('web'), [host('host-1').netns]);
     await waitFor('the stream to flow', 30_000, () => (c.console('cli').tcpClient?.received ?? 0) > 200);
+    const ip = web.ip.split('/')[0]!;
+    await waitFor('the client to reach web on the LAN', 20_000, async () => /1 received/.test(await inClient(['ping', '-c', '1', '-W', '1', ip])));
+    assert.equal(lanPortOf(web.mac), host('host-1').lanPort, "the LAN switch forwards web's MAC to host-1");
+    // The client reads the stream and pings for as long as both migrations take.
+    const seconds = 30;
+    const stream = inClient([process.execPath, path.join(projectRoot(), 'dist/src/lab/stream-check.js'), ip, '7000', String(seconds)]);
+    const pings = inClient(['ping', '-i', '0.002', '-W', '1', '-w', String(seconds), ip]);
+    await new Promise((r) => setTimeout(r, 2000));
     for (const [from, to] of [
       ['host-1', 'host-2'],
       ['host-2', 'host-1'],
@@ -58,6 +91,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
         host(to).migration,
       ]);
       assert.deepEqual(await whereQemuRuns('web'), [host(to).netns], `web's QEMU runs in ${to} only`);
+      assert.equal(lanPortOf(web.mac), host(to).lanPort, `the LAN switch forwards web's MAC to ${to} now`);
       const after = await waitFor('the stream to continue', 30_000, () => {
         const t = c.console('cli').tcpClient;
         return t && t.received > before.received + 200 ? t : undefined;
@@ -65,6 +99,16 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
       assert.equal(after.gaps, 0, `no gap: ${c.console('cli').tcpGaps.join('; ')}`);
       assert.equal(after.reconnects, 0, 'the same connection');
     }
+    const seen = JSON.parse(await stream) as StreamCheck;
+    assert.equal(seen.gaps, 0, `the client's stream had no gap: ${JSON.stringify(seen)}`);
+    assert.equal(seen.reconnects, 0, 'the client kept its connection');
+    assert.ok(seen.received > (seconds - 5) * 100 * 0.9, `the client read the stream all along: ${JSON.stringify(seen)}`);
+    const stats = /(\d+) packets transmitted, (\d+) received/.exec(await pings);
+    assert.ok(stats, 'ping reported');
+    const lost = Number(stats[1]) - Number(stats[2]);
+    // Every 2 ms for 30 s, with two moves: the pings lost add up to well under 200 ms of blackout.
+    assert.ok(Number(stats[1]) > 5000, `pinged every 2 ms: ${stats[0]}`);
+    assert.ok(lost < 100, `${lost} pings lost of ${stats[1]}`);
   });
 
   it('quick-migrates and drains across lab hosts', async () => {

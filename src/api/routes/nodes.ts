@@ -10,7 +10,7 @@ const Member = z.object({
   migrationAddress: z.string(),
   memoryMiB: z.number().optional(),
   cpuModel: z.string().optional(),
-  nicBackend: z.enum(['stream', 'tap']).optional(),
+  nicBackend: z.enum(['stream', 'tap', 'bridge']).optional(),
 });
 
 export const nodeRoutes = {

@@ -46,7 +46,7 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
         try {
           const shape = labClusterShape(made);
           const config = writeConfig(l, shape.members, shape.networks, DEFAULT_CONTROLLER_PORT, shape.store);
-          saveConfig(l, { ...config, controllerAddress: shape.controllerAddress });
+          saveConfig(l, { ...config, controllerAddress: shape.controllerAddress, defaultUplink: shape.defaultUplink });
           made.cluster = true;
           saveLab(made);
           const res = await up(l, { progress: (line) => progress.update(line) });

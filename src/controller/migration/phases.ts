@@ -182,7 +182,8 @@ export function migrationPhases(d: MigrationRunDeps, id: string, mode: 'live' | 
         const { source, target } = await agents(r);
         await ctx.onUndo({ action: 'settle-source', args: { node: r.from, vm: r.vm } });
         const sw = switchOf(vm);
-        if (sw) {
+        // A VM on a host bridge is not on the userspace switch: its probe would only measure silence.
+        if (sw && !(await onHostBridge(d, r.from))) {
           const probeId = `mig-${id}`;
           const started = await d.switch.startProbe(probeId, vm.ip.split('/')[0]!, vm.mac, 1, sw).then(
             () => true,
@@ -309,6 +310,11 @@ export function migrationPhases(d: MigrationRunDeps, id: string, mode: 'live' | 
         let lost: string | undefined;
         if (!sw) {
           await warn('the VM is disconnected from every virtual switch: no MAC to move');
+        } else if (await onHostBridge(d, r.to)) {
+          // The target's bridge must learn the MAC on the VM's port from the announce, which then leaves by the uplink.
+          const seen = (await (await d.nodes.agent(r.to)).announce(r.vm)).bridge;
+          if (!seen?.learnt)
+            lost = `the bridge ${seen?.name ?? '(none)'} on ${r.to} did not learn ${vm.mac} on ${seen?.port ?? "the VM's port"} after the announce; the VM runs on ${r.to} without network`;
         } else if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS))) {
           await (await d.nodes.agent(r.to)).announce(r.vm).catch(() => {});
           if (!(await waitMacOn(d, vm.mac, r.to, r.requestedAtMs, MAC_MOVE_TIMEOUT_MS)))
@@ -456,6 +462,11 @@ async function waitTargetRunning(d: MigrationRunDeps, target: NodeAgent, vm: str
     if (d.clock.nowMs() > deadline) throw errors.timeout('waiting for the target to run the VM', timeoutMs);
     await d.clock.sleep(20);
   }
+}
+
+/** Whether a node's VM NICs are taps on its host bridges (real hosts, the lab) rather than ports of the userspace switch. */
+async function onHostBridge(d: MigrationRunDeps, node: string): Promise<boolean> {
+  return (await d.nodes.get(node).catch(() => undefined))?.capabilities?.nic?.backend === 'bridge';
 }
 
 async function waitMacOn(d: MigrationRunDeps, mac: string, node: string, sinceMs: number, timeoutMs: number): Promise<boolean> {

@@ -35,6 +35,8 @@ export interface SwitchesDeps {
   events: EventSink;
   control: SwitchControl;
   clock: Clock;
+  /** The interface a new cluster binds the default switch to on every node (default eth0). */
+  defaultUplink?: string;
 }
 
 export class VirtualSwitches {
@@ -60,7 +62,7 @@ export class VirtualSwitches {
     await this.d.store.put(this.key(DEFAULT_SWITCH), {
       name: DEFAULT_SWITCH,
       settings: { ...DEFAULT_SWITCH_SETTINGS },
-      bindings: nodes.map((node) => ({ node, iface: 'eth0' })),
+      bindings: nodes.map((node) => ({ node, iface: this.d.defaultUplink ?? 'eth0' })),
       createdAtMs: this.d.clock.nowMs(),
     } satisfies VirtualSwitch);
     await this.d.store.put('cluster/switches-initialised', true);
