@@ -122,7 +122,13 @@ export const NodeCapabilitiesSchema = z
   })
   .openapi('NodeCapabilities');
 
-const Endpoint = z.object({ address: z.string(), port: z.number() });
+const HostLinkSchema = z.strictObject({
+  iface: z.string().max(15),
+  operState: z.string().max(16),
+  speedMbit: z.number().int().min(1).optional(),
+  mtu: z.number().int().min(0),
+});
+const Endpoint = z.object({ address: z.string(), port: z.number(), link: HostLinkSchema.optional() });
 
 export const NodeSchema = z
   .object({
@@ -432,7 +438,15 @@ export const ClusterNetworkSchema = z
   .openapi('ClusterNetwork');
 export const NetworkViewSchema = ClusterNetworkSchema.extend({
   state: z.enum(['up', 'partial', 'down']),
-  nodes: z.array(z.object({ node: z.string(), address: z.string(), state: z.enum(['up', 'down', 'unknown']), error: z.string().optional() })),
+  nodes: z.array(
+    z.object({
+      node: z.string(),
+      address: z.string(),
+      state: z.enum(['up', 'down', 'unknown']),
+      error: z.string().optional(),
+      link: HostLinkSchema.optional(),
+    }),
+  ),
 }).openapi('NetworkView');
 
 export const VirtualSwitchSchema = z

@@ -48,7 +48,17 @@ export interface NodeRecord {
   capabilities?: NodeCapabilities;
   lastSeenMs?: number;
   /** Where the node answers on each cluster network (address and probe port). */
-  networks?: Record<string, { address: string; port: number }>;
+  networks?: Record<string, { address: string; port: number; link?: HostLink }>;
+}
+
+/** The host interface that holds a node's address on a network, as the kernel reports it. */
+export interface HostLink {
+  iface: string;
+  /** The kernel's operstate: up, down, unknown (loopback), dormant, … */
+  operState: string;
+  /** Link speed in Mbit/s, where the driver says (veth and most NICs do; loopback does not). */
+  speedMbit?: number;
+  mtu: number;
 }
 
 export interface VmRecord {
@@ -189,7 +199,7 @@ export interface Heartbeat {
   url: string;
   clusterId: string;
   migrationAddress: string;
-  networks?: Record<string, { address: string; port: number }>;
+  networks?: Record<string, { address: string; port: number; link?: HostLink }>;
   capabilities: NodeCapabilities;
   vms: VmInstance[];
 }

@@ -12,7 +12,7 @@ import { nodeRoutes } from '../api/routes/nodes.js';
 import type { Clock } from '../domain/clock.js';
 import { errors } from '../domain/errors.js';
 import type { NicBackend } from '../domain/nic.js';
-import type { NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
+import type { HostLink, NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
 import { DEFAULT_SWITCH } from '../domain/switches.js';
 import type { Hypervisor, NicAttachment } from '../ports/hypervisor.js';
 import type { Logger } from '../ports/logger.js';
@@ -57,6 +57,8 @@ export interface AgentDeps {
   };
   /** Listens for reachability probes on one address. */
   beacon: (address: string) => Promise<{ port: number; close(): Promise<void> }>;
+  /** The host interface holding an address, as the kernel reports it (absent: not asked). */
+  linkOf?: (address: string) => Promise<HostLink | undefined>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
 }
 
@@ -137,11 +139,31 @@ export class Agent {
         url: this.url,
         clusterId: this.o.clusterId,
         migrationAddress: this.o.migrationAddress,
-        networks: Object.fromEntries(this.beacons.map((b) => [b.network, { address: b.address, port: b.port }])),
+        networks: Object.fromEntries(
+          await Promise.all(
+            this.beacons.map(async (b) => {
+              const link = await this.links(b.address);
+              return [b.network, { address: b.address, port: b.port, ...(link ? { link } : {}) }] as const;
+            }),
+          ),
+        ),
         capabilities: this.currentCapabilities(),
         vms: await this.d.hypervisor.list(),
       },
     });
+  }
+
+  private linkCache = new Map<string, { at: number; link: HostLink | undefined }>();
+
+  /** The interface behind an address, asked of the kernel at most every 5 s. */
+  private async links(address: string): Promise<HostLink | undefined> {
+    if (!this.d.linkOf) return undefined;
+    const now = this.d.clock.nowMs();
+    const hit = this.linkCache.get(address);
+    if (hit && now - hit.at < 5000) return hit.link;
+    const link = await this.d.linkOf(address).catch(() => undefined);
+    this.linkCache.set(address, { at: now, link });
+    return link;
   }
 
   currentCapabilities(): NodeCapabilities {

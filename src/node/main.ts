@@ -14,7 +14,7 @@ import { createImage } from '../qemu/mirror-job.js';
 import { daemonLogger } from '../system/logging.js';
 import { Agent } from './agent.js';
 import { agentApp } from './http.js';
-import { listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
+import { linkOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
 
 export async function runAgent(o: { stateDir: string; node: string }): Promise<{ close(): Promise<void>; url: string }> {
@@ -55,6 +55,7 @@ export async function runAgent(o: { stateDir: string; node: string }): Promise<{
       fileExists: (f) => fs.existsSync(f),
       uplinks,
       beacon: listenBeacon,
+      linkOf,
     },
   );
   await agent.prepare();

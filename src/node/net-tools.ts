@@ -3,8 +3,14 @@
  * measures them: a TCP knock, a beacon that reads and discards, and a
  * stream that fills it as fast as the path allows.
  */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import { promisify } from 'node:util';
+import type { HostLink } from '../domain/records.js';
 import { errors } from '../domain/errors.js';
+
+const runFile = promisify(execFile);
 
 /** Opens a TCP connection (optionally from a given local address) and closes it: is the path there? */
 export function probeTcp(
@@ -84,4 +90,24 @@ export function measureThroughput(
       pump();
     });
   });
+}
+
+/**
+ * The interface holding `address` on this host (or, for a loopback address
+ * not assigned to any interface, `lo`), with its state, speed and MTU from
+ * the kernel (`ip -j addr`, /sys/class/net).
+ */
+export async function linkOf(address: string): Promise<HostLink | undefined> {
+  const { stdout } = await runFile('ip', ['-j', '-4', 'addr', 'show']).catch(() => ({ stdout: '[]' }));
+  const ifaces = JSON.parse(stdout || '[]') as { ifname: string; mtu: number; operstate: string; addr_info?: { local: string }[] }[];
+  const holder =
+    ifaces.find((i) => i.addr_info?.some((a) => a.local === address)) ?? (address.startsWith('127.') ? ifaces.find((i) => i.ifname === 'lo') : undefined);
+  if (!holder) return undefined;
+  const speed = Number(await fs.promises.readFile(`/sys/class/net/${holder.ifname}/speed`, 'utf8').catch(() => ''));
+  return {
+    iface: holder.ifname,
+    operState: holder.operstate.toLowerCase(),
+    mtu: holder.mtu,
+    ...(Number.isFinite(speed) && speed > 0 ? { speedMbit: speed } : {}),
+  };
 }

@@ -15,6 +15,7 @@ import { projectRoot } from '../../src/config/paths.js';
 import type { StreamCheck } from '../../src/lab/stream-check.js';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/domain/migration.js';
+import type { NetworkView } from '../../src/controller/network/networks.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 
 describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
@@ -59,6 +60,26 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
       ['host-1', 'host-2', 'host-3'].map((h) => [h, 'up', host(h).migration]),
     );
     for (const n of nodes) assert.equal(new URL(n.url).hostname, host(n.name).lan, `${n.name}'s agent listens on its LAN address`);
+    // Cluster networks are real subnets on real interfaces: net list shows each host's, as its kernel reports it.
+    await waitFor('every host to report its links', 15_000, async () => {
+      const nets = await c.ferryJson<NetworkView[]>(['net', 'list']);
+      return nets.every((n) => n.nodes.every((x) => x.link)) ? nets : undefined;
+    }).then((nets) => {
+      for (const [network, iface] of [
+        ['management', 'vmbr0'],
+        ['migration', 'eth1'],
+      ] as const) {
+        const n = nets.find((x) => x.name === network)!;
+        assert.equal(n.state, 'up');
+        for (const x of n.nodes) {
+          assert.equal(x.address, network === 'management' ? host(x.node).lan : host(x.node).migration);
+          assert.deepEqual([x.link?.iface, x.link?.operState, x.link?.mtu], [iface, 'up', 1500], `${x.node} on ${network}`);
+        }
+      }
+      // eth1 is a veth: the kernel says 10000 Mbit/s (tc shapes it to the lab's --link-mbit).
+      assert.equal(nets.find((x) => x.name === 'migration')!.nodes[0]!.link?.speedMbit, 10000);
+    });
+    assert.match(await c.ferryOk(['net', 'list']), /^migration +host-2 +eth1 +\S+ +up +10000 Mbit\/s +1500$/m);
     const status = await c.ferryOk(['status']);
     assert.match(status, new RegExp(`^store: etcd at ${c.labbed!.etcd[0]!.clientUrl}$`, 'm'));
   });

@@ -24,7 +24,23 @@ export function netCommands(program: Command, connect: () => Cluster): void {
               n.state,
               n.nodes.map((x) => `${x.node}=${x.address}${x.state === 'up' ? '' : ` (${x.state}${x.error ? `: ${x.error}` : ''})`}`).join(' '),
             ]),
-          ),
+          ) +
+            '\n\n' +
+            // Per host: the interface that holds the address, as that host's kernel reports it.
+            table(
+              ['NETWORK', 'NODE', 'INTERFACE', 'ADDRESS', 'LINK', 'SPEED', 'MTU'],
+              nets.flatMap((n) =>
+                n.nodes.map((x) => [
+                  n.name,
+                  x.node,
+                  x.link?.iface,
+                  x.address,
+                  x.link?.operState,
+                  x.link?.speedMbit ? `${x.link.speedMbit} Mbit/s` : undefined,
+                  x.link?.mtu,
+                ]),
+              ),
+            ),
         );
     });
   command(net, 'set', "change a network's role or metric (lower metric is preferred)")

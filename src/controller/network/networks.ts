@@ -9,7 +9,7 @@
  */
 import { errors } from '../../domain/errors.js';
 import type { MigrationNetwork } from '../../domain/migration.js';
-import type { NodeRecord } from '../../domain/records.js';
+import type { HostLink, NodeRecord } from '../../domain/records.js';
 import { type ClusterNetwork, type NetworkRole, migrationCandidates } from '../../domain/networks.js';
 import type { EventSink } from '../../ports/events.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
@@ -24,6 +24,8 @@ export interface NodeOnNetwork {
   /** up: its beacon answers; down: it does not; unknown: the node is down or never reported. */
   state: 'up' | 'down' | 'unknown';
   error?: string;
+  /** The interface holding the address there, as that node's kernel reports it. */
+  link?: HostLink;
 }
 
 export interface NetworkView extends ClusterNetwork {
@@ -64,8 +66,9 @@ export class ClusterNetworks {
           const record = nodes.find((x) => x.name === node);
           const port = record?.networks?.[n.name]?.port;
           if (!record || record.state === 'down' || !port) return { node, address, state: 'unknown' };
+          const link = record.networks?.[n.name]?.link;
           const p = await this.reach(address, port);
-          return p.ok ? { node, address, state: 'up' } : { node, address, state: 'down', error: p.error! };
+          return { node, address, ...(p.ok ? { state: 'up' as const } : { state: 'down' as const, error: p.error! }), ...(link ? { link } : {}) };
         }),
       );
       const up = members.filter((m) => m.state === 'up').length;
