@@ -139,6 +139,7 @@ export const NodeSchema = z
     capabilities: NodeCapabilitiesSchema.optional(),
     lastSeenMs: z.number().optional(),
     networks: z.record(z.string(), Endpoint).optional(),
+    volume: z.object({ ok: z.boolean(), error: z.string().optional() }).optional(),
   })
   .openapi('Node');
 export const NodeViewSchema = NodeSchema.extend({ vmCount: z.number(), memoryFreeMiB: z.number() }).openapi('NodeView');
@@ -657,6 +658,8 @@ export const HeartbeatSchema = z
     networks: z.record(z.string(), Endpoint).optional(),
     capabilities: NodeCapabilitiesSchema,
     vms: z.array(InstanceSchema),
+    /** What the agent reads from the shared volume's marker: the cluster and the controller's mark, or why it could not. */
+    volume: z.union([z.strictObject({ clusterId: z.string().max(64), mark: z.string().max(64) }), z.strictObject({ error: z.string().max(300) })]).optional(),
   })
   .openapi('Heartbeat');
 

@@ -7,6 +7,8 @@
  *                            adapters, or fakes in component tests)
  *   runController(options)   the daemon: real adapters, the HTTP app, the loops
  */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { controllerApp } from '../api/controller/app.js';
 import { type Listening, serve } from '../api/http.js';
@@ -17,7 +19,7 @@ import { type Clock, systemClock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
 import { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
-import { isActive, type VmRecord, VmState } from '../domain/records.js';
+import { isActive, VOLUME_MARKER, type VmRecord, VmState } from '../domain/records.js';
 import { AgentClient, identifyAgent } from '../node/client.js';
 import { probeTcp } from '../node/net-tools.js';
 import type { ClusterConfigStore } from '../ports/cluster-config.js';
@@ -75,6 +77,8 @@ export interface ControllerPorts {
   url: () => string;
   consoleUrl: () => string;
   pid: number;
+  /** The mark written on the shared volume that every agent must read back (absent: no check). */
+  volumeMark?: { clusterId: string; mark: string };
   /** How the store is doing (default: the SQLite file, always there). */
   storeHealth?: () => StoreHealth;
   /** Component tests inject failures and hangs before phases here; a daemon has none. */
@@ -97,7 +101,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
   const events = new StoreEventLog(store, clock, log);
   const locks = new VmLockTable(clock);
   const vms = new StoreVms(store, clock);
-  const nodes = new StoreNodes(store, p.config, clock, events, p.connect);
+  const nodes = new StoreNodes(store, p.config, clock, events, p.connect, p.volumeMark);
   const settings = new StoreSettings(store, events, p.layout.shared, (f) => p.volume.realPath(f));
   const baselines = new CpuBaselines(nodes, events);
   nodes.onCpuChange = () => baselines.note();
@@ -362,6 +366,19 @@ async function openStore(layout: StateLayout, config: ClusterConfig): Promise<{ 
   return { store, health: () => store.health() };
 }
 
+/**
+ * Writes a fresh mark on the shared volume: an agent that reads this very
+ * mark back sees the cluster's volume (not an empty mount point, not another
+ * cluster's export, not a stale copy).
+ */
+function writeVolumeMark(layout: StateLayout, clusterId: string): { clusterId: string; mark: string } {
+  const mark = { clusterId, mark: randomBytes(8).toString('hex') };
+  const file = path.join(layout.shared, VOLUME_MARKER);
+  fs.writeFileSync(file + '.tmp', JSON.stringify(mark) + '\n', { mode: 0o600 });
+  fs.renameSync(file + '.tmp', file);
+  return mark;
+}
+
 /** The controller daemon: real adapters, the HTTP app, the loops; resolves once it serves. */
 export async function runController(o: RunControllerOptions): Promise<{ close(): Promise<void>; url: string }> {
   const layout = new StateLayout(o.stateDir);
@@ -391,6 +408,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     consoleUrl: () => `${url()}/`,
     pid: process.pid,
     storeHealth: health,
+    volumeMark: writeVolumeMark(layout, config.id),
   });
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });

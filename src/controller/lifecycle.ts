@@ -11,7 +11,17 @@ import type { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
 import { placeVm, switchBlocker } from '../domain/placement.js';
 import type { MigrationPolicy } from '../domain/policy.js';
-import { type CpuIdentity, describeRunState, RunState, type StartAction, startsWithCluster, type VmRecord, type VmSpec, VmState } from '../domain/records.js';
+import {
+  type CpuIdentity,
+  describeRunState,
+  nodeRefusal,
+  RunState,
+  type StartAction,
+  startsWithCluster,
+  type VmRecord,
+  type VmSpec,
+  VmState,
+} from '../domain/records.js';
 import { DEFAULT_SWITCH, switchOf } from '../domain/switches.js';
 import { DEFAULT_TUNING } from '../domain/tuning.js';
 import { ipFor, macFor } from '../domain/addresses.js';
@@ -187,7 +197,8 @@ export class Lifecycle {
     const loads = await this.d.loads();
     if (wanted) {
       const node = await this.d.nodes.get(wanted);
-      if (node.state !== 'up') throw errors.invalidState(`node '${wanted}' is ${node.state}`, { node: wanted });
+      const refusal = nodeRefusal(node);
+      if (refusal) throw errors.invalidState(refusal, { node: wanted });
       const load = loads.find((l) => l.node.name === wanted)!;
       const noSwitch = switchBlocker(switchOf(vm), load);
       if (noSwitch) throw errors.invalidState(`cannot start VM '${vm.name}' on ${wanted}: ${noSwitch}`, { node: wanted });

@@ -7,7 +7,7 @@
  * most loaded node that narrows that gap the most, if one does and fits.
  * VMs moved within the last interval stay put, so nothing ping-pongs.
  */
-import type { VmRecord } from './records.js';
+import { nodeRefusal, type VmRecord } from './records.js';
 import { canHost } from './drain.js';
 import type { NodeLoad } from './placement.js';
 
@@ -43,7 +43,7 @@ function loadPct(n: NodeState): number {
 export function planBalance(loads: NodeLoad[], vms: VmRecord[], opts: { thresholdPct: number; recentlyMoved: Set<string>; maxMoves?: number }): BalancePlan {
   const nodes = new Map<string, NodeState>();
   for (const l of loads) {
-    if (l.node.state !== 'up' || !l.node.capabilities) continue;
+    if (nodeRefusal(l.node) || !l.node.capabilities) continue;
     const placed = vms.filter((v) => v.node === l.node.name && (v.state === 'running' || v.state === 'starting' || v.state === 'migrating'));
     nodes.set(l.node.name, {
       name: l.node.name,

@@ -5,7 +5,7 @@
  * room for the VM; the biggest VMs are placed first, each on the node with
  * the most memory left after the moves planned so far, which spreads the load.
  */
-import type { VmRecord } from './records.js';
+import { nodeRefusal, type VmRecord } from './records.js';
 import { cpuBlockers } from './compat.js';
 import { type NodeLoad, freeMiB, switchBlocker } from './placement.js';
 
@@ -45,7 +45,7 @@ export function planDrain(node: string, mode: DrainMode, vms: VmRecord[], loads:
     else if (v.state !== 'running') blockers.push(`VM '${v.name}' is ${v.state} and cannot move`);
   }
   const movable = onNode.filter((v) => v.state === 'running' && !v.migrationId).sort((a, b) => b.memoryMiB - a.memoryMiB || a.name.localeCompare(b.name));
-  const targets = loads.filter((l) => l.node.name !== node && l.node.state === 'up');
+  const targets = loads.filter((l) => l.node.name !== node && !nodeRefusal(l.node));
   if (mode === 'live' && movable.length > 0 && targets.length === 0) {
     blockers.push(`no other node is up: nothing can take the VMs of '${node}'`);
   }

@@ -2,7 +2,7 @@
  * Where a VM should start. Pure: nodes and their load in, a choice (or every
  * reason there is none) out.
  */
-import type { NodeRecord } from './records.js';
+import { type NodeRecord, nodeRefusal } from './records.js';
 
 export interface NodeLoad {
   node: NodeRecord;
@@ -36,8 +36,8 @@ export function placeVm(memoryMiB: number, loads: NodeLoad[], exclude: string[] 
   for (const load of loads) {
     const name = load.node.name;
     if (exclude.includes(name)) continue;
-    if (load.node.state !== 'up') {
-      blockers.push({ node: name, reason: `node is ${load.node.state}` });
+    if (nodeRefusal(load.node)) {
+      blockers.push({ node: name, reason: load.node.state !== 'up' ? `node is ${load.node.state}` : "it does not see the cluster's shared volume" });
       continue;
     }
     const noSwitch = switchBlocker(vmSwitch, load);

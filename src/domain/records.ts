@@ -49,6 +49,30 @@ export interface NodeRecord {
   lastSeenMs?: number;
   /** Where the node answers on each cluster network (address and probe port). */
   networks?: Record<string, { address: string; port: number; link?: HostLink }>;
+  /** Whether the node sees the cluster's shared volume (the marker the controller wrote), and if not, why. */
+  volume?: { ok: boolean; error?: string };
+}
+
+/** The shared volume's marker, as an agent read it: the cluster's id and the controller's mark, or the read's error. */
+export type VolumeSighting = { clusterId: string; mark: string } | { error: string };
+
+/** The file on the shared volume the controller writes and every agent reads back. */
+export const VOLUME_MARKER = '.ferry-volume';
+
+/** Judges an agent's sighting against the controller's mark: whether that host sees this cluster's volume. */
+export function judgeVolume(expected: { clusterId: string; mark: string }, seen: VolumeSighting | undefined): { ok: boolean; error?: string } {
+  if (!seen) return { ok: false, error: 'the agent did not report the shared volume' };
+  if ('error' in seen) return { ok: false, error: seen.error };
+  if (seen.clusterId !== expected.clusterId) return { ok: false, error: `it holds the volume of another cluster (${seen.clusterId})` };
+  if (seen.mark !== expected.mark) return { ok: false, error: 'its marker is not the one this controller wrote (another copy of the volume?)' };
+  return { ok: true };
+}
+
+/** Why a node takes no VMs now (down, in maintenance, blind to the shared volume), or undefined if it does. */
+export function nodeRefusal(n: Pick<NodeRecord, 'name' | 'state' | 'volume'>): string | undefined {
+  if (n.state !== 'up') return `node '${n.name}' is ${n.state}`;
+  if (n.volume && !n.volume.ok) return `node '${n.name}' does not see the cluster's shared volume: ${n.volume.error ?? 'unknown'}`;
+  return undefined;
 }
 
 /** The host interface that holds a node's address on a network, as the kernel reports it. */
@@ -202,6 +226,7 @@ export interface Heartbeat {
   networks?: Record<string, { address: string; port: number; link?: HostLink }>;
   capabilities: NodeCapabilities;
   vms: VmInstance[];
+  volume?: VolumeSighting;
 }
 
 /** A VM that holds resources on its node. */

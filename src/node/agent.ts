@@ -12,7 +12,7 @@ import { nodeRoutes } from '../api/routes/nodes.js';
 import type { Clock } from '../domain/clock.js';
 import { errors } from '../domain/errors.js';
 import type { NicBackend } from '../domain/nic.js';
-import type { HostLink, NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
+import type { HostLink, NodeCapabilities, VmInstance, VmSpec, VolumeSighting } from '../domain/records.js';
 import { DEFAULT_SWITCH } from '../domain/switches.js';
 import type { Hypervisor, NicAttachment } from '../ports/hypervisor.js';
 import type { Logger } from '../ports/logger.js';
@@ -57,6 +57,8 @@ export interface AgentDeps {
   };
   /** Listens for reachability probes on one address. */
   beacon: (address: string) => Promise<{ port: number; close(): Promise<void> }>;
+  /** Reads the shared volume's marker as this host sees it (absent: not reported). */
+  readVolume?: () => VolumeSighting;
   /** The host interface holding an address, as the kernel reports it (absent: not asked). */
   linkOf?: (address: string) => Promise<HostLink | undefined>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
@@ -149,6 +151,7 @@ export class Agent {
         ),
         capabilities: this.currentCapabilities(),
         vms: await this.d.hypervisor.list(),
+        ...(this.d.readVolume ? { volume: this.d.readVolume() } : {}),
       },
     });
   }

@@ -4,6 +4,8 @@
  * management address.
  */
 import fs from 'node:fs';
+import path from 'node:path';
+import { VOLUME_MARKER, type VolumeSighting } from '../domain/records.js';
 import { serve } from '../api/http.js';
 import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
@@ -16,6 +18,22 @@ import { Agent } from './agent.js';
 import { agentApp } from './http.js';
 import { linkOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
+
+/** The shared volume's marker as this host sees it; a missing or unreadable one says why, in one line. */
+function readVolumeMark(shared: string): VolumeSighting {
+  const file = path.join(shared, VOLUME_MARKER);
+  try {
+    const m = JSON.parse(fs.readFileSync(file, 'utf8')) as { clusterId?: unknown; mark?: unknown };
+    if (typeof m.clusterId !== 'string' || typeof m.mark !== 'string') return { error: `${file} is not a Ferry volume marker` };
+    return { clusterId: m.clusterId.slice(0, 64), mark: m.mark.slice(0, 64) };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return {
+      error:
+        code === 'ENOENT' ? `${file} does not exist (is the shared volume mounted at ${shared}?)` : `cannot read ${file}: ${code ?? String(e)}`.slice(0, 300),
+    };
+  }
+}
 
 export async function runAgent(o: { stateDir: string; node: string }): Promise<{ close(): Promise<void>; url: string }> {
   const layout = new StateLayout(o.stateDir);
@@ -56,6 +74,7 @@ export async function runAgent(o: { stateDir: string; node: string }): Promise<{
       uplinks,
       beacon: listenBeacon,
       linkOf,
+      readVolume: () => readVolumeMark(layout.shared),
     },
   );
   await agent.prepare();

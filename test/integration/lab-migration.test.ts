@@ -10,7 +10,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { readEndpoint } from '../../src/config/cluster-config.js';
+import type { NodeRecord } from '../../src/domain/records.js';
 import { projectRoot } from '../../src/config/paths.js';
 import type { StreamCheck } from '../../src/lab/stream-check.js';
 import { after, before, describe, it } from 'node:test';
@@ -147,5 +151,42 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     const t = c.console('cli').tcpClient!;
     await waitFor('the stream after the drain', 30_000, () => (c.console('cli').tcpClient?.received ?? 0) > t.received + 100);
     await c.ferryOk(['node', 'resume', 'host-3']);
+  });
+
+  it('marks a host that does not see the shared volume and gives it no VMs, until it sees it again', async () => {
+    // host-3 "loses its NFS mount": an empty directory bound over the shared volume in its agent's mount namespace.
+    const agentPid = readEndpoint(c.layout, 'host-3')!.pid;
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-not-the-volume-'));
+    const inAgent = (args: string[]) => execFileSync('nsenter', ['-t', String(agentPid), '-m', '--', ...args]);
+    inAgent(['mount', '--bind', empty, c.layout.shared]);
+    try {
+      const seen = await waitFor('host-3 to be marked', 15_000, async () => {
+        const n = (await c.ferryJson<NodeRecord[]>(['node', 'list'])).find((x) => x.name === 'host-3')!;
+        return n.volume?.ok === false ? n : undefined;
+      });
+      assert.equal(seen.volume!.error, `${path.join(c.layout.shared, '.ferry-volume')} does not exist (is the shared volume mounted at ${c.layout.shared}?)`);
+      assert.match(await c.ferryOk(['node', 'list']), /^host-3 +up .* NOT SEEN: /m);
+      const r = await c.ferry(['vm', 'migrate', 'web', '--to', 'host-3']);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^error: node 'host-3' does not see the cluster's shared volume: \S+ does not exist \(is the shared volume mounted at \S+\?\)\n$/);
+      const start = await c.ferry(['vm', 'create', 'blind', '--memory', '128', '--node', 'host-3']);
+      assert.equal(start.code, 0, start.stderr);
+      const s = await c.ferry(['vm', 'start', 'blind']);
+      assert.equal(s.code, 2, s.stderr);
+      assert.match(s.stderr, /^error: node 'host-3' does not see the cluster's shared volume: /);
+      assert.equal((await c.instances(['host-3'])).get('host-3')!.length, 0, 'nothing started there');
+      const events = await c.ferryJson<{ type: string; node?: string }[]>(['events']);
+      assert.ok(events.some((e) => e.type === 'node.volume-lost' && e.node === 'host-3'));
+    } finally {
+      inAgent(['umount', c.layout.shared]);
+      fs.rmSync(empty, { recursive: true, force: true });
+    }
+    await waitFor(
+      'host-3 to see the volume again',
+      15_000,
+      async () => (await c.ferryJson<NodeRecord[]>(['node', 'list'])).find((x) => x.name === 'host-3')!.volume?.ok === true,
+    );
+    await c.ferryOk(['vm', 'start', 'blind']);
+    assert.deepEqual(await whereQemuRuns('blind'), [host('host-3').netns]);
   });
 });

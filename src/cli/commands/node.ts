@@ -19,7 +19,7 @@ export function nodeCommands(program: Command, connect: () => Cluster, done: (co
       else
         print(
           table(
-            ['NAME', 'STATE', 'ACCEL', 'CPU VENDOR', 'CPU MODEL', 'NIC BACKEND', 'VMS', 'MEM FREE', 'MIGRATION ADDR'],
+            ['NAME', 'STATE', 'ACCEL', 'CPU VENDOR', 'CPU MODEL', 'NIC BACKEND', 'VMS', 'MEM FREE', 'MIGRATION ADDR', 'SHARED VOLUME'],
             nodes.map((n) => [
               n.name,
               n.state,
@@ -30,6 +30,7 @@ export function nodeCommands(program: Command, connect: () => Cluster, done: (co
               n.vmCount,
               `${n.memoryFreeMiB} MiB`,
               n.migrationAddress,
+              n.volume ? (n.volume.ok ? 'ok' : `NOT SEEN: ${n.volume.error ?? ''}`) : '-',
             ]),
           ),
         );

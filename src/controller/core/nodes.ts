@@ -7,7 +7,7 @@
  */
 import type { Clock } from '../../domain/clock.js';
 import { errors } from '../../domain/errors.js';
-import type { Heartbeat, NodeRecord, NodeState, VmInstance } from '../../domain/records.js';
+import { type Heartbeat, judgeVolume, type NodeRecord, type NodeState, type VmInstance } from '../../domain/records.js';
 import type { ClusterConfigStore } from '../../ports/cluster-config.js';
 import type { EventSink } from '../../ports/events.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
@@ -34,6 +34,8 @@ export class StoreNodes implements NodeDirectory {
     private readonly clock: Clock,
     private readonly events: EventSink,
     private readonly connect: AgentConnector,
+    /** The mark this controller wrote on the shared volume; absent: no check (component tests). */
+    private readonly volumeMark?: { clusterId: string; mark: string },
   ) {}
 
   members(): string[] {
@@ -60,8 +62,10 @@ export class StoreNodes implements NodeDirectory {
     this.liveness.set(hb.name, { lastSeenMs: now, vms: hb.vms });
     const key = `nodes/${hb.name}`;
     const prev = (await this.store.get<NodeRecord>(key))?.value;
+    const volume = this.volumeMark ? judgeVolume(this.volumeMark, hb.volume) : undefined;
     const changed =
       !prev ||
+      JSON.stringify(prev.volume) !== JSON.stringify(volume) ||
       prev.url !== hb.url ||
       prev.state === 'down' ||
       JSON.stringify(prev.capabilities) !== JSON.stringify(hb.capabilities) ||
@@ -76,7 +80,17 @@ export class StoreNodes implements NodeDirectory {
         capabilities: hb.capabilities,
         lastSeenMs: now,
         ...(hb.networks ? { networks: hb.networks } : {}),
+        ...(volume ? { volume } : {}),
       });
+      if (volume && volume.ok !== (prev?.volume?.ok ?? true)) {
+        await this.events.emit({
+          type: volume.ok ? 'node.volume-ok' : 'node.volume-lost',
+          node: hb.name,
+          message: volume.ok
+            ? `node ${hb.name} sees the cluster's shared volume again`
+            : `node ${hb.name} does not see the cluster's shared volume (${volume.error}); it gets no VMs`,
+        });
+      }
       if (prev?.state !== state) await this.events.emit({ type: 'node.up', node: hb.name, message: `node ${hb.name} is ${state}` });
       if (JSON.stringify(prev?.capabilities?.cpu) !== JSON.stringify(hb.capabilities.cpu)) await this.onCpuChange();
     }

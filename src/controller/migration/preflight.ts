@@ -9,7 +9,7 @@ import { ErrorCode, FerryError, errors, toFerryError } from '../../domain/errors
 import type { MigrationMode, MigrationNetwork, MigrationRecord } from '../../domain/migration.js';
 import type { NodeLoad } from '../../domain/placement.js';
 import { switchBlocker } from '../../domain/placement.js';
-import { type NodeRecord, type VmRecord, VmState } from '../../domain/records.js';
+import { type NodeRecord, nodeRefusal, type VmRecord, VmState } from '../../domain/records.js';
 import { switchOf } from '../../domain/switches.js';
 import type { TransferTuning } from '../../domain/transfer.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
@@ -97,7 +97,8 @@ export class Preflight {
       out.push(errors.invalid('to', `VM '${vm.name}' already runs on node '${target.name}'`));
       return out;
     }
-    if (target.state !== 'up') out.push(errors.invalidState(`node '${target.name}' is ${target.state}`, { node: target.name }));
+    const refusal = nodeRefusal(target);
+    if (refusal) out.push(errors.invalidState(refusal, { node: target.name }));
     const source = vm.node ? await this.d.nodes.get(vm.node).catch(() => undefined) : undefined;
     if (source?.state === 'down') out.push(errors.invalidState(`node '${source.name}' (the VM's node) is down`, { node: source.name }));
     const load = (await this.d.loads()).find((l) => l.node.name === target.name)!;
