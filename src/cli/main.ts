@@ -54,9 +54,10 @@ export function program(): { program: Command; code: () => number } {
     const img = await buildImage((l) => process.stderr.write(l + '\n'));
     print(`guest image: ${img.kernelPath}, ${img.initrdPath} (${img.kernelPackage})`);
   });
-  command(p, 'demo', 'a self-contained tour: live-migrate a VM under load')
+  command(p, 'demo', 'a self-contained tour: live-migrate a VM under load (on a lab of 3 hosts as root, else on the single-machine cluster)')
+    .option('--single', 'on the single-machine cluster even as root')
     .option('--json', 'print the migration report as JSON')
-    .action(async (o: { json?: boolean }) => done(await runDemo({ json: o.json === true })));
+    .action(async (o: { json?: boolean; single?: boolean }) => done(await runDemo({ json: o.json === true, single: o.single === true })));
   command(p, 'completion', 'print a shell completion script (bash: eval "$(ferry completion bash)")')
     .argument('<shell>', 'a shell (bash)')
     .action((shell: string) => {

@@ -1,9 +1,15 @@
 /**
- * `ferry demo`: a self-contained tour. It starts a three-node cluster in a
- * temporary state directory, runs a memory-busy web VM serving a TCP stream
- * and a client VM reading it, live-migrates the web VM and shows that the
- * stream went on without a gap; then tears everything down.
+ * `ferry demo`: a self-contained tour: a memory-busy web VM serving a TCP
+ * counter stream is live-migrated while a client reads the stream, and the
+ * demo shows that it went on without a gap; then it tears everything down.
+ *
+ * As root it runs on a lab of three hosts (network namespaces, bridges, etcd;
+ * `ferry lab`): the client is a real Linux client on the LAN that also pings
+ * the VM every 2 ms, and the LAN switch's forwarding table shows the move.
+ * Otherwise (or with `--single`) it runs on the single-machine cluster, the
+ * client being a second VM. It says which.
  */
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +20,10 @@ import { StateLayout } from '../../domain/layout.js';
 import { parseConsole } from '../../guest/console.js';
 import { Cluster, followMigration } from '../context.js';
 import { down, up } from '../daemons.js';
+import { labTakeDown, labUpWithCluster } from '../lab-cluster.js';
+import type { Lab } from '../../lab/lab.js';
+import type { StreamCheck } from '../../lab/stream-check.js';
+import { projectRoot } from '../../config/paths.js';
 import { Progress, bytes, ms } from '../output.js';
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -26,7 +36,12 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
   }
 }
 
-export async function runDemo(opts: { json: boolean }): Promise<number> {
+export async function runDemo(opts: { json: boolean; single?: boolean }): Promise<number> {
+  if (!opts.single && process.getuid?.() === 0) return runLabDemo(opts);
+  return runSingleDemo(opts);
+}
+
+async function runSingleDemo(opts: { json: boolean }): Promise<number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-demo-'));
   const layout = new StateLayout(dir);
   const say = (line: string) => {
@@ -34,7 +49,7 @@ export async function runDemo(opts: { json: boolean }): Promise<number> {
   };
   const progress = new Progress();
   try {
-    say(`ferry demo: state in ${dir}`);
+    say(`ferry demo: on the single-machine cluster (${process.getuid?.() === 0 ? 'asked for with --single' : 'the lab needs root'}); state in ${dir}`);
     const res = await up(layout, { nodes: 3, port: 0, progress: (l) => progress.update(l) });
     progress.done();
     const c = Cluster.connect(layout);
@@ -83,7 +98,7 @@ export async function runDemo(opts: { json: boolean }): Promise<number> {
     say(
       `web now runs on ${web.node}; client received ${after.received} lines, gaps ${after.gaps}, reconnects ${after.reconnects}: TCP stream ${intact ? 'intact' : 'BROKEN'}`,
     );
-    if (opts.json) process.stdout.write(JSON.stringify({ ...report, tcpStreamIntact: intact }, null, 2) + '\n');
+    if (opts.json) process.stdout.write(JSON.stringify({ ...report, where: 'single-machine', tcpStreamIntact: intact }, null, 2) + '\n');
     return report.status === 'completed' && intact ? 0 : 1;
   } finally {
     progress.done();
@@ -95,4 +110,115 @@ export async function runDemo(opts: { json: boolean }): Promise<number> {
 
 async function consoleText(c: Cluster, vm: string): Promise<string> {
   return (await c.api.open(vmRoutes.console, { params: { name: vm }, query: {} })).text();
+}
+
+/** Runs a command in a lab namespace; resolves with what it printed. */
+function inNamespace(netns: string, argv: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('exit', () => resolve(out));
+  });
+}
+
+/** The port of the lab's LAN switch that its forwarding table has `mac` behind. */
+function lanPortOf(lab: Lab, mac: string): string | undefined {
+  const fdb = JSON.parse(execFileSync('bridge', ['-j', 'fdb', 'show', 'br', lab.bridges.lan], { encoding: 'utf8' })) as { mac: string; ifname: string }[];
+  return fdb.find((e) => e.mac === mac)?.ifname;
+}
+
+async function runLabDemo(opts: { json: boolean }): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-demo-'));
+  const layout = new StateLayout(dir);
+  const say = (line: string) => {
+    if (!opts.json) process.stdout.write(line + '\n');
+  };
+  const progress = new Progress();
+  try {
+    say(`ferry demo: on a lab of 3 hosts (network namespaces on this machine, etcd, Linux bridges; running as root); state in ${dir}`);
+    const { lab } = await labUpWithCluster(layout, { hosts: 3, cluster: true }, (l) => progress.update(l));
+    progress.done();
+    const c = Cluster.connect(layout);
+    const hostOf = (name: string) => lab.hosts.find((h) => h.name === name)!;
+    say(`lab up: ${lab.hosts.map((h) => `${h.name} (${h.lan})`).join(', ')}; a Linux client at ${lab.client.lan}`);
+
+    await c.api.call(vmRoutes.create, { body: { name: 'web', memoryMiB: 256, workload: 'memory:16+tcp', node: 'host-1' } });
+    const web = await c.api.call(vmRoutes.start, { params: { name: 'web' }, body: {} });
+    const ip = web.ip.split('/')[0]!;
+    say(`web: running on host-1, rewriting 16 MiB/s of memory and serving a TCP counter stream on ${ip}:7000`);
+    await waitFor('the client to reach web', 60_000, async () =>
+      (await inNamespace(lab.client.netns, ['ping', '-c', '1', '-W', '1', ip])).includes('1 received') ? true : undefined,
+    );
+    say(`client: pinging ${ip} every 2 ms and reading its TCP stream`);
+    const seconds = 25;
+    const stream = inNamespace(lab.client.netns, [
+      process.execPath,
+      path.join(projectRoot(), 'dist', 'src', 'lab', 'stream-check.js'),
+      ip,
+      '7000',
+      String(seconds),
+    ]);
+    const pings = inNamespace(lab.client.netns, ['ping', '-q', '-i', '0.002', '-W', '1', '-w', String(seconds), ip]);
+    await systemClock.sleep(3000);
+
+    say('live-migrating web: host-1 → host-3 (over the migration network)');
+    const started = (await c.api.call(vmRoutes.migrate, { params: { name: 'web' }, body: { to: 'host-3' } })) as MigrationRecord;
+    const final = await followMigration(
+      c.api,
+      started.id,
+      (m) => {
+        const p = m.progress;
+        progress.update(
+          `  ${m.phase}${m.phase === 'memory' && p ? `: round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s` : ''}`,
+        );
+      },
+      (t) => systemClock.sleep(t),
+    );
+    progress.done();
+    const report: MigrationReport = final.report;
+    say(
+      `migration ${report.status}: total ${ms(report.totalMs)}, QEMU downtime ${ms(report.downtimeMs)}, ${bytes(report.transferredBytes)} in ${report.rounds} rounds`,
+    );
+    say(`  steps: ${report.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(' → ')}`);
+    if (report.network) say(`  network: ${report.network.name} (${report.network.sourceAddress} → ${report.network.targetAddress})`);
+    const port = lanPortOf(lab, web.mac);
+    const seenOnTarget = port === hostOf('host-3').lanPort;
+    say(`LAN switch: ${web.mac} is behind ${port ?? 'no port'}${seenOnTarget ? ", host-3's port" : ''}`);
+
+    progress.update('the client reads on for a few seconds');
+    const got = JSON.parse((await stream).trim().split('\n').at(-1) ?? '{}') as StreamCheck;
+    const stats = /(\d+) packets transmitted, (\d+) received/.exec(await pings);
+    progress.done();
+    const sent = Number(stats?.[1] ?? 0);
+    const lost = sent - Number(stats?.[2] ?? 0);
+    const intact = report.status === 'completed' && got.gaps === 0 && got.reconnects === 0 && got.received > 0;
+    say(
+      `client: ${sent} pings, ${lost} lost (about ${lost * 2} ms without answers); TCP stream: ${got.received} lines, gaps ${got.gaps}, reconnects ${got.reconnects}: ${intact ? 'intact' : 'BROKEN'}`,
+    );
+    if (opts.json) {
+      process.stdout.write(
+        JSON.stringify(
+          {
+            ...report,
+            where: 'lab',
+            tcpStreamIntact: intact,
+            client: { pings: sent, lost, stream: got },
+            lanPort: port,
+            targetLanPort: hostOf('host-3').lanPort,
+          },
+          null,
+          2,
+        ) + '\n',
+      );
+    }
+    return intact && seenOnTarget ? 0 : 1;
+  } finally {
+    progress.done();
+    say('tearing down the lab');
+    await labTakeDown(layout).catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -1,26 +1,11 @@
 /** `ferry lab`: hosts made of network namespaces on this machine (root). */
 import type { Command } from 'commander';
 import type { StateLayout } from '../../domain/layout.js';
-import fs from 'node:fs';
-import { readConfig, saveConfig, writeConfig } from '../../config/cluster-config.js';
-import { type Lab, labClusterShape, labDown, labEtcdStatus, labExec, labSpace, labUp, readLab, requireRoot, saveLab } from '../../lab/lab.js';
-import { DEFAULT_CONTROLLER_PORT, down, up } from '../daemons.js';
+import { labEtcdStatus, labExec, labSpace, readLab, requireRoot } from '../../lab/lab.js';
+import { labTakeDown, labUpWithCluster } from '../lab-cluster.js';
 import { errors } from '../../domain/errors.js';
 import { command, wholeNumber } from '../context.js';
 import { Progress, json, print, table } from '../output.js';
-
-/** The lab's cluster first (its VMs, its daemons, its files), then the lab. */
-async function takeDown(l: StateLayout): Promise<Lab | undefined> {
-  requireRoot();
-  const lab = readLab(l.dir);
-  if (!lab) return undefined;
-  if (lab.cluster) {
-    await down(l, { shutdownTimeoutS: 5 }).catch(() => {});
-    for (const f of [l.cluster, l.token, l.store, l.run, l.logs, l.shared]) fs.rmSync(f, { recursive: true, force: true });
-  }
-  await labDown(l.dir);
-  return lab;
-}
 
 export function labCommands(program: Command, layout: () => StateLayout, done: (code: number) => void): void {
   const lab = command(program, 'lab', 'a cluster of hosts made of network namespaces on this machine (root)');
@@ -32,33 +17,23 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     .option('--no-cluster', 'only the hosts and etcd: no Ferry cluster in them')
     .option('--json', 'print the lab as JSON')
     .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; cluster: boolean; json?: boolean }) => {
-      requireRoot();
-      const l = layout();
-      if (o.cluster && !readLab(l.dir) && readConfig(l))
-        throw errors.invalidState(`${l.dir} holds a cluster already; the lab makes its own (use another --state)`);
       const progress = new Progress();
-      const made = await labUp(
-        layout().dir,
-        { hosts: o.hosts, ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}), ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}) },
+      const {
+        lab: made,
+        controllerUrl,
+        nodes,
+      } = await labUpWithCluster(
+        layout(),
+        {
+          hosts: o.hosts,
+          cluster: o.cluster,
+          ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}),
+          ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}),
+        },
         (l) => progress.update(l),
       );
-      if (o.cluster) {
-        try {
-          const shape = labClusterShape(made);
-          const config = writeConfig(l, shape.members, shape.networks, DEFAULT_CONTROLLER_PORT, shape.store);
-          saveConfig(l, { ...config, controllerAddress: shape.controllerAddress, defaultUplink: shape.defaultUplink });
-          made.cluster = true;
-          saveLab(made);
-          const res = await up(l, { progress: (line) => progress.update(line) });
-          progress.done();
-          if (!o.json) print(`cluster up in the lab: ${res.config.nodes.map((n) => n.name).join(', ')}; controller ${res.controllerUrl}`);
-        } catch (e) {
-          progress.done();
-          await takeDown(l);
-          throw e;
-        }
-      }
       progress.done();
+      if (controllerUrl && !o.json) print(`cluster up in the lab: ${nodes!.join(', ')}; controller ${controllerUrl}`);
       if (o.json) return json(made);
       print(`lab ${made.id} up: ${made.hosts.map((h) => h.name).join(', ')} and client; etcd ${made.etcd.map((m) => m.clientUrl).join(',')}`);
     });
@@ -94,7 +69,7 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     });
 
   command(lab, 'down', 'stop everything in the lab and remove its namespaces, links, bridges and files').action(async () => {
-    const r = await takeDown(layout());
+    const r = await labTakeDown(layout());
     print(r ? `lab ${r.id} down` : `no lab in ${layout().dir}`);
   });
 
