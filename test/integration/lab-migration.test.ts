@@ -97,7 +97,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     await waitFor('the client to reach web on the LAN', 20_000, async () => /1 received/.test(await inClient(['ping', '-c', '1', '-W', '1', ip])));
     assert.equal(lanPortOf(web.mac), host('host-1').lanPort, "the LAN switch forwards web's MAC to host-1");
     // The client reads the stream and pings for as long as both migrations take.
-    const seconds = 30;
+    const seconds = 22;
     const stream = inClient([process.execPath, path.join(projectRoot(), 'dist/src/lab/stream-check.js'), ip, '7000', String(seconds)]);
     const pings = inClient(['ping', '-i', '0.002', '-W', '1', '-w', String(seconds), ip]);
     await new Promise((r) => setTimeout(r, 2000));
@@ -131,7 +131,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     const stats = /(\d+) packets transmitted, (\d+) received/.exec(await pings);
     assert.ok(stats, 'ping reported');
     const lost = Number(stats[1]) - Number(stats[2]);
-    // Every 2 ms for 30 s, with two moves: the pings lost add up to well under 200 ms of blackout.
+    // Every 2 ms for 22 s, with two moves: the pings lost add up to well under 200 ms of blackout.
     assert.ok(Number(stats[1]) > 5000, `pinged every 2 ms: ${stats[0]}`);
     assert.ok(lost < 100, `${lost} pings lost of ${stats[1]}`);
   });
