@@ -17,6 +17,9 @@ import { ErrorCode, FerryError } from '../domain/errors.js';
 import { QmpClient } from './qmp/client.js';
 import { type QemuLaunch, qemuArgv } from './argv.js';
 import { pidAlive } from '../system/process.js';
+
+/** How often an unanswered ACPI power button is pressed again during a shutdown. */
+const POWER_BUTTON_REPEAT_MS = 5000;
 import type { NicLink } from '../domain/records.js';
 export { pidAlive };
 
@@ -154,13 +157,21 @@ export class QemuVm {
   async shutdown(timeoutMs: number, guestRuns: boolean): Promise<'guest' | 'force'> {
     if (guestRuns) {
       this.closing = true;
-      const pressed = await this.qmp.execute('system_powerdown', {}, { timeoutMs: 2_000 }).then(
-        () => true,
-        () => false,
-      );
-      if (pressed && (await waitFor(() => !pidAlive(this.pid), timeoutMs, 50))) {
-        await this.cleanup();
-        return 'guest';
+      // A guest that misses the press (still booting, its ACPI not listening yet, too busy) gets another every
+      // few seconds until the timeout; one already shutting down ignores them.
+      const deadline = Date.now() + timeoutMs;
+      let pressedOnce = false;
+      while (Date.now() < deadline) {
+        const pressed = await this.qmp.execute('system_powerdown', {}, { timeoutMs: 2_000 }).then(
+          () => true,
+          () => false,
+        );
+        if (!pressed && !pressedOnce) break;
+        pressedOnce ||= pressed;
+        if (await waitFor(() => !pidAlive(this.pid), Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now()), 50)) {
+          await this.cleanup();
+          return 'guest';
+        }
       }
     }
     await this.quit();

@@ -41,13 +41,21 @@ export async function runDemo(opts: { json: boolean; single?: boolean }): Promis
   return runSingleDemo(opts);
 }
 
-async function runSingleDemo(opts: { json: boolean }): Promise<number> {
+/** A demo's stage: a fresh state directory, a line printer (quiet under --json), a progress line. */
+function stage(opts: { json: boolean }): { dir: string; layout: StateLayout; say: (line: string) => void; progress: Progress } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-demo-'));
-  const layout = new StateLayout(dir);
-  const say = (line: string) => {
-    if (!opts.json) process.stdout.write(line + '\n');
+  return {
+    dir,
+    layout: new StateLayout(dir),
+    say: (line) => {
+      if (!opts.json) process.stdout.write(line + '\n');
+    },
+    progress: new Progress(),
   };
-  const progress = new Progress();
+}
+
+async function runSingleDemo(opts: { json: boolean }): Promise<number> {
+  const { dir, layout, say, progress } = stage(opts);
   try {
     say(`ferry demo: on the single-machine cluster (${process.getuid?.() === 0 ? 'asked for with --single' : 'the lab needs root'}); state in ${dir}`);
     const res = await up(layout, { nodes: 3, port: 0, progress: (l) => progress.update(l) });
@@ -68,20 +76,7 @@ async function runSingleDemo(opts: { json: boolean }): Promise<number> {
     say(`client: connected, ${before.received} lines received in order so far`);
 
     say('live-migrating web: node-1 → node-3');
-    const started = (await c.api.call(vmRoutes.migrate, { params: { name: 'web' }, body: { to: 'node-3' } })) as MigrationRecord;
-    const final = await followMigration(
-      c.api,
-      started.id,
-      (m) => {
-        const p = m.progress;
-        progress.update(
-          `  ${m.phase}${m.phase === 'memory' && p ? `: round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s` : ''}`,
-        );
-      },
-      (t) => systemClock.sleep(t),
-    );
-    progress.done();
-    const report: MigrationReport = final.report;
+    const report = await migrateShowingProgress(c, 'web', 'node-3', progress);
     say(
       `migration ${report.status}: total ${ms(report.totalMs)}, QEMU downtime ${ms(report.downtimeMs)}, guest blackout ${ms(report.guestBlackoutMs)}, ${bytes(report.transferredBytes)} in ${report.rounds} rounds`,
     );
@@ -108,6 +103,24 @@ async function runSingleDemo(opts: { json: boolean }): Promise<number> {
   }
 }
 
+/** Live-migrates a VM, showing each step (and the memory rounds) on the progress line; resolves with the report. */
+async function migrateShowingProgress(c: Cluster, vm: string, to: string, progress: Progress): Promise<MigrationReport> {
+  const started = (await c.api.call(vmRoutes.migrate, { params: { name: vm }, body: { to } })) as MigrationRecord;
+  const final = await followMigration(
+    c.api,
+    started.id,
+    (m) => {
+      const p = m.progress;
+      progress.update(
+        `  ${m.phase}${m.phase === 'memory' && p ? `: round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s` : ''}`,
+      );
+    },
+    (t) => systemClock.sleep(t),
+  );
+  progress.done();
+  return final.report;
+}
+
 async function consoleText(c: Cluster, vm: string): Promise<string> {
   return (await c.api.open(vmRoutes.console, { params: { name: vm }, query: {} })).text();
 }
@@ -131,12 +144,7 @@ function lanPortOf(lab: Lab, mac: string): string | undefined {
 }
 
 async function runLabDemo(opts: { json: boolean }): Promise<number> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-demo-'));
-  const layout = new StateLayout(dir);
-  const say = (line: string) => {
-    if (!opts.json) process.stdout.write(line + '\n');
-  };
-  const progress = new Progress();
+  const { dir, layout, say, progress } = stage(opts);
   try {
     say(`ferry demo: on a lab of 3 hosts (network namespaces on this machine, etcd, Linux bridges; running as root); state in ${dir}`);
     const { lab } = await labUpWithCluster(layout, { hosts: 3, cluster: true }, (l) => progress.update(l));
@@ -165,20 +173,7 @@ async function runLabDemo(opts: { json: boolean }): Promise<number> {
     await systemClock.sleep(3000);
 
     say('live-migrating web: host-1 → host-3 (over the migration network)');
-    const started = (await c.api.call(vmRoutes.migrate, { params: { name: 'web' }, body: { to: 'host-3' } })) as MigrationRecord;
-    const final = await followMigration(
-      c.api,
-      started.id,
-      (m) => {
-        const p = m.progress;
-        progress.update(
-          `  ${m.phase}${m.phase === 'memory' && p ? `: round ${p.rounds}, ${bytes(p.transferredBytes)} sent, ${bytes(p.remainingBytes)} left, dirty ${bytes(p.dirtyRateBytesPerSec)}/s` : ''}`,
-        );
-      },
-      (t) => systemClock.sleep(t),
-    );
-    progress.done();
-    const report: MigrationReport = final.report;
+    const report = await migrateShowingProgress(c, 'web', 'host-3', progress);
     say(
       `migration ${report.status}: total ${ms(report.totalMs)}, QEMU downtime ${ms(report.downtimeMs)}, ${bytes(report.transferredBytes)} in ${report.rounds} rounds`,
     );
