@@ -189,4 +189,39 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     await c.ferryOk(['vm', 'start', 'blind']);
     assert.deepEqual(await whereQemuRuns('blind'), [host('host-3').netns]);
   });
+
+  it("keeps a VM where it was when the target host's management link goes down during its migration", async () => {
+    const shown = () => c.ferryJson<{ state: string; node: string; migration?: { phase?: string } }>(['vm', 'show', 'web']);
+    const vm = await c.vm('web');
+    const from = vm.node;
+    // Not host-1: the controller lives there, and cutting its link would cut the test off too.
+    const to = from === 'host-2' ? 'host-3' : 'host-2';
+    const ticks = c.console('web').ticks.length;
+    // A capped migration lasts long enough to cut the target's LAN leg (eth0) while memory flows over eth1.
+    const migrating = c.ferry(['vm', 'migrate', 'web', '--to', to, '--bandwidth', '2', '--json'], { timeoutMs: 180_000 });
+    await waitFor('the memory step', 30_000, async () => (await shown()).migration?.phase === 'memory');
+    const target = host(to);
+    execFileSync('ip', ['-n', target.netns, 'link', 'set', 'eth0', 'down']);
+    let r: Awaited<typeof migrating>;
+    try {
+      r = await migrating;
+    } finally {
+      execFileSync('ip', ['-n', target.netns, 'link', 'set', 'eth0', 'up']);
+    }
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout) as MigrationReport;
+    assert.notEqual(report.status, 'completed');
+    assert.ok(report.error, 'the report says what failed');
+    const after = await waitFor('the VM to settle on its host', 60_000, async () => {
+      const v = await shown();
+      return v.state === 'running' && !v.migration ? v : undefined;
+    });
+    assert.equal(after.node, from, 'the VM stays where it was');
+    await waitFor('only one QEMU of web, in the source host', 60_000, async () => {
+      const where = await whereQemuRuns('web');
+      return where.length === 1 && where[0] === host(from).netns ? true : undefined;
+    });
+    await waitFor('the guest to keep ticking', 20_000, () => c.console('web').ticks.length > ticks + 3);
+    assert.equal(c.console('web').boots.length, 1, 'no reboot');
+  });
 });
