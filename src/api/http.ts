@@ -5,6 +5,7 @@
  * app is a function from Request to Response, so tests call
  * `app.request(path, init)` without opening a socket.
  */
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve as serveNode, type ServerType } from '@hono/node-server';
 import { OpenAPIHono, type z } from '@hono/zod-openapi';
@@ -12,6 +13,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { ErrorCode, FerryError, errors, toFerryError } from '../domain/errors.js';
+import type { ServerTls } from './tls.js';
 
 /** Requests larger than this are refused before they are read further. */
 export const MAX_BODY_BYTES = 1 << 20;
@@ -79,17 +81,35 @@ export interface Listening {
   close(): Promise<void>;
 }
 
-/** Serves an app on `host:port` (0: any free port). */
-export async function serve(app: { fetch: (req: Request) => Response | Promise<Response> }, host = '127.0.0.1', port = 0): Promise<Listening> {
+/** Serves an app on `host:port` (0: any free port), over HTTPS with `tls`. */
+export async function serve(
+  app: { fetch: (req: Request, env?: object) => Response | Promise<Response> },
+  host = '127.0.0.1',
+  port = 0,
+  tls?: ServerTls,
+): Promise<Listening> {
+  const secure = tls
+    ? {
+        createServer: createHttpsServer,
+        serverOptions: {
+          key: tls.keyPem,
+          cert: tls.certPem,
+          ca: tls.caPem,
+          requestCert: true,
+          rejectUnauthorized: tls.requireClientCert,
+          minVersion: 'TLSv1.2' as const,
+        },
+      }
+    : {};
   const server = await new Promise<ServerType>((resolve, reject) => {
-    const s = serveNode({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
+    const s = serveNode({ fetch: app.fetch, hostname: host, port, ...secure }, () => resolve(s));
     s.once('error', reject);
   });
   const actual = (server.address() as AddressInfo).port;
   (server as { keepAliveTimeout?: number }).keepAliveTimeout = 5_000;
   return {
     port: actual,
-    url: `http://${host}:${actual}`,
+    url: `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${actual}`,
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());

@@ -7,6 +7,8 @@ import { Command, type CommanderError } from 'commander';
 import { ApiClient } from '../api/client.js';
 import { migrationRoutes } from '../api/routes/migrations.js';
 import { readEndpoint, readToken } from '../config/cluster-config.js';
+import { readClientConfig } from '../config/host-config.js';
+import { tlsFetch } from '../api/tls.js';
 import { ErrorCode, FerryError, errors, isFerryError } from '../domain/errors.js';
 import type { StateLayout } from '../domain/layout.js';
 import type { MigrationRecord, MigrationReport } from '../domain/migration.js';
@@ -21,6 +23,14 @@ export class Cluster {
   ) {}
 
   static connect(layout: StateLayout): Cluster {
+    // A CLI of a cluster of real hosts (`ferry init`, `ferry login`): HTTPS to the controller, verified against the cluster's CA.
+    const client = readClientConfig(layout);
+    if (client)
+      return new Cluster(
+        layout,
+        new ApiClient({ baseUrl: client.url, token: client.token, fetch: tlsFetch({ caPem: client.caPem }), timeoutMs: 60_000 }),
+        client.token,
+      );
     const endpoint = readEndpoint(layout, 'controller');
     const token = readToken(layout);
     if (!endpoint || !token || !pidAlive(endpoint.pid)) throw errors.clusterNotRunning(layout.dir);

@@ -29,7 +29,8 @@ import { killStaleStorageDaemons } from '../qemu/backup-job.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 import type { NicBackend } from '../domain/nic.js';
 import { deleteLinks, removeUplinks } from '../node/tap-uplink.js';
-import { readLab } from '../lab/lab.js';
+import { readCaPem } from '../config/host-config.js';
+import { tlsFetch } from '../api/tls.js';
 
 export interface UpOptions {
   nodes?: number;
@@ -64,28 +65,18 @@ export function daemonAlive(layout: StateLayout, name: string): boolean {
   return e !== undefined && pidAlive(e.pid);
 }
 
-/** In a lab, each daemon runs inside its host's network namespace (the switch and the controller on the first host). */
-function labNetns(layout: StateLayout, name: string): string | undefined {
-  const lab = readLab(layout.dir);
-  if (!lab) return undefined;
-  return (lab.hosts.find((h) => h.name === name) ?? lab.hosts[0])?.netns;
-}
-
-function spawnDaemon(layout: StateLayout, role: string, name: string): void {
+export function spawnDaemon(layout: StateLayout, role: string, name: string): void {
   const out = fs.openSync(layout.daemonLog(name), 'a', 0o600);
   const args = [path.join(projectRoot(), 'dist', 'src', 'daemon', 'main.js'), role, '--state', layout.dir];
   if (role === 'agent') args.push('--node', name);
   fs.rmSync(layout.daemonFile(name), { force: true });
-  const netns = labNetns(layout, name);
-  // `ip netns exec` execs the daemon, so the pid is the daemon's.
-  const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, process.execPath, ...args]] : [process.execPath, args];
   // The daemon's umask (0077, set in daemon/main.ts) makes what it and its QEMUs create 0600/0700.
-  const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', out, out], env: process.env });
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
   fs.closeSync(out);
   child.unref();
 }
 
-async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+export async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw errors.timeout(what, timeoutMs);
@@ -172,7 +163,13 @@ export async function down(
   const controller = readEndpoint(layout, 'controller');
   if (controller && token && pidAlive(controller.pid)) {
     const body = opts.shutdownTimeoutS !== undefined ? { shutdownTimeoutS: opts.shutdownTimeoutS } : {};
-    const res = await new ApiClient({ baseUrl: controller.url, token, timeoutMs: ((opts.shutdownTimeoutS ?? 3600) + 120) * 1000 })
+    const caPem = readCaPem(layout);
+    const res = await new ApiClient({
+      baseUrl: controller.url,
+      token,
+      timeoutMs: ((opts.shutdownTimeoutS ?? 3600) + 120) * 1000,
+      ...(caPem && controller.url.startsWith('https:') ? { fetch: tlsFetch({ caPem }) } : {}),
+    })
       .call(clusterRoutes.down, { body })
       .catch(() => ({ stopped: [] as string[], forced: [] as string[] }));
     stoppedVms = res.stopped;

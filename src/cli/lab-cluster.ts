@@ -1,47 +1,117 @@
 /**
- * A Ferry cluster in the lab: `ferry lab up` and the demo make one in the
- * lab's state directory (one node per host, bridge NICs, the lab's etcd),
- * and take it down before the lab.
+ * A Ferry cluster in the lab, made the way an operator makes one on real
+ * hosts: `ferry init` inside host-1's namespace, then `ferry token join` and
+ * `ferry join` inside each other host's, each host with a state directory of
+ * its own (`LAB/hosts/NAME`) and the lab's `shared` directory as the shared
+ * volume; the CLI in the root namespace logs in with a login token. Nothing
+ * is discovered through files one host wrote for another.
  */
 import fs from 'node:fs';
-import { readConfig, saveConfig, writeConfig } from '../config/cluster-config.js';
+import path from 'node:path';
+import { readConfig } from '../config/cluster-config.js';
+import { openLayout } from '../config/host-config.js';
+import { projectRoot } from '../config/paths.js';
 import { errors } from '../domain/errors.js';
 import type { StateLayout } from '../domain/layout.js';
-import { type Lab, type LabOptions, labClusterShape, labDown, labUp, readLab, requireRoot, saveLab } from '../lab/lab.js';
-import { DEFAULT_CONTROLLER_PORT, down, up } from './daemons.js';
+import { type Lab, type LabHost, type LabOptions, labDown, labRun, labUp, readLab, requireRoot, saveLab } from '../lab/lab.js';
+import { DEFAULT_CONTROLLER_PORT, down } from './daemons.js';
+import { login } from './hosts.js';
+
+/** A lab host's own state directory. */
+export function labHostDir(labDir: string, host: string): string {
+  return path.join(labDir, 'hosts', host);
+}
+
+/** Runs the `ferry` CLI inside a lab host with that host's state directory; its answer, or its error line. */
+async function ferryIn(stateDir: string, host: LabHost, args: string[]): Promise<string> {
+  const r = await labRun(host, [
+    process.execPath,
+    path.join(projectRoot(), 'dist', 'src', 'cli', 'main.js'),
+    '--state',
+    labHostDir(stateDir, host.name),
+    ...args,
+  ]);
+  if (r.code !== 0)
+    throw errors.invalidState(
+      `${host.name}: ferry ${args[0]}: ${
+        r.stderr
+          .trim()
+          .split('\n')
+          .at(-1)
+          ?.replace(/^error: /, '') ?? `exit ${r.code}`
+      }`,
+    );
+  return r.stdout.trim();
+}
 
 /** Builds the lab and, unless `cluster` is false, a cluster in it; on any failure takes everything down again. */
 export async function labUpWithCluster(
   l: StateLayout,
-  o: LabOptions & { cluster: boolean },
+  o: LabOptions & { cluster: boolean; members?: number; nodeMemoryMiB?: number },
   progress: (line: string) => void,
 ): Promise<{ lab: Lab; controllerUrl?: string; nodes?: string[] }> {
   requireRoot();
-  if (o.cluster && !readLab(l.dir) && readConfig(l)) throw errors.invalidState(`${l.dir} holds a cluster already; the lab makes its own (use another --state)`);
+  if (o.cluster && !readLab(l.dir) && (readConfig(l) || fs.existsSync(l.clientConfig)))
+    throw errors.invalidState(`${l.dir} holds a cluster already; the lab makes its own (use another --state)`);
+  if (o.members !== undefined && (o.members < 1 || o.members > o.hosts))
+    throw errors.invalid('members', `--members must be from 1 to the number of hosts (${o.hosts}), got ${o.members}`);
   const lab = await labUp(l.dir, o, progress);
   if (!o.cluster) return { lab };
   try {
-    const shape = labClusterShape(lab);
-    const config = writeConfig(l, shape.members, shape.networks, DEFAULT_CONTROLLER_PORT, shape.store);
-    saveConfig(l, { ...config, controllerAddress: shape.controllerAddress, defaultUplink: shape.defaultUplink });
     lab.cluster = true;
     saveLab(lab);
-    const res = await up(l, { progress });
-    return { lab, controllerUrl: res.controllerUrl, nodes: res.config.nodes.map((n) => n.name) };
+    fs.mkdirSync(l.shared, { recursive: true, mode: 0o700 });
+    // Hosts past `members` stay out of the cluster, for joining by hand.
+    const [first, ...others] = lab.hosts.slice(0, o.members ?? lab.hosts.length);
+    const memory = o.nodeMemoryMiB ? ['--node-memory', String(o.nodeMemoryMiB)] : [];
+    progress(`ferry init on ${first!.name}`);
+    const init = JSON.parse(
+      await ferryIn(l.dir, first!, [
+        'init',
+        '--name',
+        first!.name,
+        '--shared',
+        l.shared,
+        '--network',
+        `management=${lab.net}.1.0/24`,
+        '--network',
+        `migration=${lab.net}.2.0/24`,
+        '--etcd',
+        lab.etcd.map((m) => m.clientUrl).join(','),
+        '--port',
+        String(DEFAULT_CONTROLLER_PORT),
+        ...memory,
+        '--json',
+      ]),
+    ) as { url: string };
+    progress(`ferry join on ${others.map((h) => h.name).join(', ') || 'no other host'}`);
+    await Promise.all(
+      others.map(async (h) => {
+        const token = await ferryIn(l.dir, first!, ['token', 'join', '--ttl', '10m']);
+        await ferryIn(l.dir, h, ['join', init.url, '--token', token, '--name', h.name, '--shared', l.shared, ...memory, '--json']);
+      }),
+    );
+    progress('ferry login from the root namespace');
+    await login(l, init.url, await ferryIn(l.dir, first!, ['token', 'login', '--ttl', '10m']));
+    return { lab, controllerUrl: init.url, nodes: [first!, ...others].map((h) => h.name) };
   } catch (e) {
     await labTakeDown(l);
     throw e;
   }
 }
 
-/** The lab's cluster first (its VMs, its daemons, its files), then the lab. */
+/** The lab's cluster first (its VMs, each host's daemons and files), then the lab. */
 export async function labTakeDown(l: StateLayout): Promise<Lab | undefined> {
   requireRoot();
   const lab = readLab(l.dir);
   if (!lab) return undefined;
   if (lab.cluster) {
-    await down(l, { shutdownTimeoutS: 5 }).catch(() => {});
-    for (const f of [l.cluster, l.token, l.store, l.run, l.logs, l.shared]) fs.rmSync(f, { recursive: true, force: true });
+    // The controller's host first: it shuts the VMs down everywhere.
+    for (const h of lab.hosts) {
+      const dir = labHostDir(l.dir, h.name);
+      if (fs.existsSync(dir)) await down(openLayout(dir), { shutdownTimeoutS: 5 }).catch(() => {});
+    }
+    for (const f of [path.join(l.dir, 'hosts'), l.clientConfig, l.shared]) fs.rmSync(f, { recursive: true, force: true });
   }
   await labDown(l.dir);
   return lab;

@@ -10,10 +10,11 @@ import { Command } from 'commander';
 import { defaultStateDir } from '../config/paths.js';
 import { systemClock } from '../domain/clock.js';
 import { toFerryError } from '../domain/errors.js';
-import { StateLayout } from '../domain/layout.js';
+import { openLayout } from '../config/host-config.js';
 import { buildImage } from '../guest/image.js';
 import { backupCommands } from './commands/backup.js';
 import { clusterCommands } from './commands/cluster.js';
+import { hostCommands } from './commands/host.js';
 import { labCommands } from './commands/lab.js';
 import { runDemo } from './commands/demo.js';
 import { migrationCommands } from './commands/migration.js';
@@ -39,9 +40,10 @@ export function program(): { program: Command; code: () => number } {
       'after',
       '\nworkloads: idle | memory:<MiB/s> | tcp | tcp-client:<VM> | disk:<writes/s>\nstate directory: --state DIR, or $FERRY_STATE, default ~/.ferry',
     );
-  const layout = () => new StateLayout(path.resolve((p.opts() as { state?: string }).state ?? defaultStateDir()));
+  const layout = () => openLayout(path.resolve((p.opts() as { state?: string }).state ?? defaultStateDir()));
   const connect = () => Cluster.connect(layout());
   clusterCommands(p, layout, connect, done);
+  hostCommands(p, layout, connect);
   nodeCommands(p, connect, done);
   vmCommands(p, connect, done);
   migrationCommands(p, connect);

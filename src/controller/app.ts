@@ -21,7 +21,11 @@ import { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
 import { isActive, VOLUME_MARKER, type VmRecord, VmState } from '../domain/records.js';
 import { AgentClient, identifyAgent } from '../node/client.js';
+import { tlsFetch } from '../api/tls.js';
+import { clientTls, openLayout, readCaKey, serverTls } from '../config/host-config.js';
+import { PemAuthority } from '../system/pki.js';
 import { probeTcp } from '../node/net-tools.js';
+import type { ClusterAuthority } from '../ports/authority.js';
 import type { ClusterConfigStore } from '../ports/cluster-config.js';
 import type { Logger } from '../ports/logger.js';
 import type { AgentConnector } from '../ports/node-agent.js';
@@ -45,6 +49,7 @@ import { StoreVms } from './core/vms.js';
 import { CpuBaselines } from './cpu-baselines.js';
 import { Lifecycle } from './lifecycle.js';
 import { Maintenance } from './maintenance.js';
+import { Joining } from './joining.js';
 import { Membership } from './membership.js';
 import { Migrations } from './migration/service.js';
 import { ClusterNetworks, type Reach } from './network/networks.js';
@@ -81,6 +86,8 @@ export interface ControllerPorts {
   volumeMark?: { clusterId: string; mark: string };
   /** How the store is doing (default: the SQLite file, always there). */
   storeHealth?: () => StoreHealth;
+  /** The cluster's CA on a cluster of real hosts: hosts join with tokens and get certificates (absent: the single-machine cluster). */
+  authority?: ClusterAuthority;
   /** Component tests inject failures and hangs before phases here; a daemon has none. */
   phaseGate?: PhaseGate;
 }
@@ -229,6 +236,19 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     startVm: (n) => lifecycle.start(n),
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
+  const joining = p.authority
+    ? new Joining({
+        store,
+        config: p.config,
+        membership,
+        authority: p.authority,
+        clock,
+        events,
+        apiToken: p.token,
+        controllers: () => [p.url()],
+        volumeMark: p.volumeMark ?? { clusterId: p.config.current().id, mark: '' },
+      })
+    : undefined;
   const reconciler = new Reconciler({ nodes, vms, locks, events, clock, log, syncSwitches: () => switches.sync() });
 
   const services: ControllerServices = {
@@ -250,6 +270,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     maintenance,
     balancer,
     membership,
+    ...(joining ? { joining } : {}),
     networks,
     switches,
     switchControl: p.switch,
@@ -381,11 +402,16 @@ function writeVolumeMark(layout: StateLayout, clusterId: string): { clusterId: s
 
 /** The controller daemon: real adapters, the HTTP app, the loops; resolves once it serves. */
 export async function runController(o: RunControllerOptions): Promise<{ close(): Promise<void>; url: string }> {
-  const layout = new StateLayout(o.stateDir);
+  const layout = openLayout(o.stateDir);
   const config: ClusterConfig | undefined = readConfig(layout);
   const token = readToken(layout);
   if (!config || !token) throw new Error(`${o.stateDir} holds no cluster (run 'ferry up')`);
   const log = daemonLogger('controller');
+  // A cluster of real hosts speaks HTTPS: the controller's certificate serves the API and calls the agents; its CA signs joining hosts.
+  const tls = serverTls(layout, 'controller');
+  const agentTls = clientTls(layout, 'controller');
+  const agentFetch = agentTls ? tlsFetch(agentTls) : undefined;
+  const caKey = tls ? readCaKey(layout) : undefined;
   const { store, health } = await openStore(layout, config);
   // The API's address is known once it listens; the parts ask for it later.
   const at = { url: '' };
@@ -399,20 +425,21 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     log,
     // The switch daemon may restart at another port: its endpoint file says where it is now.
     switch: new SwitchClient(() => readEndpoint(layout, 'switch')?.url ?? o.switchUrl, token),
-    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token),
+    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch),
     volume: new QemuVolume(layout.run),
     reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),
     remote: remoteCluster,
-    identify: identifyAgent,
+    identify: (agentUrl) => identifyAgent(agentUrl, agentFetch),
     url,
     consoleUrl: () => `${url()}/`,
     pid: process.pid,
     storeHealth: health,
     volumeMark: writeVolumeMark(layout, config.id),
+    ...(tls && caKey ? { authority: new PemAuthority({ certPem: tls.caPem, keyPem: caKey }, config.id) } : {}),
   });
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });
-  const listening: Listening = await serve(app, o.host ?? config.controllerAddress ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0);
+  const listening: Listening = await serve(app, o.host ?? config.controllerAddress ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0, tls);
   at.url = listening.url;
   writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
   log.info({ url: listening.url }, `listening on ${listening.url}`);
@@ -429,6 +456,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
       loops.abort();
       await runtime.stop();
       await listening.close();
+      await agentFetch?.close();
       await store.close();
     },
   };

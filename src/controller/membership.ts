@@ -10,7 +10,7 @@ import { errors } from '../domain/errors.js';
 import type { NodeMember } from '../domain/cluster.js';
 import { nodeName } from '../domain/cluster.js';
 import { LIMITS, type NodeRecord, VmState, isActive } from '../domain/records.js';
-import type { ClusterNetwork } from '../domain/networks.js';
+import { type ClusterNetwork, inSubnet } from '../domain/networks.js';
 import type { MigrationRecord } from '../domain/migration.js';
 import type { NicBackend } from '../domain/nic.js';
 import type { ClusterConfigStore } from '../ports/cluster-config.js';
@@ -37,6 +37,8 @@ export interface NodeAddRequest {
   cpuModel?: string;
   memoryMiB?: number;
   nicBackend?: NicBackend;
+  /** The host's own address on each cluster network (a real host joining); without them each network's next free address. */
+  addresses?: Record<string, string>;
 }
 
 /** The next host address in a /24 (`127.B.N.0/24` → `127.B.N.<k>`), after every address in use. */
@@ -45,6 +47,21 @@ function nextAddress(net: ClusterNetwork): string {
   const host = Math.max(0, ...used) + 1;
   if (host > 254) throw errors.insufficientResources(`network ${net.name} (${net.subnet}) has no free address`);
   return net.subnet.replace(/\.0\/24$/, `.${host}`);
+}
+
+/** A joining host names an address in each network's subnet that no member has. */
+function checkAddresses(networks: ClusterNetwork[], name: string, given: Record<string, string>): void {
+  for (const key of Object.keys(given)) {
+    if (!networks.some((n) => n.name === key))
+      throw errors.invalid('addresses', `the cluster has no network '${key}' (it has ${networks.map((n) => n.name).join(', ')})`);
+  }
+  for (const net of networks) {
+    const address = given[net.name];
+    if (!address) throw errors.invalid('addresses', `host '${name}' has no address in network ${net.name} (${net.subnet})`);
+    if (!inSubnet(address, net.subnet)) throw errors.invalid('addresses', `${address} is not in network ${net.name} (${net.subnet})`);
+    const holder = Object.entries(net.addresses).find(([, a]) => a === address)?.[0];
+    if (holder) throw errors.conflict(`${address} on network ${net.name} is host '${holder}''s already`, { address, holder });
+  }
 }
 
 export class Membership {
@@ -62,9 +79,10 @@ export class Membership {
     if (req.cpuModel !== undefined) member.cpuModel = req.cpuModel;
     if (req.memoryMiB !== undefined) member.memoryMiB = req.memoryMiB;
     if (req.nicBackend !== undefined) member.nicBackend = req.nicBackend;
+    if (req.addresses) checkAddresses(config.networks ?? [], name, req.addresses);
     // An address on every network; the store's copies (which carry role and metric) get it too.
     for (const net of config.networks ?? []) {
-      const address = nextAddress(net);
+      const address = req.addresses?.[net.name] ?? nextAddress(net);
       net.addresses[name] = address;
       if (net.role === 'migration' || net.name === 'migration') member.migrationAddress ||= address;
       await update<ClusterNetwork>(this.d.store, `networks/${net.name}`, (cur) => ({
@@ -79,7 +97,10 @@ export class Membership {
     // The default switch reaches every node, as on a new cluster.
     const def = await this.d.store.get<VirtualSwitch>('switches/default');
     if (def)
-      await update<VirtualSwitch>(this.d.store, 'switches/default', (cur) => ({ ...cur!, bindings: [...cur!.bindings, { node: name!, iface: 'eth0' }] }));
+      await update<VirtualSwitch>(this.d.store, 'switches/default', (cur) => ({
+        ...cur!,
+        bindings: [...cur!.bindings, { node: name!, iface: config.defaultUplink ?? 'eth0' }],
+      }));
     await this.d.switches.sync().catch(() => {});
     await this.d.noteBaselines();
     await this.d.events.emit({

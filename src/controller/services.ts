@@ -19,6 +19,7 @@ import type { StoreSettings } from './core/settings.js';
 import type { CpuBaselines } from './cpu-baselines.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Maintenance } from './maintenance.js';
+import type { Joining } from './joining.js';
 import type { Membership } from './membership.js';
 import type { Migrations } from './migration/service.js';
 import type { ClusterNetworks } from './network/networks.js';
@@ -53,6 +54,8 @@ export interface ControllerServices {
   maintenance: Maintenance;
   balancer: Balancer;
   membership: Membership;
+  /** Join and login tokens, on a cluster of real hosts. */
+  joining?: Joining;
   networks: ClusterNetworks;
   switches: VirtualSwitches;
   switchControl: SwitchControl;

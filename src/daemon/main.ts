@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import { readEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
-import { StateLayout } from '../domain/layout.js';
+import type { StateLayout } from '../domain/layout.js';
+import { openLayout, readHostConfig } from '../config/host-config.js';
 import { runController } from '../controller/app.js';
 import { runAgent } from '../node/main.js';
 import { runSwitch } from '../switch/main.js';
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
   const role = process.argv[2];
   const stateDir = arg('state');
   if (!stateDir) throw new Error('--state DIR is required');
-  const layout = new StateLayout(stateDir);
+  const layout = openLayout(stateDir);
   if (role === 'switch') {
     const d = await runSwitch({ stateDir });
     onExit(layout.daemonFile('switch'), d.close);
@@ -57,10 +58,11 @@ async function main(): Promise<void> {
     const d = await runController({ stateDir, switchUrl: await waitForEndpoint(layout, 'switch') });
     onExit(layout.daemonFile('controller'), d.close);
   } else if (role === 'agent') {
-    const node = arg('node') ?? '';
-    await waitForEndpoint(layout, 'controller');
-    const d = await runAgent({ stateDir, node });
-    onExit(layout.daemonFile(node), d.close);
+    const node = arg('node');
+    // On the single-machine cluster the agent finds its controller's endpoint file; a real host knows it from host.json.
+    if (!readHostConfig(layout)) await waitForEndpoint(layout, 'controller');
+    const d = await runAgent({ stateDir, ...(node ? { node } : {}) });
+    onExit(layout.daemonFile(d.node), d.close);
   } else {
     throw new Error(`unknown daemon role '${role}' (switch, controller or agent)`);
   }

@@ -136,7 +136,7 @@ export const errors = {
     ),
   insufficientResources: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.InsufficientResources, message, { details }),
   conflict: (message: string, details: Record<string, unknown> = {}) => new FerryError(ErrorCode.Conflict, message, { details }),
-  unauthorized: () => new FerryError(ErrorCode.Unauthorized, 'missing or wrong API token'),
+  unauthorized: (message = 'missing or wrong API token') => new FerryError(ErrorCode.Unauthorized, message),
   tooLarge: (maxBytes: number) =>
     new FerryError(ErrorCode.TooLarge, `the request body is larger than ${maxBytes >= 1 << 20 ? `${maxBytes / (1 << 20)} MiB` : `${maxBytes} bytes`}`, {
       details: { maxBytes },

@@ -6,7 +6,11 @@ import path from 'node:path';
 
 /** The layout of one cluster's state directory. */
 export class StateLayout {
-  constructor(readonly dir: string) {}
+  /** `sharedDir`: where the cluster's shared volume is mounted on this host (default: `shared` in the state directory). */
+  constructor(
+    readonly dir: string,
+    private readonly sharedDir?: string,
+  ) {}
   get token(): string {
     return path.join(this.dir, 'token');
   }
@@ -25,7 +29,22 @@ export class StateLayout {
   }
   /** The cluster's shared volume: disks, saved states, console logs. */
   get shared(): string {
-    return path.join(this.dir, 'shared');
+    return this.sharedDir ?? path.join(this.dir, 'shared');
+  }
+  /** A host's own configuration on a cluster of real hosts (`ferry init`/`ferry join`). */
+  get hostConfig(): string {
+    return path.join(this.dir, 'host.json');
+  }
+  /** Where the CLI finds its controller, token and the cluster's CA (`ferry init`, `ferry login`). */
+  get clientConfig(): string {
+    return path.join(this.dir, 'client.json');
+  }
+  /** 0700: the cluster CA (on controller hosts), this host's keys and certificates. */
+  get pki(): string {
+    return path.join(this.dir, 'pki');
+  }
+  pkiFile(name: string): string {
+    return path.join(this.pki, name);
   }
   get disks(): string {
     return path.join(this.shared, 'disks');

@@ -47,6 +47,23 @@ export function defaultNetworks(nodes: string[], block: number): ClusterNetwork[
   }));
 }
 
+function ipv4(address: string): number | undefined {
+  const parts = address.split('.');
+  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return undefined;
+  return parts.reduce((n, p) => n * 256 + Number(p), 0);
+}
+
+/** Whether an IPv4 address lies in a subnet written as `A.B.C.D/N`. */
+export function inSubnet(address: string, subnet: string): boolean {
+  const [base, bits] = subnet.split('/');
+  const a = ipv4(address);
+  const b = ipv4(base ?? '');
+  const n = Number(bits);
+  if (a === undefined || b === undefined || !Number.isInteger(n) || n < 0 || n > 32) return false;
+  const size = 2 ** (32 - n);
+  return Math.floor(a / size) === Math.floor(b / size);
+}
+
 /** A loopback block no other cluster on this host is likely to use (127.0.0.0/16 stays the host's own). */
 export function randomBlock(): number {
   return 2 + Math.floor(Math.random() * 250);

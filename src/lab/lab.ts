@@ -18,14 +18,12 @@
  * STATE/lab/lab.json before it is made, so `down` removes exactly what `up`
  * made, also after an `up` that failed halfway.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
-import type { NodeMember, StoreConfig } from '../domain/cluster.js';
-import type { ClusterNetwork } from '../domain/networks.js';
 import { EtcdMember } from '../system/etcd.js';
 import { pidAlive } from '../system/process.js';
 
@@ -311,6 +309,25 @@ export function labExec(space: LabHost, argv: string[]): Promise<number> {
   });
 }
 
+/** Runs a command inside a lab namespace and collects what it prints. */
+export function labRun(space: LabHost, argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', space.netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code: code ?? (signal ? 128 + 9 : 1), stdout, stderr }));
+  });
+}
+
+/** The port of the lab's LAN switch that its forwarding table has `mac` behind. */
+export function labLanPortOf(lab: Lab, mac: string): string | undefined {
+  const fdb = JSON.parse(execFileSync('bridge', ['-j', 'fdb', 'show', 'br', lab.bridges.lan], { encoding: 'utf8' })) as { mac: string; ifname: string }[];
+  return fdb.find((e) => e.mac === mac)?.ifname;
+}
+
 /** Each etcd member's answer to a status call: whether it answers and whether it leads. */
 export async function labEtcdStatus(lab: Lab): Promise<{ name: string; answers: boolean; leads: boolean }[]> {
   return Promise.all(
@@ -320,25 +337,4 @@ export async function labEtcdStatus(lab: Lab): Promise<{ name: string; answers: 
       return { name: m.name, answers: !!s?.header, leads: !!s?.header?.member_id && s.header.member_id === s.leader };
     }),
   );
-}
-
-/** The cluster the lab runs: one node per host, the LAN as management network, eth1 as migration network, the lab's etcd. */
-export function labClusterShape(lab: Lab): {
-  members: NodeMember[];
-  networks: ClusterNetwork[];
-  store: StoreConfig;
-  controllerAddress: string;
-  defaultUplink: string;
-} {
-  const on = (pick: (h: LabHost) => string) => Object.fromEntries(lab.hosts.map((h) => [h.name, pick(h)]));
-  return {
-    members: lab.hosts.map((h) => ({ name: h.name, migrationAddress: h.migration, nicBackend: 'bridge' as const })),
-    networks: [
-      { name: 'management', subnet: `${lab.net}.1.0/24`, role: 'management', metric: 1000, addresses: on((h) => h.lan) },
-      { name: 'migration', subnet: `${lab.net}.2.0/24`, role: 'migration', metric: 100, addresses: on((h) => h.migration) },
-    ],
-    store: { backend: 'etcd', endpoints: lab.etcd.map((m) => m.clientUrl) },
-    controllerAddress: lab.hosts[0]!.lan,
-    defaultUplink: 'vmbr0',
-  };
 }

@@ -20,7 +20,8 @@ import type { Logger } from '../ports/logger.js';
 export interface AgentOptions {
   node: string;
   clusterId: string;
-  token: string;
+  /** The API token callers bring; absent on a real host, where only the cluster's controllers (by certificate) may call. */
+  token?: string;
   /** Address QEMU listens on for incoming migrations unless the controller picks another network. */
   migrationAddress: string;
   /** This node's address on each cluster network. */
@@ -134,7 +135,12 @@ export class Agent {
   private async sendHeartbeat(): Promise<void> {
     const base = this.d.controllerUrl();
     if (!base) return;
-    const controller = new ApiClient({ baseUrl: base, token: this.o.token, timeoutMs: 3000, ...(this.d.fetch ? { fetch: this.d.fetch } : {}) });
+    const controller = new ApiClient({
+      baseUrl: base,
+      ...(this.o.token ? { token: this.o.token } : {}),
+      timeoutMs: 3000,
+      ...(this.d.fetch ? { fetch: this.d.fetch } : {}),
+    });
     await controller.call(nodeRoutes.heartbeat, {
       body: {
         name: this.o.node,

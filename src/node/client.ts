@@ -145,7 +145,10 @@ export class AgentClient implements NodeAgent {
 }
 
 /** Who answers at an agent's URL (its node and cluster), asked without a token. */
-export async function identifyAgent(url: string): Promise<{ node: string; clusterId: string }> {
-  const api = new ApiClient({ baseUrl: new URL(url).origin, timeoutMs: 3000 });
+export async function identifyAgent(
+  url: string,
+  fetcher?: (input: string, init: RequestInit) => Promise<Response>,
+): Promise<{ node: string; clusterId: string }> {
+  const api = new ApiClient({ baseUrl: new URL(url).origin, timeoutMs: 3000, ...(fetcher ? { fetch: fetcher } : {}) });
   return api.call(r.health, {});
 }

@@ -8,6 +8,7 @@ import { stream } from 'hono/streaming';
 import { timingSafeEqual } from 'node:crypto';
 import { errors } from '../domain/errors.js';
 import { createApp, errorResponse, limitBody } from '../api/http.js';
+import { peerIdentity } from '../api/tls.js';
 import { agentRoutes as r } from './routes.js';
 import type { Agent } from './agent.js';
 
@@ -29,6 +30,16 @@ export function agentApp(agent: Agent, net: NetTools): OpenAPIHono {
   const o = agent.o;
   app.use('/v1/*', async (c, next) => {
     if (c.req.path === '/v1/health') return next();
+    if (o.token === undefined) {
+      // A real host: the handshake already required a certificate from the cluster's CA; only a controller's may call.
+      const peer = peerIdentity(c);
+      if (peer?.role !== 'controller' || peer.clusterId !== o.clusterId)
+        return errorResponse(
+          c,
+          errors.unauthorized(`only the cluster's controllers may call this agent (the certificate names ${peer ? `${peer.role} '${peer.name}'` : 'no one'})`),
+        );
+      return next();
+    }
     const auth = c.req.header('authorization') ?? '';
     if (!sameSecret(auth, `Bearer ${o.token}`)) return errorResponse(c, errors.unauthorized());
     return next();

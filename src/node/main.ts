@@ -4,12 +4,13 @@
  * management address.
  */
 import fs from 'node:fs';
-import path from 'node:path';
-import { VOLUME_MARKER, type VolumeSighting } from '../domain/records.js';
+import { readVolumeMark } from './volume-mark.js';
 import { serve } from '../api/http.js';
 import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
-import { StateLayout } from '../domain/layout.js';
+import type { StateLayout } from '../domain/layout.js';
+import { tlsFetch } from '../api/tls.js';
+import { clientTls, openLayout, readHostConfig, serverTls } from '../config/host-config.js';
 import { cacheDir, ensureImage } from '../guest/image.js';
 import { QemuHypervisor } from '../qemu/hypervisor.js';
 import { createImage } from '../qemu/mirror-job.js';
@@ -19,55 +20,75 @@ import { agentApp } from './http.js';
 import { linkOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
 
-/** The shared volume's marker as this host sees it; a missing or unreadable one says why, in one line. */
-function readVolumeMark(shared: string): VolumeSighting {
-  const file = path.join(shared, VOLUME_MARKER);
-  try {
-    const m = JSON.parse(fs.readFileSync(file, 'utf8')) as { clusterId?: unknown; mark?: unknown };
-    if (typeof m.clusterId !== 'string' || typeof m.mark !== 'string') return { error: `${file} is not a Ferry volume marker` };
-    return { clusterId: m.clusterId.slice(0, 64), mark: m.mark.slice(0, 64) };
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
+/** Who this agent is and where its controller is: host.json on a real host, cluster.json and the token on the single-machine cluster. */
+function agentIdentity(layout: StateLayout, node: string | undefined) {
+  const host = readHostConfig(layout);
+  if (host) {
+    if (node && node !== host.name) throw new Error(`--node ${node} is not this host (${layout.hostConfig} names '${host.name}')`);
+    const tls = clientTls(layout, 'host');
+    if (!tls) throw new Error(`${layout.pki} holds no host certificate (run 'ferry join')`);
     return {
-      error:
-        code === 'ENOENT' ? `${file} does not exist (is the shared volume mounted at ${shared}?)` : `cannot read ${file}: ${code ?? String(e)}`.slice(0, 300),
+      node: host.name,
+      clusterId: host.clusterId,
+      migrationAddress: host.migrationAddress,
+      networks: host.addresses,
+      memoryMiB: host.memoryMiB,
+      cpuModel: host.cpuModel,
+      nicBackend: host.nicBackend,
+      controllerUrl: () => host.controllers[0],
+      fetch: tlsFetch(tls),
+      serverTls: serverTls(layout, 'host'),
     };
   }
-}
-
-export async function runAgent(o: { stateDir: string; node: string }): Promise<{ close(): Promise<void>; url: string }> {
-  const layout = new StateLayout(o.stateDir);
   const config = readConfig(layout);
   const token = readToken(layout);
-  if (!config || !token) throw new Error(`${o.stateDir} holds no cluster (run 'ferry up')`);
-  const member = config.nodes.find((n) => n.name === o.node);
+  if (!config || !token) throw new Error(`${layout.dir} holds no cluster (run 'ferry up', or 'ferry join' on a real host)`);
+  const member = config.nodes.find((n) => n.name === node);
   if (!member) throw new Error(`--node must name a member of the cluster (${config.nodes.map((n) => n.name).join(', ')})`);
-  const log = daemonLogger(o.node);
-  const runDir = layout.nodeRun(o.node);
+  return {
+    node: member.name,
+    clusterId: config.id,
+    token,
+    migrationAddress: member.migrationAddress,
+    networks: memberAddresses(config, member.name),
+    memoryMiB: member.memoryMiB,
+    cpuModel: member.cpuModel,
+    nicBackend: member.nicBackend ?? 'stream',
+    // The controller may have restarted on another address: its endpoint file says where it is now.
+    controllerUrl: () => readEndpoint(layout, 'controller')?.url,
+    fetch: undefined,
+    serverTls: undefined,
+  };
+}
+
+export async function runAgent(o: { stateDir: string; node?: string }): Promise<{ close(): Promise<void>; url: string; node: string }> {
+  const layout = openLayout(o.stateDir);
+  const me = agentIdentity(layout, o.node);
+  const log = daemonLogger(me.node);
+  const runDir = layout.nodeRun(me.node);
   fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
   fs.chmodSync(runDir, 0o700);
   const image = await ensureImage((line) => log.info({}, line));
-  const hypervisor = new QemuHypervisor({ runDir, node: o.node, image, cacheDir: cacheDir() });
-  const uplinks = new TapUplinks(o.node, config.id, runDir);
+  const hypervisor = new QemuHypervisor({ runDir, node: me.node, image, cacheDir: cacheDir() });
+  const uplinks = new TapUplinks(me.node, me.clusterId, runDir);
   const agent = new Agent(
     {
-      node: o.node,
-      clusterId: config.id,
-      token,
-      migrationAddress: member.migrationAddress,
-      networks: memberAddresses(config, o.node),
-      ...(member.memoryMiB ? { memoryMiB: member.memoryMiB } : {}),
-      ...(member.cpuModel ? { cpuModel: member.cpuModel } : {}),
-      nicBackend: member.nicBackend ?? 'stream',
-      switchSocket: (sw) => layout.switchSocket(sw, o.node),
+      node: me.node,
+      clusterId: me.clusterId,
+      ...(me.token ? { token: me.token } : {}),
+      migrationAddress: me.migrationAddress,
+      networks: me.networks,
+      ...(me.memoryMiB ? { memoryMiB: me.memoryMiB } : {}),
+      ...(me.cpuModel ? { cpuModel: me.cpuModel } : {}),
+      nicBackend: me.nicBackend,
+      switchSocket: (sw) => layout.switchSocket(sw, me.node),
       runDir,
     },
     {
       hypervisor,
       clock: systemClock,
       log,
-      // The controller may have restarted on another address: its endpoint file says where it is now.
-      controllerUrl: () => readEndpoint(layout, 'controller')?.url,
+      controllerUrl: me.controllerUrl,
       createImage,
       removeFile: (f) => fs.rmSync(f, { force: true }),
       fileExists: (f) => fs.existsSync(f),
@@ -75,6 +96,7 @@ export async function runAgent(o: { stateDir: string; node: string }): Promise<{
       beacon: listenBeacon,
       linkOf,
       readVolume: () => readVolumeMark(layout.shared),
+      ...(me.fetch ? { fetch: me.fetch } : {}),
     },
   );
   await agent.prepare();
@@ -84,15 +106,19 @@ export async function runAgent(o: { stateDir: string; node: string }): Promise<{
       throughput: (to, port, opts) => measureThroughput(to, port, opts),
     }),
     agent.managementAddress,
+    0,
+    me.serverTls,
   );
   agent.startHeartbeats(api.url);
-  writeEndpoint(layout, o.node, { pid: process.pid, url: api.url });
+  writeEndpoint(layout, me.node, { pid: process.pid, url: api.url });
   log.info({ url: api.url }, `listening on ${api.url}`);
   return {
     url: api.url,
+    node: me.node,
     async close() {
       await agent.stop();
       await api.close();
+      await me.fetch?.close();
     },
   };
 }

@@ -111,3 +111,16 @@ export async function linkOf(address: string): Promise<HostLink | undefined> {
     ...(Number.isFinite(speed) && speed > 0 ? { speedMbit: speed } : {}),
   };
 }
+
+/** Every IPv4 address on this host's interfaces, with its prefix length (`ip -j -4 addr`). */
+export async function hostAddresses(): Promise<{ iface: string; address: string; prefixLength: number }[]> {
+  const { stdout } = await runFile('ip', ['-j', '-4', 'addr', 'show']).catch(() => ({ stdout: '[]' }));
+  const ifaces = JSON.parse(stdout || '[]') as { ifname: string; addr_info?: { local: string; prefixlen: number }[] }[];
+  return ifaces.flatMap((i) => (i.addr_info ?? []).map((a) => ({ iface: i.ifname, address: a.local, prefixLength: a.prefixlen })));
+}
+
+/** The interface of the default route, if there is one. */
+export async function defaultRouteInterface(): Promise<string | undefined> {
+  const { stdout } = await runFile('ip', ['-j', '-4', 'route', 'show', 'default']).catch(() => ({ stdout: '[]' }));
+  return (JSON.parse(stdout || '[]') as { dev?: string }[])[0]?.dev;
+}

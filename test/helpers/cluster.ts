@@ -20,6 +20,9 @@ import { type GuestConsole, parseConsole } from '../../src/guest/console.js';
 import type { VmInstance, VmRecord } from '../../src/domain/records.js';
 import { StateLayout, projectRoot } from '../../src/config/paths.js';
 import { type Lab, readLab } from '../../src/lab/lab.js';
+import { clientTls, openLayout, readClientConfig } from '../../src/config/host-config.js';
+import { labHostDir } from '../../src/cli/lab-cluster.js';
+import { tlsFetch } from '../../src/api/tls.js';
 import { eventRoutes } from '../../src/api/routes/events.js';
 import { vmRoutes } from '../../src/api/routes/vms.js';
 
@@ -152,7 +155,12 @@ export class TestCluster {
   }
 
   get token(): string {
-    return readToken(this.layout)!;
+    return readToken(this.layout) ?? readClientConfig(this.layout)!.token;
+  }
+
+  /** A host's own state directory: in a lab, each host has one (LAB/hosts/NAME); otherwise the cluster's. */
+  hostLayout(node: string): StateLayout {
+    return this.labbed ? openLayout(labHostDir(this.dir, node)) : this.layout;
   }
 
   /** Runs the real `ferry` CLI against this cluster. */
@@ -192,10 +200,15 @@ export class TestCluster {
   }
 
   agent(node: string): AgentClient {
-    const e = readEndpoint(this.layout, node);
+    const e = readEndpoint(this.hostLayout(node), node);
     if (!e) throw new Error(`agent ${node} has no endpoint`);
-    return new AgentClient(node, e.url, this.token);
+    if (!this.labbed) return new AgentClient(node, e.url, this.token);
+    // Lab agents answer only the cluster's controllers: the test calls with the controller's certificate.
+    this.agentFetch ??= tlsFetch(clientTls(this.hostLayout(this.labbed.hosts[0]!.name), 'controller')!);
+    return new AgentClient(node, e.url, '', this.agentFetch);
   }
+
+  private agentFetch: ReturnType<typeof tlsFetch> | undefined;
 
   get switch(): SwitchClient {
     return new SwitchClient(readEndpoint(this.layout, 'switch')!.url, this.token);
@@ -249,6 +262,7 @@ export class TestCluster {
     }
     const clusterId = readConfig(this.layout)?.id;
     const lab = this.labbed ?? readLab(this.dir);
+    await this.agentFetch?.close();
     try {
       if (lab) {
         const r = await this.ferry(['lab', 'down']);

@@ -9,7 +9,7 @@
  * bridge) forwarding its MAC to the target host's port.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { readEndpoint } from '../../src/config/cluster-config.js';
 import type { NodeRecord } from '../../src/domain/records.js';
 import { projectRoot } from '../../src/config/paths.js';
 import type { StreamCheck } from '../../src/lab/stream-check.js';
+import { labLanPortOf, labRun } from '../../src/lab/lab.js';
 import { after, before, describe, it } from 'node:test';
 import type { MigrationReport } from '../../src/domain/migration.js';
 import type { NetworkView } from '../../src/controller/network/networks.js';
@@ -25,7 +26,7 @@ import { TestCluster, waitFor } from '../helpers/cluster.js';
 describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
   let c: TestCluster;
   before(async () => {
-    c = await TestCluster.lab(['--hosts', '3', '--link-mbit', '1000']);
+    c = await TestCluster.lab(['--hosts', '3', '--link-mbit', '1000', '--node-memory', '1024']);
   });
   after(async () => {
     await c?.stop();
@@ -38,24 +39,12 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     return pids.map((p) => TestCluster.netnsOf(p));
   };
   const host = (name: string) => c.labbed!.hosts.find((h) => h.name === name)!;
-  /** The port of the LAN switch (the root namespace's bridge) its forwarding table has `mac` behind. */
-  const lanPortOf = (mac: string): string | undefined => {
-    const fdb = JSON.parse(execFileSync('bridge', ['-j', 'fdb', 'show', 'br', c.labbed!.bridges.lan], { encoding: 'utf8' })) as {
-      mac: string;
-      ifname: string;
-    }[];
-    return fdb.find((e) => e.mac === mac)?.ifname;
-  };
+  const lanPortOf = (mac: string) => labLanPortOf(c.labbed!, mac);
   /** Runs a command in the lab client namespace; resolves with its output once it ends. */
-  const inClient = (argv: string[]): Promise<string> =>
-    new Promise((resolve, reject) => {
-      const child = spawn('ip', ['netns', 'exec', c.labbed!.client.netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      child.on('error', reject);
-      child.on('exit', () => resolve(out));
-    });
+  const inClient = async (argv: string[]): Promise<string> => {
+    const r = await labRun(c.labbed!.client, argv);
+    return r.stdout + r.stderr;
+  };
 
   it('runs its daemons in the hosts: nodes on their own addresses, the store in etcd', async () => {
     const nodes = await c.ferryJson<{ name: string; state: string; url: string; migrationAddress: string }[]>(['node', 'list']);
@@ -136,11 +125,18 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     assert.ok(lost < 100, `${lost} pings lost of ${stats[1]}`);
   });
 
-  it('quick-migrates and drains across lab hosts', async () => {
+  it('quick-migrates, drains and balances across lab hosts', async () => {
     const quick = await c.ferryJson<MigrationReport>(['vm', 'migrate', 'web', '--to', 'host-3', '--quick']);
     assert.equal(quick.status, 'completed', JSON.stringify(quick));
     assert.deepEqual(await whereQemuRuns('web'), [host('host-3').netns]);
-    // host-3 holds web and cli now; a drain moves both off it, live.
+    // host-3 holds web and cli now (two vCPUs on a 2-CPU host: 100%, the others 0%): balancing moves cli, which
+    // has not moved yet (web just did), live to the least loaded host.
+    const balanced = await c.ferryOk(['cluster', 'balance']);
+    assert.match(balanced, /^load now: host-1 0%, host-2 0%, host-3 100% \(threshold 20 points\)$/m);
+    assert.match(balanced, /^ {2}cli \(128 MiB\): host-3 → host-1$/m);
+    assert.match(balanced, /^ {2}cli: completed$/m);
+    assert.deepEqual(await whereQemuRuns('cli'), [host('host-1').netns]);
+    // A drain moves web off host-3, live.
     await c.ferryOk(['node', 'maintenance', 'host-3']);
     await waitFor('host-3 to be empty', 120_000, async () => (await c.instances(['host-3'])).get('host-3')!.length === 0);
     for (const vm of ['web', 'cli']) {
@@ -155,7 +151,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
 
   it('marks a host that does not see the shared volume and gives it no VMs, until it sees it again', async () => {
     // host-3 "loses its NFS mount": an empty directory bound over the shared volume in its agent's mount namespace.
-    const agentPid = readEndpoint(c.layout, 'host-3')!.pid;
+    const agentPid = readEndpoint(c.hostLayout('host-3'), 'host-3')!.pid;
     const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-not-the-volume-'));
     const inAgent = (args: string[]) => execFileSync('nsenter', ['-t', String(agentPid), '-m', '--', ...args]);
     inAgent(['mount', '--bind', empty, c.layout.shared]);

@@ -6,9 +6,14 @@
  */
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { ControllerServices } from '../../controller/services.js';
-import { createApp, limitBody } from '../http.js';
+import { createApp, errorResponse, limitBody } from '../http.js';
 import { mountCluster } from './cluster.js';
 import { mountEvents } from './events.js';
+import { mountJoin } from './join.js';
+import { OPEN_PATHS, joinRoutes } from '../routes/join.js';
+import { nodeRoutes } from '../routes/nodes.js';
+import { peerIdentity, peerRefusal } from '../tls.js';
+import { errors } from '../../domain/errors.js';
 import { mountMetrics } from './metrics.js';
 import { mountMigrations } from './migrations.js';
 import { mountNetworks } from './networks.js';
@@ -24,12 +29,29 @@ export function controllerApp(s: ControllerServices, opts: { assetDirs: string[]
   const app = createApp();
   const sessions = new Sessions(s.token, s.clock);
   const guard = sessions.guard();
-  app.use('/api/*', guard);
+  const clusterId = s.config().id;
+  // Who may call: a joining host or a CLI logging in (their tokens are checked by the route), another controller,
+  // an agent sending its heartbeat (each with a certificate from the cluster's CA), or whoever has the API token or a session.
+  app.use('/api/*', async (c, next) => {
+    if (c.req.path === joinRoutes.info.path && c.req.method === 'GET') return next();
+    if (OPEN_PATHS.includes(c.req.path) && c.req.method === 'POST') return next();
+    const refused = peerRefusal(c);
+    if (refused) return errorResponse(c, errors.unauthorized(refused));
+    const peer = peerIdentity(c);
+    if (peer?.clusterId === clusterId) {
+      if (peer.role === 'controller') return next();
+      if (c.req.path === nodeRoutes.heartbeat.path && c.req.method === 'POST') return next();
+      if (!c.req.header('authorization'))
+        return errorResponse(c, errors.unauthorized(`host '${peer.name}''s certificate only sends heartbeats; this needs the API token`));
+    }
+    return guard(c, next);
+  });
   app.use('/metrics', guard);
   app.use('/api/*', limitBody());
   mountWeb(app, sessions, opts.assetDirs);
   mountCluster(app, s);
   mountNodes(app, s);
+  mountJoin(app, s);
   mountVms(app, s);
   mountMigrations(app, s);
   mountNetworks(app, s);

@@ -3,6 +3,8 @@ import { type OpenAPIHono } from '@hono/zod-openapi';
 import type { ControllerServices } from '../../controller/services.js';
 import { DrainBody } from '../schemas.js';
 import { nodeRoutes } from '../routes/nodes.js';
+import { errors } from '../../domain/errors.js';
+import { peerIdentity } from '../tls.js';
 export function mountNodes(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(nodeRoutes.list, async (c) => {
     const loads = await s.loads();
@@ -13,7 +15,14 @@ export function mountNodes(app: OpenAPIHono, s: ControllerServices): void {
   });
   app.openapi(nodeRoutes.add, async (c) => c.json(await s.membership.add(c.req.valid('json')), 200));
   app.openapi(nodeRoutes.remove, async (c) => c.json(await s.membership.remove(c.req.valid('param').name), 200));
-  app.openapi(nodeRoutes.heartbeat, async (c) => c.json(await s.nodes.heartbeat(c.req.valid('json')), 200));
+  app.openapi(nodeRoutes.heartbeat, async (c) => {
+    const b = c.req.valid('json');
+    // A host's certificate speaks for that host only.
+    const peer = peerIdentity(c);
+    if (peer?.role === 'host' && peer.name !== b.name)
+      throw errors.unauthorized(`the certificate of host '${peer.name}' cannot send heartbeats for '${b.name}'`);
+    return c.json(await s.nodes.heartbeat(b), 200);
+  });
   app.openapi(nodeRoutes.maintenance, async (c) => {
     const b = DrainBody.parse(c.req.valid('json'));
     return c.json(await s.maintenance.drain(c.req.valid('param').name, b.drain, b.dryRun), 200);

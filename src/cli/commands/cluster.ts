@@ -16,7 +16,7 @@ import { policyFromFlags } from './vm.js';
 import { shown } from '../../api/schemas.js';
 
 /** `--etcd`: client URLs of etcd members, comma-separated. */
-function etcdEndpoints(raw: string): string[] {
+export function etcdEndpoints(raw: string): string[] {
   const urls = raw.split(',').filter(Boolean);
   for (const u of urls) {
     let ok = false;

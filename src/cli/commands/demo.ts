@@ -9,7 +9,6 @@
  * Otherwise (or with `--single`) it runs on the single-machine cluster, the
  * client being a second VM. It says which.
  */
-import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +20,7 @@ import { parseConsole } from '../../guest/console.js';
 import { Cluster, followMigration } from '../context.js';
 import { down, up } from '../daemons.js';
 import { labTakeDown, labUpWithCluster } from '../lab-cluster.js';
-import type { Lab } from '../../lab/lab.js';
+import { type Lab, labLanPortOf, labRun } from '../../lab/lab.js';
 import type { StreamCheck } from '../../lab/stream-check.js';
 import { projectRoot } from '../../config/paths.js';
 import { Progress, bytes, ms } from '../output.js';
@@ -126,21 +125,10 @@ async function consoleText(c: Cluster, vm: string): Promise<string> {
 }
 
 /** Runs a command in a lab namespace; resolves with what it printed. */
-function inNamespace(netns: string, argv: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', reject);
-    child.on('exit', () => resolve(out));
-  });
-}
-
-/** The port of the lab's LAN switch that its forwarding table has `mac` behind. */
-function lanPortOf(lab: Lab, mac: string): string | undefined {
-  const fdb = JSON.parse(execFileSync('bridge', ['-j', 'fdb', 'show', 'br', lab.bridges.lan], { encoding: 'utf8' })) as { mac: string; ifname: string }[];
-  return fdb.find((e) => e.mac === mac)?.ifname;
+/** What a command in the lab's client prints (stdout and stderr). */
+async function inClient(lab: Lab, argv: string[]): Promise<string> {
+  const r = await labRun(lab.client, argv);
+  return r.stdout + r.stderr;
 }
 
 async function runLabDemo(opts: { json: boolean }): Promise<number> {
@@ -158,18 +146,12 @@ async function runLabDemo(opts: { json: boolean }): Promise<number> {
     const ip = web.ip.split('/')[0]!;
     say(`web: running on host-1, rewriting 16 MiB/s of memory and serving a TCP counter stream on ${ip}:7000`);
     await waitFor('the client to reach web', 60_000, async () =>
-      (await inNamespace(lab.client.netns, ['ping', '-c', '1', '-W', '1', ip])).includes('1 received') ? true : undefined,
+      (await inClient(lab, ['ping', '-c', '1', '-W', '1', ip])).includes('1 received') ? true : undefined,
     );
     say(`client: pinging ${ip} every 2 ms and reading its TCP stream`);
     const seconds = 25;
-    const stream = inNamespace(lab.client.netns, [
-      process.execPath,
-      path.join(projectRoot(), 'dist', 'src', 'lab', 'stream-check.js'),
-      ip,
-      '7000',
-      String(seconds),
-    ]);
-    const pings = inNamespace(lab.client.netns, ['ping', '-q', '-i', '0.002', '-W', '1', '-w', String(seconds), ip]);
+    const stream = inClient(lab, [process.execPath, path.join(projectRoot(), 'dist', 'src', 'lab', 'stream-check.js'), ip, '7000', String(seconds)]);
+    const pings = inClient(lab, ['ping', '-q', '-i', '0.002', '-W', '1', '-w', String(seconds), ip]);
     await systemClock.sleep(3000);
 
     say('live-migrating web: host-1 → host-3 (over the migration network)');
@@ -179,7 +161,7 @@ async function runLabDemo(opts: { json: boolean }): Promise<number> {
     );
     say(`  steps: ${report.steps.map((s) => `${s.name} ${ms(s.ms)}`).join(' → ')}`);
     if (report.network) say(`  network: ${report.network.name} (${report.network.sourceAddress} → ${report.network.targetAddress})`);
-    const port = lanPortOf(lab, web.mac);
+    const port = labLanPortOf(lab, web.mac);
     const seenOnTarget = port === hostOf('host-3').lanPort;
     say(`LAN switch: ${web.mac} is behind ${port ?? 'no port'}${seenOnTarget ? ", host-3's port" : ''}`);
 

@@ -15,8 +15,10 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     .option('--link-mbit <M>', 'shape every host link to M Mbit/s', wholeNumber('--link-mbit'))
     .option('--etcd <1|3>', 'etcd members (on host-1, or host-1..3)', wholeNumber('--etcd'))
     .option('--no-cluster', 'only the hosts and etcd: no Ferry cluster in them')
+    .option('--members <N>', 'only the first N hosts join the cluster (the others are left to join by hand)', wholeNumber('--members'))
+    .option('--node-memory <MiB>', 'memory each host offers to VMs (default: all of it)', wholeNumber('--node-memory'))
     .option('--json', 'print the lab as JSON')
-    .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; cluster: boolean; json?: boolean }) => {
+    .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; cluster: boolean; members?: number; nodeMemory?: number; json?: boolean }) => {
       const progress = new Progress();
       const {
         lab: made,
@@ -27,6 +29,8 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
         {
           hosts: o.hosts,
           cluster: o.cluster,
+          ...(o.members !== undefined ? { members: o.members } : {}),
+          ...(o.nodeMemory !== undefined ? { nodeMemoryMiB: o.nodeMemory } : {}),
           ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}),
           ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}),
         },
