@@ -18,6 +18,7 @@ import { AgentClient } from '../node/client.js';
 import { agentApp } from '../node/http.js';
 import { silentLogger } from '../ports/logger.js';
 import type { ClusterStore } from '../ports/store.js';
+import type { ClusterAuthority } from '../ports/authority.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import { FakeHypervisor, FakeWorld } from './fake-hypervisor.js';
 import { FakeRemote, FakeSwitch, FakeVolume } from './fakes.js';
@@ -69,10 +70,11 @@ export class ComponentCluster {
     this.remote = new FakeRemote(this.world, 'http://far.component');
   }
 
-  static async start(opts: { nodes?: number; factor?: number } = {}): Promise<ComponentCluster> {
+  /** `authority`: a cluster of real hosts, whose hosts join with tokens (absent: the single-machine cluster). */
+  static async start(opts: { nodes?: number; factor?: number; authority?: ClusterAuthority } = {}): Promise<ComponentCluster> {
     const nodes = Array.from({ length: opts.nodes ?? 2 }, (_, i) => `node-${i + 1}`);
     const c = new ComponentCluster(nodes, opts.factor ?? 25);
-    await c.startController();
+    await c.startController(opts.authority);
     for (const node of nodes) await c.startAgent(node);
     await c.until('every node to be up', async () => (await c.runtime.services.nodes.list()).every((n) => n.state === 'up'));
     c.runtime.run(c.loops.signal);
@@ -87,7 +89,7 @@ export class ComponentCluster {
     throw new Error(`injected failure before phase ${phase} of the ${operation}`);
   };
 
-  private async startController(): Promise<void> {
+  private async startController(authority?: ClusterAuthority): Promise<void> {
     const config = this.config;
     const runtime = buildController({
       layout: this.layout,
@@ -109,6 +111,7 @@ export class ComponentCluster {
       consoleUrl: () => `${CONTROLLER}/`,
       pid: 1,
       phaseGate: this.gate,
+      ...(authority ? { authority } : {}),
     });
     await runtime.start();
     const app = controllerApp(runtime.services, { assetDirs: [] });

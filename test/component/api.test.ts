@@ -12,6 +12,7 @@ import { eventRoutes } from '../../src/api/routes/events.js';
 import { migrationRoutes } from '../../src/api/routes/migrations.js';
 import { networkRoutes, switchRoutes } from '../../src/api/routes/networks.js';
 import { nodeRoutes } from '../../src/api/routes/nodes.js';
+import { joinRoutes } from '../../src/api/routes/join.js';
 import { replicaRoutes } from '../../src/api/routes/replicas.js';
 import { backupRoutes } from '../../src/api/routes/storage.js';
 import { requestMigration, vmRoutes } from '../../src/api/routes/vms.js';
@@ -29,6 +30,7 @@ const ALL: Record<string, Record<string, RouteDef>> = {
   replicaRoutes,
   backupRoutes,
   vmRoutes,
+  joinRoutes,
 };
 
 describe('the controller API in process', () => {
