@@ -89,6 +89,8 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     const seconds = 22;
     const stream = inClient([process.execPath, path.join(projectRoot(), 'dist/src/lab/stream-check.js'), ip, '7000', String(seconds)]);
     const pings = inClient(['ping', '-i', '0.002', '-W', '1', '-w', String(seconds), ip]);
+    // What the LAN hears of web's announce after each move: QEMU's RARP with its MAC, and the guest's own gratuitous ARP.
+    const announces = inClient(['timeout', String(seconds), 'tcpdump', '-i', 'eth0', '-n', '-e', '-l', 'arp or rarp']);
     await new Promise((r) => setTimeout(r, 2000));
     for (const [from, to] of [
       ['host-1', 'host-2'],
@@ -123,6 +125,13 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     // Every 2 ms for 22 s, with two moves: the pings lost add up to well under 200 ms of blackout.
     assert.ok(Number(stats[1]) > 5000, `pinged every 2 ms: ${stats[0]}`);
     assert.ok(lost < 100, `${lost} pings lost of ${stats[1]}`);
+    const heard = await announces;
+    assert.match(heard, new RegExp(`^\\S+ ${web.mac} > ff:ff:ff:ff:ff:ff, ethertype Reverse ARP .* who-is ${web.mac} tell ${web.mac}`, 'm'), heard);
+    assert.match(
+      heard,
+      new RegExp(`^\\S+ ${web.mac} > ff:ff:ff:ff:ff:ff, ethertype ARP .* who-has ${ip.replaceAll('.', '\\.')} tell ${ip.replaceAll('.', '\\.')},`, 'm'),
+      heard,
+    );
   });
 
   it('quick-migrates, drains and balances across lab hosts', async () => {
