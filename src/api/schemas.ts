@@ -649,6 +649,12 @@ export const StatusSchema = z
   })
   .openapi('Status');
 
+/** What a host reads from the shared volume's marker: the cluster and the controller's mark, or why it could not. */
+export const VolumeSightingSchema = z.union([
+  z.strictObject({ clusterId: z.string().max(64), mark: z.string().max(64) }),
+  z.strictObject({ error: z.string().max(300) }),
+]);
+
 export const HeartbeatSchema = z
   .strictObject({
     name: NodeName,
@@ -659,7 +665,7 @@ export const HeartbeatSchema = z
     capabilities: NodeCapabilitiesSchema,
     vms: z.array(InstanceSchema),
     /** What the agent reads from the shared volume's marker: the cluster and the controller's mark, or why it could not. */
-    volume: z.union([z.strictObject({ clusterId: z.string().max(64), mark: z.string().max(64) }), z.strictObject({ error: z.string().max(300) })]).optional(),
+    volume: VolumeSightingSchema.optional(),
   })
   .openapi('Heartbeat');
 

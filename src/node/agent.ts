@@ -61,7 +61,7 @@ export interface AgentDeps {
   /** Reads the shared volume's marker as this host sees it (absent: not reported). */
   readVolume?: () => VolumeSighting;
   /** The host interface holding an address, as the kernel reports it (absent: not asked). */
-  linkOf?: (address: string) => Promise<HostLink | undefined>;
+  linksOf?: (addresses: string[]) => Promise<Map<string, HostLink>>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
 }
 
@@ -147,10 +147,10 @@ export class Agent {
         url: this.url,
         clusterId: this.o.clusterId,
         migrationAddress: this.o.migrationAddress,
-        networks: Object.fromEntries(
-          await Promise.all(
-            this.beacons.map(async (b) => {
-              const link = await this.links(b.address);
+        networks: await this.links().then((links) =>
+          Object.fromEntries(
+            this.beacons.map((b) => {
+              const link = links.get(b.address);
               return [b.network, { address: b.address, port: b.port, ...(link ? { link } : {}) }] as const;
             }),
           ),
@@ -162,17 +162,16 @@ export class Agent {
     });
   }
 
-  private linkCache = new Map<string, { at: number; link: HostLink | undefined }>();
+  private linkCache: { at: number; links: Map<string, HostLink> } | undefined;
 
-  /** The interface behind an address, asked of the kernel at most every 5 s. */
-  private async links(address: string): Promise<HostLink | undefined> {
-    if (!this.d.linkOf) return undefined;
+  /** The interface behind each of this host's addresses, asked of the kernel (once for all) at most every 5 s. */
+  private async links(): Promise<Map<string, HostLink>> {
+    if (!this.d.linksOf) return new Map();
     const now = this.d.clock.nowMs();
-    const hit = this.linkCache.get(address);
-    if (hit && now - hit.at < 5000) return hit.link;
-    const link = await this.d.linkOf(address).catch(() => undefined);
-    this.linkCache.set(address, { at: now, link });
-    return link;
+    if (this.linkCache && now - this.linkCache.at < 5000) return this.linkCache.links;
+    const links = await this.d.linksOf(this.beacons.map((b) => b.address)).catch(() => new Map<string, HostLink>());
+    this.linkCache = { at: now, links };
+    return links;
   }
 
   currentCapabilities(): NodeCapabilities {

@@ -17,7 +17,7 @@ import { createImage } from '../qemu/mirror-job.js';
 import { daemonLogger } from '../system/logging.js';
 import { Agent } from './agent.js';
 import { agentApp } from './http.js';
-import { linkOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
+import { linksOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
 
 /** Who this agent is and where its controller is: host.json on a real host, cluster.json and the token on the single-machine cluster. */
@@ -94,7 +94,7 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       fileExists: (f) => fs.existsSync(f),
       uplinks,
       beacon: listenBeacon,
-      linkOf,
+      linksOf,
       readVolume: () => readVolumeMark(layout.shared),
       ...(me.fetch ? { fetch: me.fetch } : {}),
     },

@@ -93,23 +93,28 @@ export function measureThroughput(
 }
 
 /**
- * The interface holding `address` on this host (or, for a loopback address
- * not assigned to any interface, `lo`), with its state, speed and MTU from
- * the kernel (`ip -j addr`, /sys/class/net).
+ * The interface holding each of `addresses` on this host (or, for a
+ * loopback address not assigned to any interface, `lo`), with its state,
+ * speed and MTU from the kernel: one `ip -j addr` for all of them, and
+ * /sys/class/net for the speeds.
  */
-export async function linkOf(address: string): Promise<HostLink | undefined> {
+export async function linksOf(addresses: string[]): Promise<Map<string, HostLink>> {
   const { stdout } = await runFile('ip', ['-j', '-4', 'addr', 'show']).catch(() => ({ stdout: '[]' }));
   const ifaces = JSON.parse(stdout || '[]') as { ifname: string; mtu: number; operstate: string; addr_info?: { local: string }[] }[];
-  const holder =
-    ifaces.find((i) => i.addr_info?.some((a) => a.local === address)) ?? (address.startsWith('127.') ? ifaces.find((i) => i.ifname === 'lo') : undefined);
-  if (!holder) return undefined;
-  const speed = Number(await fs.promises.readFile(`/sys/class/net/${holder.ifname}/speed`, 'utf8').catch(() => ''));
-  return {
-    iface: holder.ifname,
-    operState: holder.operstate.toLowerCase(),
-    mtu: holder.mtu,
-    ...(Number.isFinite(speed) && speed > 0 ? { speedMbit: speed } : {}),
-  };
+  const out = new Map<string, HostLink>();
+  for (const address of addresses) {
+    const holder =
+      ifaces.find((i) => i.addr_info?.some((a) => a.local === address)) ?? (address.startsWith('127.') ? ifaces.find((i) => i.ifname === 'lo') : undefined);
+    if (!holder) continue;
+    const speed = Number(await fs.promises.readFile(`/sys/class/net/${holder.ifname}/speed`, 'utf8').catch(() => ''));
+    out.set(address, {
+      iface: holder.ifname,
+      operState: holder.operstate.toLowerCase(),
+      mtu: holder.mtu,
+      ...(Number.isFinite(speed) && speed > 0 ? { speedMbit: speed } : {}),
+    });
+  }
+  return out;
 }
 
 /** Every IPv4 address on this host's interfaces, with its prefix length (`ip -j -4 addr`). */

@@ -3,12 +3,11 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { NIC_BACKENDS } from '../../domain/nic.js';
 import { TOKEN_KINDS, TOKEN_TTL } from '../../domain/join-token.js';
 import { answers, body } from '../route-helpers.js';
-import { NodeName } from '../schemas.js';
+import { NodeName, VolumeSightingSchema } from '../schemas.js';
 
 const tag = ['Joining'];
 const Token = z.string().max(200);
 const Pem = z.string().max(8192);
-const Volume = z.union([z.strictObject({ clusterId: z.string().max(64), mark: z.string().max(64) }), z.strictObject({ error: z.string().max(300) })]);
 
 export const JoinInfoSchema = z
   .object({
@@ -27,7 +26,7 @@ export const JoinBody = z
     /** The host's address on each cluster network. */
     addresses: z.record(z.string().max(40), z.string().max(45)),
     /** What the host reads from the shared volume's marker. */
-    volume: Volume,
+    volume: VolumeSightingSchema,
     memoryMiB: z
       .number()
       .int()
