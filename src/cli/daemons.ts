@@ -29,7 +29,7 @@ import { killStaleStorageDaemons } from '../qemu/backup-job.js';
 import { pidAlive } from '../qemu/qemu-vm.js';
 import type { NicBackend } from '../domain/nic.js';
 import { deleteLinks, removeUplinks } from '../node/tap-uplink.js';
-import { readCaPem } from '../config/host-config.js';
+import { readCaPem, readHostConfig } from '../config/host-config.js';
 import { tlsFetch } from '../api/tls.js';
 
 export interface UpOptions {
@@ -154,9 +154,18 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
  */
 export async function down(
   layout: StateLayout,
-  opts: { shutdownTimeoutS?: number } = {},
+  opts: { shutdownTimeoutS?: number; force?: boolean } = {},
 ): Promise<{ stoppedVms: string[]; forcedVms: string[]; stoppedDaemons: string[] }> {
   const config = readConfig(layout);
+  // A host that joined a cluster: its guests are the cluster's, so they move away (a drain) before it goes down.
+  const host = readHostConfig(layout);
+  if (host && !config && !opts.force) {
+    const running = runningQemu(layout);
+    if (running.length)
+      throw errors.invalidState(
+        `${host.name} still runs VMs (${running.join(', ')}): drain it first (ferry node maintenance ${host.name} --drain live), or --force to power them off`,
+      );
+  }
   const token = readToken(layout);
   let stoppedVms: string[] = [];
   let forcedVms: string[] = [];
@@ -257,6 +266,23 @@ function daemonPids(layout: StateLayout): number[] {
     }
   }
   return pids;
+}
+
+/** The VMs whose QEMU runs on this host (their pid files under run/nodes/). */
+function runningQemu(layout: StateLayout): string[] {
+  const nodesDir = path.join(layout.run, 'nodes');
+  if (!fs.existsSync(nodesDir)) return [];
+  return fs.readdirSync(nodesDir).flatMap((node) =>
+    fs.readdirSync(path.join(nodesDir, node)).flatMap((f) => {
+      if (!f.endsWith('.json')) return [];
+      try {
+        const { pid } = JSON.parse(fs.readFileSync(path.join(nodesDir, node, f), 'utf8')) as { pid: number };
+        return pidAlive(pid) ? [f.slice(0, -5)] : [];
+      } catch {
+        return [];
+      }
+    }),
+  );
 }
 
 /** QEMU processes whose agent is gone would otherwise outlive the cluster. */

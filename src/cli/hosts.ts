@@ -290,7 +290,8 @@ export async function joinCluster(
   const progress = o.progress ?? (() => {});
   refuseExisting(layout);
   checkShared(o.shared);
-  const { info, api, fetch } = await trustedController(url, token, 'join');
+  const { info: joinInfo, api, fetch, origin } = await trustedController(url, token, 'join');
+  const info = { ...joinInfo, url: origin };
   try {
     const name = o.name ?? os.hostname();
     const addresses = await ownAddresses(info.networks, o.addresses);
@@ -310,6 +311,8 @@ export async function joinCluster(
     });
     prepareDirs(layout);
     writePki(layout, { 'ca.crt': answer.caPem, 'host.crt': answer.certPem, 'host.key': keys.privateKeyPem });
+    // The CLI on this host talks to the controller like the first host's.
+    writeClientConfig(layout, { url: answer.controllers[0] ?? info.url, token: answer.apiToken, caPem: answer.caPem });
     writeHostConfig(layout, {
       clusterId: answer.clusterId,
       clusterName: answer.clusterName,

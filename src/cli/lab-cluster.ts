@@ -109,7 +109,7 @@ export async function labTakeDown(l: StateLayout): Promise<Lab | undefined> {
     // The controller's host first: it shuts the VMs down everywhere.
     for (const h of lab.hosts) {
       const dir = labHostDir(l.dir, h.name);
-      if (fs.existsSync(dir)) await down(openLayout(dir), { shutdownTimeoutS: 5 }).catch(() => {});
+      if (fs.existsSync(dir)) await down(openLayout(dir), { shutdownTimeoutS: 5, force: true }).catch(() => {});
     }
     for (const f of [path.join(l.dir, 'hosts'), l.clientConfig, l.shared]) fs.rmSync(f, { recursive: true, force: true });
   }

@@ -52,6 +52,8 @@ export interface JoinAnswer {
   caPem: string;
   controllers: string[];
   migrationAddress: string;
+  /** The API token, for the CLI on the new host (a member runs VMs and sees their disks: it is trusted like the first host). */
+  apiToken: string;
 }
 
 const hash = (secret: string): string => createHash('sha256').update(secret).digest('hex');
@@ -127,6 +129,7 @@ export class Joining {
       caPem: this.d.authority.caPem,
       controllers: this.d.controllers(),
       migrationAddress: member.migrationAddress,
+      apiToken: this.d.apiToken,
     };
   }
 

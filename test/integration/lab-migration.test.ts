@@ -193,6 +193,16 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     );
     await c.ferryOk(['vm', 'start', 'blind']);
     assert.deepEqual(await whereQemuRuns('blind'), [host('host-3').netns]);
+    // The CLI on a joined host speaks to the controller too; it will not take its host down under a running VM.
+    const onHost3 = (args: string[]) =>
+      labRun(host('host-3'), [process.execPath, path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.hostLayout('host-3').dir, ...args]);
+    assert.match((await onHost3(['vm', 'list'])).stdout, /^blind +running +host-3 /m);
+    const down = await onHost3(['down']);
+    assert.deepEqual(
+      [down.code, down.stderr],
+      [2, 'error: host-3 still runs VMs (blind): drain it first (ferry node maintenance host-3 --drain live), or --force to power them off\n'],
+    );
+    assert.deepEqual(await whereQemuRuns('blind'), [host('host-3').netns], 'blind still runs, and host-3 still reports it');
   });
 
   it("keeps a VM where it was when the target host's management link goes down during its migration", async () => {

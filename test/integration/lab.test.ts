@@ -181,7 +181,8 @@ describe('the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, (
       { network: 'migration', address: lab.hosts[2]!.migration },
     ]);
     assert.deepEqual(fs.readdirSync(path.join(host3, 'pki')).sort(), ['ca.crt', 'host.crt', 'host.key'], 'no CA key on a joined host');
-    const listed = JSON.parse((await ferry(state, ['node', 'list', '--json'])).stdout) as { name: string; state: string }[];
+    // The CLI on the new host reaches the controller over HTTPS with the CA it got at join.
+    const listed = JSON.parse((await ferryIn('host-3', ['node', 'list', '--json'])).stdout) as { name: string; state: string }[];
     assert.deepEqual(listed.find((n) => n.name === 'host-3')?.state, 'up');
     // Used once: nobody joins with it again (tried from a fresh state directory).
     const h4 = path.join(state, 'h4');

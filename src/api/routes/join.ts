@@ -49,6 +49,7 @@ export const JoinAnswerSchema = z
     caPem: z.string(),
     controllers: z.array(z.string()),
     migrationAddress: z.string(),
+    apiToken: z.string(),
   })
   .openapi('JoinAnswer');
 

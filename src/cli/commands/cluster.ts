@@ -82,8 +82,12 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       'seconds each guest may take to shut down before it is powered off (default: the cluster setting shutdownTimeoutS)',
       wholeNumber('--shutdown-timeout'),
     )
-    .action(async (o: { shutdownTimeout?: number }) => {
-      const res = await down(layout(), o.shutdownTimeout !== undefined ? { shutdownTimeoutS: o.shutdownTimeout } : {});
+    .option('--force', 'on a host that joined a cluster: go down even though it runs VMs (they are powered off)')
+    .action(async (o: { shutdownTimeout?: number; force?: boolean }) => {
+      const res = await down(layout(), {
+        ...(o.shutdownTimeout !== undefined ? { shutdownTimeoutS: o.shutdownTimeout } : {}),
+        ...(o.force ? { force: true } : {}),
+      });
       const forced = res.forcedVms.length ? ` (${res.forcedVms.join(', ')} did not shut down in time: powered off)` : '';
       print(
         res.stoppedDaemons.length
