@@ -9,7 +9,7 @@
  */
 import type { TLSSocket } from 'node:tls';
 import type { Context } from 'hono';
-import { Agent, fetch as undiciFetch } from 'undici';
+import type { Agent } from 'undici';
 import { type CertIdentity, identityOf } from '../system/pki.js';
 
 /** What a daemon serves HTTPS with. */
@@ -52,16 +52,25 @@ export function peerRefusal(c: Context): string | undefined {
 
 type Fetch = (input: string, init: RequestInit) => Promise<Response>;
 
-/** A fetch over TLS that trusts only `tls.caPem` and presents the client certificate, if any. */
+/** A fetch over TLS that trusts only `tls.caPem` and presents the client certificate, if any (undici is loaded at the first call). */
 export function tlsFetch(tls: ClientTls): Fetch & { close(): Promise<void> } {
-  const dispatcher = new Agent({
-    connect: { ca: tls.caPem, ...(tls.certPem && tls.keyPem ? { cert: tls.certPem, key: tls.keyPem } : {}) },
-    keepAliveTimeout: 4_000,
-  });
-  const f = ((input: string, init: RequestInit) =>
-    undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher }) as unknown as Promise<Response>) as Fetch & {
-    close(): Promise<void>;
+  return undiciFetchWith({ ca: tls.caPem, ...(tls.certPem && tls.keyPem ? { cert: tls.certPem, key: tls.keyPem } : {}) });
+}
+
+/** A fetch that checks no certificate at all: only for a newcomer fetching the CA it then checks against its token. */
+export function unverifiedFetch(): Fetch & { close(): Promise<void> } {
+  return undiciFetchWith({ rejectUnauthorized: false });
+}
+
+function undiciFetchWith(connect: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean }): Fetch & { close(): Promise<void> } {
+  let loaded: Promise<{ dispatcher: Agent; fetch: typeof import('undici').fetch }> | undefined;
+  const load = () => (loaded ??= import('undici').then((u) => ({ dispatcher: new u.Agent({ connect, keepAliveTimeout: 4_000 }), fetch: u.fetch })));
+  const f = (async (input: string, init: RequestInit) => {
+    const u = await load();
+    return (await u.fetch(input, { ...(init as Parameters<typeof u.fetch>[1]), dispatcher: u.dispatcher })) as unknown as Response;
+  }) as Fetch & { close(): Promise<void> };
+  f.close = async () => {
+    if (loaded) await (await loaded).dispatcher.close();
   };
-  f.close = () => dispatcher.close();
   return f;
 }

@@ -65,7 +65,8 @@ export function daemonAlive(layout: StateLayout, name: string): boolean {
   return e !== undefined && pidAlive(e.pid);
 }
 
-export function spawnDaemon(layout: StateLayout, role: string, name: string): void {
+/** Starts a daemon detached; returns its pid. */
+export function spawnDaemon(layout: StateLayout, role: string, name: string): number {
   const out = fs.openSync(layout.daemonLog(name), 'a', 0o600);
   const args = [path.join(projectRoot(), 'dist', 'src', 'daemon', 'main.js'), role, '--state', layout.dir];
   if (role === 'agent') args.push('--node', name);
@@ -74,6 +75,24 @@ export function spawnDaemon(layout: StateLayout, role: string, name: string): vo
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
   fs.closeSync(out);
   child.unref();
+  return child.pid ?? -1;
+}
+
+/** The last line a daemon logged (its error when it died starting), at most 300 characters. */
+export function lastLogLine(layout: StateLayout, name: string): string {
+  try {
+    const lines = fs.readFileSync(layout.daemonLog(name), 'utf8').trim().split('\n');
+    const last = lines.at(-1) ?? '';
+    let msg = last;
+    try {
+      msg = String((JSON.parse(last) as { msg?: unknown }).msg ?? last);
+    } catch {
+      /* not a JSON log line */
+    }
+    return msg.replace(/^error: /, '').slice(0, 300);
+  } catch {
+    return 'no log';
+  }
 }
 
 export async function waitUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {

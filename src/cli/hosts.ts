@@ -14,11 +14,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Agent as Dispatcher, fetch as undiciFetch } from 'undici';
 import { ApiClient } from '../api/client.js';
 import { joinRoutes } from '../api/routes/join.js';
 import { nodeRoutes } from '../api/routes/nodes.js';
-import { tlsFetch } from '../api/tls.js';
+import { tlsFetch, unverifiedFetch } from '../api/tls.js';
 import type { ClusterConfig } from '../config/cluster-config.js';
 import { ensureToken, readEndpoint } from '../config/cluster-config.js';
 import { type HostConfig, readHostConfig, writeClientConfig, writeHostConfig, writePki, writePrivate } from '../config/host-config.js';
@@ -32,7 +31,7 @@ import { defaultRouteInterface, hostAddresses } from '../node/net-tools.js';
 import { readVolumeMark } from '../node/volume-mark.js';
 import { pidAlive } from '../system/process.js';
 import { createAuthority, fingerprint, generateKeyPair, issueCertificate } from '../system/pki.js';
-import { DEFAULT_CONTROLLER_PORT, daemonAlive, spawnDaemon, waitUntil } from './daemons.js';
+import { DEFAULT_CONTROLLER_PORT, daemonAlive, down, lastLogLine, spawnDaemon, waitUntil } from './daemons.js';
 
 /** A network as `--network NAME=CIDR[:ROLE]` gives it. */
 export interface NetworkSpec {
@@ -77,6 +76,15 @@ async function ownAddresses(networks: { name: string; subnet: string }[], given:
   return out;
 }
 
+/** Each address with the interface that holds it, as host.json records them. */
+async function withInterfaces(list: { network: string; address: string }[]): Promise<{ network: string; address: string; iface?: string }[]> {
+  const mine = await hostAddresses();
+  return list.map((a) => {
+    const iface = mine.find((m) => m.address === a.address)?.iface;
+    return iface ? { ...a, iface } : a;
+  });
+}
+
 /** The management network when none is given: the subnet of the default route's interface. */
 async function defaultManagement(): Promise<NetworkSpec> {
   const dev = await defaultRouteInterface();
@@ -112,8 +120,16 @@ async function startHostDaemons(layout: StateLayout, names: { role: 'switch' | '
   for (const d of names) {
     if (daemonAlive(layout, d.name)) continue;
     progress(`starting ${d.name}`);
-    spawnDaemon(layout, d.role, d.name);
-    await waitUntil(() => daemonAlive(layout, d.name), 60_000, `starting ${d.name} (see ${layout.daemonLog(d.name)})`);
+    const pid = spawnDaemon(layout, d.role, d.name);
+    await waitUntil(
+      () => {
+        if (daemonAlive(layout, d.name)) return true;
+        if (!pidAlive(pid)) throw errors.internal(`${d.name} did not start: ${lastLogLine(layout, d.name)} (see ${layout.daemonLog(d.name)})`);
+        return false;
+      },
+      60_000,
+      `starting ${d.name} (see ${layout.daemonLog(d.name)})`,
+    );
   }
 }
 
@@ -193,7 +209,7 @@ export async function initCluster(layout: StateLayout, o: InitOptions): Promise<
     name,
     controllers: [url],
     shared: o.shared,
-    addresses: networks.map((n) => ({ network: n.name, address: addresses[n.name]! })),
+    addresses: await withInterfaces(networks.map((n) => ({ network: n.name, address: addresses[n.name]! }))),
     migrationAddress: addresses[migration.name]!,
     nicBackend,
     ...(o.memoryMiB ? { memoryMiB: o.memoryMiB } : {}),
@@ -224,18 +240,34 @@ export async function initCluster(layout: StateLayout, o: InitOptions): Promise<
   const result: InitResult = { clusterId: id, name, url, fingerprint: fingerprint(ca.certPem), started: false };
   if (!o.start) return result;
   const hostLayout = new StateLayout(layout.dir, o.shared);
-  await startHostDaemons(
-    hostLayout,
-    [
-      { role: 'switch', name: 'switch' },
-      { role: 'controller', name: 'controller' },
-      { role: 'agent', name },
-    ],
-    progress,
-  );
-  const api = new ApiClient({ baseUrl: url, token, fetch: tlsFetch({ caPem: ca.certPem }), timeoutMs: 5000 });
-  progress(`waiting for ${name} to report`);
-  await waitForNode(api, name, () => readEndpoint(hostLayout, name)?.url);
+  const fetch = tlsFetch({ caPem: ca.certPem });
+  try {
+    await startHostDaemons(
+      hostLayout,
+      [
+        { role: 'switch', name: 'switch' },
+        { role: 'controller', name: 'controller' },
+        { role: 'agent', name },
+      ],
+      progress,
+    );
+    const api = new ApiClient({ baseUrl: url, token, fetch, timeoutMs: 5000 });
+    progress(`waiting for ${name} to report`);
+    await waitForNode(api, name, () => readEndpoint(hostLayout, name)?.url);
+  } catch (e) {
+    // Nothing half-made: the daemons stop and the files go, so `ferry init` can run again.
+    await undo(hostLayout, [
+      layout.cluster,
+      layout.hostConfig,
+      layout.clientConfig,
+      layout.token,
+      layout.pki,
+      ...['', '-wal', '-shm'].map((x) => layout.store + x),
+    ]);
+    throw e;
+  } finally {
+    await fetch.close();
+  }
   return { ...result, started: true };
 }
 
@@ -254,14 +286,12 @@ async function trustedController(url: string, tokenText: string, kind: TokenKind
     throw errors.usage(`${url} is not a URL (expected https://HOST:PORT)`);
   }
   if (base.protocol !== 'https:') throw errors.usage(`${url}: a cluster of real hosts speaks HTTPS (https://HOST:PORT)`);
-  const unverified = new Dispatcher({ connect: { rejectUnauthorized: false } });
-  const insecure = (input: string, init: RequestInit) =>
-    undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: unverified }) as unknown as Promise<Response>;
+  const insecure = unverifiedFetch();
   let info;
   try {
     info = await new ApiClient({ baseUrl: base.origin, fetch: insecure, timeoutMs: 10_000 }).call(joinRoutes.info, {});
   } finally {
-    await unverified.close();
+    await insecure.close();
   }
   if (fingerprint(info.caPem) !== parsed.fingerprint)
     throw errors.unauthorized(`the controller at ${base.origin} does not hold the CA the token was made with (wrong URL, or someone in between)`);
@@ -278,6 +308,12 @@ export interface JoinOptions {
   cpuModel?: string;
   start: boolean;
   progress?: (line: string) => void;
+}
+
+/** Stops whatever this host started and removes the files a failed init or join wrote. */
+async function undo(layout: StateLayout, files: string[]): Promise<void> {
+  await down(layout, { shutdownTimeoutS: 0, force: true }).catch(() => {});
+  for (const f of files) fs.rmSync(f, { recursive: true, force: true });
 }
 
 /** `ferry join URL --token T`: this host becomes a member, gets its certificate and starts its agent. */
@@ -319,14 +355,24 @@ export async function joinCluster(
       name,
       controllers: answer.controllers,
       shared: o.shared,
-      addresses: info.networks.map((n) => ({ network: n.name, address: addresses[n.name]! })),
+      addresses: await withInterfaces(info.networks.map((n) => ({ network: n.name, address: addresses[n.name]! }))),
       migrationAddress: answer.migrationAddress,
       nicBackend: o.nicBackend ?? 'bridge',
       ...(o.memoryMiB ? { memoryMiB: o.memoryMiB } : {}),
       ...(o.cpuModel ? { cpuModel: o.cpuModel } : {}),
     });
     if (!o.start) return { name, clusterId: answer.clusterId, started: false };
-    await startHostDaemons(new StateLayout(layout.dir, o.shared), [{ role: 'agent', name }], progress);
+    const hostLayout = new StateLayout(layout.dir, o.shared);
+    try {
+      await startHostDaemons(hostLayout, [{ role: 'agent', name }], progress);
+    } catch (e) {
+      // The agent did not start: the host leaves again, and its files go, so `ferry join` can run again (with a new token).
+      await new ApiClient({ baseUrl: info.url, token: answer.apiToken, fetch, timeoutMs: 10_000 })
+        .call(nodeRoutes.remove, { params: { name } })
+        .catch(() => {});
+      await undo(hostLayout, [layout.hostConfig, layout.clientConfig, layout.pki]);
+      throw e;
+    }
     return { name, clusterId: answer.clusterId, started: true };
   } finally {
     await fetch.close();

@@ -25,8 +25,8 @@ export interface HostConfig {
   controllers: string[];
   /** Where the cluster's shared volume is mounted on this host. */
   shared: string;
-  /** This host's address on each cluster network. */
-  addresses: { network: string; address: string }[];
+  /** This host's address on each cluster network, and the interface that holds it. */
+  addresses: { network: string; address: string; iface?: string }[];
   migrationAddress: string;
   nicBackend: NicBackend;
   memoryMiB?: number;

@@ -31,7 +31,7 @@ function agentIdentity(layout: StateLayout, node: string | undefined) {
       node: host.name,
       clusterId: host.clusterId,
       migrationAddress: host.migrationAddress,
-      networks: host.addresses,
+      networks: host.addresses.map((a) => ({ network: a.network, address: a.address })),
       memoryMiB: host.memoryMiB,
       cpuModel: host.cpuModel,
       nicBackend: host.nicBackend,

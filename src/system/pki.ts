@@ -10,8 +10,13 @@
  * its public key when it joins).
  */
 import { X509Certificate, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import net from 'node:net';
-import forge from 'node-forge';
+import type Forge from 'node-forge';
+
+// node-forge only makes certificates (init and join); loaded then, not by every daemon and CLI call.
+let forgeModule: typeof Forge | undefined;
+const loadForge = (): typeof Forge => (forgeModule ??= createRequire(import.meta.url)('node-forge') as typeof Forge);
 
 export type CertRole = 'controller' | 'host';
 
@@ -53,6 +58,7 @@ function serial(): string {
 
 /** A new cluster's CA, valid for ten years. */
 export function createAuthority(clusterId: string, clusterName: string, nowMs = Date.now()): CertificateAuthority {
+  const forge = loadForge();
   const keys = generateKeyPair();
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(keys.publicKeyPem);
@@ -86,6 +92,7 @@ export interface IssueRequest {
 
 /** A certificate for a controller or a host, signed by the cluster's CA; usable for TLS server and client alike. */
 export function issueCertificate(ca: CertificateAuthority, req: IssueRequest, nowMs = Date.now()): string {
+  const forge = loadForge();
   const caCert = forge.pki.certificateFromPem(ca.certPem);
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(req.publicKeyPem);

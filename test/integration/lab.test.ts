@@ -177,8 +177,8 @@ describe('the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, (
     };
     assert.deepEqual(host.controllers, [url], 'the host knows the controller from its own configuration');
     assert.deepEqual(host.addresses, [
-      { network: 'management', address: lab.hosts[2]!.lan },
-      { network: 'migration', address: lab.hosts[2]!.migration },
+      { network: 'management', address: lab.hosts[2]!.lan, iface: 'vmbr0' },
+      { network: 'migration', address: lab.hosts[2]!.migration, iface: 'eth1' },
     ]);
     assert.deepEqual(fs.readdirSync(path.join(host3, 'pki')).sort(), ['ca.crt', 'host.crt', 'host.key'], 'no CA key on a joined host');
     // The CLI on the new host reaches the controller over HTTPS with the CA it got at join.
