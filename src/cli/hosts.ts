@@ -42,7 +42,7 @@ export interface NetworkSpec {
 
 export function parseNetworkSpec(text: string): NetworkSpec {
   const m = /^([a-z][a-z0-9-]{0,30})=(\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2})(?::([a-z]+))?$/.exec(text);
-  if (!m) throw errors.usage(`--network ${text}: expected NAME=CIDR[:ROLE], e.g. migration=10.0.2.0/24:migration`);
+  if (!m) throw errors.usage(`--network ${text.slice(0, 64)}: expected NAME=CIDR[:ROLE], e.g. migration=10.0.2.0/24:migration`);
   const [, name, subnet, roleText] = m;
   const role = (roleText ?? (NETWORK_ROLES as readonly string[]).find((r) => r === name) ?? 'none') as NetworkRole;
   if (!(NETWORK_ROLES as readonly string[]).includes(role)) throw errors.usage(`--network ${text}: the role must be one of ${NETWORK_ROLES.join(', ')}`);
@@ -54,7 +54,7 @@ export function parseAddressSpecs(texts: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const t of texts) {
     const m = /^([a-z][a-z0-9-]{0,30})=(\d{1,3}(?:\.\d{1,3}){3})$/.exec(t);
-    if (!m) throw errors.usage(`--address ${t}: expected NETWORK=ADDRESS, e.g. migration=10.0.2.12`);
+    if (!m) throw errors.usage(`--address ${t.slice(0, 64)}: expected NETWORK=ADDRESS, e.g. migration=10.0.2.12`);
     out[m[1]!] = m[2]!;
   }
   return out;
@@ -392,9 +392,25 @@ export async function login(layout: StateLayout, url: string, token: string): Pr
   }
 }
 
-/** Whether this state directory is a host of a cluster of real hosts (and its agent's pid, if it runs). */
-export function hostStatus(layout: StateLayout): { host?: HostConfig; agentRunning: boolean } {
+/**
+ * `ferry up` on a host of a cluster of real hosts (without systemd, or after
+ * `ferry down`): starts whichever of this host's own daemons is not running
+ * (the switch and controller too on the first host), nothing of any other host.
+ */
+export async function startHost(layout: StateLayout, progress: (line: string) => void = () => {}): Promise<{ name: string; started: string[] }> {
   const host = readHostConfig(layout);
-  const e = host ? readEndpoint(layout, host.name) : undefined;
-  return { ...(host ? { host } : {}), agentRunning: e !== undefined && pidAlive(e.pid) };
+  if (!host) throw errors.invalidState(`${layout.dir} is not a host of a cluster of real hosts (no host.json)`);
+  const first = fs.existsSync(layout.cluster);
+  const daemons = [
+    ...(first
+      ? [
+          { role: 'switch' as const, name: 'switch' },
+          { role: 'controller' as const, name: 'controller' },
+        ]
+      : []),
+    { role: 'agent' as const, name: host.name },
+  ];
+  const missing = daemons.filter((d) => !daemonAlive(layout, d.name));
+  await startHostDaemons(layout, missing, progress);
+  return { name: host.name, started: missing.map((d) => d.name) };
 }

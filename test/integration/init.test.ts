@@ -71,7 +71,7 @@ describe('ferry init', () => {
     }
   });
 
-  it('makes a cluster once; its CLI speaks HTTPS to it; down leaves nothing', async () => {
+  it('makes a cluster once; its CLI speaks HTTPS to it; up starts its daemons again; down leaves nothing', async () => {
     const port = await freePort();
     const r = await ferry(state, ['init', '--name', 'solo', '--shared', shared, ...loopback, '--port', String(port)]);
     assert.equal(r.code, 0, r.stderr);
@@ -80,6 +80,11 @@ describe('ferry init', () => {
     assert.match((await ferry(state, ['token', 'join'])).stdout, /^join\.[0-9a-f]{16}\.[0-9a-f]{48}\.[0-9a-f]{64}\n$/);
     const again = await ferry(state, ['init', '--name', 'solo', '--shared', shared, ...loopback]);
     assert.deepEqual([again.code, again.stderr], [2, `error: ${state} belongs to a cluster already (${state}/host.json); use another --state\n`]);
+    // After `ferry down` (or a reboot without systemd), `ferry up` starts this host's own daemons again.
+    assert.equal((await ferry(state, ['down'])).code, 0);
+    const up = await ferry(state, ['up']);
+    assert.deepEqual([up.code, up.stdout], [0, 'solo: started switch, controller, solo\n'], up.stderr);
+    assert.match((await ferry(state, ['status'])).stdout, /^nodes: 1\/1 up/m);
     const d = await ferry(state, ['down']);
     assert.equal(d.code, 0, d.stderr);
     assert.deepEqual(processesMentioning(root), []);

@@ -9,6 +9,8 @@ import { errors } from '../../domain/errors.js';
 import type { StateLayout } from '../../domain/layout.js';
 import { NIC_BACKENDS, type NicBackend } from '../../domain/nic.js';
 import { down, up } from '../daemons.js';
+import { startHost } from '../hosts.js';
+import { readHostConfig } from '../../config/host-config.js';
 import { type Cluster, command, followMigration, wholeNumber } from '../context.js';
 import { Progress, json, print, table } from '../output.js';
 import { namedPolicy } from '../../domain/policy.js';
@@ -49,6 +51,13 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
       if (o.nodes !== undefined && (o.nodes < 1 || o.nodes > 16)) throw errors.invalid('nodes', `--nodes must be from 1 to 16, got ${o.nodes}`);
       const progress = new Progress();
       const l = layout();
+      if (readHostConfig(l)) {
+        // A host of a cluster of real hosts: only its own daemons.
+        const h = await startHost(l, (line) => progress.update(line));
+        progress.done();
+        print(h.started.length ? `${h.name}: started ${h.started.join(', ')}` : `${h.name}: its daemons are running`);
+        return;
+      }
       const res = await up(l, {
         ...(o.nodes !== undefined ? { nodes: o.nodes } : {}),
         ...(o.nodeMemory !== undefined ? { nodeMemoryMiB: o.nodeMemory } : {}),
