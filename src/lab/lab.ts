@@ -256,6 +256,17 @@ async function pidsIn(netns: string): Promise<number[]> {
     .filter((n) => Number.isInteger(n) && n > 0);
 }
 
+function signalAll(pids: number[], signal: NodeJS.Signals): number[] {
+  return pids.filter((p) => {
+    try {
+      process.kill(p, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 async function killAll(pids: number[], graceMs: number): Promise<void> {
   for (const p of pids) {
     try {
@@ -279,6 +290,8 @@ export async function labDown(stateDir: string): Promise<{ removed: boolean; lab
   if (!lab) return { removed: false };
   const spaces = [...lab.hosts, lab.client];
   const pids = [...lab.etcd.flatMap((m) => (m.pid ? [m.pid] : [])), ...(await Promise.all(spaces.map((h) => pidsIn(h.netns)))).flat()];
+  // A frozen agent hears SIGTERM only once it runs again.
+  signalAll(pids, 'SIGCONT');
   await killAll([...new Set(pids)], 5000);
   for (const h of spaces) if (netnsExists(h.netns)) await sh('ip', ['netns', 'del', h.netns]);
   // A veth goes with its namespace; one whose peer never moved in (up failed halfway) is removed here.
@@ -291,6 +304,70 @@ export async function labDown(stateDir: string): Promise<{ removed: boolean; lab
   }
   fs.rmSync(lab.dir, { recursive: true, force: true });
   return { removed: true, lab };
+}
+
+/** A lab host by name (not the client): faults are for hosts. */
+function labHost(lab: Lab, name: string): LabHost {
+  const h = lab.hosts.find((x) => x.name === name);
+  if (!h) throw errors.invalid('host', `the lab has no host '${name}' (it has ${lab.hosts.map((x) => x.name).join(', ')})`);
+  return h;
+}
+
+/** The pids of Ferry agents running in a host's namespace. */
+async function agentPids(h: LabHost): Promise<number[]> {
+  return (await pidsIn(h.netns)).filter((p) => {
+    try {
+      const args = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      return args.some((a) => a.endsWith(path.join('daemon', 'main.js'))) && args.includes('agent');
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Power loss: SIGKILL every process in the host's namespace (agent, QEMUs, a controller or etcd member there). */
+export async function labCrash(lab: Lab, name: string): Promise<number[]> {
+  requireRoot();
+  const h = labHost(lab, name);
+  const pids = await pidsIn(h.netns);
+  const killed = signalAll(pids, 'SIGKILL');
+  while (killed.some(pidAlive)) await new Promise((r) => setTimeout(r, 20));
+  return killed;
+}
+
+/** A long pause: SIGSTOP the host's agent (its guests keep running); `forMs` later, SIGCONT. */
+export async function labFreeze(lab: Lab, name: string, forMs?: number): Promise<number[]> {
+  requireRoot();
+  const h = labHost(lab, name);
+  const pids = await agentPids(h);
+  if (!pids.length) throw errors.invalidState(`no Ferry agent runs on ${name}`);
+  const frozen = signalAll(pids, 'SIGSTOP');
+  if (forMs !== undefined) {
+    await new Promise((r) => setTimeout(r, forMs));
+    signalAll(frozen, 'SIGCONT');
+  }
+  return frozen;
+}
+
+/** The host's management link (its LAN cable, eth0) down: the switch side of the veth. */
+export async function labIsolate(lab: Lab, name: string): Promise<void> {
+  requireRoot();
+  await sh('ip', ['link', 'set', labHost(lab, name).lanPort, 'down']);
+}
+
+/** Undoes isolate and freeze: the management link up, a frozen agent running again. */
+export async function labHeal(lab: Lab, name: string): Promise<{ thawed: number[] }> {
+  requireRoot();
+  const h = labHost(lab, name);
+  await sh('ip', ['link', 'set', h.lanPort, 'up']);
+  const stopped = (await agentPids(h)).filter((p) => {
+    try {
+      return /^\d+ \(.*\) T/.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8'));
+    } catch {
+      return false;
+    }
+  });
+  return { thawed: signalAll(stopped, 'SIGCONT') };
 }
 
 /** The namespace of a lab host or the client, or one line naming the hosts there are. */

@@ -1,7 +1,7 @@
 /** `ferry lab`: hosts made of network namespaces on this machine (root). */
 import type { Command } from 'commander';
 import type { StateLayout } from '../../domain/layout.js';
-import { labEtcdStatus, labExec, labSpace, readLab, requireRoot } from '../../lab/lab.js';
+import { labCrash, labEtcdStatus, labExec, labFreeze, labHeal, labIsolate, labSpace, readLab, requireRoot } from '../../lab/lab.js';
 import { labTakeDown, labUpWithCluster } from '../lab-cluster.js';
 import { errors } from '../../domain/errors.js';
 import { command, wholeNumber } from '../context.js';
@@ -76,6 +76,41 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     const r = await labTakeDown(layout());
     print(r ? `lab ${r.id} down` : `no lab in ${layout().dir}`);
   });
+
+  const theLab = () => {
+    const l = readLab(layout().dir);
+    if (!l) throw errors.invalidState(`no lab in ${layout().dir} ('ferry lab up --hosts N' makes one)`);
+    return l;
+  };
+  command(lab, 'crash', "power loss: kill every process on a host (its agent, its VMs' QEMUs, a controller or etcd member there)")
+    .argument('<host>', 'host-N')
+    .action(async (host: string) => {
+      const killed = await labCrash(theLab(), host);
+      print(`${host} crashed: killed ${killed.length} process(es)`);
+    });
+  command(lab, 'freeze', "a long pause: stop a host's agent (SIGSTOP; its VMs keep running) until heal, or for S seconds")
+    .argument('<host>', 'host-N')
+    .option('--for <S>', 'thaw it again after S seconds (the command waits)', wholeNumber('--for'))
+    .action(async (host: string, o: { for?: number }) => {
+      const pids = await labFreeze(theLab(), host, o.for !== undefined ? o.for * 1000 : undefined);
+      print(
+        o.for !== undefined
+          ? `${host}'s agent was frozen for ${o.for} s`
+          : `${host}'s agent is frozen (pid ${pids.join(', ')}); 'ferry lab heal ${host}' thaws it`,
+      );
+    });
+  command(lab, 'isolate', "cut a host's management link (eth0, the LAN) at the switch")
+    .argument('<host>', 'host-N')
+    .action(async (host: string) => {
+      await labIsolate(theLab(), host);
+      print(`${host} is isolated: its LAN link is down`);
+    });
+  command(lab, 'heal', "undo isolate and freeze: the host's LAN link up, its agent running")
+    .argument('<host>', 'host-N')
+    .action(async (host: string) => {
+      const r = await labHeal(theLab(), host);
+      print(`${host} healed: LAN link up${r.thawed.length ? ', agent thawed' : ''}`);
+    });
 
   const exec = (name: string, argv: string[]) => {
     requireRoot();

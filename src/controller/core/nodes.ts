@@ -71,17 +71,18 @@ export class StoreNodes implements NodeDirectory {
       JSON.stringify(prev.capabilities) !== JSON.stringify(hb.capabilities) ||
       JSON.stringify(prev.networks ?? {}) !== JSON.stringify(hb.networks ?? {});
     if (changed) {
-      const state = prev?.state === 'maintenance' ? 'maintenance' : 'up';
-      await this.store.put<NodeRecord>(key, {
+      // Compare-and-set: a node put in maintenance between the read above and this write keeps its maintenance.
+      const written = await update<NodeRecord>(this.store, key, (cur) => ({
         name: hb.name,
         url: hb.url,
         migrationAddress: hb.migrationAddress,
-        state,
+        state: cur?.state === 'maintenance' ? 'maintenance' : 'up',
         capabilities: hb.capabilities,
         lastSeenMs: now,
         ...(hb.networks ? { networks: hb.networks } : {}),
         ...(volume ? { volume } : {}),
-      });
+      }));
+      const state = written.state;
       if (volume && volume.ok !== (prev?.volume?.ok ?? true)) {
         await this.events.emit({
           type: volume.ok ? 'node.volume-ok' : 'node.volume-lost',
