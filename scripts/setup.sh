@@ -11,7 +11,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # etcd-server: the cluster store of real hosts (tests start their own members; the
 # package's own service is not started). e2fsprogs: the tests' small file systems.
 # iputils-ping: the lab client pings VMs every few milliseconds; tcpdump: it watches the announce after a move.
-packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev etcd-server e2fsprogs iputils-ping tcpdump)
+# xorriso, fdisk: the image library's tests make real ISOs and partitioned raw disks.
+packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev etcd-server e2fsprogs iputils-ping tcpdump xorriso fdisk)
 [ "${FERRY_SETUP_CHROMIUM:-0}" = 1 ] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do

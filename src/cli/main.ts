@@ -11,10 +11,10 @@ import { defaultStateDir } from '../config/paths.js';
 import { systemClock } from '../domain/clock.js';
 import { toFerryError } from '../domain/errors.js';
 import { openLayout } from '../config/host-config.js';
-import { buildImage } from '../guest/image.js';
 import { backupCommands } from './commands/backup.js';
 import { clusterCommands } from './commands/cluster.js';
 import { hostCommands } from './commands/host.js';
+import { imageCommands } from './commands/image.js';
 import { labCommands } from './commands/lab.js';
 import { runDemo } from './commands/demo.js';
 import { migrationCommands } from './commands/migration.js';
@@ -51,11 +51,7 @@ export function program(): { program: Command; code: () => number } {
   backupCommands(p, connect);
   replicaCommands(p, connect, done);
   labCommands(p, layout, done);
-  const image = command(p, 'image', 'guest images');
-  command(image, 'build', 'build the built-in guest image').action(async () => {
-    const img = await buildImage((l) => process.stderr.write(l + '\n'));
-    print(`guest image: ${img.kernelPath}, ${img.initrdPath} (${img.kernelPackage})`);
-  });
+  imageCommands(p, connect);
   command(p, 'demo', 'a self-contained tour: live-migrate a VM under load (on a lab of 3 hosts as root, else on the single-machine cluster)')
     .option('--single', 'on the single-machine cluster even as root')
     .option('--json', 'print the migration report as JSON')

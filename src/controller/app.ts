@@ -50,6 +50,7 @@ import { CpuBaselines } from './cpu-baselines.js';
 import { Lifecycle } from './lifecycle.js';
 import { Maintenance } from './maintenance.js';
 import { Joining } from './joining.js';
+import { Images } from './storage/images.js';
 import { Membership } from './membership.js';
 import { Migrations } from './migration/service.js';
 import { ClusterNetworks, type Reach } from './network/networks.js';
@@ -206,6 +207,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     deleteVm: (n) => lifecycle.delete(n),
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
+  const images = new Images({ store, volume: p.volume, settings, layout: p.layout, clock, events });
   const schedules = new BackupSchedules({ store, vms, events, clock, log, backups });
   const incoming = new IncomingReplicas({
     store,
@@ -276,6 +278,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     switchControl: p.switch,
     backups,
     schedules,
+    images,
     replicas,
     incoming,
     events,

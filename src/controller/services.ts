@@ -28,6 +28,7 @@ import type { IncomingReplicas } from './replica/incoming.js';
 import type { Replicas } from './replica/replicas.js';
 import type { Backups } from './storage/backups.js';
 import type { BackupSchedules } from './storage/schedules.js';
+import type { Images } from './storage/images.js';
 
 export interface ControllerInfo {
   pid: number;
@@ -61,6 +62,7 @@ export interface ControllerServices {
   switchControl: SwitchControl;
   backups: Backups;
   schedules: BackupSchedules;
+  images: Images;
   replicas: Replicas;
   incoming: IncomingReplicas;
   events: EventLog;

@@ -5,6 +5,8 @@
  * (console logs, saved states). `src/qemu/volume.ts` does it with qemu-img,
  * qemu-storage-daemon and the file system.
  */
+import type { ImageProbe } from '../domain/images.js';
+
 export interface FrozenCopy {
   source: string;
   target: string;
@@ -24,6 +26,10 @@ export interface ExportHandle {
 
 export interface Volume {
   create(file: string, sizeBytes: number): Promise<void>;
+  /** What qemu-img's probe says of a file, and its first bytes (the image library judges them). */
+  probe(file: string): Promise<ImageProbe>;
+  /** Copies a file whole (an image into the library), keeping holes; returns the bytes it takes. */
+  copyFile(source: string, target: string): Promise<number>;
   /** A standalone qcow2 copy of `source` (a chain is flattened). */
   convert(source: string, target: string): Promise<number>;
   /** Replaces `file` by a flattened copy of `source` (extra convert arguments first), atomically. */

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { errors } from '../domain/errors.js';
 import type { ExportHandle, FrozenCopy, Volume } from '../ports/volume.js';
+import { IMAGE_HEAD_BYTES, type ImageProbe } from '../domain/images.js';
 import { copyFrozenImage, killStaleStorageDaemons, mergeOverlayOffline, verifyImage } from './backup-job.js';
 import { createImage, replaceImage } from './mirror-job.js';
 import { freePort } from './nbd-mirror.js';
@@ -31,6 +32,37 @@ export class QemuVolume implements Volume {
   async convert(source: string, target: string): Promise<number> {
     await run('qemu-img', ['convert', '-O', 'qcow2', source, target]);
     return fs.statSync(target).size;
+  }
+
+  async probe(file: string): Promise<ImageProbe> {
+    let info: { format?: string; 'virtual-size'?: number; 'backing-filename'?: string };
+    try {
+      info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', file])).stdout) as typeof info;
+    } catch (e) {
+      const why = ((e as { stderr?: string }).stderr ?? String(e)).trim().split('\n').at(-1) ?? '';
+      throw errors.invalid('file', `${file} cannot be read as an image: ${why.replace(/^qemu-img: /, '').slice(0, 200)}`);
+    }
+    const head = Buffer.alloc(IMAGE_HEAD_BYTES);
+    const fd = fs.openSync(file, 'r');
+    try {
+      fs.readSync(fd, head, 0, IMAGE_HEAD_BYTES, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return {
+      format: info.format ?? 'unknown',
+      virtualSizeBytes: info['virtual-size'] ?? 0,
+      ...(info['backing-filename'] ? { backingFile: info['backing-filename'] } : {}),
+      head,
+    };
+  }
+
+  async copyFile(source: string, target: string): Promise<number> {
+    this.ensureWritableDir(path.dirname(target), { recursive: true });
+    // cp keeps a sparse image sparse; written beside the target and renamed, so a failed copy leaves nothing.
+    await run('cp', ['--sparse=always', source, `${target}.part`]);
+    fs.renameSync(`${target}.part`, target);
+    return fs.statSync(target).blocks * 512;
   }
 
   replace(file: string, source: string[]): Promise<void> {

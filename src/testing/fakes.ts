@@ -13,6 +13,8 @@ import type { ExportHandle, FrozenCopy, Volume } from '../ports/volume.js';
 import type { Clock } from '../domain/clock.js';
 import type { FakeWorld } from './fake-hypervisor.js';
 
+import type { ImageProbe } from '../domain/images.js';
+
 export class FakeVolume implements Volume {
   readonly snapshots = new Map<string, Set<string>>();
   openExports = 0;
@@ -29,6 +31,19 @@ export class FakeVolume implements Volume {
   async create(file: string): Promise<void> {
     await this.op('create');
     this.world.files.add(file);
+  }
+  /** What the fake's probe answers for a file (set by a test); a file not set is a qcow2 image of 1 GiB. */
+  readonly probes = new Map<string, ImageProbe>();
+  async probe(file: string): Promise<ImageProbe> {
+    await this.op('probe');
+    this.need(file);
+    return this.probes.get(file) ?? { format: 'qcow2', virtualSizeBytes: 1 << 30, head: new Uint8Array(0) };
+  }
+  async copyFile(source: string, target: string): Promise<number> {
+    await this.op('copy-file');
+    this.need(source);
+    this.world.files.add(target);
+    return 4096;
   }
   async convert(source: string, target: string): Promise<number> {
     await this.op('convert');

@@ -13,6 +13,7 @@ import { migrationRoutes } from '../../src/api/routes/migrations.js';
 import { networkRoutes, switchRoutes } from '../../src/api/routes/networks.js';
 import { nodeRoutes } from '../../src/api/routes/nodes.js';
 import { joinRoutes } from '../../src/api/routes/join.js';
+import { imageRoutes } from '../../src/api/routes/images.js';
 import { replicaRoutes } from '../../src/api/routes/replicas.js';
 import { backupRoutes } from '../../src/api/routes/storage.js';
 import { requestMigration, vmRoutes } from '../../src/api/routes/vms.js';
@@ -31,6 +32,7 @@ const ALL: Record<string, Record<string, RouteDef>> = {
   backupRoutes,
   vmRoutes,
   joinRoutes,
+  imageRoutes,
 };
 
 describe('the controller API in process', () => {

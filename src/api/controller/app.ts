@@ -10,6 +10,7 @@ import { createApp, errorResponse, limitBody } from '../http.js';
 import { mountCluster } from './cluster.js';
 import { mountEvents } from './events.js';
 import { mountJoin } from './join.js';
+import { mountImages } from './images.js';
 import { OPEN_PATHS, joinRoutes } from '../routes/join.js';
 import { nodeRoutes } from '../routes/nodes.js';
 import { peerIdentity, peerRefusal } from '../tls.js';
@@ -56,6 +57,7 @@ export function controllerApp(s: ControllerServices, opts: { assetDirs: string[]
   mountMigrations(app, s);
   mountNetworks(app, s);
   mountStorage(app, s);
+  mountImages(app, s);
   mountReplicas(app, s);
   mountEvents(app, s);
   mountMetrics(app, s);
