@@ -137,13 +137,14 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     return { alreadyRunning: true, started: [], config, controllerUrl: readEndpoint(layout, 'controller')!.url, startActions: { started: [], failed: [] } };
   }
   await ensureImage(progress);
+  // All at once: the controller waits for the switch's endpoint and each agent for the controller's.
   for (const name of missing) {
     const role = name === 'switch' || name === 'controller' ? name : 'agent';
     progress(`starting ${name}`);
     spawnDaemon(layout, role, name);
-    if (role !== 'agent') {
-      await waitUntil(() => daemonAlive(layout, name), 20_000, `starting ${name} (see ${layout.daemonLog(name)})`);
-    }
+  }
+  for (const name of missing.filter((n) => n === 'switch' || n === 'controller')) {
+    await waitUntil(() => daemonAlive(layout, name), 20_000, `starting ${name} (see ${layout.daemonLog(name)})`);
   }
   const controllerUrl = readEndpoint(layout, 'controller')!.url;
   progress('waiting for the nodes to report');
