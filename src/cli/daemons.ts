@@ -288,8 +288,8 @@ function daemonPids(layout: StateLayout): number[] {
   return pids;
 }
 
-/** The VMs whose QEMU runs on this host (their pid files under run/nodes/). */
-function runningQemu(layout: StateLayout): string[] {
+/** The QEMUs alive on this host, from their pid files under run/nodes/: each VM's name and pid. */
+function liveQemu(layout: StateLayout): { vm: string; pid: number }[] {
   const nodesDir = path.join(layout.run, 'nodes');
   if (!fs.existsSync(nodesDir)) return [];
   return fs.readdirSync(nodesDir).flatMap((node) =>
@@ -297,32 +297,28 @@ function runningQemu(layout: StateLayout): string[] {
       if (!f.endsWith('.json')) return [];
       try {
         const { pid } = JSON.parse(fs.readFileSync(path.join(nodesDir, node, f), 'utf8')) as { pid: number };
-        return pidAlive(pid) ? [f.slice(0, -5)] : [];
+        return pidAlive(pid) ? [{ vm: f.slice(0, -5), pid }] : [];
       } catch {
-        return [];
+        return []; // unreadable or gone
       }
     }),
   );
 }
 
+/** The VMs whose QEMU runs on this host. */
+function runningQemu(layout: StateLayout): string[] {
+  return liveQemu(layout).map((q) => q.vm);
+}
+
 /** QEMU processes whose agent is gone would otherwise outlive the cluster. */
 function killLeftoverQemu(layout: StateLayout): number[] {
   const killed: number[] = [];
-  const nodesDir = path.join(layout.run, 'nodes');
-  if (!fs.existsSync(nodesDir)) return killed;
-  for (const node of fs.readdirSync(nodesDir)) {
-    const dir = path.join(nodesDir, node);
-    for (const f of fs.readdirSync(dir)) {
-      if (!f.endsWith('.json')) continue;
-      try {
-        const { pid } = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { pid: number };
-        if (pidAlive(pid)) {
-          process.kill(pid, 'SIGKILL');
-          killed.push(pid);
-        }
-      } catch {
-        /* unreadable or gone */
-      }
+  for (const { pid } of liveQemu(layout)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+      killed.push(pid);
+    } catch {
+      /* gone */
     }
   }
   return killed;

@@ -61,8 +61,9 @@ export function parseAddressSpecs(texts: string[]): Record<string, string> {
 }
 
 /** This host's address in each network: the one given, or the one an interface holds in the network's subnet. */
-async function ownAddresses(networks: { name: string; subnet: string }[], given: Record<string, string>): Promise<Record<string, string>> {
-  const mine = await hostAddresses();
+type HostAddress = Awaited<ReturnType<typeof hostAddresses>>[number];
+
+function ownAddresses(networks: { name: string; subnet: string }[], given: Record<string, string>, mine: HostAddress[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const n of networks) {
     const address = given[n.name] ?? mine.find((a) => inSubnet(a.address, n.subnet))?.address;
@@ -77,8 +78,7 @@ async function ownAddresses(networks: { name: string; subnet: string }[], given:
 }
 
 /** Each address with the interface that holds it, as host.json records them. */
-async function withInterfaces(list: { network: string; address: string }[]): Promise<{ network: string; address: string; iface?: string }[]> {
-  const mine = await hostAddresses();
+function withInterfaces(list: { network: string; address: string }[], mine: HostAddress[]): { network: string; address: string; iface?: string }[] {
   return list.map((a) => {
     const iface = mine.find((m) => m.address === a.address)?.iface;
     return iface ? { ...a, iface } : a;
@@ -86,9 +86,9 @@ async function withInterfaces(list: { network: string; address: string }[]): Pro
 }
 
 /** The management network when none is given: the subnet of the default route's interface. */
-async function defaultManagement(): Promise<NetworkSpec> {
+async function defaultManagement(mine: HostAddress[]): Promise<NetworkSpec> {
   const dev = await defaultRouteInterface();
-  const a = (await hostAddresses()).find((x) => x.iface === dev && x.iface !== 'lo');
+  const a = mine.find((x) => x.iface === dev && x.iface !== 'lo');
   if (!a) throw errors.usage('this host has no default route to take the management network from; give it with --network management=CIDR');
   const mask = a.prefixLength === 0 ? 0 : (0xffffffff << (32 - a.prefixLength)) >>> 0;
   const n = a.address.split('.').reduce((v, p) => v * 256 + Number(p), 0) & mask;
@@ -172,13 +172,15 @@ export async function initCluster(layout: StateLayout, o: InitOptions): Promise<
   refuseExisting(layout);
   checkShared(o.shared);
   const name = o.name ?? os.hostname();
-  const specs = o.networks.some((n) => n.role === 'management') ? o.networks : [await defaultManagement(), ...o.networks];
+  // The host's interfaces and addresses, read once.
+  const mine = await hostAddresses();
+  const specs = o.networks.some((n) => n.role === 'management') ? o.networks : [await defaultManagement(mine), ...o.networks];
   for (const [i, n] of specs.entries()) if (specs.findIndex((x) => x.name === n.name) !== i) throw errors.usage(`--network ${n.name} is given twice`);
-  const addresses = await ownAddresses(specs, o.addresses);
+  const addresses = ownAddresses(specs, o.addresses, mine);
   const management = specs.find((n) => n.role === 'management')!;
   const migration = specs.find((n) => n.role === 'migration') ?? management;
   const mgmtAddress = addresses[management.name]!;
-  const uplink = (await hostAddresses()).find((a) => a.address === mgmtAddress)?.iface;
+  const uplink = mine.find((a) => a.address === mgmtAddress)?.iface;
   const port = o.port ?? DEFAULT_CONTROLLER_PORT;
   const url = `https://${mgmtAddress}:${port}`;
   const nicBackend = o.nicBackend ?? 'bridge';
@@ -209,7 +211,10 @@ export async function initCluster(layout: StateLayout, o: InitOptions): Promise<
     name,
     controllers: [url],
     shared: o.shared,
-    addresses: await withInterfaces(networks.map((n) => ({ network: n.name, address: addresses[n.name]! }))),
+    addresses: withInterfaces(
+      networks.map((n) => ({ network: n.name, address: addresses[n.name]! })),
+      mine,
+    ),
     migrationAddress: addresses[migration.name]!,
     nicBackend,
     ...(o.memoryMiB ? { memoryMiB: o.memoryMiB } : {}),
@@ -330,7 +335,8 @@ export async function joinCluster(
   const info = { ...joinInfo, url: origin };
   try {
     const name = o.name ?? os.hostname();
-    const addresses = await ownAddresses(info.networks, o.addresses);
+    const mine = await hostAddresses();
+    const addresses = ownAddresses(info.networks, o.addresses, mine);
     const keys = generateKeyPair();
     progress(`joining ${info.clusterName} (${info.clusterId}) as ${name}`);
     const answer = await api.call(joinRoutes.join, {
@@ -355,7 +361,10 @@ export async function joinCluster(
       name,
       controllers: answer.controllers,
       shared: o.shared,
-      addresses: await withInterfaces(info.networks.map((n) => ({ network: n.name, address: addresses[n.name]! }))),
+      addresses: withInterfaces(
+        info.networks.map((n) => ({ network: n.name, address: addresses[n.name]! })),
+        mine,
+      ),
       migrationAddress: answer.migrationAddress,
       nicBackend: o.nicBackend ?? 'bridge',
       ...(o.memoryMiB ? { memoryMiB: o.memoryMiB } : {}),

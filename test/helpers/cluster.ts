@@ -52,6 +52,19 @@ export async function waitFor<T>(
   }
 }
 
+/** Runs the real `ferry` CLI with `--state state`, for tests without a TestCluster (the lab, init). */
+export function runFerry(state: string, args: string[]): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', state, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
 /** Every process whose command line mentions `needle` (the state directory). */
 export function processesMentioning(needle: string): string[] {
   const found: string[] = [];

@@ -5,26 +5,14 @@
  * twice is refused; `ferry down` leaves nothing.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { projectRoot } from '../../src/config/paths.js';
-import { freePort, processesMentioning, socketsUnder } from '../helpers/cluster.js';
+import { freePort, processesMentioning, runFerry, socketsUnder } from '../helpers/cluster.js';
 
-function ferry(state: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', state, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const ferry = runFerry;
 
 describe('ferry init', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-init-'));

@@ -6,7 +6,6 @@
  * directory, its daemons running in the hosts).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,28 +14,12 @@ import { type Lab, labEtcdStatus } from '../../src/lab/lab.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { EtcdStore } from '../../src/store/etcd-store.js';
 import { pidAlive } from '../../src/system/process.js';
-import { processesMentioning } from '../helpers/cluster.js';
+import { processesMentioning, runFerry } from '../helpers/cluster.js';
 import { labHostDir } from '../../src/cli/lab-cluster.js';
 import { tlsFetch } from '../../src/api/tls.js';
 import { createAuthority, generateKeyPair, issueCertificate } from '../../src/system/pki.js';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function ferry(state: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', state, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const ferry = runFerry;
 
 const linksNamed = (part: string) => fs.readdirSync('/sys/class/net').filter((n) => n.includes(part));
 const namespacesNamed = (part: string) => (fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns').filter((n) => n.includes(part)) : []);
