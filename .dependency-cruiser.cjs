@@ -19,7 +19,10 @@ module.exports = {
       severity: 'error',
       comment: 'Domain rules and records import nothing with side effects.',
       from: { path: '^src/domain/' },
-      to: { pathNot: ['^src/domain/', '^node:path$', '^path$', 'node_modules/@hono/zod-openapi|node_modules/zod'], dependencyTypesNot: ['type-only'] },
+      to: {
+        pathNot: ['^src/domain/', '^node:path$', '^path$', 'node_modules/@hono/zod-openapi|node_modules/zod|node_modules/yaml'],
+        dependencyTypesNot: ['type-only'],
+      },
     },
     { name: 'ports-are-interfaces', severity: 'error', from: { path: '^src/ports/' }, to: { pathNot: ['^src/domain/', '^src/ports/'] } },
     {

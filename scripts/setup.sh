@@ -12,7 +12,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # package's own service is not started). e2fsprogs: the tests' small file systems.
 # iputils-ping: the lab client pings VMs every few milliseconds; tcpdump: it watches the announce after a move.
 # xorriso, fdisk: the image library's tests make real ISOs and partitioned raw disks.
-packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev etcd-server e2fsprogs iputils-ping tcpdump xorriso fdisk)
+# ovmf: UEFI firmware for VMs (--firmware uefi). mmdebstrap, dosfstools, mtools, syslinux, grub-efi-amd64-bin:
+# ferry image build debian. grub-pc-bin: the tests' bootable ISO (grub-mkrescue). openssh-client: SSH into guests.
+packages=(qemu-system-x86 qemu-utils busybox-static iproute2 gcc libc6-dev etcd-server e2fsprogs iputils-ping tcpdump xorriso fdisk
+  ovmf mmdebstrap dosfstools mtools syslinux syslinux-common grub-efi-amd64-bin grub-pc-bin openssh-client)
 [ "${FERRY_SETUP_CHROMIUM:-0}" = 1 ] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
@@ -49,6 +52,15 @@ if [ "${qemu_major:-0}" -lt 10 ] && grep -q '^12' /etc/debian_version 2>/dev/nul
     -t bookworm-backports qemu-system-x86 qemu-utils >&2
 fi
 
+# The tests' Debian image (FERRY_SETUP_DEBIAN=1, from npm test): built beside the npm install and the build, which
+# barely use the network, and waited for at the end. Cached: a second run finds it at once.
+debian_pid=
+if [ "${FERRY_SETUP_DEBIAN:-0}" = 1 ]; then
+  debian_log=$(mktemp)
+  bash scripts/build-debian-image.sh "${FERRY_CACHE:-$HOME/.cache/ferry}" >/dev/null 2>"$debian_log" &
+  debian_pid=$!
+fi
+
 if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [ ! -d node_modules/playwright-core ] || [ package.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
@@ -66,3 +78,13 @@ node --input-type=module -e "
 import { findImage, ensureImage } from './dist/src/guest/image.js';
 if (!findImage()) { await ensureImage((l) => process.stderr.write('setup: ' + l + '\n')); }
 "
+
+if [ -n "$debian_pid" ]; then
+  if ! wait "$debian_pid"; then
+    cat "$debian_log" >&2
+    say "the Debian image build failed"
+    exit 1
+  fi
+  grep '^debian image: ready' "$debian_log" | sed 's/^/setup: /' >&2 || true
+  rm -f "$debian_log"
+fi

@@ -16,7 +16,7 @@ import { NIC_BACKENDS, OFFLOADS, validateOffloads } from '../domain/nic.js';
 import { METRIC_RANGE, NETWORK_ROLES } from '../domain/networks.js';
 import { NAMED_POLICIES, namedPolicy } from '../domain/policy.js';
 import { parseStorageRoots } from '../domain/storage-roots.js';
-import { LIMITS, NAME_PATTERN, RunState, START_ACTIONS } from '../domain/records.js';
+import { FIRMWARES, LIMITS, NAME_PATTERN, RunState, START_ACTIONS } from '../domain/records.js';
 
 const RUN_STATES = Object.values(RunState) as [RunState, ...RunState[]];
 import { REPLICA_INTERVALS, REPLICA_KEEP } from '../domain/replicas.js';
@@ -206,6 +206,18 @@ export const PolicyOrName = z
   })
   .transform((p) => (typeof p === 'string' ? { ...namedPolicy(p)! } : p));
 
+export const GuestReportSchema = z.union([
+  z.object({
+    agent: z.literal(true),
+    os: z.string().optional(),
+    kernel: z.string().optional(),
+    hostname: z.string().optional(),
+    interfaces: z.array(z.object({ name: z.string(), mac: z.string().optional(), addresses: z.array(z.string()) })),
+    cloudInit: z.object({ state: z.enum(['done', 'error', 'not-run']), datasource: z.string().optional(), errors: z.array(z.string()).optional() }).optional(),
+  }),
+  z.object({ agent: z.literal(false), reason: z.string() }),
+]);
+
 export const VmSchema = z
   .object({
     name: z.string(),
@@ -230,6 +242,17 @@ export const VmSchema = z
     policy: PolicySchema.optional(),
     startAction: z.enum(START_ACTIONS).optional(),
     runningAtDown: z.boolean().optional(),
+    boot: z
+      .object({
+        firmware: z.enum(FIRMWARES),
+        image: z.string().optional(),
+        linked: z.boolean().optional(),
+        iso: z.string().optional(),
+        isoFile: z.string().optional(),
+        efiVarsPath: z.string().optional(),
+        seedPath: z.string().optional(),
+      })
+      .optional(),
   })
   .openapi('Vm');
 
@@ -274,6 +297,7 @@ export const VmViewSchema = VmSchema.extend({
   nic: z.object({ backend: z.string(), offered: z.array(z.string()), negotiated: z.array(z.string()) }).optional(),
   runState: InstanceSchema.shape.runState.optional().openapi({ description: "the process's run state as its node reports it (running, paused, io-error, …)" }),
   network: z.enum(['connected', 'disconnected']).optional().openapi({ description: 'whether the NIC is plugged into its virtual switch (stream NICs)' }),
+  guest: GuestReportSchema.optional().openapi({ description: "what the guest's agent says (a running VM with its own OS)" }),
 }).openapi('VmView');
 
 export const TuningSchema = z
@@ -490,6 +514,8 @@ export const BackupSchema = z
     mergedOn: z.string().optional(),
     movedTo: z.string().optional(),
     mergeError: z.string().optional(),
+    quiesced: z.boolean().optional(),
+    quiesceNote: z.string().optional(),
     bytes: z.number().optional(),
     scheduled: z.boolean().optional(),
     mergedFrom: z.array(z.string()).optional(),
@@ -688,17 +714,35 @@ export const OffloadsInput = z
   })
   .openapi({ description: `a list of ${OFFLOADS.join(', ')}, or 'all' / 'none'` });
 
+/** cloud-init as sent: the user's #cloud-config text and SSH public keys (the controller parses them: YAML is not loaded for every CLI call). */
+const CloudInitInput = z
+  .strictObject({
+    userData: z.string().max(65536, { error: 'user data is at most 64 KiB' }).optional(),
+    sshKeys: z.array(z.string().max(16384)).max(32).optional(),
+  })
+  .openapi({ description: "cloud-init NoCloud: the user's #cloud-config and SSH public keys for the image's default user" });
+
+export const ImageName = z
+  .string({ error: (iss) => `image name '${shown(iss.input)}' is malformed: use 1-32 lowercase letters, digits, '.', '_' and '-', starting with a letter` })
+  .regex(/^[a-z][a-z0-9._-]{0,31}$/)
+  .openapi({ example: 'debian-12' });
+
 export const VmCreateBody = z
   .strictObject({
     name: VmName,
     memoryMiB: wholeNumber('memory (MiB)', LIMITS.memoryMiB).default(256),
     cpus: wholeNumber('CPUs', LIMITS.cpus).default(1),
-    diskGiB: wholeNumber('disk (GiB)', LIMITS.diskGiB).default(1),
+    diskGiB: wholeNumber('disk (GiB)', LIMITS.diskGiB).optional().openapi({ description: "default 1, or the image's size" }),
     workload: WorkloadText.default('idle'),
     node: NodeName.optional(),
     compat: onOff('compat').optional(),
     switch: SwitchName.optional(),
     offloads: OffloadsInput.optional(),
+    image: ImageName.optional().openapi({ description: 'boot its own OS from a linked clone of this library image' }),
+    fullCopy: z.boolean().optional().openapi({ description: 'copy the image instead of a linked clone' }),
+    iso: ImageName.optional().openapi({ description: 'attach this library ISO as a CD-ROM that boots first' }),
+    firmware: z.enum(FIRMWARES, { error: (iss) => `--firmware must be bios or uefi, got '${shown(iss.input)}'` }).optional(),
+    cloudInit: CloudInitInput.optional(),
   })
   .openapi('VmCreate');
 

@@ -20,6 +20,9 @@ import type { ClusterConfig } from '../domain/cluster.js';
 import { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
 import { isActive, VOLUME_MARKER, type VmRecord, VmState } from '../domain/records.js';
+import { usesImage } from '../domain/images.js';
+import type { ImageBuilder } from '../ports/image-builder.js';
+import { debianBuilder } from '../guest/debian.js';
 import { AgentClient, identifyAgent } from '../node/client.js';
 import { tlsFetch } from '../api/tls.js';
 import { clientTls, openLayout, readCaKey, serverTls } from '../config/host-config.js';
@@ -47,7 +50,7 @@ import { StoreNodes } from './core/nodes.js';
 import { StoreSettings } from './core/settings.js';
 import { StoreVms } from './core/vms.js';
 import { CpuBaselines } from './cpu-baselines.js';
-import { Lifecycle } from './lifecycle.js';
+import { Lifecycle, type VmCreate } from './lifecycle.js';
 import { Maintenance } from './maintenance.js';
 import { Joining } from './joining.js';
 import { Images } from './storage/images.js';
@@ -91,6 +94,8 @@ export interface ControllerPorts {
   authority?: ClusterAuthority;
   /** Component tests inject failures and hangs before phases here; a daemon has none. */
   phaseGate?: PhaseGate;
+  /** Builds images from recipes (`ferry image build debian`). */
+  builder: ImageBuilder;
 }
 
 export interface ControllerRuntime {
@@ -129,7 +134,18 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     });
   };
   const networks = new ClusterNetworks(store, nodes, events, p.reach);
+  const images = new Images({
+    store,
+    volume: p.volume,
+    settings,
+    layout: p.layout,
+    clock,
+    events,
+    builder: p.builder,
+    usedBy: async (image) => (await vms.list()).filter((v) => usesImage(v, image)).map((v) => v.name),
+  });
   const lifecycle = new Lifecycle({
+    image: (name) => images.get(name),
     vms,
     nodes,
     locks,
@@ -191,7 +207,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     switches,
     noteBaselines: () => baselines.note(),
   });
-  const createVm = (v: { name: string; memoryMiB: number; cpus: number; diskGiB: number; workload: string; switch?: string }) => lifecycle.create(v);
+  const createVm = (v: VmCreate) => lifecycle.create(v);
   const backups = new Backups({
     store,
     vms,
@@ -207,7 +223,6 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     deleteVm: (n) => lifecycle.delete(n),
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
-  const images = new Images({ store, volume: p.volume, settings, layout: p.layout, clock, events });
   const schedules = new BackupSchedules({ store, vms, events, clock, log, backups });
   const incoming = new IncomingReplicas({
     store,
@@ -285,6 +300,14 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     settings,
     baselines,
     volume: p.volume,
+    guestOf: async (name) => {
+      const vm = await vms.get(name);
+      try {
+        return await (await nodes.agent(await nodes.get(vm.node))).guest(vm.name, { timeoutMs: 20_000 });
+      } catch (e) {
+        return { agent: false, reason: `node '${vm.node}' did not say: ${(e as Error).message}` };
+      }
+    },
     nicOf: async (name) => {
       const vm = await vms.get(name);
       try {
@@ -430,6 +453,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     switch: new SwitchClient(() => readEndpoint(layout, 'switch')?.url ?? o.switchUrl, token),
     connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch),
     volume: new QemuVolume(layout.run),
+    builder: debianBuilder,
     reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),
     remote: remoteCluster,
     identify: (agentUrl) => identifyAgent(agentUrl, agentFetch),

@@ -14,14 +14,18 @@ import type { MigrationPolicy } from '../domain/policy.js';
 import {
   type CpuIdentity,
   describeRunState,
+  type Firmware,
   nodeRefusal,
   RunState,
   type StartAction,
   startsWithCluster,
+  type VmBoot,
   type VmRecord,
   type VmSpec,
   VmState,
 } from '../domain/records.js';
+import { SEED_LABEL, cloudInitSeed, parseCloudConfig, parseSshKeys } from '../domain/cloud-init.js';
+import type { ImageRecord } from '../domain/images.js';
 import { DEFAULT_SWITCH, switchOf } from '../domain/switches.js';
 import { DEFAULT_TUNING } from '../domain/tuning.js';
 import { ipFor, macFor } from '../domain/addresses.js';
@@ -41,8 +45,19 @@ export interface VmCreate {
   name: string;
   memoryMiB: number;
   cpus: number;
-  diskGiB: number;
+  /** Absent: 1 GiB, or the image's size for a VM made from one. */
+  diskGiB?: number;
   workload: string;
+  /** Its own OS: the disk is a linked clone of this library image (or with `fullCopy`, a copy). */
+  image?: string;
+  fullCopy?: boolean;
+  /** A library ISO attached as a CD-ROM that boots first (an installer). */
+  iso?: string;
+  firmware?: Firmware;
+  /** cloud-init: the user's #cloud-config text and SSH public keys. */
+  cloudInit?: { userData?: string; sshKeys?: string[] };
+  /** A restore or replica of a VM with its own OS: its boot as it was (the disk's files come from the copy). */
+  bootOf?: VmBoot;
   node?: string;
   compat?: boolean;
   switch?: string;
@@ -73,6 +88,26 @@ export interface LifecycleDeps {
   switchBindings: (name: string) => Promise<{ node: string; iface: string }[]>;
   /** The CPU a fresh boot of `vm` on `node` gets: the node's, or its vendor's baseline in compatibility mode. */
   bootCpu: (vm: VmRecord, node: string) => Promise<CpuIdentity | undefined>;
+  /** A library image by name; throws naming it when there is none. */
+  image: (name: string) => Promise<ImageRecord>;
+}
+
+const GiB = 1073741824;
+
+/** The user's cloud-init as checked input: a #cloud-config mapping and SSH keys, or one line naming what is wrong. */
+function parseCloudInit(c: { userData?: string; sshKeys?: string[] }): { userConfig?: Record<string, unknown>; sshKeys?: string[] } {
+  const out: { userConfig?: Record<string, unknown>; sshKeys?: string[] } = {};
+  if (c.userData !== undefined) {
+    const parsed = parseCloudConfig(c.userData, 'the cloud-init user data');
+    if ('error' in parsed) throw errors.invalid('cloud-init', parsed.error);
+    out.userConfig = parsed.config;
+  }
+  if (c.sshKeys?.length) {
+    const keys = parseSshKeys(c.sshKeys.join('\n'), 'the SSH keys');
+    if (!Array.isArray(keys)) throw errors.invalid('ssh-key', keys.error);
+    out.sshKeys = keys;
+  }
+  return out;
 }
 
 export class Lifecycle {
@@ -84,6 +119,7 @@ export class Lifecycle {
     if (await vms.find(v.name)) throw errors.alreadyExists('VM', v.name);
     if (tcpPeer(v.workload) === v.name) throw errors.invalid('workload', `VM '${v.name}' cannot be its own tcp-client peer`);
     await this.d.switchExists(v.switch ?? DEFAULT_SWITCH);
+    const plan = await this.planBoot(v);
     const index = await vms.nextIndex();
     const diskPath = layout.diskPath(v.name);
     const now = clock.nowMs();
@@ -91,7 +127,7 @@ export class Lifecycle {
       name: v.name,
       memoryMiB: v.memoryMiB,
       cpus: v.cpus,
-      diskGiB: v.diskGiB,
+      diskGiB: plan.diskGiB,
       diskPath,
       mac: macFor(index),
       ip: ipFor(index),
@@ -104,16 +140,80 @@ export class Lifecycle {
     };
     if (v.compat) record.compat = true;
     if (v.offloads) record.nicOffloads = v.offloads;
+    const made: string[] = [];
     try {
-      await volume.create(diskPath, v.diskGiB * 1073741824);
+      made.push(diskPath);
+      if (plan.image) await volume.clone(diskPath, { file: plan.image.file, format: plan.image.format }, plan.diskGiB * GiB, { full: !plan.boot?.linked });
+      else await volume.create(diskPath, plan.diskGiB * GiB);
+      if (plan.boot) {
+        const boot: VmBoot = { ...plan.boot };
+        if (boot.firmware === 'uefi') {
+          boot.efiVarsPath = layout.efiVars(v.name);
+          made.push(boot.efiVarsPath);
+          await volume.createFirmwareVars(boot.efiVarsPath);
+        }
+        if (v.cloudInit) {
+          boot.seedPath = layout.seed(v.name);
+          made.push(boot.seedPath);
+          const seed = cloudInitSeed({ name: v.name, instanceId: `ferry-${v.name}-${now}`, mac: record.mac, ip: record.ip, ...plan.cloudInit });
+          await volume.writeIso(boot.seedPath, SEED_LABEL, seed);
+        }
+        record.boot = boot;
+      }
       await vms.create(record);
     } catch (e) {
-      volume.remove(diskPath);
+      for (const f of made) volume.remove(f);
       throw toFerryError(e);
     }
     volume.touch(layout.consoleLog(v.name));
-    await this.d.events.emit({ type: 'vm.created', vm: v.name, message: `VM ${v.name} created` });
+    const what = plan.boot
+      ? `: ${plan.boot.image ? `${plan.boot.linked ? 'a linked clone of' : 'a copy of'} image ${plan.boot.image}` : 'an empty disk'}${plan.boot.iso ? `, ISO ${plan.boot.iso}` : ''}, ${plan.boot.firmware}${v.cloudInit ? ', cloud-init' : ''}`
+      : '';
+    await this.d.events.emit({ type: 'vm.created', vm: v.name, message: `VM ${v.name} created${what}` });
     return record;
+  }
+
+  /** What a VM with its own OS boots (image, ISO, firmware), checked before anything is made; the built-in guest has none. */
+  private async planBoot(
+    v: VmCreate,
+  ): Promise<{ diskGiB: number; boot?: VmBoot; image?: ImageRecord; cloudInit?: { userConfig?: Record<string, unknown>; sshKeys?: string[] } }> {
+    if (v.bootOf) {
+      const boot: VmBoot = { firmware: v.bootOf.firmware };
+      // The copy's disk stands alone; an ISO stays attached if the library still has it.
+      if (v.bootOf.image) boot.image = v.bootOf.image;
+      if (v.bootOf.iso) {
+        const iso = await this.d.image(v.bootOf.iso).catch(() => undefined);
+        if (iso) Object.assign(boot, { iso: iso.name, isoFile: iso.file });
+      }
+      return { diskGiB: v.diskGiB ?? 1, boot };
+    }
+    if (v.image === undefined && v.iso === undefined) {
+      if (v.firmware) throw errors.invalid('firmware', "--firmware needs --image or --iso (Ferry's built-in guest boots its kernel directly)");
+      if (v.cloudInit) throw errors.invalid('cloud-init', '--cloud-init and --ssh-key need --image (a disk image with cloud-init in it)');
+      if (v.fullCopy) throw errors.invalid('full-copy', '--full-copy needs --image');
+      return { diskGiB: v.diskGiB ?? 1 };
+    }
+    if (v.workload !== 'idle') throw errors.invalid('workload', "workloads run in Ferry's built-in guest; a VM with --image or --iso runs its own OS");
+    const boot: VmBoot = { firmware: v.firmware ?? 'bios' };
+    let image: ImageRecord | undefined;
+    if (v.image !== undefined) {
+      image = await this.d.image(v.image);
+      if (image.format === 'iso') throw errors.invalid('image', `image '${image.name}' is an ISO: attach it with --iso`);
+      boot.image = image.name;
+      if (!v.fullCopy) boot.linked = true;
+    } else if (v.fullCopy) throw errors.invalid('full-copy', '--full-copy needs --image');
+    if (v.iso !== undefined) {
+      const iso = await this.d.image(v.iso);
+      if (iso.format !== 'iso') throw errors.invalid('iso', `image '${iso.name}' is a ${iso.format} disk, not an ISO: use --image`);
+      boot.iso = iso.name;
+      boot.isoFile = iso.file;
+    }
+    if (v.cloudInit && !image) throw errors.invalid('cloud-init', '--cloud-init and --ssh-key need --image (a disk image with cloud-init in it)');
+    const cloudInit = v.cloudInit ? parseCloudInit(v.cloudInit) : undefined;
+    const leastGiB = image ? Math.max(1, Math.ceil(image.virtualSizeBytes / GiB)) : 1;
+    if (image && v.diskGiB !== undefined && v.diskGiB * GiB < image.virtualSizeBytes)
+      throw errors.invalid('disk', `image '${image.name}' is ${(image.virtualSizeBytes / GiB).toFixed(1)} GiB: --disk must be at least ${leastGiB}`);
+    return { diskGiB: v.diskGiB ?? leastGiB, boot, ...(image ? { image } : {}), ...(cloudInit ? { cloudInit } : {}) };
   }
 
   /** What an agent needs to run the VM. */
@@ -129,6 +229,7 @@ export class Lifecycle {
       consoleLogPath: this.d.layout.consoleLog(vm.name),
       switch: switchOf(vm),
     };
+    if (vm.boot) spec.boot = vm.boot;
     if (spec.switch) spec.switchBindings = await this.d.switchBindings(spec.switch).catch(() => []);
     if (vm.guestCpu) spec.cpuModel = vm.guestCpu.model;
     if (vm.nicOffloads) spec.nicOffloads = vm.nicOffloads;
@@ -444,6 +545,7 @@ export class Lifecycle {
       await vms.remove(name);
       volume.remove(vm.diskPath);
       volume.remove(layout.consoleLog(name));
+      for (const f of [vm.boot?.efiVarsPath, vm.boot?.seedPath]) if (f) volume.remove(f);
       await this.d.events.emit({ type: 'vm.deleted', vm: name, message: `VM ${name} deleted` });
     });
   }

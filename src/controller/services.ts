@@ -7,7 +7,7 @@ import type { Clock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
 import type { MigrationRecord } from '../domain/migration.js';
 import type { NodeLoad } from '../domain/placement.js';
-import type { NicLink, RunState, VmRecord } from '../domain/records.js';
+import type { GuestReport, NicLink, RunState, VmRecord } from '../domain/records.js';
 import type { EventLog } from '../ports/events.js';
 import type { StoreHealth } from '../ports/store.js';
 import type { SwitchControl } from '../ports/switch-control.js';
@@ -70,6 +70,8 @@ export interface ControllerServices {
   baselines: CpuBaselines;
   volume: Volume;
   /** What a VM's NIC offers and its guest negotiated, asked of its node (for `vm show`). */
+  /** What a running VM's guest agent says of it (a VM with its own OS). */
+  guestOf: (vm: string) => Promise<GuestReport>;
   nicOf: (vm: string) => Promise<{ backend: string; offered: string[]; negotiated: string[] } | undefined>;
   /** Cancels every migration and shuts every VM down, each guest given `shutdownTimeoutMs` (`ferry down`). */
   down: (shutdownTimeoutMs: number) => Promise<{ stopped: string[]; forced: string[] }>;

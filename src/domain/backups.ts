@@ -37,6 +37,9 @@ export interface BackupRecord extends PhasedRecord {
   mergedFrom?: string[];
   /** The disk's virtual size. */
   sizeBytes: number;
+  /** The guest's file systems were frozen for the point in time (or the VM was stopped); false: crash-consistent. */
+  quiesced?: boolean;
+  quiesceNote?: string;
   node?: string;
   verified?: boolean;
   error?: string;

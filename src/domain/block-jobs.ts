@@ -15,6 +15,10 @@ export interface NbdEndpoint {
 export interface FreezeResult {
   base: string;
   overlay: string;
+  /** The guest's file systems were frozen (its agent's fsfreeze) at the point in time: a quiesced backup. */
+  quiesced?: boolean;
+  /** Why not, or how many file systems froze. */
+  quiesceNote?: string;
 }
 
 export interface ReplicaSyncResult {

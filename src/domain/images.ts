@@ -52,3 +52,8 @@ export function classifyImage(file: string, p: ImageProbe): ImageFormat | { erro
 }
 
 export const IMAGE_HEAD_BYTES = ISO_SIGNATURE_AT + 5;
+
+/** Whether a VM needs an image's file: its disk is a linked clone of it, or it has it attached as an ISO. */
+export function usesImage(vm: { boot?: { image?: string; linked?: boolean; iso?: string } }, image: string): boolean {
+  return (vm.boot?.image === image && vm.boot.linked === true) || vm.boot?.iso === image;
+}

@@ -80,6 +80,14 @@ export class StateLayout {
   diskPath(vm: string): string {
     return path.join(this.disks, `${vm}.qcow2`);
   }
+  /** A UEFI VM's firmware variables, beside its disk. */
+  efiVars(vm: string): string {
+    return path.join(this.disks, `${vm}.vars.fd`);
+  }
+  /** A VM's cloud-init seed. */
+  seed(vm: string): string {
+    return path.join(this.shared, 'seeds', `${vm}.iso`);
+  }
   consoleLog(vm: string): string {
     return path.join(this.consoles, `${vm}.log`);
   }

@@ -122,6 +122,32 @@ export interface VmRecord {
   startAction?: StartAction;
   /** The VM was running when `ferry down` shut it down (its if-running start action starts it again). */
   runningAtDown?: boolean;
+  /** What the VM boots; absent: Ferry's built-in guest (direct kernel boot). */
+  boot?: VmBoot;
+}
+
+export const FIRMWARES = ['bios', 'uefi'] as const;
+export type Firmware = (typeof FIRMWARES)[number];
+
+/**
+ * A VM that boots its own operating system through its firmware (SeaBIOS or
+ * OVMF) from its disk or an installer ISO, with a guest agent channel.
+ * Every file here is on the shared volume, so each host opens the same ones
+ * and a migration target gets the same devices.
+ */
+export interface VmBoot {
+  firmware: Firmware;
+  /** The library image the disk was made from. */
+  image?: string;
+  /** The disk is a linked clone: a qcow2 over the image's file. */
+  linked?: boolean;
+  /** A library ISO attached as a CD-ROM that boots first. */
+  iso?: string;
+  isoFile?: string;
+  /** OVMF's variables of this VM (uefi only). */
+  efiVarsPath?: string;
+  /** The cloud-init NoCloud seed: an ISO labelled cidata. */
+  seedPath?: string;
 }
 
 /** When a cluster starts: start the VM always, never, or if it was running when the cluster went down. */
@@ -154,7 +180,22 @@ export interface VmSpec {
   /** The NIC's requested offloads (virtio-net property names); absent: all. */
   nicOffloads?: string[];
   consoleLogPath: string;
+  /** The VM's own OS: firmware, CD-ROM, seed and guest agent channel; absent: the built-in guest. */
+  boot?: VmBoot;
 }
+
+/** What a guest's agent (qemu-guest-agent) says of the guest, or why there is nothing to say. */
+export type GuestReport =
+  | {
+      agent: true;
+      os?: string;
+      kernel?: string;
+      hostname?: string;
+      interfaces: { name: string; mac?: string; addresses: string[] }[];
+      /** cloud-init's verdict from /run/cloud-init/result.json: done, errors, or not (yet) run. */
+      cloudInit?: { state: 'done' | 'error' | 'not-run'; datasource?: string; errors?: string[] };
+    }
+  | { agent: false; reason: string };
 
 /** A guest's run state, as Ferry names it (QEMU's own names stay in the driver). */
 export const RunState = {

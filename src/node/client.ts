@@ -3,9 +3,9 @@ import { ApiClient, type Input, type Output, type RouteDef } from '../api/client
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import { ErrorCode, FerryError, isFerryError } from '../domain/errors.js';
 import type { Offload } from '../domain/nic.js';
-import type { NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
+import type { GuestReport, NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
-import type { GuestMeasurement, TransferTarget } from '../ports/hypervisor.js';
+import type { GuestMeasurement, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 import type { CallOptions, NodeAgent, StartOptions } from '../ports/node-agent.js';
 import { agentRoutes as r } from './routes.js';
 
@@ -59,8 +59,11 @@ export class AgentClient implements NodeAgent {
   async stop(vm: string, opts?: CallOptions): Promise<void> {
     await this.call(r.stop, { params: { name: vm } }, opts);
   }
-  shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<{ by: 'guest' | 'force'; ms: number }> {
+  shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<ShutdownResult> {
     return this.call(r.shutdown, { params: { name: vm }, body: { timeoutMs } }, opts, timeoutMs + 15_000);
+  }
+  guest(vm: string, opts?: CallOptions): Promise<GuestReport> {
+    return this.call(r.guest, { params: { name: vm } }, opts, 30_000);
   }
   async kill(vm: string, opts: CallOptions & { pid?: number } = {}): Promise<boolean> {
     return (await this.call(r.kill, { params: { name: vm }, query: opts.pid !== undefined ? { pid: opts.pid } : {} }, opts)).killed;

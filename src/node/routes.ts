@@ -29,6 +29,7 @@ import { answers, body } from '../api/route-helpers.js';
 import {
   ConsoleInputBody,
   Empty,
+  GuestReportSchema,
   InstanceSchema,
   NbdEndpointSchema,
   NodeCapabilitiesSchema,
@@ -41,7 +42,7 @@ import {
   wholeNumber,
 } from '../api/schemas.js';
 import { OFFLOADS } from '../domain/nic.js';
-import { LIMITS } from '../domain/records.js';
+import { FIRMWARES, LIMITS } from '../domain/records.js';
 
 const params = z.object({ name: VmName });
 const path = (s: string) =>
@@ -49,7 +50,9 @@ const path = (s: string) =>
     .string()
     .min(1)
     .max(4096)
-    .startsWith('/', { error: () => `${s} must be an absolute path` });
+    .startsWith('/', { error: () => `${s} must be an absolute path` })
+    // QEMU's option syntax separates with commas: a path with one would add options of its own.
+    .refine((p) => !p.includes(','), { error: () => `${s} must not contain a comma` });
 const address = z.string().regex(/^[0-9a-fA-F:.]{2,45}$/, { error: (iss) => `'${shown(iss.input)}' is not an IP address` });
 const port = z.number().int().min(1).max(65535);
 
@@ -84,6 +87,17 @@ export const SpecSchema = z
       .array(z.string().refine((o) => (OFFLOADS as readonly string[]).includes(o), { error: (iss) => `unknown NIC offload '${shown(iss.input)}'` }))
       .optional(),
     consoleLogPath: path('consoleLogPath'),
+    boot: z
+      .strictObject({
+        firmware: z.enum(FIRMWARES),
+        image: z.string().max(64).optional(),
+        linked: z.boolean().optional(),
+        iso: z.string().max(64).optional(),
+        isoFile: path('boot.isoFile').optional(),
+        efiVarsPath: path('boot.efiVarsPath').optional(),
+        seedPath: path('boot.seedPath').optional(),
+      })
+      .optional(),
   })
   .openapi('Spec');
 
@@ -95,7 +109,7 @@ const Measurement = z.object({
   nonZeroSamples: z.number(),
   ms: z.number(),
 });
-const Freeze = z.object({ base: z.string(), overlay: z.string() });
+const Freeze = z.object({ base: z.string(), overlay: z.string(), quiesced: z.boolean().optional(), quiesceNote: z.string().optional() });
 const Copy = z.object({ bytes: z.number(), ms: z.number() });
 const NbdTarget = z.strictObject({ address, port, export: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) });
 
@@ -150,10 +164,11 @@ export const agentRoutes = {
   shutdown: vm(
     'post',
     '/shutdown',
-    'Shut a guest down (ACPI power button), powering it off after timeoutMs',
+    'Shut a guest down (its agent, else the ACPI power button), powering it off after timeoutMs',
     body(z.strictObject({ timeoutMs: z.number().int().min(0).max(3_600_000) })),
-    z.object({ by: z.enum(['guest', 'force']), ms: z.number() }),
+    z.object({ by: z.enum(['guest', 'force']), via: z.enum(['agent', 'acpi']).optional(), ms: z.number() }),
   ),
+  guest: vm('get', '/guest', "What the guest's agent says of it", {}, GuestReportSchema),
   kill: vm('delete', '', 'Kill a guest now', { query: z.object({ pid: z.coerce.number().int().min(1).optional() }) }, z.object({ killed: z.boolean() })),
   pause: vm('post', '/pause', 'Pause', body(Empty, false), Ok),
   resume: vm('post', '/resume', 'Resume', body(Empty, false), Ok),

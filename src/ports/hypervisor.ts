@@ -13,7 +13,7 @@
  *   any ──(process ends)──► exited
  */
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
-import { type Accelerator, type CpuIdentity, RunState, type VmInstance, type VmSpec } from '../domain/records.js';
+import { type Accelerator, type CpuIdentity, type GuestReport, RunState, type VmInstance, type VmSpec } from '../domain/records.js';
 import type { NicBackend, Offload } from '../domain/nic.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
 
@@ -22,6 +22,8 @@ export { RunState };
 /** How a guest went: it powered off by itself (`guest`) or was powered off (`force`). */
 export interface ShutdownResult {
   by: 'guest' | 'force';
+  /** How the guest was asked: its agent, or the ACPI power button (a guest without an agent). */
+  via?: 'agent' | 'acpi';
   ms: number;
 }
 /** One guest process on this host (what the agent reports). */
@@ -80,6 +82,8 @@ export interface Hypervisor {
    * not running and so cannot hear the button) powers it off.
    */
   shutdown(name: string, timeoutMs: number): Promise<ShutdownResult>;
+  /** What the guest's agent says of it (a VM with its own OS); `agent: false` with the reason when none answers. */
+  guestReport(name: string): Promise<GuestReport>;
   /** Ends the process now; with `pid`, only if it is still that process. False when nothing was killed. */
   kill(name: string, pid?: number): Promise<boolean>;
   pause(name: string): Promise<void>;

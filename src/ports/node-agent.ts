@@ -4,10 +4,10 @@
  * use the same client against an in-process agent.
  */
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
-import type { NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
+import type { GuestReport, NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
 import type { Offload } from '../domain/nic.js';
-import type { GuestMeasurement, TransferTarget } from './hypervisor.js';
+import type { GuestMeasurement, ShutdownResult, TransferTarget } from './hypervisor.js';
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -31,7 +31,9 @@ export interface NodeAgent {
   start(spec: VmSpec, opts?: StartOptions): Promise<VmInstance>;
   stop(vm: string, opts?: CallOptions): Promise<void>;
   /** The guest is asked to shut down and powered off after `timeoutMs` if it has not. */
-  shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<{ by: 'guest' | 'force'; ms: number }>;
+  shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<ShutdownResult>;
+  /** What the guest's agent says of the guest. */
+  guest(vm: string, opts?: CallOptions): Promise<GuestReport>;
   /** Ends the VM's process now (only process `pid`, if given); false when none was killed. */
   kill(vm: string, opts?: CallOptions & { pid?: number }): Promise<boolean>;
   pause(vm: string, opts?: CallOptions): Promise<void>;

@@ -30,6 +30,12 @@ export interface Volume {
   probe(file: string): Promise<ImageProbe>;
   /** Copies a file whole (an image into the library), keeping holes; returns the bytes it takes. */
   copyFile(source: string, target: string): Promise<number>;
+  /** A linked clone: a new qcow2 of `sizeBytes` over `backing` (which must stay), or with `full`, a standalone copy grown to that size. */
+  clone(file: string, backing: { file: string; format: string }, sizeBytes: number, opts?: { full?: boolean }): Promise<void>;
+  /** A fresh copy of the UEFI firmware's variables (a VM's own NVRAM). */
+  createFirmwareVars(file: string): Promise<void>;
+  /** An ISO 9660 image holding `files` under volume label `label` (a cloud-init seed: cidata). */
+  writeIso(file: string, label: string, files: Record<string, string>): Promise<void>;
   /** A standalone qcow2 copy of `source` (a chain is flattened). */
   convert(source: string, target: string): Promise<number>;
   /** Replaces `file` by a flattened copy of `source` (extra convert arguments first), atomically. */

@@ -54,7 +54,9 @@ export async function freezeDisk(qmp: QmpClient, overlay: string, mode: 'full' |
   const root = await diskRootNode(exec);
   const disk = (await namedNodes(exec)).find((n) => n['node-name'] === root);
   if (!disk) throw new FerryError(ErrorCode.Internal, `QEMU has no node ${root}`);
-  if (disk.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is already frozen under an overlay (another backup has not merged yet)');
+  // Frozen means the disk runs on one of Ferry's overlays; a linked clone's own backing file (a library image) is not one.
+  if (disk.backing_file && path.dirname(disk.file) === path.dirname(overlay))
+    throw new FerryError(ErrorCode.InvalidState, 'the disk is already frozen under an overlay (another backup has not merged yet)');
   const hadBitmap = hasBitmap(disk, BACKUP_BITMAP);
   if (mode === 'incremental' && !hadBitmap) throw new FerryError(ErrorCode.BitmapMissing, 'the disk has no change bitmap: take a full backup first');
   // The overlay's size is its backing image's.
@@ -92,7 +94,9 @@ export async function mergeOverlay(qmp: QmpClient, copied: boolean): Promise<{ b
   if (!topNode?.backing_file) throw new FerryError(ErrorCode.InvalidState, 'the disk is not frozen under an overlay');
   const base = await nodeOfImage(exec, topNode.backing_file);
   const id = `merge-${Date.now().toString(36)}`;
-  await exec('block-commit', { 'job-id': id, device: top, 'auto-dismiss': false });
+  // Into the frozen image only: without base-node QEMU commits down to the bottom of the chain, which for a
+  // linked clone is the library's image that other VMs share.
+  await exec('block-commit', { 'job-id': id, device: top, 'base-node': base['node-name'], 'auto-dismiss': false });
   await waitJob(exec, id, 'ready');
   const swap = [
     ...(copied ? [{ type: 'block-dirty-bitmap-clear', data: { node: base['node-name'], name: BACKUP_BITMAP } }] : []),

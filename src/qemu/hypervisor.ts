@@ -14,7 +14,7 @@ import path from 'node:path';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import type { Offload } from '../domain/nic.js';
-import { RunState, type VmInstance, type VmSpec } from '../domain/records.js';
+import { type GuestReport, RunState, type VmInstance, type VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
 import type { GuestMeasurement, HostFacts, Hypervisor, LaunchOptions, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 import { detectAccelerator } from './accel.js';
@@ -51,6 +51,39 @@ export function runStateOf(status: QemuRunState | string): RunState {
     default:
       // paused, prelaunch, suspended, debug, finish-migrate, save-vm, restore-vm
       return RunState.Paused;
+  }
+}
+
+/**
+ * Freezes a guest's file systems through its agent (the role VSS plays in a
+ * Windows guest): writes are flushed and held until the thaw. Without an
+ * agent, or when the freeze fails, the backup goes on crash-consistent and
+ * says why.
+ */
+async function quiesceGuest(vm: QemuVm): Promise<{ quiesced: boolean; note: string; thaw: () => Promise<void> }> {
+  const agent = vm.agent;
+  if (!agent) return { quiesced: false, note: "Ferry's built-in guest has no guest agent", thaw: async () => {} };
+  try {
+    const frozen = await agent.call<number>('guest-fsfreeze-freeze', undefined, { timeoutMs: 30_000 });
+    return {
+      quiesced: true,
+      note: `${frozen} file system${frozen === 1 ? '' : 's'} frozen`,
+      thaw: async () => {
+        // A guest left frozen stops writing: try hard.
+        for (let i = 0; i < 5; i++) {
+          try {
+            await agent.call('guest-fsfreeze-thaw', undefined, { timeoutMs: 30_000 });
+            return;
+          } catch {
+            await new Promise((r) => setTimeout(r, 500));
+          }
+        }
+      },
+    };
+  } catch (e) {
+    // Half frozen is worse than not frozen: thaw whatever did freeze.
+    await agent.call('guest-fsfreeze-thaw', undefined, { timeoutMs: 10_000 }).catch(() => {});
+    return { quiesced: false, note: (e as Error).message, thaw: async () => {} };
   }
 }
 
@@ -127,7 +160,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   private removeRuntimeFiles(name: string): void {
-    for (const suffix of ['.json', '.qmp', '.serial', '.pid']) fs.rmSync(path.join(this.o.runDir, name + suffix), { force: true });
+    for (const suffix of ['.json', '.qmp', '.serial', '.pid', '.qga']) fs.rmSync(path.join(this.o.runDir, name + suffix), { force: true });
   }
 
   private vm(name: string): QemuVm {
@@ -219,6 +252,7 @@ export class QemuHypervisor implements Hypervisor {
         serialSocket: path.join(run, `${spec.name}.serial`),
         nic: opts.nic,
         pidFile: path.join(run, `${spec.name}.pid`),
+        ...(spec.boot ? { qgaSocket: path.join(run, `${spec.name}.qga`) } : {}),
         incoming: opts.incoming,
       },
       this.descriptorPath(spec.name),
@@ -241,9 +275,15 @@ export class QemuHypervisor implements Hypervisor {
     const started = Date.now();
     const runs = (await this.get(name).catch(() => undefined))?.runState === RunState.Running;
     this.vms.delete(name);
-    const by = await vm.shutdown(timeoutMs, runs);
+    const how = await vm.shutdown(timeoutMs, runs);
     this.removeRuntimeFiles(name);
-    return { by, ms: Date.now() - started };
+    return how === 'force' ? { by: 'force', ms: Date.now() - started } : { by: 'guest', via: how, ms: Date.now() - started };
+  }
+
+  async guestReport(name: string): Promise<GuestReport> {
+    const vm = this.vm(name);
+    if (!vm.agent) return { agent: false, reason: "Ferry's built-in guest has no guest agent" };
+    return vm.agent.report();
   }
 
   async kill(name: string, pid?: number): Promise<boolean> {
@@ -341,11 +381,17 @@ export class QemuHypervisor implements Hypervisor {
 
   // ---- block jobs -----------------------------------------------------------
 
+  /** The disk's point in time; with a guest agent the guest's file systems are frozen for it and thawed right after (quiesced). */
   async freezeDisk(name: string, overlay: string, mode: 'full' | 'incremental'): Promise<FreezeResult> {
     const vm = this.vm(name);
-    const res = await freezeDisk(vm.qmp, overlay, mode);
-    this.saveDiskPath(vm, res.overlay);
-    return res;
+    const quiesce = await quiesceGuest(vm);
+    try {
+      const res = await freezeDisk(vm.qmp, overlay, mode);
+      this.saveDiskPath(vm, res.overlay);
+      return { ...res, quiesced: quiesce.quiesced, quiesceNote: quiesce.note };
+    } finally {
+      await quiesce.thaw();
+    }
   }
 
   async mergeOverlay(name: string, copied: boolean): Promise<{ base: string; overlay: string }> {

@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { ErrorCode, FerryError } from '../domain/errors.js';
 import { QmpClient } from './qmp/client.js';
+import { GuestAgent } from './guest-agent.js';
 import { type QemuLaunch, qemuArgv } from './argv.js';
 import { pidAlive } from '../system/process.js';
 
@@ -50,6 +51,8 @@ export class QemuVm {
   private closing = false;
   /** Resolves when QEMU's QMP connection closes: the process is gone. */
   readonly gone: Promise<void>;
+  /** The guest agent's channel, for a VM with its own OS. */
+  readonly agent: GuestAgent | undefined;
 
   /** The NIC's link to its switch (a stream NIC only): from QEMU's events, first asked when taken over. */
   network: NicLink | undefined;
@@ -59,6 +62,7 @@ export class QemuVm {
     readonly qmp: QmpClient,
   ) {
     this.gone = qmp.waitClosed();
+    this.agent = descriptor.launch.qgaSocket ? new GuestAgent(descriptor.launch.qgaSocket) : undefined;
     this.connectSerial();
     if (descriptor.launch.nic.kind === 'stream') {
       qmp.on((e) => {
@@ -85,7 +89,7 @@ export class QemuVm {
   }
 
   static async launch(launch: QemuLaunch, descriptorPath: string, stderrPath: string): Promise<QemuVm> {
-    for (const p of [launch.qmpSocket, launch.serialSocket, launch.pidFile]) fs.rmSync(p, { force: true });
+    for (const p of runtimeFiles(launch)) fs.rmSync(p, { force: true });
     const errFd = fs.openSync(stderrPath, 'w');
     const child = spawn('qemu-system-x86_64', qemuArgv(launch), { detached: true, stdio: ['ignore', errFd, errFd] });
     fs.closeSync(errFd);
@@ -95,7 +99,8 @@ export class QemuVm {
     child.unref();
     const pid = child.pid;
     // QEMU creates its chardev sockets one after the other: wait for both.
-    const ready = await waitFor(() => exited || (fs.existsSync(launch.qmpSocket) && fs.existsSync(launch.serialSocket)), 15_000);
+    const sockets = [launch.qmpSocket, launch.serialSocket, ...(launch.qgaSocket ? [launch.qgaSocket] : [])];
+    const ready = await waitFor(() => exited || sockets.every((p) => fs.existsSync(p)), 15_000);
     if (exited || !ready || pid === undefined) {
       const stderr = fs.existsSync(stderrPath) ? fs.readFileSync(stderrPath, 'utf8').trim() : '';
       if (pid !== undefined && !exited) killHard(pid);
@@ -108,6 +113,7 @@ export class QemuVm {
     try {
       fs.chmodSync(launch.qmpSocket, 0o600);
       fs.chmodSync(launch.serialSocket, 0o600);
+      if (launch.qgaSocket) fs.chmodSync(launch.qgaSocket, 0o600);
       qmp = await QmpClient.connect(launch.qmpSocket);
     } catch (e) {
       // Never leave a QEMU behind that nobody manages.
@@ -158,13 +164,28 @@ export class QemuVm {
     await this.cleanup();
   }
 
-  /** The ACPI power button, then up to `timeoutMs` for the guest to power off; `quit` if it has not. */
-  async shutdown(timeoutMs: number, guestRuns: boolean): Promise<'guest' | 'force'> {
-    if (guestRuns) {
+  /**
+   * Asks the guest to power off: through its agent when it has one that
+   * answers, else with the ACPI power button; then up to `timeoutMs` for it to
+   * go, and `quit` if it has not.
+   */
+  async shutdown(timeoutMs: number, guestRuns: boolean): Promise<'agent' | 'acpi' | 'force'> {
+    const deadline = Date.now() + timeoutMs;
+    if (guestRuns && this.agent) {
+      this.closing = true;
+      const asked = await this.agent.call('guest-shutdown', { mode: 'powerdown' }, { noReply: true }).then(
+        () => true,
+        () => false,
+      );
+      if (asked && (await waitFor(() => !pidAlive(this.pid), deadline - Date.now(), 50))) {
+        await this.cleanup();
+        return 'agent';
+      }
+    }
+    if (guestRuns && Date.now() < deadline) {
       this.closing = true;
       // A guest that misses the press (still booting, its ACPI not listening yet, too busy) gets another every
       // second until the timeout; one already shutting down ignores them.
-      const deadline = Date.now() + timeoutMs;
       let pressedOnce = false;
       while (Date.now() < deadline) {
         const pressed = await this.qmp.execute('system_powerdown', {}, { timeoutMs: 2_000 }).then(
@@ -175,7 +196,7 @@ export class QemuVm {
         pressedOnce ||= pressed;
         if (await waitFor(() => !pidAlive(this.pid), Math.min(POWER_BUTTON_REPEAT_MS, deadline - Date.now()), 50)) {
           await this.cleanup();
-          return 'guest';
+          return 'acpi';
         }
       }
     }
@@ -213,8 +234,7 @@ export class QemuVm {
       });
     this.serial?.destroy();
     this.qmp.close();
-    const l = this.descriptor.launch;
-    for (const p of [l.qmpSocket, l.serialSocket, l.pidFile]) fs.rmSync(p, { force: true });
+    for (const p of runtimeFiles(this.descriptor.launch)) fs.rmSync(p, { force: true });
   }
 
   /** Console output that could not be written (a full or failing disk), counted until it can be said in the log. */
@@ -266,6 +286,10 @@ export class QemuVm {
       if (!this.closing && !this.qmp.closed) setTimeout(() => !this.closing && this.connectSerial(), 200);
     });
   }
+}
+
+function runtimeFiles(l: QemuLaunch): string[] {
+  return [l.qmpSocket, l.serialSocket, l.pidFile, ...(l.qgaSocket ? [l.qgaSocket] : [])];
 }
 
 function killHard(pid: number): void {

@@ -15,8 +15,15 @@ import { IMAGE_HEAD_BYTES, type ImageProbe } from '../domain/images.js';
 import { copyFrozenImage, killStaleStorageDaemons, mergeOverlayOffline, verifyImage } from './backup-job.js';
 import { createImage, replaceImage } from './mirror-job.js';
 import { freePort } from './nbd-mirror.js';
+import { OVMF_VARS_TEMPLATE } from './argv.js';
 
 const run = promisify(execFile);
+
+/** The last line a failed tool printed, without its name. */
+function qemuImgWords(e: unknown): string {
+  const text = ((e as { stderr?: string }).stderr ?? String(e)).trim().split('\n').at(-1) ?? '';
+  return text.replace(/^(qemu-img|xorriso): /, '').slice(0, 200);
+}
 
 export class QemuVolume implements Volume {
   private copies = 0;
@@ -29,6 +36,40 @@ export class QemuVolume implements Volume {
     await createImage(file, sizeBytes);
   }
 
+  async clone(file: string, backing: { file: string; format: string }, sizeBytes: number, opts: { full?: boolean } = {}): Promise<void> {
+    this.ensureWritableDir(path.dirname(file), { recursive: true });
+    try {
+      if (opts.full) {
+        await run('qemu-img', ['convert', '-q', '-f', backing.format, '-O', 'qcow2', backing.file, file]);
+        await run('qemu-img', ['resize', '-q', '-f', 'qcow2', file, String(sizeBytes)]);
+      } else await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', backing.format, '-b', backing.file, file, String(sizeBytes)]);
+    } catch (e) {
+      fs.rmSync(file, { force: true });
+      throw errors.internal(`cannot make ${file} from ${backing.file}: ${qemuImgWords(e)}`);
+    }
+  }
+
+  async createFirmwareVars(file: string): Promise<void> {
+    if (!fs.existsSync(OVMF_VARS_TEMPLATE)) throw errors.invalid('firmware', `UEFI needs OVMF (Debian package ovmf): ${OVMF_VARS_TEMPLATE} is missing`);
+    this.ensureWritableDir(path.dirname(file), { recursive: true });
+    fs.copyFileSync(OVMF_VARS_TEMPLATE, file);
+  }
+
+  async writeIso(file: string, label: string, files: Record<string, string>): Promise<void> {
+    this.ensureWritableDir(path.dirname(file), { recursive: true });
+    const staging = fs.mkdtempSync(path.join(path.dirname(file), '.iso-'));
+    try {
+      for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(staging, name), text, { mode: 0o600 });
+      await run('xorriso', ['-as', 'mkisofs', '-quiet', '-volid', label, '-joliet', '-rock', '-o', `${file}.part`, staging]);
+      fs.renameSync(`${file}.part`, file);
+    } catch (e) {
+      fs.rmSync(`${file}.part`, { force: true });
+      throw errors.internal(`cannot write ${file}: ${qemuImgWords(e)}`);
+    } finally {
+      fs.rmSync(staging, { recursive: true, force: true });
+    }
+  }
+
   async convert(source: string, target: string): Promise<number> {
     await run('qemu-img', ['convert', '-O', 'qcow2', source, target]);
     return fs.statSync(target).size;
@@ -39,8 +80,7 @@ export class QemuVolume implements Volume {
     try {
       info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', file])).stdout) as typeof info;
     } catch (e) {
-      const why = ((e as { stderr?: string }).stderr ?? String(e)).trim().split('\n').at(-1) ?? '';
-      throw errors.invalid('file', `${file} cannot be read as an image: ${why.replace(/^qemu-img: /, '').slice(0, 200)}`);
+      throw errors.invalid('file', `${file} cannot be read as an image: ${qemuImgWords(e)}`);
     }
     const head = Buffer.alloc(IMAGE_HEAD_BYTES);
     const fd = fs.openSync(file, 'r');

@@ -21,7 +21,7 @@ import type { ClusterStore } from '../ports/store.js';
 import type { ClusterAuthority } from '../ports/authority.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import { FakeHypervisor, FakeWorld } from './fake-hypervisor.js';
-import { FakeRemote, FakeSwitch, FakeVolume } from './fakes.js';
+import { FakeImageBuilder, FakeRemote, FakeSwitch, FakeVolume } from './fakes.js';
 
 type Fetch = (input: string, init: RequestInit) => Promise<Response>;
 
@@ -42,6 +42,7 @@ export class ComponentCluster {
   readonly store: ClusterStore;
   readonly config: ClusterConfig;
   readonly volume: FakeVolume;
+  readonly builder = new FakeImageBuilder();
   readonly switch: FakeSwitch;
   readonly remote: FakeRemote;
   private readonly macs = new Map<string, string>();
@@ -98,6 +99,7 @@ export class ComponentCluster {
       store: this.store,
       clock: this.clock,
       log: silentLogger,
+      builder: this.builder,
       switch: this.switch,
       connect: (node, url) => new AgentClient(node, url, TOKEN, (input, init) => this.agents.get(node)!.fetch(input, init)),
       volume: this.volume,

@@ -14,7 +14,7 @@
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import type { Offload } from '../domain/nic.js';
-import { RunState, type VmInstance, type VmSpec } from '../domain/records.js';
+import { type GuestReport, RunState, type VmInstance, type VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferStatus, TransferTuning } from '../domain/transfer.js';
 import type { GuestMeasurement, HostFacts, Hypervisor, LaunchOptions, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 
@@ -233,12 +233,28 @@ export class FakeHypervisor implements Hypervisor {
     this.vms.delete(name);
   }
 
-  /** A running fake guest hears the power button and powers off; any other is powered off. */
+  /** A running fake guest hears its agent (a VM with its own OS) or the power button and powers off; any other is powered off. */
   async shutdown(name: string): Promise<ShutdownResult> {
     await this.world.enter(this.node, 'shutdown', name);
     const g = this.guest(name);
     this.vms.delete(name);
-    return { by: g.runState === RunState.Running ? 'guest' : 'force', ms: 0 };
+    if (g.runState !== RunState.Running) return { by: 'force', ms: 0 };
+    return { by: 'guest', via: g.spec.boot ? 'agent' : 'acpi', ms: 0 };
+  }
+
+  /** A VM with its own OS has an agent that reports the spec's hostname and address; the built-in guest has none. */
+  async guestReport(name: string): Promise<GuestReport> {
+    await this.world.enter(this.node, 'guestReport', name);
+    const g = this.guest(name);
+    if (!g.spec.boot) return { agent: false, reason: "Ferry's built-in guest has no guest agent" };
+    if (g.runState !== RunState.Running) return { agent: false, reason: 'no guest agent answered' };
+    return {
+      agent: true,
+      os: 'Fake OS 1',
+      hostname: g.spec.name,
+      interfaces: [{ name: 'eth0', mac: g.spec.mac, addresses: [g.spec.ip] }],
+      cloudInit: g.spec.boot.seedPath ? { state: 'done', datasource: 'DataSourceNoCloud' } : { state: 'not-run' },
+    };
   }
 
   async kill(name: string, pid?: number): Promise<boolean> {
@@ -416,7 +432,9 @@ export class FakeHypervisor implements Hypervisor {
     g.frozen = { base: g.spec.diskPath, overlay };
     g.spec.diskPath = overlay;
     this.world.files.add(overlay);
-    return { ...g.frozen };
+    return g.spec.boot
+      ? { ...g.frozen, quiesced: true, quiesceNote: '1 file system frozen' }
+      : { ...g.frozen, quiesced: false, quiesceNote: "Ferry's built-in guest has no guest agent" };
   }
 
   async mergeOverlay(name: string): Promise<{ base: string; overlay: string }> {

@@ -10,6 +10,7 @@ import type { IncomingView, RecoveryPoint } from '../domain/replicas.js';
 import type { RemoteCluster, ReplicaRegistration } from '../ports/remote-cluster.js';
 import type { MacEntry, MacMove, SwitchControl, SwitchState, SwitchWanted } from '../ports/switch-control.js';
 import type { ExportHandle, FrozenCopy, Volume } from '../ports/volume.js';
+import type { ImageBuilder, ImageRecipe } from '../ports/image-builder.js';
 import type { Clock } from '../domain/clock.js';
 import type { FakeWorld } from './fake-hypervisor.js';
 
@@ -44,6 +45,22 @@ export class FakeVolume implements Volume {
     this.need(source);
     this.world.files.add(target);
     return 4096;
+  }
+  async clone(file: string, backing: { file: string }): Promise<void> {
+    await this.op('clone');
+    this.need(backing.file);
+    this.world.files.add(file);
+  }
+  async createFirmwareVars(file: string): Promise<void> {
+    await this.op('firmware-vars');
+    this.world.files.add(file);
+  }
+  /** The files of each ISO written, by path (a test reads a seed's user-data back). */
+  readonly isos = new Map<string, { label: string; files: Record<string, string> }>();
+  async writeIso(file: string, label: string, files: Record<string, string>): Promise<void> {
+    await this.op('write-iso');
+    this.isos.set(file, { label, files: { ...files } });
+    this.world.files.add(file);
   }
   async convert(source: string, target: string): Promise<number> {
     await this.op('convert');
@@ -249,5 +266,17 @@ export class FakeRemote implements RemoteCluster {
   }
   async remove(): Promise<void> {
     await this.op('remove');
+  }
+}
+
+/** Builds nothing: `build` answers the file a test set for the recipe (it must be in the fake volume), and refuses any other. */
+export class FakeImageBuilder implements ImageBuilder {
+  readonly built = new Map<ImageRecipe, string>();
+  builds = 0;
+  async build(recipe: ImageRecipe): Promise<string> {
+    this.builds++;
+    const file = this.built.get(recipe);
+    if (!file) throw new FerryError(ErrorCode.ImageBuild, `the fake builder has no image for recipe '${recipe}'`);
+    return file;
   }
 }

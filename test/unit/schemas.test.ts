@@ -34,7 +34,9 @@ const ok = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => {
 
 describe('VM creation', () => {
   it('fills defaults and takes compat as a boolean or on/off', () => {
-    assert.deepEqual(ok(VmCreateBody, { name: 'web' }), { name: 'web', memoryMiB: 256, cpus: 1, diskGiB: 1, workload: 'idle' });
+    // The disk's size is left to the controller: 1 GiB, or the size of the image the VM is made from.
+    assert.deepEqual(ok(VmCreateBody, { name: 'web' }), { name: 'web', memoryMiB: 256, cpus: 1, workload: 'idle' });
+    assert.match(refusal(VmCreateBody, { name: 'web', image: 'debian', firmware: 'efi' }), /^--firmware must be bios or uefi, got 'efi'$/);
     assert.equal(ok(VmCreateBody, { name: 'web', compat: 'on' }).compat, true);
     assert.equal(ok(VmCreateBody, { name: 'web', compat: false }).compat, false);
     assert.match(refusal(VmCreateBody, { name: 'web', compat: 'yes' }), /^compat must be on or off, got 'yes'$/);

@@ -11,8 +11,9 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(vmRoutes.create, async (c) => c.json(await s.lifecycle.create(c.req.valid('json')), 200));
   app.openapi(vmRoutes.show, async (c) => {
     const vm = await s.viewVm(await s.vms.get(c.req.valid('param').name));
-    const nic = vm.state === VmState.Running && vm.node ? await s.nicOf(vm.name) : undefined;
-    return c.json(nic ? { ...vm, nic } : vm, 200);
+    const running = vm.state === VmState.Running && vm.node !== '';
+    const [nic, guest] = await Promise.all([running ? s.nicOf(vm.name) : undefined, running && vm.boot ? s.guestOf(vm.name) : undefined]);
+    return c.json({ ...vm, ...(nic ? { nic } : {}), ...(guest ? { guest } : {}) }, 200);
   });
   app.openapi(vmRoutes.set, async (c) => {
     const b = c.req.valid('json');

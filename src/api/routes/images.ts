@@ -1,15 +1,11 @@
 /** The image library: disk images and ISOs VMs are made from. */
 import { createRoute, z } from '@hono/zod-openapi';
 import { IMAGE_FORMATS } from '../../domain/images.js';
+import { IMAGE_RECIPES } from '../../ports/image-builder.js';
 import { answers, body } from '../route-helpers.js';
-import { shown } from '../schemas.js';
+import { ImageName } from '../schemas.js';
 
 const tag = ['Images'];
-
-export const ImageName = z
-  .string({ error: (iss) => `image name '${shown(iss.input)}' is malformed: use 1-32 lowercase letters, digits, '.', '_' and '-', starting with a letter` })
-  .regex(/^[a-z][a-z0-9._-]{0,31}$/)
-  .openapi({ example: 'debian-12' });
 
 export const ImageSchema = z
   .object({
@@ -31,6 +27,13 @@ export const ImageImportBody = z
   })
   .openapi('ImageImport');
 
+export const ImageBuildBody = z
+  .strictObject({
+    recipe: z.enum(IMAGE_RECIPES, { error: (iss) => `no image recipe '${String(iss.input)}' (recipes: ${IMAGE_RECIPES.join(', ')})` }),
+    name: ImageName,
+  })
+  .openapi('ImageBuild');
+
 const params = z.object({ name: ImageName });
 
 export const imageRoutes = {
@@ -41,6 +44,14 @@ export const imageRoutes = {
     tags: tag,
     summary: 'Import a qcow2 image, a raw disk or an ISO (the format from its bytes)',
     request: body(ImageImportBody),
+    responses: answers(ImageSchema),
+  }),
+  build: createRoute({
+    method: 'post',
+    path: '/api/v1/images/build',
+    tags: tag,
+    summary: "Build an image from Debian's packages on the controller's host (cached) and add it to the library",
+    request: body(ImageBuildBody),
     responses: answers(ImageSchema),
   }),
   delete: createRoute({

@@ -5,6 +5,12 @@ import { errors } from '../../domain/errors.js';
 import { type Cluster, command, numberOrText } from '../context.js';
 import { bytes, json, ms, print, table } from '../output.js';
 
+/** Whether the point in time was quiesced, in words. */
+function quiesceWords(b: { quiesced?: boolean; quiesceNote?: string }): string {
+  if (b.quiesced) return `quiesced (${b.quiesceNote ?? 'file systems frozen'})`;
+  return `crash-consistent${b.quiesceNote ? ` (not quiesced: ${b.quiesceNote})` : ''}`;
+}
+
 export function backupCommands(program: Command, connect: () => Cluster): void {
   const backup = command(program, 'backup', 'online backups and their schedules');
   command(backup, 'create', 'back up a VM now (verified when written; the VM may migrate meanwhile)')
@@ -22,7 +28,7 @@ export function backupCommands(program: Command, connect: () => Cluster): void {
       if (o.json) json(b);
       else {
         print(
-          `backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${(b.waitedMs ?? 0) >= 100 ? `, waited ${ms(b.waitedMs!)} for migrations` : ''}${b.movedTo ? ` (the VM moved to ${b.movedTo} meanwhile)` : ''}, verified, ${b.file}`,
+          `backup ${b.id} of ${b.vm}: ${b.mode}, ${bytes(b.bytes ?? 0)} copied in ${ms((b.finishedAtMs ?? 0) - (b.startedAtMs ?? 0))}${(b.waitedMs ?? 0) >= 100 ? `, waited ${ms(b.waitedMs!)} for migrations` : ''}${b.movedTo ? ` (the VM moved to ${b.movedTo} meanwhile)` : ''}, ${quiesceWords(b)}, verified, ${b.file}`,
         );
         if (b.mergeError) print(`warning: the VM runs on the backup's overlay: ${b.mergeError}`);
       }
@@ -36,8 +42,17 @@ export function backupCommands(program: Command, connect: () => Cluster): void {
       else
         print(
           table(
-            ['ID', 'VM', 'MODE', 'STATUS', 'TAKEN', 'COPIED', 'BASE'],
-            list.map((b) => [b.id, b.vm, b.mode, b.status, b.startedAtMs ? new Date(b.startedAtMs).toISOString() : '-', bytes(b.bytes ?? 0), b.parent ?? '-']),
+            ['ID', 'VM', 'MODE', 'STATUS', 'TAKEN', 'COPIED', 'BASE', 'QUIESCED'],
+            list.map((b) => [
+              b.id,
+              b.vm,
+              b.mode,
+              b.status,
+              b.startedAtMs ? new Date(b.startedAtMs).toISOString() : '-',
+              bytes(b.bytes ?? 0),
+              b.parent ?? '-',
+              b.quiesced === undefined ? '-' : b.quiesced ? 'yes' : 'no',
+            ]),
           ),
         );
     });

@@ -186,6 +186,57 @@ async function attachConsole(c: Cluster, name: string): Promise<number> {
   return 0;
 }
 
+/** --cloud-init and --ssh-key, read here and checked by the same rules as the API's, so a bad file is named before anything is sent. */
+async function readCloudInit(userDataFile: string | undefined, keyFile: string | undefined): Promise<{ userData?: string; sshKeys?: string[] } | undefined> {
+  if (userDataFile === undefined && keyFile === undefined) return undefined;
+  const { parseCloudConfig, parseSshKeys } = await import('../../domain/cloud-init.js');
+  const read = (file: string, what: string) => {
+    try {
+      return fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw errors.usage(`cannot read the ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  const out: { userData?: string; sshKeys?: string[] } = {};
+  if (userDataFile !== undefined) {
+    const text = read(userDataFile, 'cloud-init file');
+    const parsed = parseCloudConfig(text, userDataFile);
+    if ('error' in parsed) throw errors.usage(parsed.error);
+    out.userData = text;
+  }
+  if (keyFile !== undefined) {
+    const keys = parseSshKeys(read(keyFile, 'SSH key file'), keyFile);
+    if (!Array.isArray(keys)) throw errors.usage(keys.error);
+    out.sshKeys = keys;
+  }
+  return out;
+}
+
+function bootLine(b: NonNullable<VmView['boot']>): string {
+  const disk = b.image ? `${b.linked ? 'linked clone of' : 'copy of'} image ${b.image}` : 'own disk';
+  return [`${b.firmware === 'uefi' ? 'UEFI' : 'BIOS'} from ${disk}`, ...(b.iso ? [`ISO ${b.iso} first`] : []), ...(b.seedPath ? ['cloud-init seed'] : [])].join(
+    ', ',
+  );
+}
+
+function guestRows(g: NonNullable<VmView['guest']>): [string, string][] {
+  if (!g.agent) return [['guest', `no agent: ${g.reason}`]];
+  const rows: [string, string][] = [
+    ['guest', [g.os ?? 'unknown OS', g.kernel ? `kernel ${g.kernel}` : '', g.hostname ? `hostname ${g.hostname}` : ''].filter(Boolean).join(', ')],
+  ];
+  for (const n of g.interfaces) rows.push(['guest nic', `${n.name}${n.mac ? ` ${n.mac}` : ''}: ${n.addresses.join(' ') || 'no address'}`]);
+  if (g.cloudInit)
+    rows.push([
+      'cloud-init',
+      g.cloudInit.state === 'done'
+        ? `applied${g.cloudInit.datasource ? ` (${g.cloudInit.datasource})` : ''}`
+        : g.cloudInit.state === 'error'
+          ? `failed: ${(g.cloudInit.errors ?? []).join('; ')}`
+          : 'not run',
+    ]);
+  return rows;
+}
+
 export function vmCommands(program: Command, connect: () => Cluster, done: (code: number) => void): void {
   const vm = command(program, 'vm', 'VMs: create, run, move and delete them');
   const enc = (n: string) => ({ params: { name: n } });
@@ -200,9 +251,19 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
     .option('--compat', 'processor compatibility mode: the CPU features all nodes of its vendor share')
     .option('--switch <SW>', 'the virtual switch its NIC plugs into')
     .option('--offloads <LIST>', 'NIC offloads: virtio-net names (csum,guest_csum,gso,host_tso4,…), all or none')
+    .option('--image <IMAGE>', 'boot its own OS: the disk is a linked clone of this library image (ferry image list)')
+    .option('--full-copy', 'copy the image instead of a linked clone')
+    .option('--iso <IMAGE>', 'attach this library ISO as a CD-ROM that boots first (an installer)')
+    .option('--firmware <bios|uefi>', 'SeaBIOS (default) or OVMF with its own variables (with --image or --iso)')
+    .option('--cloud-init <FILE>', 'cloud-init user data: a #cloud-config YAML file (with --image)')
+    .option('--ssh-key <FILE>', "an SSH public key file for the image's default user (cloud-init)")
     .option('--json', 'print the record as JSON')
     .action(async (name: string, o: Record<string, string | boolean | undefined>) => {
       const body: Record<string, unknown> = { name };
+      const cloudInit = await readCloudInit(o['cloudInit'] as string | undefined, o['sshKey'] as string | undefined);
+      if (cloudInit) body.cloudInit = cloudInit;
+      for (const f of ['image', 'iso', 'firmware'] as const) if (o[f] !== undefined) body[f] = o[f];
+      if (o['fullCopy']) body.fullCopy = true;
       for (const [flag, field] of [
         ['memory', 'memoryMiB'],
         ['cpus', 'cpus'],
@@ -215,7 +276,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       if (o.json) json(v);
       else
         print(
-          `VM ${v.name} created: ${v.memoryMiB} MiB, ${v.cpus} CPU, ${v.diskGiB} GiB disk, ip ${v.ip}, mac ${v.mac}, workload ${v.workload}${v.compat ? ', processor compatibility mode on' : ''}`,
+          `VM ${v.name} created: ${v.memoryMiB} MiB, ${v.cpus} CPU, ${v.diskGiB} GiB disk, ip ${v.ip}, mac ${v.mac}, ${v.boot ? bootLine(v.boot) : `workload ${v.workload}`}${v.compat ? ', processor compatibility mode on' : ''}`,
         );
     });
 
@@ -347,7 +408,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
         ['cpus', String(v.cpus)],
         ['mac', v.mac],
         ['ip', v.ip],
-        ['workload', v.workload],
+        v.boot ? ['boot', bootLine(v.boot)] : ['workload', v.workload],
         ['disk', `${v.diskPath} (${v.diskGiB} GiB)`],
         ['compat', v.compat ? 'on' : 'off'],
         ['switch', v.switch === '' ? '(disconnected)' : (v.switch ?? 'default')],
@@ -361,6 +422,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
           'network',
           v.network === 'connected' ? `connected to switch ${v.switch ?? 'default'}` : `disconnected from switch ${v.switch ?? 'default'}`,
         ]);
+      if (v.guest) rows.push(...guestRows(v.guest));
       if (v.error) rows.push(['error', v.error]);
       if (v.migration) {
         const p = v.migration.progress;

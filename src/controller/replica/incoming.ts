@@ -23,6 +23,7 @@ import type { StateLayout } from '../../domain/layout.js';
 import { type VmRecord, VmState } from '../../domain/records.js';
 import type { IncomingReplica, IncomingView, RecoveryPoint } from '../../domain/replicas.js';
 import type { VirtualSwitch } from '../../domain/switches.js';
+import type { VmCreate } from '../lifecycle.js';
 import type { EventSink } from '../../ports/events.js';
 import type { ClusterStore } from '../../ports/store.js';
 import type { VmRepository } from '../../ports/vm-repository.js';
@@ -40,7 +41,7 @@ export interface IncomingDeps {
   layout: StateLayout;
   clusterId: string;
   members: () => string[];
-  createVm: (v: { name: string; memoryMiB: number; cpus: number; diskGiB: number; workload: string; switch?: string }) => Promise<VmRecord>;
+  createVm: (v: VmCreate) => Promise<VmRecord>;
   startVm: (name: string) => Promise<VmRecord>;
   deleteVm: (name: string) => Promise<void>;
   switches: {

@@ -32,6 +32,7 @@ import { ErrorCode, FerryError, errors, isFerryError, toFerryError } from '../..
 import type { StateLayout } from '../../domain/layout.js';
 import { type VmRecord, VmState } from '../../domain/records.js';
 import { VmOperation } from '../../domain/vm-locks.js';
+import type { VmCreate } from '../lifecycle.js';
 import type { EventSink } from '../../ports/events.js';
 import type { VmLease, VmLocks } from '../../ports/locks.js';
 import type { Logger } from '../../ports/logger.js';
@@ -59,7 +60,7 @@ export interface BackupsDeps {
   layout: StateLayout;
   log: Logger;
   /** Creates a stopped VM (restore --as). */
-  createVm: (v: { name: string; memoryMiB: number; cpus: number; diskGiB: number; workload: string; switch?: string }) => Promise<VmRecord>;
+  createVm: (v: VmCreate) => Promise<VmRecord>;
   deleteVm: (name: string) => Promise<void>;
   gate?: PhaseGate;
 }
@@ -242,10 +243,17 @@ export class Backups {
                 frozenNow = frozen;
                 // The VM's disk is the overlay on its frozen image until the merge (a stop and start keeps both).
                 await this.d.vms.update(b.vm, (v) => ({ ...v, diskPath: overlay }));
-                await save((x) => ({ ...x, frozen, freezeStartedAtMs, frozenAtMs: this.d.clock.nowMs() }));
+                await save((x) => ({
+                  ...x,
+                  frozen,
+                  freezeStartedAtMs,
+                  frozenAtMs: this.d.clock.nowMs(),
+                  quiesced: frozen.quiesced === true,
+                  ...(frozen.quiesceNote ? { quiesceNote: frozen.quiesceNote } : {}),
+                }));
               } else if (cur.state !== VmState.Stopped) {
                 throw errors.invalidState(`VM '${b.vm}' is ${cur.state}: only running or stopped VMs are backed up`);
-              }
+              } else await save((x) => ({ ...x, quiesced: true, quiesceNote: 'the VM was stopped' }));
               await save((x) => ({ ...x, waitedMs, status: 'running', startedAtMs: this.d.clock.nowMs(), node: cur.node }));
             },
             { waitMs: MAX_WAIT_MS, id },
@@ -411,6 +419,7 @@ export class Backups {
         diskGiB: Math.ceil(b.sizeBytes / 1073741824),
         workload: source?.workload ?? 'idle',
         ...(source?.switch ? { switch: source.switch } : {}),
+        ...(source?.boot ? { bootOf: source.boot } : {}),
       });
       try {
         await this.d.volume.replace(vm.diskPath, [b.file]);

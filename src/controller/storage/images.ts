@@ -13,6 +13,7 @@ import type { StateLayout } from '../../domain/layout.js';
 import type { EventSink } from '../../ports/events.js';
 import type { ClusterStore } from '../../ports/store.js';
 import type { Volume } from '../../ports/volume.js';
+import type { ImageBuilder, ImageRecipe } from '../../ports/image-builder.js';
 import type { StoreSettings } from '../core/settings.js';
 
 export interface ImagesDeps {
@@ -22,6 +23,9 @@ export interface ImagesDeps {
   layout: StateLayout;
   clock: Clock;
   events: EventSink;
+  /** The VMs that need an image's file: linked clones of it, and those with it attached as an ISO. */
+  usedBy: (image: string) => Promise<string[]>;
+  builder: ImageBuilder;
 }
 
 const key = (name: string) => `images/${name}`;
@@ -45,7 +49,18 @@ export class Images {
       throw errors.invalid('file', `the file to import must be an absolute path as the controller sees it, got '${req.file.slice(0, 64)}'`);
     // Only from inside the storage roots: the controller reads the file, so it must not be any file of its host.
     const dir = await this.d.settings.confine(path.dirname(req.file), 'the file to import');
-    const file = path.join(dir, path.basename(req.file));
+    return this.record(path.join(dir, path.basename(req.file)), req.name);
+  }
+
+  /** Builds a recipe's image on the controller's host (cached) and records it like an import. */
+  async build(req: { recipe: ImageRecipe; name: string }): Promise<ImageRecord> {
+    if (await this.d.store.get(key(req.name))) throw errors.alreadyExists('image', req.name);
+    const file = await this.d.builder.build(req.recipe, () => {});
+    return this.record(file, req.name);
+  }
+
+  /** Judges a file whole, copies it into the library and records it; a failure leaves neither file nor record. */
+  private async record(file: string, name: string): Promise<ImageRecord> {
     if (!this.d.volume.exists(file)) throw errors.invalid('file', `${file} does not exist`);
     const probe = await this.d.volume.probe(file);
     const format = classifyImage(file, probe);
@@ -55,11 +70,11 @@ export class Images {
         throw errors.invalid('file', `${file} fails qemu-img check: ${(e as Error).message.slice(0, 200)}`);
       });
     }
-    const target = path.join(this.d.layout.shared, 'images', `${req.name}.${format}`);
+    const target = path.join(this.d.layout.shared, 'images', `${name}.${format}`);
     if (this.d.volume.exists(target)) throw errors.alreadyExists('image file', target);
     const sizeBytes = await this.d.volume.copyFile(file, target);
     const record: ImageRecord = {
-      name: req.name,
+      name,
       format,
       file: target,
       virtualSizeBytes: probe.virtualSizeBytes,
@@ -68,17 +83,26 @@ export class Images {
       importedAtMs: this.d.clock.nowMs(),
     };
     try {
-      await this.d.store.put(key(req.name), record, { expectRevision: 0 });
+      await this.d.store.put(key(name), record, { expectRevision: 0 });
     } catch (e) {
       this.d.volume.remove(target);
       throw e;
     }
-    await this.d.events.emit({ type: 'image.imported', message: `image ${req.name} imported from ${file} (${format})`, data: { image: req.name } });
+    await this.d.events.emit({ type: 'image.imported', message: `image ${name} imported from ${file} (${format})`, data: { image: name } });
     return record;
   }
 
   async delete(name: string): Promise<{ deleted: string }> {
     const image = await this.get(name);
+    const users = await this.d.usedBy(name);
+    if (users.length)
+      throw errors.invalidState(
+        `image '${name}' is in use by VM${users.length > 1 ? 's' : ''} ${users.join(', ')} (delete ${users.length > 1 ? 'them' : 'it'} first)`,
+        {
+          image: name,
+          vms: users,
+        },
+      );
     await this.d.store.delete(key(name));
     this.d.volume.remove(image.file);
     await this.d.events.emit({ type: 'image.deleted', message: `image ${name} deleted`, data: { image: name } });
