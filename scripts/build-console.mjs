@@ -10,7 +10,7 @@ const src = path.join(root, 'src', 'dashboard');
 const out = path.join(root, 'dist', 'dashboard');
 fs.rmSync(out, { recursive: true, force: true });
 await build({
-  entryPoints: [path.join(src, 'app.ts'), path.join(src, 'login.ts'), path.join(src, 'app.css')],
+  entryPoints: [path.join(src, 'app.ts'), path.join(src, 'login.ts'), path.join(src, 'display.ts'), path.join(src, 'app.css')],
   outdir: out,
   bundle: true,
   format: 'esm',
@@ -20,4 +20,4 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 });
-for (const page of ['index.html', 'login.html']) fs.copyFileSync(path.join(src, page), path.join(out, page));
+for (const page of ['index.html', 'login.html', 'display.html']) fs.copyFileSync(path.join(src, page), path.join(out, page));

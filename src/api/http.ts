@@ -5,8 +5,11 @@
  * app is a function from Request to Response, so tests call
  * `app.request(path, init)` without opening a socket.
  */
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { WebSocketServer } from 'ws';
 import { serve as serveNode, type ServerType } from '@hono/node-server';
 import { OpenAPIHono, type z } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
@@ -78,6 +81,7 @@ export function limitBody(max = MAX_BODY_BYTES): MiddlewareHandler {
 export interface Listening {
   port: number;
   url: string;
+  server: ServerType;
   close(): Promise<void>;
 }
 
@@ -109,6 +113,7 @@ export async function serve(
   (server as { keepAliveTimeout?: number }).keepAliveTimeout = 5_000;
   return {
     port: actual,
+    server,
     url: `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${actual}`,
     close: () =>
       new Promise((resolve) => {
@@ -116,4 +121,63 @@ export async function serve(
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       }),
   };
+}
+
+/**
+ * WebSocket tunnels on a listening server (a VM's graphical console): an
+ * upgrade request is first asked of `app` as a plain GET of the same path,
+ * so it passes the app's own authentication and checks; on a 200 answer
+ * `open` makes the far end, and the WebSocket's binary messages and the far
+ * end's bytes are piped both ways until either side closes.
+ */
+export function serveTunnels(
+  listening: Listening,
+  app: { fetch: (req: Request, env?: object) => Response | Promise<Response> },
+  open: (path: string) => Promise<Duplex> | undefined,
+): void {
+  let wss: WebSocketServer | undefined;
+  const refuse = (socket: Duplex, status: number, text: string) => {
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${text}`);
+  };
+  listening.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    void (async () => {
+      socket.on('error', () => {});
+      const url = new URL(req.url ?? '/', 'http://tunnel');
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers))
+        if (v !== undefined && k !== 'upgrade' && k !== 'connection') headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+      const answer = await app.fetch(new Request(url, { method: 'GET', headers }), { incoming: req });
+      if (answer.status !== 200) return refuse(socket, answer.status, await answer.text());
+      let far: Duplex;
+      try {
+        const opening = open(url.pathname);
+        if (!opening) return refuse(socket, 404, JSON.stringify({ error: { code: 'not-found', message: `no tunnel at ${url.pathname}` } }));
+        far = await opening;
+      } catch (e) {
+        const err = toFerryError(e);
+        return refuse(socket, err.httpStatus, JSON.stringify({ error: err.toJSON() }));
+      }
+      const { WebSocketServer, createWebSocketStream } = await loadWs();
+      wss ??= new WebSocketServer({ noServer: true });
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const near = createWebSocketStream(ws);
+        const end = () => {
+          near.destroy();
+          far.destroy();
+        };
+        for (const side of [near, far]) {
+          side.on('error', end);
+          side.on('close', end);
+        }
+        near.pipe(far);
+        far.pipe(near);
+      });
+    })().catch(() => socket.destroy());
+  });
+}
+
+/** ws is loaded when a tunnel is first used: the CLI never needs it. */
+export function loadWs(): Promise<typeof import('ws')> {
+  // ws's ES module wrapper has named exports; its default export is the WebSocket class alone.
+  return import('ws');
 }

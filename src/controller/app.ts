@@ -11,7 +11,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { controllerApp } from '../api/controller/app.js';
-import { type Listening, serve } from '../api/http.js';
+import { type Listening, serve, serveTunnels } from '../api/http.js';
+import { DISPLAY_PATH } from '../api/routes/vms.js';
+import { errors } from '../domain/errors.js';
 import { remoteCluster } from '../api/remote.js';
 import { FileConfigStore, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { projectRoot } from '../config/paths.js';
@@ -300,6 +302,17 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     settings,
     baselines,
     volume: p.volume,
+    displayTarget: async (name) => {
+      const vm = await vms.get(name);
+      if (!vm.boot)
+        throw errors.invalidState(`VM '${name}' runs Ferry's built-in guest, which has no screen ('ferry vm console ${name}' is its serial console)`);
+      if (vm.state !== VmState.Running || !vm.node) throw errors.invalidState(`VM '${name}' is ${vm.state}: its screen is there while it runs`);
+      return { vm: name, node: vm.node };
+    },
+    displayOf: async (name) => {
+      const vm = await vms.get(name);
+      return (await nodes.agent(await nodes.get(vm.node))).display(vm.name);
+    },
     guestOf: async (name) => {
       const vm = await vms.get(name);
       try {
@@ -451,7 +464,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     log,
     // The switch daemon may restart at another port: its endpoint file says where it is now.
     switch: new SwitchClient(() => readEndpoint(layout, 'switch')?.url ?? o.switchUrl, token),
-    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch),
+    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch, agentTls),
     volume: new QemuVolume(layout.run),
     builder: debianBuilder,
     reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),
@@ -467,6 +480,11 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });
   const listening: Listening = await serve(app, o.host ?? config.controllerAddress ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0, tls);
+  // VM screens for the console (noVNC): the upgrade passes the API's authentication and displayTarget's checks first.
+  serveTunnels(listening, app, (p) => {
+    const m = DISPLAY_PATH.exec(p);
+    return m ? runtime.services.displayOf(decodeURIComponent(m[1]!)) : undefined;
+  });
   at.url = listening.url;
   writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
   log.info({ url: listening.url }, `listening on ${listening.url}`);

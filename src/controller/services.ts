@@ -7,6 +7,7 @@ import type { Clock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
 import type { MigrationRecord } from '../domain/migration.js';
 import type { NodeLoad } from '../domain/placement.js';
+import type { Duplex } from 'node:stream';
 import type { GuestReport, NicLink, RunState, VmRecord } from '../domain/records.js';
 import type { EventLog } from '../ports/events.js';
 import type { StoreHealth } from '../ports/store.js';
@@ -70,6 +71,10 @@ export interface ControllerServices {
   baselines: CpuBaselines;
   volume: Volume;
   /** What a VM's NIC offers and its guest negotiated, asked of its node (for `vm show`). */
+  /** Where a VM's screen is (it runs, with its own OS); throws naming why not. */
+  displayTarget: (vm: string) => Promise<{ vm: string; node: string }>;
+  /** The VM's screen through its node's agent (RFB bytes both ways). */
+  displayOf: (vm: string) => Promise<Duplex>;
   /** What a running VM's guest agent says of it (a VM with its own OS). */
   guestOf: (vm: string) => Promise<GuestReport>;
   nicOf: (vm: string) => Promise<{ backend: string; offered: string[]; negotiated: string[] } | undefined>;

@@ -8,6 +8,9 @@ import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
 import type { GuestMeasurement, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 import type { CallOptions, NodeAgent, StartOptions } from '../ports/node-agent.js';
 import { agentRoutes as r } from './routes.js';
+import { loadWs } from '../api/http.js';
+import type { ClientTls } from '../api/tls.js';
+import type { Duplex } from 'node:stream';
 
 const LONG_MS = 31 * 60_000;
 
@@ -17,10 +20,31 @@ export class AgentClient implements NodeAgent {
   constructor(
     readonly node: string,
     readonly url: string,
-    token: string,
+    private readonly token: string,
     fetcher?: (input: string, init: RequestInit) => Promise<Response>,
+    /** The controller's certificate for the agent's TLS (a cluster of real hosts): what a WebSocket presents. */
+    private readonly tls?: ClientTls,
   ) {
     this.api = new ApiClient({ baseUrl: url, token, timeoutMs: 20_000, ...(fetcher ? { fetch: fetcher } : {}) });
+  }
+
+  /** The VM's screen: a WebSocket to the agent's tunnel onto QEMU's VNC socket, as a byte stream. */
+  async display(vm: string, opts: CallOptions = {}): Promise<Duplex> {
+    await this.call(r.display, { params: { name: vm } }, opts);
+    const { WebSocket, createWebSocketStream } = await loadWs();
+    const ws = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/display`, {
+      headers: this.token ? { authorization: `Bearer ${this.token}` } : {},
+      handshakeTimeout: 5_000,
+      ...(this.tls ? { ca: this.tls.caPem, ...(this.tls.certPem ? { cert: this.tls.certPem, key: this.tls.keyPem } : {}) } : {}),
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) =>
+        reject(new FerryError(ErrorCode.AgentUnreachable, `node '${this.node}' refused the display of '${vm}' (HTTP ${res.statusCode})`)),
+      );
+      ws.once('error', (e) => reject(new FerryError(ErrorCode.AgentUnreachable, `node '${this.node}': display of '${vm}': ${e.message}`)));
+    });
+    return createWebSocketStream(ws);
   }
 
   private async call<R extends RouteDef>(route: R, input: Input<R>, opts: CallOptions = {}, timeoutMs?: number): Promise<Output<R>> {

@@ -64,6 +64,11 @@ export function agentApp(agent: Agent, net: NetTools): OpenAPIHono {
     return c.json({ stopped: name }, 200);
   });
   app.openapi(r.shutdown, async (c) => c.json(await hv.shutdown(c.req.valid('param').name, c.req.valid('json').timeoutMs), 200));
+  app.openapi(r.display, async (c) => {
+    const name = c.req.valid('param').name;
+    if (!hv.spec(name).boot) throw errors.invalidState(`VM '${name}' runs Ferry's built-in guest, which has no screen (its console is the serial one)`);
+    return c.json({ vm: name }, 200);
+  });
   app.openapi(r.guest, async (c) => c.json(await hv.guestReport(c.req.valid('param').name), 200));
   app.openapi(r.kill, async (c) => c.json({ killed: await hv.kill(c.req.valid('param').name, c.req.valid('query').pid) }, 200));
   app.openapi(r.pause, async (c) => {

@@ -5,7 +5,8 @@
  */
 import fs from 'node:fs';
 import { readVolumeMark } from './volume-mark.js';
-import { serve } from '../api/http.js';
+import { serve, serveTunnels } from '../api/http.js';
+import { DISPLAY_PATH } from './routes.js';
 import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
 import type { StateLayout } from '../domain/layout.js';
@@ -100,15 +101,16 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
     },
   );
   await agent.prepare();
-  const api = await serve(
-    agentApp(agent, {
-      probe: (to, port, opts) => probeTcp(to, port, opts),
-      throughput: (to, port, opts) => measureThroughput(to, port, opts),
-    }),
-    agent.managementAddress,
-    0,
-    me.serverTls,
-  );
+  const app = agentApp(agent, {
+    probe: (to, port, opts) => probeTcp(to, port, opts),
+    throughput: (to, port, opts) => measureThroughput(to, port, opts),
+  });
+  const api = await serve(app, agent.managementAddress, 0, me.serverTls);
+  // A VM's screen: the same path's GET (authenticated like every call) says the VM is here; the tunnel is its VNC socket.
+  serveTunnels(api, app, (p) => {
+    const m = DISPLAY_PATH.exec(p);
+    return m ? agent.hypervisor.display(decodeURIComponent(m[1]!)) : undefined;
+  });
   agent.startHeartbeats(api.url);
   writeEndpoint(layout, me.node, { pid: process.pid, url: api.url });
   log.info({ url: api.url }, `listening on ${api.url}`);

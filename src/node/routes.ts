@@ -169,6 +169,7 @@ export const agentRoutes = {
     z.object({ by: z.enum(['guest', 'force']), via: z.enum(['agent', 'acpi']).optional(), ms: z.number() }),
   ),
   guest: vm('get', '/guest', "What the guest's agent says of it", {}, GuestReportSchema),
+  display: vm('get', '/display', 'Whether the guest has a screen here; a WebSocket upgrade of this path opens it (RFB)', {}, z.object({ vm: z.string() })),
   kill: vm('delete', '', 'Kill a guest now', { query: z.object({ pid: z.coerce.number().int().min(1).optional() }) }, z.object({ killed: z.boolean() })),
   pause: vm('post', '/pause', 'Pause', body(Empty, false), Ok),
   resume: vm('post', '/resume', 'Resume', body(Empty, false), Ok),
@@ -258,3 +259,6 @@ export const agentRoutes = {
     responses: answers(z.object({ bytesPerSec: z.number(), bytes: z.number(), ms: z.number() })),
   }),
 };
+
+/** The agent path whose WebSocket upgrade is a VM's screen. */
+export const DISPLAY_PATH = /^\/v1\/vms\/([^/]+)\/display$/;

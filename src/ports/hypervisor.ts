@@ -12,6 +12,7 @@
  *   running ──(disk full)──► io-error
  *   any ──(process ends)──► exited
  */
+import type { Duplex } from 'node:stream';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import { type Accelerator, type CpuIdentity, type GuestReport, RunState, type VmInstance, type VmSpec } from '../domain/records.js';
 import type { NicBackend, Offload } from '../domain/nic.js';
@@ -82,6 +83,8 @@ export interface Hypervisor {
    * not running and so cannot hear the button) powers it off.
    */
   shutdown(name: string, timeoutMs: number): Promise<ShutdownResult>;
+  /** A connection to the guest's graphical console (its VNC server, RFB), for a VM with its own OS. */
+  display(name: string): Promise<Duplex>;
   /** What the guest's agent says of it (a VM with its own OS); `agent: false` with the reason when none answers. */
   guestReport(name: string): Promise<GuestReport>;
   /** Ends the process now; with `pid`, only if it is still that process. False when nothing was killed. */

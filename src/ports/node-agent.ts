@@ -3,6 +3,7 @@
  * operation. `src/node/client.ts` implements it over HTTP; component tests
  * use the same client against an in-process agent.
  */
+import type { Duplex } from 'node:stream';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import type { GuestReport, NodeCapabilities, VmInstance, VmSpec } from '../domain/records.js';
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
@@ -32,6 +33,8 @@ export interface NodeAgent {
   stop(vm: string, opts?: CallOptions): Promise<void>;
   /** The guest is asked to shut down and powered off after `timeoutMs` if it has not. */
   shutdown(vm: string, timeoutMs: number, opts?: CallOptions): Promise<ShutdownResult>;
+  /** The guest's screen (RFB bytes both ways), for a VM with its own OS. */
+  display(vm: string, opts?: CallOptions): Promise<Duplex>;
   /** What the guest's agent says of the guest. */
   guest(vm: string, opts?: CallOptions): Promise<GuestReport>;
   /** Ends the VM's process now (only process `pid`, if given); false when none was killed. */

@@ -19,6 +19,8 @@ export interface QemuLaunch {
   pidFile: string;
   /** The guest agent's channel (a VM with its own OS). */
   qgaSocket?: string;
+  /** The graphical console: QEMU's VNC server on a local socket only (a VM with its own OS). */
+  vncSocket?: string;
   /** Start paused, waiting for migrate-incoming (a migration target). */
   incoming: boolean;
 }
@@ -110,7 +112,8 @@ export function qemuArgv(l: QemuLaunch): string[] {
     '-display',
     'none',
     '-vga',
-    'none',
+    s.boot ? 'std' : 'none',
+    ...(l.vncSocket ? ['-vnc', `unix:${l.vncSocket}`] : []),
     ...boot.devices,
     '-chardev',
     `socket,id=qmp,path=${l.qmpSocket},server=on,wait=off`,

@@ -10,7 +10,9 @@
  */
 import type { NicBackend } from '../domain/nic.js';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import type { Offload } from '../domain/nic.js';
@@ -160,7 +162,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   private removeRuntimeFiles(name: string): void {
-    for (const suffix of ['.json', '.qmp', '.serial', '.pid', '.qga']) fs.rmSync(path.join(this.o.runDir, name + suffix), { force: true });
+    for (const suffix of ['.json', '.qmp', '.serial', '.pid', '.qga', '.vnc']) fs.rmSync(path.join(this.o.runDir, name + suffix), { force: true });
   }
 
   private vm(name: string): QemuVm {
@@ -252,7 +254,7 @@ export class QemuHypervisor implements Hypervisor {
         serialSocket: path.join(run, `${spec.name}.serial`),
         nic: opts.nic,
         pidFile: path.join(run, `${spec.name}.pid`),
-        ...(spec.boot ? { qgaSocket: path.join(run, `${spec.name}.qga`) } : {}),
+        ...(spec.boot ? { qgaSocket: path.join(run, `${spec.name}.qga`), vncSocket: path.join(run, `${spec.name}.vnc`) } : {}),
         incoming: opts.incoming,
       },
       this.descriptorPath(spec.name),
@@ -278,6 +280,16 @@ export class QemuHypervisor implements Hypervisor {
     const how = await vm.shutdown(timeoutMs, runs);
     this.removeRuntimeFiles(name);
     return how === 'force' ? { by: 'force', ms: Date.now() - started } : { by: 'guest', via: how, ms: Date.now() - started };
+  }
+
+  display(name: string): Promise<Duplex> {
+    const socket = this.vm(name).descriptor.launch.vncSocket;
+    if (!socket) throw errors.invalidState(`VM '${name}' runs Ferry's built-in guest, which has no screen (its console is the serial one)`);
+    return new Promise((resolve, reject) => {
+      const conn = net.createConnection({ path: socket });
+      conn.once('connect', () => resolve(conn));
+      conn.once('error', (e) => reject(errors.internal(`cannot reach the display of '${name}': ${e.message}`)));
+    });
   }
 
   async guestReport(name: string): Promise<GuestReport> {

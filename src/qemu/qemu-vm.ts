@@ -113,7 +113,7 @@ export class QemuVm {
     try {
       fs.chmodSync(launch.qmpSocket, 0o600);
       fs.chmodSync(launch.serialSocket, 0o600);
-      if (launch.qgaSocket) fs.chmodSync(launch.qgaSocket, 0o600);
+      for (const p of [launch.qgaSocket, launch.vncSocket]) if (p && fs.existsSync(p)) fs.chmodSync(p, 0o600);
       qmp = await QmpClient.connect(launch.qmpSocket);
     } catch (e) {
       // Never leave a QEMU behind that nobody manages.
@@ -289,7 +289,7 @@ export class QemuVm {
 }
 
 function runtimeFiles(l: QemuLaunch): string[] {
-  return [l.qmpSocket, l.serialSocket, l.pidFile, ...(l.qgaSocket ? [l.qgaSocket] : [])];
+  return [l.qmpSocket, l.serialSocket, l.pidFile, ...(l.qgaSocket ? [l.qgaSocket] : []), ...(l.vncSocket ? [l.vncSocket] : [])];
 }
 
 function killHard(pid: number): void {

@@ -11,6 +11,7 @@
  *     fails as QEMU's would;
  *   - a fault the scenario injected (`world.fault`) fails or hangs the call.
  */
+import { PassThrough, type Duplex } from 'node:stream';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import type { Offload } from '../domain/nic.js';
@@ -240,6 +241,16 @@ export class FakeHypervisor implements Hypervisor {
     this.vms.delete(name);
     if (g.runState !== RunState.Running) return { by: 'force', ms: 0 };
     return { by: 'guest', via: g.spec.boot ? 'agent' : 'acpi', ms: 0 };
+  }
+
+  /** A VM with its own OS has a display that greets as a VNC server does; the built-in guest has none. */
+  async display(name: string): Promise<Duplex> {
+    await this.world.enter(this.node, 'display', name);
+    const g = this.guest(name);
+    if (!g.spec.boot) throw errors.invalidState(`VM '${name}' runs Ferry's built-in guest, which has no screen (its console is the serial one)`);
+    const screen = new PassThrough();
+    screen.write('RFB 003.008\n');
+    return screen;
   }
 
   /** A VM with its own OS has an agent that reports the spec's hostname and address; the built-in guest has none. */

@@ -88,6 +88,44 @@ describe('QEMU command line', () => {
     assert.ok(src.includes('pc,accel=tcg'));
   });
 
+  it('boots an own-OS VM through its firmware: OVMF with its own variables, the ISO first, the seed, the agent channel, VNC on a socket', () => {
+    const launch = {
+      spec: {
+        ...spec,
+        boot: { firmware: 'uefi' as const, isoFile: '/v/images/inst.iso', efiVarsPath: '/v/disks/web.vars.fd', seedPath: '/v/seeds/web.iso' },
+      },
+      accelerator: 'tcg' as const,
+      cpuModel: 'qemu64',
+      kernelPath: '/k',
+      initrdPath: '/i',
+      qmpSocket: '/r/web.qmp',
+      serialSocket: '/r/web.serial',
+      nic: { kind: 'none' as const },
+      pidFile: '/r/web.pid',
+      qgaSocket: '/r/web.qga',
+      vncSocket: '/r/web.vnc',
+      incoming: false,
+    };
+    const argv = qemuArgv(launch);
+    const after = (flag: string) => argv.filter((_, i) => argv[i - 1] === flag);
+    for (const f of ['-kernel', '-initrd', '-append', '-no-reboot']) assert.ok(!argv.includes(f), `${f}: the guest boots its own bootloader, and reboots`);
+    assert.deepEqual(after('-machine'), ['pc,accel=tcg,pflash0=fw-code,pflash1=fw-vars']);
+    assert.ok(after('-blockdev').includes('driver=file,filename=/usr/share/OVMF/OVMF_CODE_4M.fd,node-name=fw-code-file,read-only=on'));
+    assert.ok(after('-blockdev').includes('driver=file,filename=/v/disks/web.vars.fd,node-name=fw-vars-file'), 'the variables are writable');
+    assert.deepEqual(
+      after('-device').filter((d) => /bootindex/.test(d)),
+      ['ide-cd,drive=cd0,id=cd0-dev,bus=ide.1,unit=0,bootindex=0', 'virtio-blk-pci,drive=disk0,id=disk0-dev,bootindex=1'],
+      'the ISO boots first, then the disk',
+    );
+    assert.ok(after('-device').includes('virtio-blk-pci,drive=seed0,id=seed0-dev'));
+    assert.ok(after('-device').includes('virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0'));
+    assert.deepEqual([after('-vga'), after('-vnc')], [['std'], ['unix:/r/web.vnc']]);
+    // The built-in guest: its kernel directly, no screen, no agent.
+    const builtIn = qemuArgv({ ...launch, spec, qgaSocket: undefined, vncSocket: undefined } as never);
+    assert.ok(builtIn.includes('-kernel') && builtIn.includes('-no-reboot') && !builtIn.includes('-vnc'));
+    assert.equal(builtIn[builtIn.indexOf('-vga') + 1], 'none');
+  });
+
   it('spells the NIC offloads the VM asked for, and attaches the NIC to a tap or to nothing', () => {
     const base = {
       spec: { ...spec, nicOffloads: ['gso'] },

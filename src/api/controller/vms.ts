@@ -45,6 +45,7 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
   });
   app.openapi(vmRoutes.save, async (c) => c.json(await s.lifecycle.save(c.req.valid('param').name), 200));
   app.openapi(vmRoutes.moveStorage, async (c) => c.json(await s.lifecycle.moveStorage(c.req.valid('param').name, c.req.valid('json').to), 200));
+  app.openapi(vmRoutes.display, async (c) => c.json(await s.displayTarget(c.req.valid('param').name), 200));
   app.openapi(vmRoutes.ping, async (c) => {
     const vm = await s.vms.get(c.req.valid('param').name);
     if (vm.state !== VmState.Running) throw errors.invalidState(`VM '${vm.name}' is ${vm.state}`);

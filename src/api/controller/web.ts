@@ -113,6 +113,7 @@ export function mountWeb(app: OpenAPIHono, sessions: Sessions, assetDirs: string
   };
   app.get('/', (c) => (sessions.hasSession(getCookie(c, SESSION_COOKIE)) ? asset('index.html') : c.redirect('/login', 303)));
   app.get('/login', () => asset('login.html'));
+  app.get('/display', (c) => (sessions.hasSession(getCookie(c, SESSION_COOKIE)) ? asset('display.html') : c.redirect('/login', 303)));
   app.get('/ui/:file', (c) => asset(c.req.param('file')));
   app.post('/login', async (c) => {
     const type = c.req.header('content-type') ?? '';

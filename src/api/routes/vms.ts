@@ -98,6 +98,14 @@ export const vmRoutes = {
     request: { params, ...body(MoveStorageBody) },
     responses: answers(VmSchema.extend({ movedBytes: z.number(), ms: z.number() })),
   }),
+  display: createRoute({
+    method: 'get',
+    path: '/api/v1/vms/{name}/display',
+    tags: tag,
+    summary: "Where the VM's screen is; a WebSocket upgrade of this path opens it (RFB, for noVNC)",
+    request: { params },
+    responses: answers(z.object({ vm: z.string(), node: z.string() })),
+  }),
   ping: createRoute({
     method: 'post',
     path: '/api/v1/vms/{name}/ping',
@@ -138,3 +146,6 @@ export async function requestMigration(api: ApiClient, name: string, b: z.input<
   if ('check' in r || 'plan' in r) throw errors.internal('asked for a migration, got a check or a plan');
   return r;
 }
+
+/** The controller path whose WebSocket upgrade is a VM's screen. */
+export const DISPLAY_PATH = /^\/api\/v1\/vms\/([^/]+)\/display$/;

@@ -442,6 +442,17 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       if (!r.answered) done(1);
     });
 
+  command(vm, 'vnc', "the URL of the VM's screen in the web console (noVNC; sign in with the cluster token)")
+    .argument('<name>', 'a running VM with its own OS')
+    .option('--json', 'print as JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const cluster = connect();
+      const at = await cluster.api.call(vmRoutes.display, enc(name));
+      const url = `${cluster.baseUrl.replace(/\/$/, '')}/display?vm=${encodeURIComponent(name)}`;
+      if (o.json) json({ ...at, url });
+      else print(url);
+    });
+
   command(vm, 'console', 'attach to the serial console (Ctrl-] detaches)')
     .argument('<name>', 'a VM name')
     .action(async (name: string) => done(await attachConsole(connect(), name)));
