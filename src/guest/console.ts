@@ -38,7 +38,11 @@ export interface GuestConsole {
 
 export function parseConsole(text: string): GuestConsole {
   const out: GuestConsole = { boots: [], ticks: [], tcpGaps: [] };
-  for (const line of text.split(/\r?\n/)) {
+  const lines = text.split(/\r?\n/);
+  // A last line without its newline is still being written (the log is read while the agent appends to it):
+  // it waits for the next read, as a tick cut off inside its boot_id would look like a tick of another boot.
+  if (!text.endsWith('\n')) lines.pop();
+  for (const line of lines) {
     let m: RegExpExecArray | null;
     if ((m = /ferry-boot name=\S+ boot_id=(\S+) ip=(\S*) mac=(\S+) workload=(\S+)/.exec(line))) {
       out.boots.push({ bootId: m[1]!, ip: m[2]!, mac: m[3]!, workload: m[4]! });
