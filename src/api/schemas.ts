@@ -15,6 +15,7 @@ import { isFerryError } from '../domain/errors.js';
 import { NIC_BACKENDS, OFFLOADS, validateOffloads } from '../domain/nic.js';
 import { METRIC_RANGE, NETWORK_ROLES } from '../domain/networks.js';
 import { NAMED_POLICIES, namedPolicy } from '../domain/policy.js';
+import { HA_PRIORITY } from '../domain/ha.js';
 import { parseStorageRoots } from '../domain/storage-roots.js';
 import { FIRMWARES, LIMITS, NAME_PATTERN, RunState, START_ACTIONS } from '../domain/records.js';
 
@@ -229,7 +230,7 @@ export const VmSchema = z
     ip: z.string(),
     workload: z.string(),
     node: z.string(),
-    state: z.enum(['stopped', 'starting', 'running', 'migrating', 'stopping', 'saved', 'error']),
+    state: z.enum(['stopped', 'starting', 'running', 'migrating', 'stopping', 'saved', 'error', 'lost']),
     createdAtMs: z.number(),
     stateSinceMs: z.number().optional(),
     error: z.string().optional(),
@@ -253,6 +254,10 @@ export const VmSchema = z
         seedPath: z.string().optional(),
       })
       .optional(),
+    ha: z.object({ priority: z.number() }).optional().openapi({ description: 'high availability: restarted elsewhere when its host fails' }),
+    lost: z.object({ node: z.string(), sinceMs: z.number() }).optional(),
+    haFailures: z.number().optional(),
+    haHeld: z.object({ reason: z.string(), sinceMs: z.number() }).optional(),
   })
   .openapi('Vm');
 
@@ -618,6 +623,7 @@ export const SettingsSchema = z
     backupStore: z.string(),
     shutdownTimeoutS: z.number(),
     storageRoots: z.array(z.string()),
+    hostLeaseTtlS: z.number(),
   })
   .openapi('Settings');
 
@@ -692,8 +698,12 @@ export const HeartbeatSchema = z
     vms: z.array(InstanceSchema),
     /** What the agent reads from the shared volume's marker: the cluster and the controller's mark, or why it could not. */
     volume: VolumeSightingSchema.optional(),
+    fenced: z.array(z.string()).optional(),
   })
   .openapi('Heartbeat');
+export const HeartbeatAnswerSchema = z
+  .object({ ok: z.literal(true), lease: z.object({ ttlMs: z.number() }), ha: z.array(z.string()) })
+  .openapi('HeartbeatAnswer');
 
 // ---- requests -----------------------------------------------------------------
 
@@ -752,6 +762,8 @@ export const VmSetBody = z
     switch: SwitchName.optional(),
     policy: z.union([PolicyOrName, z.null()]).optional(),
     startAction: z.enum(START_ACTIONS, { error: (iss) => `--start-action must be one of ${START_ACTIONS.join(', ')}, got '${shown(iss.input)}'` }).optional(),
+    ha: onOff('ha').optional(),
+    haPriority: wholeNumber('--ha-priority', { min: HA_PRIORITY.min, max: HA_PRIORITY.max }).optional(),
   })
   .openapi('VmSet');
 
@@ -867,6 +879,7 @@ export const SETTING_RULES = {
     .transform((raw) => (raw === 'default' || raw === '' ? '' : raw.replace(/\/+$/, '') || '/')),
   storageRoots: parsed(parseStorageRoots, 'storageRoots', 4096),
   shutdownTimeoutS: wholeNumber('shutdownTimeoutS', { min: 0, max: 3600 }),
+  hostLeaseTtlS: wholeNumber('hostLeaseTtlS', { min: 4, max: 10 }),
 } as const;
 void (SETTING_NAMES satisfies (keyof typeof SETTING_RULES)[]);
 export const SettingName = z.enum(SETTING_NAMES as [keyof typeof SETTING_RULES, ...(keyof typeof SETTING_RULES)[]], {

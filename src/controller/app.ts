@@ -61,6 +61,7 @@ import { Migrations } from './migration/service.js';
 import { ClusterNetworks, type Reach } from './network/networks.js';
 import { VirtualSwitches } from './network/switches.js';
 import { Reconciler } from './reconciler.js';
+import { Failover } from './failover.js';
 import { IncomingReplicas } from './replica/incoming.js';
 import { Replicas } from './replica/replicas.js';
 import type { ControllerServices } from './services.js';
@@ -269,6 +270,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
       })
     : undefined;
   const reconciler = new Reconciler({ nodes, vms, locks, events, clock, log, syncSwitches: () => switches.sync() });
+  const failover = new Failover({ store, nodes, vms, locks, events, settings, clock, log: log.child({ part: 'failover' }), start: (n) => lifecycle.start(n) });
 
   const services: ControllerServices = {
     config: () => p.config.current(),
@@ -298,6 +300,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     images,
     replicas,
     incoming,
+    failover,
     events,
     settings,
     baselines,
@@ -383,6 +386,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
           }
         })();
       every(1000, 'reconcile', () => reconciler.tick());
+      every(500, 'failover', () => failover.tick());
       every(1000, 'event log', () => events.flush());
       every(1000, 'backup schedules', () => schedules.tick());
       every(1000, 'replicas', () => replicas.tick());

@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import type { Clock } from '../domain/clock.js';
+import { describeHa, HA_PRIORITY } from '../domain/ha.js';
 import { ErrorCode, errors, isFerryError, toFerryError } from '../domain/errors.js';
 import type { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
@@ -70,6 +71,9 @@ export interface VmSettingsChange {
   /** null clears the VM's policy (the cluster default applies). */
   policy?: Partial<MigrationPolicy> | null;
   startAction?: StartAction;
+  /** High availability on or off; the priority orders restarts (higher first). */
+  ha?: boolean;
+  haPriority?: number;
 }
 
 export interface LifecycleDeps {
@@ -279,6 +283,10 @@ export class Lifecycle {
         const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: clock.nowMs() };
         delete next.savedState;
         delete next.error;
+        // Running again: no longer lost, and an HA VM's count of failed restarts (and any hold) starts over.
+        delete next.lost;
+        delete next.haFailures;
+        delete next.haHeld;
         return next;
       });
       if (saved) this.d.volume.remove(saved);
@@ -324,6 +332,10 @@ export class Lifecycle {
    */
   async set(name: string, change: VmSettingsChange): Promise<VmRecord> {
     const { vms, events } = this.d;
+    if (change.ha !== undefined || change.haPriority !== undefined) {
+      const next = await this.setHa(name, change.ha, change.haPriority);
+      if (change.startAction === undefined && change.policy === undefined && change.compat === undefined && change.switch === undefined) return next;
+    }
     if (change.startAction !== undefined) {
       const action = change.startAction;
       const next = await vms.update(name, (cur) => ({ ...cur, startAction: action }));
@@ -367,6 +379,23 @@ export class Lifecycle {
       await events.emit({ type: 'vm.set', vm: name, message: `VM ${name}: ${changes.join(', ')} (applies at its next start)` });
       return next;
     });
+  }
+
+  /** HA on (with a priority), off, or a new priority; turning it on again releases a held VM. */
+  private async setHa(name: string, on: boolean | undefined, priority: number | undefined): Promise<VmRecord> {
+    const vm = await this.d.vms.get(name);
+    if (on === undefined && !vm.ha) throw errors.invalidState(`VM '${name}' is not HA: --ha on first (--ha-priority orders HA restarts)`, { vm: name });
+    if (on === false && priority !== undefined) throw errors.invalid('haPriority', '--ha-priority needs --ha on, not off');
+    const next = await this.d.vms.update(name, (cur) => {
+      const out: VmRecord = { ...cur };
+      delete out.haHeld;
+      delete out.haFailures;
+      if (on === false) delete out.ha;
+      else out.ha = { priority: priority ?? cur.ha?.priority ?? HA_PRIORITY.default };
+      return out;
+    });
+    await this.d.events.emit({ type: 'vm.set', vm: name, message: `VM ${name}: high availability ${describeHa(next)}` });
+    return next;
   }
 
   /**

@@ -7,6 +7,7 @@
  * the cost of the only running copy. VMs some operation holds are left alone.
  */
 import type { Clock } from '../domain/clock.js';
+import { QEMU_EXITED } from '../domain/ha.js';
 import { describeRunState, type NicLink, RunState, type VmRecord, VmState } from '../domain/records.js';
 import { switchOf } from '../domain/switches.js';
 import type { EventSink } from '../ports/events.js';
@@ -122,11 +123,11 @@ export class Reconciler {
       const changed = await vms
         .update(vm.name, (cur) =>
           cur.state === VmState.Running && cur.node === vm.node && !locks.isHeld(vm.name)
-            ? { ...cur, state: VmState.Stopped, stateSinceMs: now, error: 'QEMU exited' }
+            ? { ...cur, state: VmState.Stopped, stateSinceMs: now, error: QEMU_EXITED }
             : cur,
         )
         .catch(() => undefined);
-      if (changed?.error === 'QEMU exited' && changed.stateSinceMs === now) {
+      if (changed?.error === QEMU_EXITED && changed.stateSinceMs === now) {
         await events.emit({ type: 'vm.exited', vm: vm.name, node: vm.node, message: `VM ${vm.name} exited on ${vm.node}` });
       }
     }

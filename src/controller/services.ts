@@ -3,6 +3,7 @@
  * services the composition root (app.ts) built. The API calls these and
  * nothing else of the controller.
  */
+import type { Failover } from './failover.js';
 import type { Clock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
 import type { MigrationRecord } from '../domain/migration.js';
@@ -66,6 +67,8 @@ export interface ControllerServices {
   images: Images;
   replicas: Replicas;
   incoming: IncomingReplicas;
+  /** Host leases (renewed by heartbeats), HA restarts and lost VMs. */
+  failover: Failover;
   events: EventLog;
   settings: StoreSettings;
   baselines: CpuBaselines;

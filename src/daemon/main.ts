@@ -4,6 +4,7 @@
  *   node dist/src/daemon/main.js switch     --state DIR
  *   node dist/src/daemon/main.js controller --state DIR
  *   node dist/src/daemon/main.js agent      --state DIR --node NAME
+ *   node dist/src/daemon/main.js watchdog   --state DIR --node NAME --agent PID   (started by the agent)
  *
  * Each role's composition root builds the daemon; this file only picks it,
  * and removes the daemon's endpoint file on SIGTERM/SIGINT.
@@ -16,6 +17,7 @@ import { openLayout, readHostConfig } from '../config/host-config.js';
 import { runController } from '../controller/app.js';
 import { runAgent } from '../node/main.js';
 import { runSwitch } from '../switch/main.js';
+import { runWatchdog } from '../node/watchdog.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -63,8 +65,19 @@ async function main(): Promise<void> {
     if (!readHostConfig(layout)) await waitForEndpoint(layout, 'controller');
     const d = await runAgent({ stateDir, ...(node ? { node } : {}) });
     onExit(layout.daemonFile(d.node), d.close);
+  } else if (role === 'watchdog') {
+    const node = arg('node');
+    const agentPid = Number(arg('agent'));
+    if (!node || !agentPid) throw new Error('watchdog needs --node NAME --agent PID');
+    await runWatchdog({
+      runDir: layout.nodeRun(node),
+      agentPid,
+      clock: systemClock,
+      say: (line) => process.stderr.write(`${new Date().toISOString()} watchdog ${node}: ${line}\n`),
+    });
+    process.exit(0);
   } else {
-    throw new Error(`unknown daemon role '${role}' (switch, controller or agent)`);
+    throw new Error(`unknown daemon role '${role}' (switch, controller, agent or watchdog)`);
   }
 }
 

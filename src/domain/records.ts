@@ -11,6 +11,8 @@ export const VmState = {
   Stopping: 'stopping',
   Saved: 'saved',
   Error: 'error',
+  /** Its host failed and it is not an HA VM: nobody knows whether it still runs there (`lost` says which host, since when). */
+  Lost: 'lost',
 } as const;
 export type VmState = (typeof VmState)[keyof typeof VmState];
 
@@ -124,6 +126,14 @@ export interface VmRecord {
   runningAtDown?: boolean;
   /** What the VM boots; absent: Ferry's built-in guest (direct kernel boot). */
   boot?: VmBoot;
+  /** High availability: restarted on another host when its host fails, and in place when its QEMU dies (see ha.ts). */
+  ha?: { priority: number };
+  /** State lost: the host that failed under it, and when that was detected. */
+  lost?: { node: string; sinceMs: number };
+  /** HA restarts that failed in a row; after HA_MAX_FAILURES the VM is held (quarantined) with the last reason. */
+  haFailures?: number;
+  /** Held: Ferry no longer restarts it by itself until `vm start` or `vm set --ha on`. */
+  haHeld?: { reason: string; sinceMs: number };
 }
 
 export const FIRMWARES = ['bios', 'uefi'] as const;
@@ -268,6 +278,15 @@ export interface Heartbeat {
   capabilities: NodeCapabilities;
   vms: VmInstance[];
   volume?: VolumeSighting;
+  /** HA VMs this agent's watchdogs killed since its last answered heartbeat: its lease ran out. */
+  fenced?: string[];
+}
+
+/** The controller's answer to a heartbeat: the host's lease is renewed for ttlMs, and these of its VMs are HA (fence them if it lapses). */
+export interface HeartbeatAnswer {
+  ok: true;
+  lease: { ttlMs: number };
+  ha: string[];
 }
 
 /** A VM that holds resources on its node. */

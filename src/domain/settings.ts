@@ -18,6 +18,8 @@ export interface ClusterSettings {
   shutdownTimeoutS: number;
   /** Directories besides the shared volume that VM disks and backups may be put in (see storage-roots.ts). */
   storageRoots: string[];
+  /** A host whose agent has not renewed its lease for this long has failed (its HA VMs restart elsewhere; see ha.ts). */
+  hostLeaseTtlS: number;
 }
 
 export const DEFAULT_SETTINGS: ClusterSettings = {
@@ -28,6 +30,7 @@ export const DEFAULT_SETTINGS: ClusterSettings = {
   backupStore: '',
   shutdownTimeoutS: 30,
   storageRoots: [],
+  hostLeaseTtlS: 8,
 };
 
 export type SettingName = keyof ClusterSettings;

@@ -14,6 +14,7 @@ import { errors } from '../domain/errors.js';
 import type { NicBackend } from '../domain/nic.js';
 import type { HostLink, NodeCapabilities, VmInstance, VmSpec, VolumeSighting } from '../domain/records.js';
 import { DEFAULT_SWITCH } from '../domain/switches.js';
+import { type FenceFile, fenceDeadline } from '../domain/ha.js';
 import type { Hypervisor, NicAttachment } from '../ports/hypervisor.js';
 import type { Logger } from '../ports/logger.js';
 
@@ -60,6 +61,11 @@ export interface AgentDeps {
   beacon: (address: string) => Promise<{ port: number; close(): Promise<void> }>;
   /** Reads the shared volume's marker as this host sees it (absent: not reported). */
   readVolume?: () => VolumeSighting;
+  /**
+   * The fence file the host's independent watchdog reads (until when HA VMs may run, which are HA), and
+   * the names it fenced since the last read; absent: no watchdog process (component tests).
+   */
+  watchdog?: { write(f: FenceFile): void; takeFenced(): string[] };
   /** The host interface holding an address, as the kernel reports it (absent: not asked). */
   linksOf?: (addresses: string[]) => Promise<Map<string, HostLink>>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
@@ -72,6 +78,10 @@ export class Agent {
   /** Bridge-backed NICs of the VMs started here: their bridge, tap and MAC. */
   private readonly bridged = new Map<string, { bridge: string; port: string; mac: string }>();
   private heartbeats: AbortController | undefined;
+  /** Until when this host's lease lets HA VMs run, and which are HA (from the last answered heartbeat). */
+  private fence: FenceFile | undefined;
+  /** HA VMs fenced since the last answered heartbeat. */
+  private readonly fenced = new Set<string>();
 
   constructor(
     readonly o: AgentOptions,
@@ -122,6 +132,33 @@ export class Agent {
         await this.d.clock.sleep(1000, signal).catch(() => {});
       }
     })();
+    // The watchdog in the agent: the lease ran out, so the controller may start these HA VMs elsewhere soon.
+    void (async () => {
+      while (!signal.aborted) {
+        await this.fenceIfLapsed().catch((e: unknown) => this.d.log.error({ err: String(e) }, 'fencing failed'));
+        await this.d.clock.sleep(200, signal).catch(() => {});
+      }
+    })();
+  }
+
+  /** Kills every HA VM's QEMU here once the lease has lapsed (see domain/ha.ts). */
+  async fenceIfLapsed(): Promise<string[]> {
+    const f = this.fence;
+    if (!f || this.d.clock.nowMs() <= f.validUntilMs) return [];
+    const killed: string[] = [];
+    for (const name of f.ha) {
+      if (!this.d.hypervisor.has(name)) continue;
+      await this.d.hypervisor.kill(name);
+      this.fenced.add(name);
+      killed.push(name);
+      this.d.log.warn({ vm: name }, `fenced HA VM '${name}': this host's lease ran out at ${new Date(f.validUntilMs).toISOString()}`);
+    }
+    return killed;
+  }
+
+  /** Whether an HA VM runs here that only the lease protects (the watchdog must outlive a stopped agent). */
+  runsHaVms(): boolean {
+    return (this.fence?.ha ?? []).some((n) => this.d.hypervisor.has(n));
   }
 
   async stop(): Promise<void> {
@@ -135,13 +172,16 @@ export class Agent {
   private async sendHeartbeat(): Promise<void> {
     const base = this.d.controllerUrl();
     if (!base) return;
+    const sentMs = this.d.clock.nowMs();
+    for (const n of this.d.watchdog?.takeFenced() ?? []) this.fenced.add(n);
+    const fenced = [...this.fenced];
     const controller = new ApiClient({
       baseUrl: base,
       ...(this.o.token ? { token: this.o.token } : {}),
       timeoutMs: 3000,
       ...(this.d.fetch ? { fetch: this.d.fetch } : {}),
     });
-    await controller.call(nodeRoutes.heartbeat, {
+    const answer = await controller.call(nodeRoutes.heartbeat, {
       body: {
         name: this.o.node,
         url: this.url,
@@ -158,8 +198,12 @@ export class Agent {
         capabilities: this.currentCapabilities(),
         vms: await this.d.hypervisor.list(),
         ...(this.d.readVolume ? { volume: this.d.readVolume() } : {}),
+        ...(fenced.length ? { fenced } : {}),
       },
     });
+    for (const n of fenced) this.fenced.delete(n);
+    this.fence = { validUntilMs: fenceDeadline(sentMs, answer.lease.ttlMs), ha: answer.ha };
+    this.d.watchdog?.write(this.fence);
   }
 
   private linkCache: { at: number; links: Map<string, HostLink> } | undefined;

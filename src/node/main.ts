@@ -20,6 +20,8 @@ import { Agent } from './agent.js';
 import { agentApp } from './http.js';
 import { linksOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
+import { FenceFiles, startWatchdog, stopWatchdog } from './watchdog.js';
+import path from 'node:path';
 
 /** Who this agent is and where its controller is: host.json on a real host, cluster.json and the token on the single-machine cluster. */
 function agentIdentity(layout: StateLayout, node: string | undefined) {
@@ -72,6 +74,9 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
   const image = await ensureImage((line) => log.info({}, line));
   const hypervisor = new QemuHypervisor({ runDir, node: me.node, image, cacheDir: cacheDir() });
   const uplinks = new TapUplinks(me.node, me.clusterId, runDir);
+  const fenceFiles = new FenceFiles(runDir);
+  // The independent watchdog: it fences this host's HA VMs even when the agent hangs or is stopped.
+  startWatchdog({ stateDir: o.stateDir, node: me.node, runDir, logFile: path.join(layout.logs, `${me.node}-watchdog.log`) });
   const agent = new Agent(
     {
       node: me.node,
@@ -97,6 +102,7 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       beacon: listenBeacon,
       linksOf,
       readVolume: () => readVolumeMark(layout.shared),
+      watchdog: fenceFiles,
       ...(me.fetch ? { fetch: me.fetch } : {}),
     },
   );
@@ -118,7 +124,10 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
     url: api.url,
     node: me.node,
     async close() {
+      const guarding = agent.runsHaVms();
       await agent.stop();
+      // A watchdog still guarding HA VMs outlives the agent: if no agent renews the lease in time, it fences them.
+      if (!guarding) stopWatchdog(runDir);
       await api.close();
       await me.fetch?.close();
     },

@@ -53,6 +53,8 @@ export class ComponentCluster {
   private loops = new AbortController();
   /** Phase faults the next phases meet. */
   phaseFaults: PhaseFault[] = [];
+  /** Hosts cut off from the controller (both ways), as by a management link that is down. */
+  private readonly isolated = new Set<string>();
 
   private constructor(nodes: string[], factor: number) {
     this.clock = new ScaledClock(factor);
@@ -101,7 +103,7 @@ export class ComponentCluster {
       log: silentLogger,
       builder: this.builder,
       switch: this.switch,
-      connect: (node, url) => new AgentClient(node, url, TOKEN, (input, init) => this.agents.get(node)!.fetch(input, init)),
+      connect: (node, url) => new AgentClient(node, url, TOKEN, (input, init) => this.cut(node) ?? this.agents.get(node)!.fetch(input, init)),
       volume: this.volume,
       reach: async () => ({ ok: true }),
       remote: () => this.remote,
@@ -158,7 +160,7 @@ export class ComponentCluster {
           },
         },
         beacon: async () => ({ port: this.world.port(), close: async () => {} }),
-        fetch: (input, init) => this.controllerFetch(input, init),
+        fetch: (input, init) => this.cut(node) ?? this.controllerFetch(input, init),
       },
     );
     await agent.prepare();
@@ -168,6 +170,31 @@ export class ComponentCluster {
     });
     this.agents.set(node, { agent, hv, fetch: (input, init) => Promise.resolve(app.request(input, init)) });
     agent.startHeartbeats(`http://${node}.component`);
+  }
+
+  private cut(node: string): Promise<Response> | undefined {
+    return this.isolated.has(node) ? Promise.reject(new TypeError(`fetch failed: ${node} is isolated`)) : undefined;
+  }
+
+  /** The host's management link goes down: it and the controller no longer reach each other (its guests run on). */
+  isolate(node: string): void {
+    this.isolated.add(node);
+  }
+
+  heal(node: string): void {
+    this.isolated.delete(node);
+  }
+
+  /** Power loss: the host's guests and its agent are gone at once. */
+  async crash(node: string): Promise<void> {
+    this.isolate(node);
+    const { agent, hv } = this.agents.get(node)!;
+    await agent.stop();
+    for (const g of hv.guests()) hv.crash(g.spec.name);
+  }
+
+  agent(node: string): Agent {
+    return this.agents.get(node)!.agent;
   }
 
   hypervisor(node: string): FakeHypervisor {

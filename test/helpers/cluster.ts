@@ -270,8 +270,8 @@ export class TestCluster {
         ?.call(eventRoutes.list, {})
         .then((e) => fs.writeFileSync(`${keep}/events.json`, JSON.stringify(e, null, 1)))
         .catch(() => {});
-      fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
-      fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
+      if (fs.existsSync(this.layout.logs)) fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
+      if (fs.existsSync(this.layout.consoles)) fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
     }
     const clusterId = readConfig(this.layout)?.id;
     const lab = this.labbed ?? readLab(this.dir);

@@ -43,8 +43,12 @@ describe('a switch that restarts', () => {
   it('shows the NICs cut off while the switch is gone, and they come back with it: the TCP stream goes on', async () => {
     assert.equal(await network('web'), 'connected');
     const old = await killSwitch();
-    await waitFor('web to show its NIC cut off', 10_000, async () => (await network('web')) === 'disconnected');
-    assert.equal(await network('cli'), 'disconnected');
+    // Each node reports its own NICs in its own heartbeat: wait for both, as each comes in.
+    await waitFor(
+      'web and cli to show their NICs cut off',
+      10_000,
+      async () => (await network('web')) === 'disconnected' && (await network('cli')) === 'disconnected',
+    );
     assert.equal(await metric('web'), 0);
     const list = await c.ferryJson<{ name: string; state: string; network?: string }[]>(['vm', 'list']);
     assert.deepEqual(

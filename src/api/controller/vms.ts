@@ -23,6 +23,8 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
         ...(b.switch !== undefined ? { switch: b.switch } : {}),
         ...(b.policy !== undefined ? { policy: b.policy } : {}),
         ...(b.startAction !== undefined ? { startAction: b.startAction } : {}),
+        ...(b.ha !== undefined ? { ha: b.ha } : {}),
+        ...(b.haPriority !== undefined ? { haPriority: b.haPriority } : {}),
       }),
       200,
     );

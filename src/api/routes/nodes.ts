@@ -1,7 +1,7 @@
 /** Nodes: list, join and leave, heartbeats from agents, maintenance and resume. */
 import { createRoute, z } from '@hono/zod-openapi';
 import { answers, body } from '../route-helpers.js';
-import { DrainBody, DrainResultSchema, Empty, HeartbeatSchema, NodeAddBody, NodeName, NodeSchema, NodeViewSchema } from '../schemas.js';
+import { DrainBody, DrainResultSchema, Empty, HeartbeatAnswerSchema, HeartbeatSchema, NodeAddBody, NodeName, NodeSchema, NodeViewSchema } from '../schemas.js';
 
 const params = z.object({ name: NodeName });
 const tag = ['Nodes'];
@@ -43,7 +43,7 @@ export const nodeRoutes = {
     tags: tag,
     summary: 'Node agent heartbeat',
     request: body(HeartbeatSchema),
-    responses: answers(z.object({ ok: z.literal(true) })),
+    responses: answers(HeartbeatAnswerSchema),
   }),
   maintenance: createRoute({
     method: 'post',

@@ -9,6 +9,7 @@ import { errors } from '../../domain/errors.js';
 import { STEPS, type MigrationRecord } from '../../domain/migration.js';
 import { NAMED_POLICIES, namedPolicy } from '../../domain/policy.js';
 import { describeRunState, RunState } from '../../domain/records.js';
+import { describeHa } from '../../domain/ha.js';
 import { type Cluster, command, followMigration, numberOrText, wholeNumber } from '../context.js';
 import { Progress, bytes, json, ms, print } from '../output.js';
 
@@ -286,23 +287,37 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
     .option('--switch <SW>', 'the virtual switch its NIC plugs into (only while stopped)')
     .option('--policy <FILE|NAME|none>', "the VM's migration policy overrides (a JSON file, ferry, qemu-defaults, or none)")
     .option('--start-action <always|never|if-running>', 'what the cluster does with the VM when it starts after ferry down (default if-running)')
+    .option('--ha <on|off>', 'high availability: restart it on another host when its host fails, and in place when its QEMU dies')
+    .option('--ha-priority <N>', 'HA restart order, 0-1000, higher first (default 100)')
     .option('--json', 'print the record as JSON')
-    .action(async (name: string, o: { compat?: string; switch?: string; policy?: string; startAction?: string; json?: boolean }) => {
-      if (o.compat === undefined && o.switch === undefined && o.policy === undefined && o.startAction === undefined)
-        throw errors.usage("'vm set' needs a setting: --compat on|off, --switch NAME, --policy FILE|NAME|none or --start-action always|never|if-running");
-      const body: Record<string, unknown> = {};
-      if (o.startAction !== undefined) body.startAction = o.startAction;
-      if (o.policy !== undefined) body.policy = o.policy === 'none' ? null : policyFromFlags({ policy: o.policy });
-      if (o.compat !== undefined) body.compat = o.compat;
-      if (o.switch !== undefined) body.switch = o.switch;
-      const v = await connect().api.call(vmRoutes.set, { ...enc(name), body: body as never });
-      if (o.json) json(v);
-      else if (o.startAction !== undefined && o.policy === undefined && o.compat === undefined && o.switch === undefined)
-        print(`VM ${v.name}: start action ${v.startAction ?? 'if-running'}`);
-      else if (o.policy !== undefined && o.compat === undefined && o.switch === undefined)
-        print(`VM ${v.name}: migration policy ${v.policy ? JSON.stringify(v.policy) : 'from the cluster default'}`);
-      else print(`VM ${v.name}: processor compatibility mode ${v.compat ? 'on' : 'off'}, switch ${v.switch || '(disconnected)'} (applies at its next start)`);
-    });
+    .action(
+      async (
+        name: string,
+        o: { compat?: string; switch?: string; policy?: string; startAction?: string; ha?: string; haPriority?: string; json?: boolean },
+      ) => {
+        const ha = o.ha !== undefined || o.haPriority !== undefined;
+        if (o.compat === undefined && o.switch === undefined && o.policy === undefined && o.startAction === undefined && !ha)
+          throw errors.usage(
+            "'vm set' needs a setting: --compat on|off, --switch NAME, --policy FILE|NAME|none, --start-action always|never|if-running or --ha on|off [--ha-priority N]",
+          );
+        const body: Record<string, unknown> = {};
+        if (o.ha !== undefined) body.ha = o.ha;
+        if (o.haPriority !== undefined) body.haPriority = numberOrText(o.haPriority);
+        if (o.startAction !== undefined) body.startAction = o.startAction;
+        if (o.policy !== undefined) body.policy = o.policy === 'none' ? null : policyFromFlags({ policy: o.policy });
+        if (o.compat !== undefined) body.compat = o.compat;
+        if (o.switch !== undefined) body.switch = o.switch;
+        const v = await connect().api.call(vmRoutes.set, { ...enc(name), body: body as never });
+        if (o.json) json(v);
+        else if (ha && o.startAction === undefined && o.policy === undefined && o.compat === undefined && o.switch === undefined)
+          print(`VM ${v.name}: high availability ${describeHa(v)}`);
+        else if (o.startAction !== undefined && o.policy === undefined && o.compat === undefined && o.switch === undefined)
+          print(`VM ${v.name}: start action ${v.startAction ?? 'if-running'}`);
+        else if (o.policy !== undefined && o.compat === undefined && o.switch === undefined)
+          print(`VM ${v.name}: migration policy ${v.policy ? JSON.stringify(v.policy) : 'from the cluster default'}`);
+        else print(`VM ${v.name}: processor compatibility mode ${v.compat ? 'on' : 'off'}, switch ${v.switch || '(disconnected)'} (applies at its next start)`);
+      },
+    );
 
   command(vm, 'start', 'start a VM, or restore a saved one')
     .argument('<name>', 'a VM name')
@@ -412,7 +427,9 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
         ['disk', `${v.diskPath} (${v.diskGiB} GiB)`],
         ['compat', v.compat ? 'on' : 'off'],
         ['switch', v.switch === '' ? '(disconnected)' : (v.switch ?? 'default')],
+        ['ha', describeHa(v)],
       ];
+      if (v.lost) rows.push(['lost', `with ${v.lost.node} since ${new Date(v.lost.sinceMs).toISOString()}`]);
       if (v.guestCpu) rows.push(['cpu', `${v.guestCpu.vendor} ${v.guestCpu.model} (${v.guestCpu.features.length} features)`]);
       rows.push(['offloads', v.nicOffloads ? v.nicOffloads.join(',') || 'none' : 'all']);
       if (v.nic) rows.push(['nic', `${v.nic.backend} on ${v.node}; the guest uses ${v.nic.negotiated.join(',') || 'no offloads'}`]);

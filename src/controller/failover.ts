@@ -1,0 +1,231 @@
+/**
+ * Failover: host leases, HA restarts and lost VMs (see domain/ha.ts for the
+ * timing that keeps a VM from running twice).
+ *
+ * - Each answered heartbeat renews the host's lease in the store
+ *   (`liveness/NODE`, attached to a store lease of `hostLeaseTtlS`) and
+ *   tells the agent which of its VMs are HA: those it must fence (kill)
+ *   when the lease lapses before it can renew again.
+ * - A host whose lease key is gone has failed. RESTART_MARGIN_MS later its
+ *   HA VMs that its agent knew to fence start on other hosts, highest
+ *   priority first; one that fails to start HA_MAX_FAILURES times in a row
+ *   is held with the reason. Its other VMs are `lost`: nobody knows whether
+ *   they still run there.
+ * - A failed host that comes back rejoins: a lost VM it still runs is
+ *   running again, one it no longer runs is stopped. A copy of an HA VM that
+ *   escaped fencing is the reconciler's stray (the record names the new host).
+ * - An HA VM whose QEMU died on a healthy host starts again in place, with
+ *   backoff, under the same limit.
+ *
+ * The controller judges no host until one lease period after it started:
+ * agents renew through it, so after its own restart every lease looks lapsed.
+ */
+import type { Clock } from '../domain/clock.js';
+import { toFerryError } from '../domain/errors.js';
+import { HA_MAX_FAILURES, QEMU_EXITED, RESTART_MARGIN_MS, restartBackoffMs, restartOrder } from '../domain/ha.js';
+import { type Heartbeat, type HeartbeatAnswer, isActive, type VmRecord, VmState } from '../domain/records.js';
+import type { EventSink } from '../ports/events.js';
+import type { VmLocks } from '../ports/locks.js';
+import type { Logger } from '../ports/logger.js';
+import type { Settings } from '../ports/settings.js';
+import type { ClusterStore } from '../ports/store.js';
+import type { VmRepository } from '../ports/vm-repository.js';
+import type { StoreNodes } from './core/nodes.js';
+
+export interface FailoverDeps {
+  store: ClusterStore;
+  nodes: StoreNodes;
+  vms: VmRepository;
+  locks: VmLocks;
+  events: EventSink;
+  settings: Settings;
+  clock: Clock;
+  log: Logger;
+  start: (vm: string) => Promise<VmRecord>;
+}
+
+interface HostLease {
+  id: string;
+  ttlMs: number;
+  renewedMs: number;
+  /** The HA VMs the agent was last told to fence. */
+  armed: Set<string>;
+}
+
+interface Failure {
+  detectedMs: number;
+  /** From the last renewal to the detection (at most the TTL plus one tick). */
+  detectionMs: number;
+}
+
+export class Failover {
+  private readonly leases = new Map<string, HostLease>();
+  private readonly failed = new Map<string, Failure>();
+  /** The next moment an HA VM may be tried again. */
+  private readonly retryAt = new Map<string, number>();
+  private readonly startedMs: number;
+
+  constructor(private readonly d: FailoverDeps) {
+    this.startedMs = d.clock.nowMs();
+  }
+
+  /** A heartbeat: the node directory hears it, the host's lease is renewed, and the answer names its HA VMs. */
+  async heartbeat(hb: Heartbeat): Promise<HeartbeatAnswer> {
+    await this.d.nodes.heartbeat(hb);
+    const ttlMs = (await this.d.settings.get()).hostLeaseTtlS * 1000;
+    const now = this.d.clock.nowMs();
+    const held = this.leases.get(hb.name);
+    let renewed = false;
+    if (held && held.ttlMs === ttlMs) {
+      renewed = await this.d.store.keepAlive(held.id).then(
+        () => true,
+        () => false,
+      );
+    }
+    if (!renewed) {
+      const id = await this.d.store.grantLease(ttlMs);
+      await this.d.store.put(`liveness/${hb.name}`, { node: hb.name, sinceMs: now }, { lease: id });
+      this.leases.set(hb.name, { id, ttlMs, renewedMs: now, armed: held?.armed ?? new Set() });
+    } else held!.renewedMs = now;
+    const ha = (await this.d.vms.list()).filter((v) => v.ha && v.node === hb.name && isActive(v.state)).map((v) => v.name);
+    this.leases.get(hb.name)!.armed = new Set(ha);
+    for (const vm of hb.fenced ?? []) {
+      await this.d.events.emit({ type: 'vm.fenced', vm, node: hb.name, message: `${hb.name} fenced HA VM ${vm}: its lease had run out` });
+    }
+    return { ok: true, lease: { ttlMs }, ha };
+  }
+
+  async tick(): Promise<void> {
+    const now = this.d.clock.nowMs();
+    const ttlMs = (await this.d.settings.get()).hostLeaseTtlS * 1000;
+    if (now - this.startedMs < ttlMs + RESTART_MARGIN_MS) return;
+    const alive = new Set((await this.d.store.list<{ node: string }>('liveness/')).map((e) => e.value.node));
+    const vms = await this.d.vms.list();
+    for (const node of this.d.nodes.members()) {
+      if (alive.has(node)) {
+        if (this.failed.delete(node)) await this.rejoined(node, vms);
+        continue;
+      }
+      let failure = this.failed.get(node);
+      if (!failure) {
+        const renewed = this.leases.get(node)?.renewedMs;
+        // A host never heard from since this controller started has nothing it knows of to recover.
+        if (renewed === undefined) continue;
+        failure = { detectedMs: now, detectionMs: now - renewed };
+        this.failed.set(node, failure);
+        const on = vms.filter((v) => v.node === node && isActive(v.state)).map((v) => v.name);
+        await this.d.events.emit({
+          type: 'node.failed',
+          node,
+          message: `node ${node} failed: its lease was not renewed for ${(failure.detectionMs / 1000).toFixed(1)} s${on.length ? ` (it ran ${on.join(', ')})` : ''}`,
+          data: { detectionMs: failure.detectionMs, vms: on },
+        });
+      }
+      if (now < failure.detectedMs + RESTART_MARGIN_MS) continue;
+      await this.recover(node, failure, vms);
+    }
+    await this.restartPending(vms);
+  }
+
+  /** The VMs a failed host ran: HA ones its agent fences are marked for a restart elsewhere, the rest are lost. */
+  private async recover(node: string, failure: Failure, vms: VmRecord[]): Promise<void> {
+    const armed = this.leases.get(node)?.armed ?? new Set<string>();
+    for (const vm of vms.filter((v) => v.node === node && isActive(v.state))) {
+      if (this.d.locks.isHeld(vm.name)) continue; // its operation ends first (a migration fails and leaves it here)
+      const restart = vm.ha && !vm.haHeld && armed.has(vm.name);
+      const lost = { node, sinceMs: failure.detectedMs };
+      const changed = await this.d.vms
+        .update(vm.name, (cur) =>
+          cur.node === node && isActive(cur.state) && !this.d.locks.isHeld(vm.name)
+            ? restart
+              ? { ...cur, state: VmState.Stopped, stateSinceMs: this.d.clock.nowMs(), node: '', lost, error: `host ${node} failed` }
+              : { ...cur, state: VmState.Lost, stateSinceMs: this.d.clock.nowMs(), lost, error: `host ${node} failed` }
+            : cur,
+        )
+        .catch(() => undefined);
+      if (!changed?.lost || changed.lost.sinceMs !== failure.detectedMs) continue;
+      if (!restart) {
+        await this.d.events.emit({
+          type: 'vm.lost',
+          vm: vm.name,
+          node,
+          message: `VM ${vm.name} is lost with ${node}${vm.ha ? (vm.haHeld ? ' (HA held)' : ' (its agent had not been told to fence it)') : ' (not HA)'}`,
+        });
+      }
+    }
+  }
+
+  /** HA VMs waiting to start: those of failed hosts, and those whose QEMU died on a healthy host. */
+  private async restartPending(vms: VmRecord[]): Promise<void> {
+    const now = this.d.clock.nowMs();
+    const pending = restartOrder(
+      vms.filter(
+        (v) =>
+          v.ha && !v.haHeld && v.state === VmState.Stopped && (v.lost || v.error === QEMU_EXITED || (v.haFailures ?? 0) > 0) && !this.d.locks.isHeld(v.name),
+      ),
+    );
+    for (const vm of pending) {
+      if ((this.retryAt.get(vm.name) ?? 0) > now) continue;
+      const from = vm.lost?.node ?? vm.node;
+      const failure = vm.lost ? this.failed.get(vm.lost.node) : undefined;
+      const began = this.d.clock.nowMs();
+      try {
+        const after = await this.d.start(vm.name);
+        this.retryAt.delete(vm.name);
+        const restartMs = this.d.clock.nowMs() - began;
+        const data: Record<string, unknown> = { from, to: after.node, restartMs, priority: vm.ha!.priority };
+        if (vm.lost) data.sinceDetectionMs = this.d.clock.nowMs() - vm.lost.sinceMs;
+        if (failure) data.detectionMs = failure.detectionMs;
+        await this.d.events.emit({
+          type: vm.lost ? 'vm.failover' : 'vm.restarted',
+          vm: vm.name,
+          node: after.node,
+          message: vm.lost
+            ? `HA VM ${vm.name} restarted on ${after.node} after ${from} failed (detected after ${((failure?.detectionMs ?? 0) / 1000).toFixed(1)} s, started in ${(restartMs / 1000).toFixed(1)} s)`
+            : `HA VM ${vm.name} restarted on ${after.node} after its QEMU exited`,
+          data,
+        });
+      } catch (e) {
+        const reason = toFerryError(e).message;
+        const failures = (vm.haFailures ?? 0) + 1;
+        this.retryAt.set(vm.name, now + restartBackoffMs(failures));
+        const held = failures >= HA_MAX_FAILURES;
+        await this.d.vms
+          .update(vm.name, (cur) => ({ ...cur, haFailures: failures, ...(held ? { haHeld: { reason, sinceMs: now } } : {}) }))
+          .catch(() => undefined);
+        this.d.log.warn({ vm: vm.name, failures, err: reason }, 'HA restart failed');
+        if (held) {
+          await this.d.events.emit({
+            type: 'vm.ha-held',
+            vm: vm.name,
+            message: `HA VM ${vm.name} is held after ${failures} failed restarts: ${reason} (ferry vm start ${vm.name} tries again)`,
+            data: { failures, reason },
+          });
+        }
+      }
+    }
+  }
+
+  /** A failed host is back: its lost VMs run there again or are stopped. */
+  private async rejoined(node: string, vms: VmRecord[]): Promise<void> {
+    const reported = this.d.nodes.reported(node)?.vms ?? [];
+    await this.d.events.emit({ type: 'node.rejoined', node, message: `node ${node} is back after a failure; it starts nothing that runs elsewhere` });
+    for (const vm of vms.filter((v) => v.state === VmState.Lost && v.lost?.node === node)) {
+      const runs = reported.some((i) => i.name === vm.name);
+      await this.d.vms.update(vm.name, (cur) => {
+        if (cur.state !== VmState.Lost) return cur;
+        const next: VmRecord = { ...cur, state: runs ? VmState.Running : VmState.Stopped, stateSinceMs: this.d.clock.nowMs() };
+        delete next.lost;
+        if (runs) delete next.error;
+        else next.error = `lost with host ${node}, which came back without it`;
+        return next;
+      });
+      await this.d.events.emit({
+        type: runs ? 'vm.found' : 'vm.exited',
+        vm: vm.name,
+        node,
+        message: runs ? `VM ${vm.name} still runs on ${node}` : `VM ${vm.name} did not survive ${node}'s failure; it is stopped`,
+      });
+    }
+  }
+}
