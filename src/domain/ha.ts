@@ -53,7 +53,7 @@ export function describeHa(vm: Pick<VmRecord, 'ha' | 'haHeld'>): string {
 
 /**
  * What an agent's watchdogs read: until when HA VMs may run here, and which
- * of this host's VMs are HA (by name, with the pid they run under).
+ * of this host's VMs are HA (by name: the watchdog finds each QEMU by its pid file).
  */
 export interface FenceFile {
   validUntilMs: number;
