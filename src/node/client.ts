@@ -37,14 +37,22 @@ export class AgentClient implements NodeAgent {
       handshakeTimeout: 5_000,
       ...(this.tls ? { ca: this.tls.caPem, ...(this.tls.certPem ? { cert: this.tls.certPem, key: this.tls.keyPem } : {}) } : {}),
     });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('unexpected-response', (_req, res) =>
-        reject(new FerryError(ErrorCode.AgentUnreachable, `node '${this.node}' refused the display of '${vm}' (HTTP ${res.statusCode})`)),
-      );
-      ws.once('error', (e) => reject(new FerryError(ErrorCode.AgentUnreachable, `node '${this.node}': display of '${vm}': ${e.message}`)));
-    });
-    return createWebSocketStream(ws);
+    // The stream listens before the handshake ends: QEMU speaks first, and its first frame can come in the same
+    // packet as the agent's 101 answer; ws emits it right after 'open', before any later listener (noVNC then waits forever).
+    const stream = createWebSocketStream(ws);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('unexpected-response', (_req, res) =>
+          reject(new FerryError(ErrorCode.AgentUnreachable, `node '${this.node}' refused the display of '${vm}' (HTTP ${res.statusCode})`)),
+        );
+        stream.once('error', (e) => reject(new FerryError(ErrorCode.AgentUnreachable, `node '${this.node}': display of '${vm}': ${e.message}`)));
+      });
+    } catch (e) {
+      stream.destroy();
+      throw e;
+    }
+    return stream;
   }
 
   private async call<R extends RouteDef>(route: R, input: Input<R>, opts: CallOptions = {}, timeoutMs?: number): Promise<Output<R>> {
