@@ -7,7 +7,7 @@
  * backup of a linked clone leaves the library's image untouched and says it
  * was not quiesced (this guest has no agent); the agent-less guest is
  * reported in one line and shuts down by the ACPI button. (The Debian image,
- * with cloud-init and qemu-guest-agent, is `npm run test:guests`.)
+ * with cloud-init and qemu-guest-agent, is test/guests/.)
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
