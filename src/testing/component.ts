@@ -214,6 +214,13 @@ export class ComponentCluster {
     return Object.entries(this.world.placement()).flatMap(([node, guests]) => guests.filter((g) => g.name === vm).map((g) => ({ node, runState: g.runState })));
   }
 
+  /** The controller's /metrics, as a scraper reads it. */
+  async metrics(): Promise<string> {
+    const r = await this.controllerFetch(`${CONTROLLER}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    if (r.status !== 200) throw new Error(`/metrics answered ${r.status}`);
+    return r.text();
+  }
+
   async until(what: string, probe: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {

@@ -156,4 +156,33 @@ describe('failover', () => {
     );
     assert.equal(c.copiesOf('db').length, 1);
   });
+
+  it('counts failures, fencing, restarts and holds in /metrics, with detection and restart times', async () => {
+    const text = await c.metrics();
+    const value = (series: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      assert.ok(line, `${series} in /metrics`);
+      return Number(line.split(' ')[1]);
+    };
+    // node-1 isolated, then the host that ran db lost power.
+    assert.equal(value('ferry_node_failures_total{node="node-1"}'), 1);
+    assert.equal(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('ferry_node_failures_total{'))
+        .reduce((s, l) => s + Number(l.split(' ')[1]), 0),
+      2,
+    );
+    assert.equal(value('ferry_vm_fenced_total{node="node-1"}'), 2);
+    assert.ok(value('ferry_ha_restarts_total{kind="failover"}') >= 3, 'db and web after the isolation, db after the power loss');
+    assert.ok(value('ferry_ha_restarts_total{kind="in_place"}') >= 1);
+    assert.equal(value('ferry_ha_holds_total'), 1);
+    assert.equal(value('ferry_vms_ha_held'), 0, 'web was released');
+    assert.equal(value('ferry_failover_detection_seconds_count'), 2);
+    assert.ok(value('ferry_failover_detection_seconds_sum') >= 16, 'two detections of at least the 8 s TTL');
+    assert.equal(value('ferry_failover_detection_seconds_bucket{le="5"}'), 0);
+    assert.equal(value('ferry_failover_detection_seconds_bucket{le="15"}'), 2);
+    assert.equal(value('ferry_failover_restart_seconds_count'), value('ferry_ha_restarts_total{kind="failover"}'));
+    assert.equal(value('ferry_failover_restart_seconds_bucket{le="1"}'), 0, 'none before the 1 s margin');
+  });
 });

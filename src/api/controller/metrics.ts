@@ -2,16 +2,21 @@
  * Prometheus metrics with prom-client, computed from the store at each
  * scrape: migrations by mode and status, their durations, downtime and guest
  * blackout as histograms, bytes transferred, the queue, VMs per node and
- * state, nodes up; plus the controller process's own metrics.
+ * state, nodes up; failover (host failures, fencing, HA restarts with their
+ * detection and restart times, held VMs) counted from the events as this
+ * controller records them; plus the controller process's own metrics.
  */
 import { type OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { isFinal, type MigrationRecord } from '../../domain/migration.js';
+import type { ClusterEvent } from '../../domain/events.js';
 import type { NicLink, NodeRecord, RunState, VmRecord } from '../../domain/records.js';
 import type { ControllerServices } from '../../controller/services.js';
 
 const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300];
 const PAUSE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Failover's targets are detection within 10 s and a restart within 20 s of it. */
+const FAILOVER_BUCKETS = [1, 2, 5, 8, 10, 15, 20, 30, 60];
 
 export const metricsRoute = createRoute({
   method: 'get',
@@ -28,8 +33,11 @@ export interface Snapshot {
   nodes: NodeRecord[];
 }
 
-/** A registry whose cluster metrics are filled from `snapshot()` at every scrape. */
-export function clusterMetrics(snapshot: () => Promise<Snapshot>, opts: { processMetrics?: boolean } = {}): Registry {
+/** A registry whose cluster metrics are filled from `snapshot()` at every scrape, and failover's from `subscribe`'s events. */
+export function clusterMetrics(
+  snapshot: () => Promise<Snapshot>,
+  opts: { processMetrics?: boolean; subscribe?: (listener: (event: ClusterEvent) => void) => void } = {},
+): Registry {
   const registry = new Registry();
   let current: Promise<Snapshot> | undefined;
   // Every collector of one scrape reads the same snapshot.
@@ -131,16 +139,90 @@ export function clusterMetrics(snapshot: () => Promise<Snapshot>, opts: { proces
       for (const n of (await snap()).nodes) this.set({ node: n.name, state: n.state }, n.state === 'up' ? 1 : n.state === 'maintenance' ? 0.5 : 0);
     },
   });
+  new Gauge({
+    name: 'ferry_vms_ha_held',
+    help: 'HA VMs held after repeated failed restarts (ferry vm start releases one).',
+    registers: [registry],
+    async collect() {
+      this.set((await snap()).vms.filter((v) => v.haHeld).length);
+    },
+  });
+  if (opts.subscribe) failoverMetrics(registry, opts.subscribe);
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'ferry_controller_' });
   return registry;
 }
 
+/** Counters and histograms of failover, from its events (they count from this controller's start, as counters do). */
+function failoverMetrics(registry: Registry, subscribe: (listener: (event: ClusterEvent) => void) => void): void {
+  const failures = new Counter({
+    name: 'ferry_node_failures_total',
+    help: 'Hosts found failed: their lease lapsed.',
+    labelNames: ['node'],
+    registers: [registry],
+  });
+  const fenced = new Counter({
+    name: 'ferry_vm_fenced_total',
+    help: 'HA VMs a host fenced (killed) itself when its lease ran out.',
+    labelNames: ['node'],
+    registers: [registry],
+  });
+  const restarts = new Counter({
+    name: 'ferry_ha_restarts_total',
+    help: 'HA VMs started again: on another host after a failure (failover), or in place after their QEMU exited (in_place).',
+    labelNames: ['kind'],
+    registers: [registry],
+  });
+  const held = new Counter({ name: 'ferry_ha_holds_total', help: 'HA VMs held after repeated failed restarts.', registers: [registry] });
+  const detection = new Histogram({
+    name: 'ferry_failover_detection_seconds',
+    help: "From a failed host's last lease renewal to its detection.",
+    buckets: FAILOVER_BUCKETS,
+    registers: [registry],
+  });
+  const restart = new Histogram({
+    name: 'ferry_failover_restart_seconds',
+    help: "From a host's detected failure to its HA VM running elsewhere.",
+    buckets: FAILOVER_BUCKETS,
+    registers: [registry],
+  });
+  for (const kind of ['failover', 'in_place']) restarts.inc({ kind }, 0);
+  const seconds = (v: unknown) => (typeof v === 'number' ? v / 1000 : undefined);
+  subscribe((e) => {
+    switch (e.type) {
+      case 'node.failed': {
+        failures.inc({ node: e.node ?? '' });
+        const s = seconds(e.data?.detectionMs);
+        if (s !== undefined) detection.observe(s);
+        break;
+      }
+      case 'vm.fenced':
+        fenced.inc({ node: e.node ?? '' });
+        break;
+      case 'vm.failover': {
+        restarts.inc({ kind: 'failover' });
+        const s = seconds(e.data?.sinceDetectionMs);
+        if (s !== undefined) restart.observe(s);
+        break;
+      }
+      case 'vm.restarted':
+        restarts.inc({ kind: 'in_place' });
+        break;
+      case 'vm.ha-held':
+        held.inc();
+        break;
+    }
+  });
+}
+
 export function mountMetrics(app: OpenAPIHono, s: ControllerServices): void {
-  const registry = clusterMetrics(async () => ({
-    migrations: await s.migrations.list(),
-    vms: await Promise.all((await s.vms.list()).map((v) => s.viewVm(v))),
-    nodes: await s.nodes.list(),
-  }));
+  const registry = clusterMetrics(
+    async () => ({
+      migrations: await s.migrations.list(),
+      vms: await Promise.all((await s.vms.list()).map((v) => s.viewVm(v))),
+      nodes: await s.nodes.list(),
+    }),
+    { subscribe: (listener) => s.events.subscribe((_id, e) => listener(e)) },
+  );
   app.openapi(metricsRoute, async (c) => {
     c.header('content-type', registry.contentType);
     return c.body(await registry.metrics(), 200) as never;
