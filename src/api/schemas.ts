@@ -879,7 +879,7 @@ export const SETTING_RULES = {
     .transform((raw) => (raw === 'default' || raw === '' ? '' : raw.replace(/\/+$/, '') || '/')),
   storageRoots: parsed(parseStorageRoots, 'storageRoots', 4096),
   shutdownTimeoutS: wholeNumber('shutdownTimeoutS', { min: 0, max: 3600 }),
-  hostLeaseTtlS: wholeNumber('hostLeaseTtlS', { min: 4, max: 10 }),
+  hostLeaseTtlS: wholeNumber('hostLeaseTtlS', { min: 6, max: 10 }),
 } as const;
 void (SETTING_NAMES satisfies (keyof typeof SETTING_RULES)[]);
 export const SettingName = z.enum(SETTING_NAMES as [keyof typeof SETTING_RULES, ...(keyof typeof SETTING_RULES)[]], {

@@ -60,6 +60,16 @@ export class FenceFiles {
     }
   }
 
+  /** The running watchdog's pid, if its pid file names a live process that is a watchdog (not a reused pid). */
+  watchdogPid(): number | undefined {
+    try {
+      const pid = Number(fs.readFileSync(this.pidFile, 'utf8'));
+      return pid && pidAlive(pid) && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('watchdog') ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** The pid of an HA VM's QEMU, if its pid file names a live process that is that VM's QEMU. */
   qemuPid(vm: string): number | undefined {
     const pidFile = path.join(this.runDir, `${vm}.pid`);
@@ -74,12 +84,19 @@ export class FenceFiles {
   }
 }
 
-/** One look: kills every HA VM's QEMU once the lease has lapsed; returns what it killed and whether any HA VM still runs. */
-export function watchOnce(files: FenceFiles, nowMs: number): { killed: string[]; guarding: boolean } {
+/**
+ * One look: kills every HA VM's QEMU once the lease has lapsed; returns what
+ * it killed and whether any HA VM still runs. Before the lease lapses it
+ * reads the VMs' pid files only when `askGuarding` (the agent is gone and the
+ * watchdog decides whether to end).
+ */
+export function watchOnce(files: FenceFiles, nowMs: number, askGuarding = true): { killed: string[]; guarding: boolean } {
   const f = files.read();
   if (!f) return { killed: [], guarding: false };
+  const lapsed = nowMs > f.validUntilMs;
+  if (!lapsed && !askGuarding) return { killed: [], guarding: f.ha.length > 0 };
   const running = f.ha.map((vm) => ({ vm, pid: files.qemuPid(vm) })).filter((x) => x.pid !== undefined);
-  if (nowMs <= f.validUntilMs) return { killed: [], guarding: running.length > 0 };
+  if (!lapsed) return { killed: [], guarding: running.length > 0 };
   const killed: string[] = [];
   for (const { vm, pid } of running) {
     try {
@@ -98,9 +115,10 @@ export async function runWatchdog(o: { runDir: string; agentPid: number; clock: 
   const files = new FenceFiles(o.runDir);
   fs.writeFileSync(files.pidFile, String(process.pid));
   for (;;) {
-    const { killed, guarding } = watchOnce(files, o.clock.nowMs());
+    const agentGone = !pidAlive(o.agentPid);
+    const { killed, guarding } = watchOnce(files, o.clock.nowMs(), agentGone);
     for (const vm of killed) o.say(`fenced HA VM '${vm}': the host's lease ran out`);
-    if (!guarding && !pidAlive(o.agentPid)) break;
+    if (!guarding && agentGone) break;
     await o.clock.sleep(100);
   }
   if (fs.existsSync(files.pidFile) && fs.readFileSync(files.pidFile, 'utf8') === String(process.pid)) fs.rmSync(files.pidFile, { force: true });
@@ -108,13 +126,8 @@ export async function runWatchdog(o: { runDir: string; agentPid: number; clock: 
 
 /** Starts this host's watchdog beside the agent, replacing one an earlier agent left. */
 export function startWatchdog(o: { stateDir: string; node: string; runDir: string; logFile: string }): void {
-  const files = new FenceFiles(o.runDir);
-  try {
-    const old = Number(fs.readFileSync(files.pidFile, 'utf8'));
-    if (old && pidAlive(old) && fs.readFileSync(`/proc/${old}/cmdline`, 'utf8').includes('watchdog')) process.kill(old, 'SIGKILL');
-  } catch {
-    /* none */
-  }
+  const old = new FenceFiles(o.runDir).watchdogPid();
+  if (old) process.kill(old, 'SIGKILL');
   const main = fileURLToPath(new URL('../daemon/main.js', import.meta.url));
   const log = fs.openSync(o.logFile, 'a');
   const child = spawn(process.execPath, [main, 'watchdog', '--state', o.stateDir, '--node', o.node, '--agent', String(process.pid)], {
@@ -128,11 +141,7 @@ export function startWatchdog(o: { stateDir: string; node: string; runDir: strin
 /** Stops the watchdog when no HA VM needs it (the agent stops on purpose and guards nothing). */
 export function stopWatchdog(runDir: string): void {
   const files = new FenceFiles(runDir);
-  try {
-    const pid = Number(fs.readFileSync(files.pidFile, 'utf8'));
-    if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
-  } catch {
-    /* none */
-  }
+  const pid = files.watchdogPid();
+  if (pid) process.kill(pid, 'SIGKILL');
   fs.rmSync(files.pidFile, { force: true });
 }

@@ -100,6 +100,10 @@ describe('cluster settings', () => {
     assert.equal(ok(SETTING_RULES.migrationsPerNode, 2), 2);
     assert.equal(refusal(SETTING_RULES.migrationsPerNode, 0), "migrationsPerNode must be a whole number from 1 to 16, got '0'");
     assert.equal(refusal(SETTING_RULES.balanceAuto, 'maybe'), "balanceAuto must be true or false, got 'maybe'");
+    // A lease shorter than 6 s leaves the agent, which fences 2 s before it lapses, too few heartbeats to miss.
+    assert.equal(ok(SETTING_RULES.hostLeaseTtlS, 6), 6);
+    assert.equal(refusal(SETTING_RULES.hostLeaseTtlS, 5), "hostLeaseTtlS must be a whole number from 6 to 10, got '5'");
+    assert.equal(refusal(SETTING_RULES.hostLeaseTtlS, 11), "hostLeaseTtlS must be a whole number from 6 to 10, got '11'");
     for (const bad of ['speed', 'constructor', '__proto__', 'toString'])
       assert.match(refusal(SettingName, bad), new RegExp(`^unknown cluster setting '${bad}' \\(known: migrationsPerNode,`));
   });
