@@ -13,7 +13,7 @@ import { openLayout } from '../config/host-config.js';
 import { projectRoot } from '../config/paths.js';
 import { errors } from '../domain/errors.js';
 import type { StateLayout } from '../domain/layout.js';
-import { type Lab, type LabHost, type LabOptions, labDown, labRun, labUp, readLab, requireRoot, saveLab } from '../lab/lab.js';
+import { type Lab, type LabHost, type LabOptions, labDown, labRun, labPowerOn, labSpace, labUp, readLab, requireRoot, saveLab } from '../lab/lab.js';
 import { DEFAULT_CONTROLLER_PORT, down } from './daemons.js';
 import { login } from './hosts.js';
 
@@ -98,6 +98,24 @@ export async function labUpWithCluster(
     await labTakeDown(l);
     throw e;
   }
+}
+
+/**
+ * Power on a crashed host (`ferry lab crash`): its etcd members start on
+ * their data, then its Ferry daemons, as `ferry up` inside it starts them
+ * (systemd's part on a real host). It rejoins the cluster by itself.
+ */
+export async function labBoot(l: StateLayout, name: string): Promise<{ etcd: string[]; started: string[] }> {
+  requireRoot();
+  const lab = readLab(l.dir);
+  if (!lab) throw errors.invalidState(`no lab in ${l.dir} ('ferry lab up --hosts N' makes one)`);
+  const host = labSpace(lab, name);
+  if (host === lab.client) throw errors.invalid('host', "the client is not a host of the cluster: 'ferry lab boot' takes host-N");
+  const etcd = await labPowerOn(lab, name);
+  if (!lab.cluster || !fs.existsSync(labHostDir(l.dir, name))) return { etcd, started: [] };
+  const said = await ferryIn(l.dir, host, ['up']);
+  const started = /: started (.*)$/.exec(said)?.[1]?.split(', ') ?? [];
+  return { etcd, started };
 }
 
 /** The lab's cluster first (its VMs, each host's daemons and files), then the lab. */

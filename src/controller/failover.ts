@@ -102,13 +102,16 @@ export class Failover {
     const alive = new Set((await this.d.store.list<{ node: string }>('liveness/')).map((e) => e.value.node));
     const vms = await this.d.vms.list();
     for (const node of this.d.nodes.members()) {
-      if (alive.has(node)) {
+      const renewed = this.leases.get(node)?.renewedMs;
+      // This controller renews the leases itself, so it knows when one lapses without waiting for the store to say
+      // so (a watch on a member that went down with the host would say it seconds late). The key gone counts too.
+      const lapsed = renewed !== undefined && now - renewed > ttlMs;
+      if (alive.has(node) && !lapsed) {
         if (this.failed.delete(node)) await this.rejoined(node, vms);
         continue;
       }
       let failure = this.failed.get(node);
       if (!failure) {
-        const renewed = this.leases.get(node)?.renewedMs;
         // A host never heard from since this controller started has nothing it knows of to recover.
         if (renewed === undefined) continue;
         failure = { detectedMs: now, detectionMs: now - renewed };

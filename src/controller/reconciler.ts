@@ -35,6 +35,7 @@ export class Reconciler {
     await this.strayInstances();
     await this.d.syncSwitches().catch((e: unknown) => this.d.log.warn({ err: String(e) }, 'switch sync failed'));
     await this.exited();
+    await this.unfinishedStarts();
     await this.nicLinks();
     await this.runStates();
   }
@@ -109,6 +110,41 @@ export class Reconciler {
       this.links.set(vm.name, link);
     }
     for (const name of this.links.keys()) if (!seen.has(name)) this.links.delete(name);
+  }
+
+  /**
+   * A VM left `starting` with no operation on it: its start ended without recording how (the store did not take
+   * the last write). Its node says which: the QEMU runs there (running), or it does not (stopped, with why).
+   */
+  private async unfinishedStarts(): Promise<void> {
+    const { vms, nodes, locks, clock, events } = this.d;
+    for (const vm of await vms.list()) {
+      if (vm.state !== VmState.Starting || locks.isHeld(vm.name)) continue;
+      const live = nodes.reported(vm.node);
+      // Only a heartbeat sent after the start's own last write tells.
+      if (!live || live.atMs < (vm.stateSinceMs ?? 0) + 1500) continue;
+      const runs = live.vms.some((i) => i.name === vm.name);
+      const now = clock.nowMs();
+      const changed = await vms
+        .update(vm.name, (cur) => {
+          if (cur.state !== VmState.Starting || cur.node !== vm.node || locks.isHeld(vm.name)) return cur;
+          if (!runs) return { ...cur, state: VmState.Stopped, stateSinceMs: now, error: 'its start did not finish (the store did not take its outcome)' };
+          const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: now };
+          delete next.error;
+          delete next.lost;
+          delete next.haFailures;
+          delete next.haHeld;
+          return next;
+        })
+        .catch(() => undefined);
+      if (changed?.stateSinceMs !== now) continue;
+      await events.emit({
+        type: runs ? 'vm.started' : 'vm.exited',
+        vm: vm.name,
+        node: vm.node,
+        message: runs ? `VM ${vm.name} runs on ${vm.node} (its start had not recorded it)` : `VM ${vm.name} did not start on ${vm.node}; it is stopped`,
+      });
+    }
   }
 
   /** A running VM whose QEMU its node no longer reports has exited. */

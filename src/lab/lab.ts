@@ -335,6 +335,44 @@ export async function labCrash(lab: Lab, name: string): Promise<number[]> {
   return killed;
 }
 
+/**
+ * Starts the named etcd members again, on their data, where they are not
+ * running (all at once: members of a cluster that lost quorum are healthy
+ * only once enough of them run). Returns the names it started.
+ */
+export async function labStartEtcd(lab: Lab, names: string[]): Promise<string[]> {
+  requireRoot();
+  const unknown = names.filter((n) => !lab.etcd.some((m) => m.name === n));
+  if (unknown.length) throw errors.invalid('etcd', `the lab has no etcd member '${unknown[0]}' (it has ${lab.etcd.map((m) => m.name).join(', ')})`);
+  const initialCluster = Object.fromEntries(lab.etcd.map((m) => [m.name, m.peerUrl]));
+  const down = lab.etcd.filter((m) => names.includes(m.name) && !(m.pid && pidAlive(m.pid)));
+  await Promise.all(
+    down.map(async (m) => {
+      const member = new EtcdMember({ ...m, initialCluster, netns: labHost(lab, m.host).netns, detached: true });
+      const ready = member.start(30_000);
+      m.pid = member.pid;
+      await ready;
+    }),
+  );
+  // Read again before saving: hosts booted together each save their own members' pids.
+  const now = readLab(path.dirname(lab.dir)) ?? lab;
+  for (const m of down) now.etcd.find((x) => x.name === m.name)!.pid = m.pid;
+  saveLab(now);
+  return down.map((m) => m.name);
+}
+
+/** The first half of powering a crashed host on: it must be down (nothing runs in it); its etcd members start. */
+export async function labPowerOn(lab: Lab, name: string): Promise<string[]> {
+  requireRoot();
+  const h = labHost(lab, name);
+  const running = await pidsIn(h.netns);
+  if (running.length) throw errors.invalidState(`${name} is not down: ${running.length} process(es) run in it ('ferry lab crash ${name}' first)`);
+  return labStartEtcd(
+    lab,
+    lab.etcd.filter((m) => m.host === name).map((m) => m.name),
+  );
+}
+
 /** A long pause: SIGSTOP the host's agent (its guests keep running); `forMs` later, SIGCONT. */
 export async function labFreeze(lab: Lab, name: string, forMs?: number): Promise<number[]> {
   requireRoot();

@@ -10,10 +10,21 @@
  *   watch(prefix, after)      an etcd watch from revision after + 1
  *
  * A call etcd does not answer within `callTimeoutMs` fails as
- * `store-unavailable`, naming the endpoints.
+ * `store-unavailable`, naming the endpoints. gRPC keepalive pings find a
+ * member that went silent (its host's network cut), so a watch on it moves
+ * to another member within seconds.
  */
-import { ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, circuitBreaker, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, GRPCUnavailableError, type IKeyValue, type IOptions, type IResponseHeader, isRecoverableError } from 'etcd3';
+import { ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, circuitBreaker, handleWhen, isBrokenCircuitError, noop, retry, wrap } from 'cockatiel';
+import {
+  Etcd3,
+  EtcdLeaseInvalidError,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  type IKeyValue,
+  type IOptions,
+  type IResponseHeader,
+  isRecoverableError,
+} from 'etcd3';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { Change, ClusterStore, Entry, PutOptions } from '../ports/store.js';
 
@@ -52,14 +63,22 @@ export class EtcdStore implements ClusterStore {
       hosts: o.endpoints,
       dialTimeout: this.timeoutMs,
       faultHandling: {
-        // A call a member refused (down, or skipped by its breaker) goes to the next member; no other retries
-        // (a put whose answer was lost may have happened: callers decide). A member that failed three calls in a
-        // row is skipped for 2 s, so calls fail fast while etcd is away and resume soon after it is back.
+        // A call a member refused (down, or skipped by its breaker) goes to the next member. One that a member
+        // did not answer in time (its host cut off: the pings find it only a second or two later) is tried once
+        // more on the next member: a put whose answer was lost may then have happened twice, which Ferry's writes
+        // allow (a compare-and-set that finds its own write conflicts, and the caller reads again). A member that
+        // failed three calls in a row is skipped for 2 s, so calls fail fast while etcd is away and resume soon after.
         global:
           o.endpoints.length > 1
-            ? retry(
-                handleWhen((e) => e instanceof GRPCUnavailableError || isBrokenCircuitError(e)),
-                { maxAttempts: o.endpoints.length * 2, backoff: new ConstantBackoff(20) },
+            ? wrap(
+                retry(
+                  handleWhen((e) => e instanceof GRPCDeadlineExceededError),
+                  { maxAttempts: 1 },
+                ),
+                retry(
+                  handleWhen((e) => e instanceof GRPCUnavailableError || isBrokenCircuitError(e)),
+                  { maxAttempts: o.endpoints.length * 2, backoff: new ConstantBackoff(20) },
+                ),
               )
             : noop,
         host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 2000, breaker: new ConsecutiveBreaker(3) }),
@@ -72,6 +91,10 @@ export class EtcdStore implements ClusterStore {
       ...(o.tls
         ? { credentials: { rootCertificate: o.tls.ca, ...(o.tls.key ? { privateKey: o.tls.key } : {}), ...(o.tls.cert ? { certChain: o.tls.cert } : {}) } }
         : {}),
+      // A member that vanishes without closing its connections (its host's network gone) is found by pings within
+      // about 2 s: its calls and watches then fail over to the other members instead of hanging. etcd must allow
+      // pings this often (etcdArgs: --grpc-keepalive-min-time).
+      grpcOptions: { 'grpc.keepalive_time_ms': 1000, 'grpc.keepalive_timeout_ms': 1000, 'grpc.keepalive_permit_without_calls': 1 },
       // Ferry decides what to do when etcd does not answer; the client only gives each call its deadline.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
     });

@@ -11,6 +11,7 @@ import { buildController, type ControllerRuntime } from '../controller/app.js';
 import type { PhaseGate } from '../controller/core/phase-runner.js';
 import { type Clock, ScaledClock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
+import { ErrorCode, FerryError } from '../domain/errors.js';
 import { StateLayout } from '../domain/layout.js';
 import { defaultNetworks } from '../domain/networks.js';
 import { Agent } from '../node/agent.js';
@@ -58,7 +59,7 @@ export class ComponentCluster {
 
   private constructor(nodes: string[], factor: number) {
     this.clock = new ScaledClock(factor);
-    this.store = new SqliteStore(':memory:', this.clock);
+    this.store = this.faultyWrites(new SqliteStore(':memory:', this.clock));
     const networks = defaultNetworks(nodes, 77);
     this.config = {
       id: 'component-cluster',
@@ -212,6 +213,31 @@ export class ComponentCluster {
   /** Where each copy of a VM's process is, and in which state. */
   copiesOf(vm: string): { node: string; runState: string }[] {
     return Object.entries(this.world.placement()).flatMap(([node, guests]) => guests.filter((g) => g.name === vm).map((g) => ({ node, runState: g.runState })));
+  }
+
+  /** Store writes that fail once each, as etcd's do when the member a call went to stops answering. */
+  private readonly writeFaults: ((key: string, value: unknown) => boolean)[] = [];
+
+  /** The next write that `match` picks fails with store-unavailable (once). */
+  failNextWrite(match: (key: string, value: unknown) => boolean): void {
+    this.writeFaults.push(match);
+  }
+
+  private faultyWrites(store: ClusterStore): ClusterStore {
+    return new Proxy(store, {
+      get: (target, prop, receiver) => {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (prop !== 'put') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        return async (...args: Parameters<ClusterStore['put']>) => {
+          const i = this.writeFaults.findIndex((f) => f(args[0], args[1]));
+          if (i >= 0) {
+            this.writeFaults.splice(i, 1);
+            throw new FerryError(ErrorCode.StoreUnavailable, `the cluster store did not answer put ${args[0]}: deadline exceeded`);
+          }
+          return target.put(...args);
+        };
+      },
+    });
   }
 
   /** The controller's /metrics, as a scraper reads it. */

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { eventRoutes } from '../../src/api/routes/events.js';
+import { nodeRoutes } from '../../src/api/routes/nodes.js';
 import { vmRoutes } from '../../src/api/routes/vms.js';
 import type { VmRecord } from '../../src/domain/records.js';
 import { ComponentCluster } from '../../src/testing/component.js';
@@ -184,5 +185,17 @@ describe('failover', () => {
     assert.equal(value('ferry_failover_detection_seconds_bucket{le="15"}'), 2);
     assert.equal(value('ferry_failover_restart_seconds_count'), value('ferry_ha_restarts_total{kind="failover"}'));
     assert.equal(value('ferry_failover_restart_seconds_bucket{le="1"}'), 0, 'none before the 1 s margin');
+  });
+
+  it('settles a start whose outcome the store did not take from what the host reports', async () => {
+    const up = (await c.api.call(nodeRoutes.list, {})).find((n) => n.state === 'up')!.name;
+    await c.runVm('solo', up);
+    await c.api.call(vmRoutes.stop, { params: { name: 'solo' }, body: {} });
+    c.failNextWrite((key, value) => key === 'vms/solo' && (value as VmRecord).state === 'running');
+    await assert.rejects(c.api.call(vmRoutes.start, { params: { name: 'solo' }, body: {} }), /did not answer put vms\/solo/);
+    assert.equal((await vm('solo')).state, 'starting', 'the QEMU runs, the record could not say so');
+    await c.until('solo to be running', async () => (await vm('solo')).state === 'running');
+    assert.deepEqual(c.copiesOf('solo'), [{ node: (await vm('solo')).node, runState: 'running' }]);
+    assert.match((await events('vm.started')).at(-1)!.message, /its start had not recorded it/);
   });
 });

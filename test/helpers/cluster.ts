@@ -272,6 +272,12 @@ export class TestCluster {
         .catch(() => {});
       if (fs.existsSync(this.layout.logs)) fs.cpSync(this.layout.logs, `${keep}/logs`, { recursive: true });
       if (fs.existsSync(this.layout.consoles)) fs.cpSync(this.layout.consoles, `${keep}/consoles`, { recursive: true });
+      // A lab's hosts each keep their daemons' logs in their own state directory.
+      const hosts = path.join(this.dir, 'hosts');
+      for (const h of fs.existsSync(hosts) ? fs.readdirSync(hosts) : []) {
+        const logs = this.hostLayout(h).logs;
+        if (fs.existsSync(logs)) fs.cpSync(logs, `${keep}/hosts/${h}`, { recursive: true });
+      }
     }
     const clusterId = readConfig(this.layout)?.id;
     const lab = this.labbed ?? readLab(this.dir);

@@ -7,14 +7,24 @@
  * - `lab freeze host-2` (its agent stopped longer than the lease): the
  *   host's independent watchdog fences both VMs, then the controller starts
  *   them on host-3; host-2 rejoins without starting anything.
- * - `lab crash host-3` (power loss): both start on host-2; the disk
+ * - `lab isolate host-3` (its LAN cable pulled): it fences both before they
+ *   start on host-2; after `lab heal` it rejoins and reports the fencing.
+ * - `lab crash host-2` (power loss): both start on host-3; the disk
  *   workload goes on after its last acknowledged record, none lost, none
  *   written twice; the events carry the detection and restart times.
+ * - etcd has three members (host-1..3). `lab boot host-2` brings the crashed
+ *   host back; then one member dies and nothing changes; then a second one
+ *   dies and, without quorum, nothing is restarted anywhere (host-3 fences
+ *   its HA VMs, as it cannot renew its lease); with quorum back they run
+ *   again, once each, the disk records intact.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { VmRecord } from '../../src/domain/records.js';
+import { parseConsole } from '../../src/guest/console.js';
+import { labStartEtcd, readLab } from '../../src/lab/lab.js';
+import { netnsByInode, qemuCopies } from '../../src/lab/qemu-copies.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { readRecords } from '../helpers/disk.js';
 
@@ -26,39 +36,28 @@ interface Event {
   data?: Record<string, unknown>;
 }
 
-/** Every QEMU of these VMs in the lab's namespaces, as netns names, by VM: read from /proc. */
-function qemuCopies(vms: string[], spaces: Map<number, string>): Map<string, string[]> {
-  const out = new Map<string, string[]>(vms.map((v) => [v, []]));
-  for (const pid of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (!args[0]?.includes('qemu-system')) continue;
-      const name = args[args.indexOf('-name') + 1]?.split(',')[0];
-      if (!name || !out.has(name)) continue;
-      if (/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))) continue;
-      out.get(name)!.push(spaces.get(fs.statSync(`/proc/${pid}/ns/net`).ino) ?? '?');
-    } catch {
-      /* it ended meanwhile */
-    }
-  }
-  return out;
-}
-
 describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
   let c: TestCluster;
   let sampler: NodeJS.Timeout;
   const doubles: string[] = [];
+  /** Each change of where a VM's QEMU runs (netns names, '' for nowhere). */
+  const history: { atMs: number; vm: string; where: string }[] = [];
+  /** Where a VM's QEMU was last seen ('' for nowhere). */
+  const lastSeen = (vm: string) => history.filter((h) => h.vm === vm).at(-1)?.where;
   let samples = 0;
   const VMS = ['db', 'web'];
   before(async () => {
-    c = await TestCluster.lab(['--hosts', '3', '--node-memory', '1024']);
-    const spaces = new Map(fs.readdirSync('/run/netns').map((n) => [fs.statSync(`/run/netns/${n}`).ino, n]));
+    c = await TestCluster.lab(['--hosts', '3', '--node-memory', '1024', '--etcd', '3']);
+    const spaces = netnsByInode(`fl-${c.labbed!.id}-`);
     sampler = setInterval(() => {
       samples++;
-      for (const [vm, where] of qemuCopies(VMS, spaces)) if (where.length > 1) doubles.push(`${vm} in ${where.join(' and ')}`);
+      for (const [vm, where] of qemuCopies(VMS, spaces)) {
+        if (where.length > 1) doubles.push(`${vm} in ${where.join(' and ')}`);
+        const now = where.sort().join(',');
+        if (lastSeen(vm) !== now) history.push({ atMs: Date.now(), vm, where: now });
+      }
     }, 20);
-    // host-1 carries the controller and etcd: it takes no VMs, so the failures below leave them standing.
+    // host-1 carries the controller and etcd's first member: it takes no VMs, so the failures below leave them standing.
     await c.ferryOk(['node', 'maintenance', 'host-1']);
     await c.ferryOk(['vm', 'create', 'db', '--node', 'host-2', '--memory', '128', '--workload', 'disk:20']);
     await c.ferryOk(['vm', 'create', 'web', '--node', 'host-2', '--memory', '128', '--workload', 'tcp']);
@@ -109,17 +108,41 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     assert.deepEqual(doubles, [], 'no VM ran twice');
   });
 
-  it('restarts them on the remaining host after a power loss; the disk records go on after the last acknowledged one', async () => {
-    const acked = c.console('db').diskAcked!;
-    const boots = c.console('db').boots.length;
+  it('fences the VMs of an isolated host (its LAN cable pulled) before they start elsewhere', async () => {
     const since = Date.now();
-    await c.ferryOk(['lab', 'crash', 'host-3']);
+    const ns = (host: string) => c.labbed!.hosts.find((h) => h.name === host)!.netns;
+    assert.equal(await c.ferryOk(['lab', 'isolate', 'host-3']), 'host-3 is isolated: its LAN link is down\n');
     await waitFor('db and web to run on host-2', 60_000, async () => (await runsOn('db', 'host-2')) && (await runsOn('web', 'host-2')));
-    await waitFor('db to boot again and write', 60_000, () => c.console('db').boots.length > boots && (c.console('db').diskAcked ?? 0) > acked + 5);
-    const start = c.console('db').diskStart!;
+    for (const name of VMS) {
+      const seen = history.filter((h) => h.vm === name && h.atMs >= since);
+      const gone = seen.find((h) => !h.where.includes(ns('host-3')));
+      const back = seen.find((h) => h.where.includes(ns('host-2')));
+      assert.ok(gone && back && gone.atMs <= back.atMs, `${name} was fenced on host-3 before it started on host-2: ${JSON.stringify(seen)}`);
+    }
+    assert.ok((await events()).some((e) => e.type === 'node.failed' && e.node === 'host-3' && e.atMs >= since));
+    assert.match(await c.ferryOk(['lab', 'heal', 'host-3']), /LAN link up/);
+    await waitFor('host-3 to rejoin and report its fencing', 30_000, async () => {
+      const after = (await events()).filter((e) => e.atMs >= since);
+      return (
+        after.some((e) => e.type === 'node.rejoined' && e.node === 'host-3') && after.filter((e) => e.type === 'vm.fenced' && e.node === 'host-3').length === 2
+      );
+    });
+    assert.deepEqual(doubles, [], 'no VM ran twice');
+  });
+
+  it('restarts them on the remaining host after a power loss; the disk records go on after the last acknowledged one', async () => {
+    const since = Date.now();
+    await c.ferryOk(['lab', 'crash', 'host-2']);
+    // Read once the old QEMU is dead: its last report, and where the new boot's lines begin.
+    const acked = c.console('db').diskAcked!;
+    const from = c.consoleText('db').length;
+    const fresh = () => parseConsole(c.consoleText('db').slice(from));
+    await waitFor('db and web to run on host-3', 60_000, async () => (await runsOn('db', 'host-3')) && (await runsOn('web', 'host-3')));
+    await waitFor('db to boot again and write', 60_000, () => fresh().boots.length === 1 && (fresh().diskAcked ?? 0) > acked + 5);
+    const start = fresh().diskStart!;
     assert.ok(start >= acked, `the new boot found every acknowledged record (${acked}) and goes on after the last one on the disk: ${start}`);
     const all = (await events()).filter((e) => e.atMs >= since);
-    const failed = all.find((e) => e.type === 'node.failed' && e.node === 'host-3')!;
+    const failed = all.find((e) => e.type === 'node.failed' && e.node === 'host-2')!;
     const detectionMs = failed.data!.detectionMs as number;
     assert.ok(detectionMs <= 10_000, `detected within 10 s: ${detectionMs} ms`);
     for (const e of all.filter((x) => x.type === 'vm.failover')) {
@@ -132,5 +155,53 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     assert.ok(records.last >= c.console('db').diskAcked!, 'every acknowledged record is on the disk');
     assert.deepEqual(doubles, [], 'no VM ran twice');
     assert.ok(samples > 100, `the sampler ran (${samples} samples)`);
+  });
+
+  it('changes nothing when one of three etcd members dies, and restarts nothing anywhere while quorum is lost', async () => {
+    // db (stopped to read its disk) runs again on host-3, the one host up; then host-2 is powered on and rejoins.
+    await c.ferryOk(['vm', 'start', 'db']);
+    assert.equal((await vm('db')).node, 'host-3');
+    const writing = c.console('db').diskAcked ?? 0;
+    await waitFor('db to write', 60_000, () => (c.console('db').diskAcked ?? 0) > writing + 20);
+    const booted = Date.now();
+    assert.equal(await c.ferryOk(['lab', 'boot', 'host-2']), 'host-2 booted: started etcd-2, host-2\n');
+    await waitFor('host-2 to rejoin', 30_000, async () => (await events()).some((e) => e.type === 'node.rejoined' && e.node === 'host-2' && e.atMs >= booted));
+    const ns = (host: string) => c.labbed!.hosts.find((h) => h.name === host)!.netns;
+    const member = (name: string) => readLab(c.dir)!.etcd.find((m) => m.name === name)!.pid!;
+    const pids = async () =>
+      (await c.instances(['host-3']))
+        .get('host-3')!
+        .map((i) => `${i.name}:${i.pid}`)
+        .sort();
+    const failoverEvents = async (sinceMs: number) =>
+      (await events()).filter((e) => e.atMs >= sinceMs && ['node.failed', 'vm.fenced', 'vm.failover', 'vm.restarted', 'vm.lost'].includes(e.type));
+
+    // One of three members gone: etcd keeps its quorum and the cluster goes on as it was.
+    const before = await waitFor('host-3 to list db and web', 15_000, async () => ((await pids()).length === 2 ? pids() : undefined));
+    const acked = c.console('db').diskAcked!;
+    const oneGone = Date.now();
+    process.kill(member('etcd-2'), 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 11_000)); // longer than the lease (8 s) and the restart margin
+    assert.deepEqual(await failoverEvents(oneGone), [], 'no failure, fencing or restart');
+    assert.deepEqual(await pids(), before, 'the same QEMUs run on host-3');
+    assert.ok(c.console('db').diskAcked! > acked + 50, 'db kept writing');
+
+    // Two gone: no quorum, no write. host-3 cannot renew its lease and fences its HA VMs; nobody starts them elsewhere.
+    const quorumLost = Date.now();
+    process.kill(member('etcd-3'), 'SIGKILL');
+    await waitFor('host-3 to fence db and web', 20_000, () => VMS.every((vm) => lastSeen(vm) === ''));
+    await new Promise((r) => setTimeout(r, 10_000)); // past the lease and the margin once more
+    const started = history.filter((h) => h.atMs >= quorumLost && h.where !== '');
+    assert.deepEqual(started, [], `nothing started anywhere without quorum (host-2 is ${ns('host-2')})`);
+
+    // Quorum back: each starts again once, and db's guest finds every record it had acknowledged before it was fenced.
+    const lastAcked = c.console('db').diskAcked!;
+    const from = c.consoleText('db').length;
+    const fresh = () => parseConsole(c.consoleText('db').slice(from));
+    assert.deepEqual((await labStartEtcd(readLab(c.dir)!, ['etcd-2', 'etcd-3'])).sort(), ['etcd-2', 'etcd-3']);
+    await waitFor('db and web to run again', 60_000, async () => (await vm('db')).state === 'running' && (await vm('web')).state === 'running');
+    await waitFor('db to boot again and write', 60_000, () => fresh().boots.length === 1 && fresh().diskStart !== undefined && (fresh().diskAcked ?? 0) > 0);
+    assert.ok(fresh().diskStart! >= lastAcked, `every acknowledged record was there: ${fresh().diskStart} >= ${lastAcked}`);
+    assert.deepEqual(doubles, [], 'no VM ran twice');
   });
 });

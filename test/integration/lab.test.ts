@@ -258,6 +258,12 @@ describe('the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, (
     assert.equal(unknown.code, 2);
     assert.equal(unknown.stderr, "error: the lab has no host 'host-9' (it has host-1, host-2, host-3 and client)\n");
     assert.equal((await inside('host-1', ['sh', '-c', 'exit 7'])).code, 7, 'the command’s own exit code');
+    // Powering on a host that is not down, the client, or no host at all.
+    const running = await ferry(state, ['lab', 'boot', 'host-1']);
+    assert.equal(running.code, 2);
+    assert.match(running.stderr, /^error: host-1 is not down: \d+ process\(es\) run in it \('ferry lab crash host-1' first\)\n$/);
+    assert.equal((await ferry(state, ['lab', 'boot', 'client'])).stderr, "error: the client is not a host of the cluster: 'ferry lab boot' takes host-N\n");
+    assert.equal((await ferry(state, ['lab', 'boot', 'host-9'])).stderr, "error: the lab has no host 'host-9' (it has host-1, host-2, host-3 and client)\n");
     const namespacesBefore = namespacesNamed('fl-').sort();
     const other = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-lab-bad-'));
     try {

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { StateLayout } from '../../domain/layout.js';
 import { labCrash, labEtcdStatus, labExec, labFreeze, labHeal, labIsolate, labSpace, readLab, requireRoot } from '../../lab/lab.js';
-import { labTakeDown, labUpWithCluster } from '../lab-cluster.js';
+import { labBoot, labTakeDown, labUpWithCluster } from '../lab-cluster.js';
 import { errors } from '../../domain/errors.js';
 import { command, wholeNumber } from '../context.js';
 import { Progress, json, print, table } from '../output.js';
@@ -87,6 +87,12 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     .action(async (host: string) => {
       const killed = await labCrash(theLab(), host);
       print(`${host} crashed: killed ${killed.length} process(es)`);
+    });
+  command(lab, 'boot', 'power a crashed host on again: its etcd members and its Ferry daemons start (ferry up inside it); it rejoins by itself')
+    .argument('<host>', 'host-N')
+    .action(async (host: string) => {
+      const r = await labBoot(layout(), host);
+      print(`${host} booted${[...r.etcd, ...r.started].length ? `: started ${[...r.etcd, ...r.started].join(', ')}` : ''}`);
     });
   command(lab, 'freeze', "a long pause: stop a host's agent (SIGSTOP; its VMs keep running) until heal, or for S seconds")
     .argument('<host>', 'host-N')
