@@ -26,6 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../src/config/paths.js';
 import { openLayout } from '../src/config/host-config.js';
+import { DEFAULT_SETTINGS } from '../src/domain/settings.js';
 import { parseConsole } from '../src/guest/console.js';
 import { netnsByInode, qemuCopies } from '../src/lab/qemu-copies.js';
 import { type FailoverRow, writeFailoverReport } from './report.js';
@@ -78,9 +79,13 @@ class Round {
   samples = 0;
   constructor(readonly dir: string) {}
 
-  console(vm: string) {
+  consoleText(vm: string): string {
     const f = openLayout(this.dir).consoleLog(vm);
-    return parseConsole(fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
+    return fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '';
+  }
+
+  console(vm: string) {
+    return parseConsole(this.consoleText(vm));
   }
 
   async vm(name: string): Promise<{ state: string; node: string }> {
@@ -94,11 +99,13 @@ class Round {
   async crash(ttlS: number, rep: number): Promise<FailoverRow> {
     const victim = (await this.vm('db')).node;
     const survivor = victim === 'host-2' ? 'host-3' : 'host-2';
-    const acked = this.console('db').diskAcked ?? 0;
-    const boots = this.console('db').boots.length;
     const doublesBefore = this.doubles.length;
     const crashedAt = Date.now();
     await ferry(this.dir, ['lab', 'crash', victim]);
+    // Read once the old QEMU is dead: its last report, and where the new boot's lines begin.
+    const acked = this.console('db').diskAcked ?? 0;
+    const from = this.consoleText('db').length;
+    const fresh = () => parseConsole(this.consoleText('db').slice(from));
     const running = new Map<string, number>();
     await until(`db and web to run on ${survivor}`, 120_000, async () => {
       for (const vm of VMS) {
@@ -109,10 +116,10 @@ class Round {
       return running.size === VMS.length;
     });
     const writing = await until('db to write again after its last acknowledged record', 60_000, () => {
-      const c = this.console('db');
-      return c.boots.length > boots && (c.diskAcked ?? 0) > acked ? Date.now() - crashedAt : undefined;
+      const c = fresh();
+      return c.boots.length === 1 && c.diskStart !== undefined && (c.diskAcked ?? 0) > c.diskStart ? Date.now() - crashedAt : undefined;
     });
-    const diskStart = this.console('db').diskStart ?? 0;
+    const diskStart = fresh().diskStart!;
     const all = await this.events(crashedAt);
     const failed = all.find((e) => e.type === 'node.failed' && e.node === victim);
     const restarts = VMS.map((vm) => {
@@ -205,7 +212,7 @@ async function main(): Promise<void> {
       }
     }
     const minutes = ((Date.now() - startedAt) / 60000).toFixed(1);
-    writeFailoverReport(rows, { minutes, outDir: OUT_DIR, samples: round.samples, crashes: CRASHES, ttls: TTLS });
+    writeFailoverReport(rows, { minutes, outDir: OUT_DIR, samples: round.samples, crashes: CRASHES, ttls: TTLS, defaultTtlS: DEFAULT_SETTINGS.hostLeaseTtlS });
     log(`done in ${minutes} min: docs/BENCHMARKS.md (failover), ${path.relative(projectRoot(), RESULTS)}`);
   } finally {
     await cleanup();
