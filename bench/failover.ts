@@ -25,6 +25,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../src/config/paths.js';
+import type { ClusterEvent as Event } from '../src/domain/events.js';
 import { openLayout } from '../src/config/host-config.js';
 import { DEFAULT_SETTINGS } from '../src/domain/settings.js';
 import { parseConsole } from '../src/guest/console.js';
@@ -36,14 +37,6 @@ const CRASHES = Number(process.env.FERRY_BENCH_CRASHES ?? 3);
 const OUT_DIR = path.join(projectRoot(), 'docs', 'bench');
 const RESULTS = path.join(OUT_DIR, 'failover.jsonl');
 const VMS = ['db', 'web'] as const;
-
-interface Event {
-  type: string;
-  vm?: string;
-  node?: string;
-  atMs: number;
-  data?: Record<string, unknown>;
-}
 
 function log(line: string): void {
   process.stderr.write(`bench: ${line}\n`);

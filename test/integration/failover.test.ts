@@ -27,14 +27,7 @@ import { labStartEtcd, readLab } from '../../src/lab/lab.js';
 import { netnsByInode, qemuCopies } from '../../src/lab/qemu-copies.js';
 import { TestCluster, waitFor } from '../helpers/cluster.js';
 import { readRecords } from '../helpers/disk.js';
-
-interface Event {
-  type: string;
-  vm?: string;
-  node?: string;
-  atMs: number;
-  data?: Record<string, unknown>;
-}
+import type { ClusterEvent as Event } from '../../src/domain/events.js';
 
 describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
   let c: TestCluster;
