@@ -93,8 +93,9 @@ export class EtcdStore implements ClusterStore {
         : {}),
       // A member that vanishes without closing its connections (its host's network gone) is found by pings within
       // about 2 s: its calls and watches then fail over to the other members instead of hanging. etcd must allow
-      // pings this often (etcdArgs: --grpc-keepalive-min-time).
-      grpcOptions: { 'grpc.keepalive_time_ms': 1000, 'grpc.keepalive_timeout_ms': 1000, 'grpc.keepalive_permit_without_calls': 1 },
+      // pings this often (etcdArgs: --grpc-keepalive-min-time). Only while a call or watch is open: etcd refuses
+      // pings on an idle connection (it sends GOAWAY, and the calls on it fail).
+      grpcOptions: { 'grpc.keepalive_time_ms': 1000, 'grpc.keepalive_timeout_ms': 1000, 'grpc.keepalive_permit_without_calls': 0 },
       // Ferry decides what to do when etcd does not answer; the client only gives each call its deadline.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
     });
