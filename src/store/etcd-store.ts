@@ -10,9 +10,7 @@
  *   watch(prefix, after)      an etcd watch from revision after + 1
  *
  * A call etcd does not answer within `callTimeoutMs` fails as
- * `store-unavailable`, naming the endpoints. gRPC keepalive pings find a
- * member that went silent (its host's network cut), so a watch on it moves
- * to another member within seconds.
+ * `store-unavailable`, naming the endpoints.
  */
 import { ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, circuitBreaker, handleWhen, isBrokenCircuitError, noop, retry, wrap } from 'cockatiel';
 import {
@@ -91,11 +89,6 @@ export class EtcdStore implements ClusterStore {
       ...(o.tls
         ? { credentials: { rootCertificate: o.tls.ca, ...(o.tls.key ? { privateKey: o.tls.key } : {}), ...(o.tls.cert ? { certChain: o.tls.cert } : {}) } }
         : {}),
-      // A member that vanishes without closing its connections (its host's network gone) is found by pings within
-      // about 2 s: its calls and watches then fail over to the other members instead of hanging. etcd must allow
-      // pings this often (etcdArgs: --grpc-keepalive-min-time). Only while a call or watch is open: etcd refuses
-      // pings on an idle connection (it sends GOAWAY, and the calls on it fail).
-      grpcOptions: { 'grpc.keepalive_time_ms': 1000, 'grpc.keepalive_timeout_ms': 1000, 'grpc.keepalive_permit_without_calls': 0 },
       // Ferry decides what to do when etcd does not answer; the client only gives each call its deadline.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
     });

@@ -49,9 +49,6 @@ export function etcdArgs(m: EtcdMemberSpec): string[] {
       .join(','),
     '--initial-cluster-state',
     'new',
-    // Ferry's clients ping every second to find a member whose network is gone (etcd's default refuses pings under 5 s).
-    '--grpc-keepalive-min-time',
-    '500ms',
     '--heartbeat-interval',
     String(m.heartbeatMs ?? 100),
     '--election-timeout',
