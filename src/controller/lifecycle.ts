@@ -24,6 +24,7 @@ import {
   type VmRecord,
   type VmSpec,
   VmState,
+  runningRecord,
 } from '../domain/records.js';
 import { SEED_LABEL, cloudInitSeed, parseCloudConfig, parseSshKeys } from '../domain/cloud-init.js';
 import type { ImageRecord } from '../domain/images.js';
@@ -280,13 +281,8 @@ export class Lifecycle {
         throw err;
       }
       const started = await vms.update(name, (cur) => {
-        const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: clock.nowMs() };
+        const next = runningRecord(cur, clock.nowMs());
         delete next.savedState;
-        delete next.error;
-        // Running again: no longer lost, and an HA VM's count of failed restarts (and any hold) starts over.
-        delete next.lost;
-        delete next.haFailures;
-        delete next.haHeld;
         return next;
       });
       if (saved) this.d.volume.remove(saved);

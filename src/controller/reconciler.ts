@@ -8,7 +8,7 @@
  */
 import type { Clock } from '../domain/clock.js';
 import { QEMU_EXITED } from '../domain/ha.js';
-import { describeRunState, type NicLink, RunState, type VmRecord, VmState } from '../domain/records.js';
+import { describeRunState, type NicLink, RunState, runningRecord, type VmRecord, VmState } from '../domain/records.js';
 import { switchOf } from '../domain/switches.js';
 import type { EventSink } from '../ports/events.js';
 import type { VmLocks } from '../ports/locks.js';
@@ -129,12 +129,7 @@ export class Reconciler {
         .update(vm.name, (cur) => {
           if (cur.state !== VmState.Starting || cur.node !== vm.node || locks.isHeld(vm.name)) return cur;
           if (!runs) return { ...cur, state: VmState.Stopped, stateSinceMs: now, error: 'its start did not finish (the store did not take its outcome)' };
-          const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: now };
-          delete next.error;
-          delete next.lost;
-          delete next.haFailures;
-          delete next.haHeld;
-          return next;
+          return runningRecord(cur, now);
         })
         .catch(() => undefined);
       if (changed?.stateSinceMs !== now) continue;

@@ -303,3 +303,13 @@ export const LIMITS = {
 
 /** Names of VMs and nodes: DNS-label-like, so they are safe in paths and argv. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$/;
+
+/** A VM's record once its start is known to have worked: running since `nowMs`, no error, no longer lost, and an HA VM's count of failed restarts (and any hold) starts over. */
+export function runningRecord(cur: VmRecord, nowMs: number): VmRecord {
+  const next: VmRecord = { ...cur, state: VmState.Running, stateSinceMs: nowMs };
+  delete next.error;
+  delete next.lost;
+  delete next.haFailures;
+  delete next.haHeld;
+  return next;
+}
