@@ -9,6 +9,7 @@
  * - Leases: keys attached to a lease vanish when it expires unrenewed.
  * - Watch: every change after a revision, in order, for a key prefix.
  */
+import type { Clock } from '../domain/clock.js';
 
 export interface Entry<T> {
   key: string;
@@ -62,6 +63,35 @@ export async function update<T>(store: ClusterStore, key: string, change: (curre
       return next;
     } catch (e) {
       if (i + 1 >= attempts || !(e instanceof Error && (e as { code?: string }).code === 'conflict')) throw e;
+    }
+  }
+}
+
+/** How long an operation's own bookkeeping waits for a store that does not answer before it gives up. */
+export const RECORD_PATIENCE_MS = 120_000;
+
+/**
+ * `update()` for an operation's own record (a migration, a backup, a sync):
+ * a store that does not answer (`store-unavailable`: etcd paused, its
+ * leader changing, a member cut off) is asked again every `everyMs` for up
+ * to `maxMs`, so a short outage delays the operation instead of failing it
+ * half-way. Its phases are what keep it safe: a live migration whose save
+ * failed while QEMU went on would otherwise undo a transfer that completed.
+ */
+export async function updateRecord<T>(
+  store: ClusterStore,
+  clock: Clock,
+  key: string,
+  change: (current: T | undefined) => T | Promise<T>,
+  opts: { maxMs?: number; everyMs?: number } = {},
+): Promise<T> {
+  const deadline = clock.nowMs() + (opts.maxMs ?? RECORD_PATIENCE_MS);
+  for (;;) {
+    try {
+      return await update<T>(store, key, change);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'store-unavailable' || clock.nowMs() >= deadline) throw e;
+      await clock.sleep(opts.everyMs ?? 500);
     }
   }
 }

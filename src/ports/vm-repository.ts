@@ -7,7 +7,8 @@ export interface VmRepository {
   get(name: string): Promise<VmRecord>;
   find(name: string): Promise<VmRecord | undefined>;
   /** Changes a record with compare-and-set, retrying on conflict; throws `vm-not-found`. */
-  update(name: string, change: (vm: VmRecord) => VmRecord): Promise<VmRecord>;
+  /** `waitForStore`: an operation's step that must land waits out a store that does not answer (see updateRecord). */
+  update(name: string, change: (vm: VmRecord) => VmRecord, opts?: { waitForStore?: boolean }): Promise<VmRecord>;
   /** Sets the state (and `stateSinceMs`); clears `error` unless `extra` sets it. */
   setState(name: string, state: VmState, extra?: Partial<VmRecord>): Promise<VmRecord>;
   /** Adds a record; throws `already-exists` when the name is taken. */

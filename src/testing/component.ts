@@ -223,12 +223,30 @@ export class ComponentCluster {
     this.writeFaults.push(match);
   }
 
+  /** Until when (clock time) every write fails, as while etcd is paused or has lost its quorum. */
+  private awayUntilMs = 0;
+
+  /** Every store write fails with store-unavailable for `ms` (clock time); reads answer, as the controller's mirror does. */
+  storeAway(ms: number): void {
+    this.awayUntilMs = this.clock.nowMs() + ms;
+  }
+
   private faultyWrites(store: ClusterStore): ClusterStore {
+    const away = (what: string) => {
+      if (this.clock.nowMs() < this.awayUntilMs)
+        throw new FerryError(ErrorCode.StoreUnavailable, `the cluster store did not answer ${what}: deadline exceeded`);
+    };
     return new Proxy(store, {
       get: (target, prop, receiver) => {
         const v = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'delete')
+          return async (...args: Parameters<ClusterStore['delete']>) => {
+            away(`delete ${args[0]}`);
+            return target.delete(...args);
+          };
         if (prop !== 'put') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
         return async (...args: Parameters<ClusterStore['put']>) => {
+          away(`put ${args[0]}`);
           const i = this.writeFaults.findIndex((f) => f(args[0], args[1]));
           if (i >= 0) {
             this.writeFaults.splice(i, 1);

@@ -2,7 +2,7 @@
 import type { Clock } from '../../domain/clock.js';
 import { ErrorCode, errors, isFerryError } from '../../domain/errors.js';
 import type { VmRecord, VmState } from '../../domain/records.js';
-import { type ClusterStore, update } from '../../ports/store.js';
+import { type ClusterStore, update, updateRecord } from '../../ports/store.js';
 import type { VmRepository } from '../../ports/vm-repository.js';
 
 export class StoreVms implements VmRepository {
@@ -29,11 +29,12 @@ export class StoreVms implements VmRepository {
     return vm;
   }
 
-  update(name: string, change: (vm: VmRecord) => VmRecord): Promise<VmRecord> {
-    return update<VmRecord>(this.store, this.key(name), (cur) => {
+  update(name: string, change: (vm: VmRecord) => VmRecord, opts: { waitForStore?: boolean } = {}): Promise<VmRecord> {
+    const apply = (cur: VmRecord | undefined): VmRecord => {
       if (!cur) throw errors.vmNotFound(name);
       return change(cur);
-    });
+    };
+    return opts.waitForStore ? updateRecord<VmRecord>(this.store, this.clock, this.key(name), apply) : update<VmRecord>(this.store, this.key(name), apply);
   }
 
   setState(name: string, state: VmState, extra: Partial<VmRecord> = {}): Promise<VmRecord> {

@@ -286,7 +286,8 @@ export function migrationPhases(d: MigrationRunDeps, id: string, mode: 'live' | 
           const moved = d.clock.nowMs();
           if (r.pausedAtMs !== undefined) r = await save((cur) => ({ ...cur, pausedMs: moved - cur.pausedAtMs! }));
           const disk = r.storage ? { diskPath: r.storage.targetDisk } : {};
-          await d.vms.update(r.vm, (cur) => ({ ...cur, ...disk, node: r.to, state: VmState.Running, stateSinceMs: moved }));
+          // The handover itself: waits out a store that does not answer rather than undo a transfer that completed.
+          await d.vms.update(r.vm, (cur) => ({ ...cur, ...disk, node: r.to, state: VmState.Running, stateSinceMs: moved }), { waitForStore: true });
           r = await save((cur) => ({ ...cur, ownerMovedAtMs: moved }));
           await ctx.commit();
         }

@@ -37,7 +37,7 @@ import type { VmLease, VmLocks } from '../../ports/locks.js';
 import type { Logger } from '../../ports/logger.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
 import type { Settings } from '../../ports/settings.js';
-import { type ClusterStore, update } from '../../ports/store.js';
+import { type ClusterStore, updateRecord } from '../../ports/store.js';
 import type { SwitchControl } from '../../ports/switch-control.js';
 import type { VmRepository } from '../../ports/vm-repository.js';
 import type { Volume } from '../../ports/volume.js';
@@ -107,6 +107,9 @@ export interface MigrationsDeps {
   gate?: PhaseGate;
 }
 
+/** How often a migration whose run ended unsaved is taken up again. */
+const ORPHAN_RETRY_MS = 10_000;
+
 export class Migrations {
   private readonly running = new Map<string, AbortController>();
   private readonly leases = new Map<string, VmLease>();
@@ -115,6 +118,8 @@ export class Migrations {
   private readonly runDeps: MigrationRunDeps;
   private scheduling: Promise<void> = Promise.resolve();
   private ticking = false;
+  /** When each orphaned migration was last taken up. */
+  private readonly orphanTried = new Map<string, number>();
 
   constructor(private readonly d: MigrationsDeps) {
     this.measurements = new Measurements(d.nodes, d.clock);
@@ -164,7 +169,7 @@ export class Migrations {
   }
 
   private save(id: string, change: (r: MigrationRecord) => MigrationRecord): Promise<MigrationRecord> {
-    return update<MigrationRecord>(this.d.store, this.key(id), (cur) => {
+    return updateRecord<MigrationRecord>(this.d.store, this.d.clock, this.key(id), (cur) => {
       if (!cur) throw errors.migrationNotFound(id);
       return change(cur);
     });
@@ -268,12 +273,14 @@ export class Migrations {
     return this.scheduling;
   }
 
-  /** Schedules every `everyMs` (slots freed by a settings change or another process) until `signal` aborts. */
+  /** Schedules every `everyMs` (slots freed by a settings change or another process) and takes up orphaned runs, until `signal` aborts. */
   async runScheduler(signal: AbortSignal, everyMs = 1000): Promise<void> {
     if (this.ticking) return;
     this.ticking = true;
     try {
       while (!signal.aborted) {
+        // The loop starts after restart recovery (runtime.run): from then on a run that ended unsaved is an orphan.
+        this.recoverOrphans(await this.list().catch(() => []));
         await this.schedule();
         await this.d.clock.sleep(everyMs, signal).catch(() => {});
       }
@@ -434,18 +441,45 @@ export class Migrations {
     for (const r of await this.list()) {
       if (isFinal(r.status) || r.status === 'queued' || this.running.has(r.id)) continue;
       this.d.log.info({ migration: r.id, vm: r.vm, phase: r.phase }, 'recovering migration');
-      await new Promise<void>((resolve) => {
-        this.launch(r.id, async (signal) => {
-          const outcome = await this.runner(r).recover(signal);
-          if (outcome.ok) await this.save(r.id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), 'completed by a restarted controller'] }));
-          else if (!outcome.error)
-            outcome.error = new FerryError(ErrorCode.MigrationFailed, 'the controller restarted during the migration; rolled back to the source');
-          resolve();
-          return outcome;
-        });
-      });
+      await new Promise<void>((resolve) =>
+        this.relaunch(r, { completed: 'completed by a restarted controller', failed: 'the controller restarted during the migration' }, resolve),
+      );
     }
     await this.schedule();
+  }
+
+  /**
+   * A migration marked running that nothing runs any more: its run ended
+   * without its outcome saved (the store did not answer for longer than an
+   * operation waits). It is carried on or undone from its saved phase, as
+   * after a restart, once the store answers again.
+   */
+  private recoverOrphans(all: MigrationRecord[]): void {
+    const now = this.d.clock.nowMs();
+    for (const r of all) {
+      if (isFinal(r.status) || r.status === 'queued' || this.running.has(r.id)) continue;
+      // One try every ORPHAN_RETRY_MS: a recovery that fails at once is not repeated in a tight loop.
+      if (now - (this.orphanTried.get(r.id) ?? -Infinity) < ORPHAN_RETRY_MS) continue;
+      this.orphanTried.set(r.id, now);
+      this.d.log.warn({ migration: r.id, vm: r.vm, phase: r.phase }, 'recovering a migration whose run ended unsaved');
+      const why = 'its run ended while the store did not answer';
+      this.relaunch(r, { completed: `completed after ${why}`, failed: why });
+    }
+  }
+
+  /** Carries a migration on (or undoes it) from its saved phase; `done` is called once that ended. */
+  private relaunch(r: MigrationRecord, say: { completed: string; failed: string }, done?: () => void): void {
+    this.launch(r.id, async (signal) => {
+      try {
+        if (!this.leases.has(r.id)) await this.retakeLocks();
+        const outcome = await this.runner(r).recover(signal);
+        if (outcome.ok) await this.save(r.id, (cur) => ({ ...cur, warnings: [...(cur.warnings ?? []), say.completed] }));
+        else if (!outcome.error) outcome.error = new FerryError(ErrorCode.MigrationFailed, `${say.failed}; rolled back to the source`);
+        return outcome;
+      } finally {
+        done?.();
+      }
+    });
   }
 
   /** Whether the VM is queued or moving (the VM record's state stays 'running' while it moves). */

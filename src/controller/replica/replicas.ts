@@ -38,7 +38,7 @@ import type { VmLocks } from '../../ports/locks.js';
 import type { Logger } from '../../ports/logger.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
 import type { RemoteCluster, RemoteConnector } from '../../ports/remote-cluster.js';
-import { type ClusterStore, update } from '../../ports/store.js';
+import { type ClusterStore, update, updateRecord } from '../../ports/store.js';
 import type { VmRepository } from '../../ports/vm-repository.js';
 import { preemptedBy } from '../core/locks.js';
 import { type Phase, type PhaseGate, PhaseRunner } from '../core/phase-runner.js';
@@ -272,7 +272,7 @@ export class Replicas {
       if (!s) throw errors.internal(`no sync of '${vm}' in flight`);
       return s;
     };
-    const save = (change: (s: SyncRecord) => SyncRecord) => update<SyncRecord>(this.d.store, key, (cur) => change(cur!));
+    const save = (change: (s: SyncRecord) => SyncRecord) => updateRecord<SyncRecord>(this.d.store, this.d.clock, key, (cur) => change(cur!));
     return new PhaseRunner<SyncRecord>({
       operation: 'replica-sync',
       ...(this.d.gate ? { gate: this.d.gate } : {}),

@@ -38,7 +38,7 @@ import type { VmLease, VmLocks } from '../../ports/locks.js';
 import type { Logger } from '../../ports/logger.js';
 import type { NodeDirectory } from '../../ports/node-directory.js';
 import type { Settings } from '../../ports/settings.js';
-import { type ClusterStore, update } from '../../ports/store.js';
+import { type ClusterStore, updateRecord } from '../../ports/store.js';
 import type { VmRepository } from '../../ports/vm-repository.js';
 import type { Volume } from '../../ports/volume.js';
 import { type Phase, type PhaseGate, PhaseRunner, type UndoTable } from '../core/phase-runner.js';
@@ -100,7 +100,7 @@ export class Backups {
   }
 
   private save(id: string, change: (b: BackupRecord) => BackupRecord): Promise<BackupRecord> {
-    return update<BackupRecord>(this.d.store, this.key(id), (cur) => {
+    return updateRecord<BackupRecord>(this.d.store, this.d.clock, this.key(id), (cur) => {
       if (!cur) throw errors.internal(`backup ${id} vanished`);
       return change(cur);
     });
