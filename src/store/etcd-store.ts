@@ -51,13 +51,16 @@ function prefixEnd(prefix: Buffer): Buffer {
 
 export class EtcdStore implements ClusterStore {
   private readonly client: Etcd3;
+  private readonly options: IOptions;
   private readonly prefix: string;
   private readonly timeoutMs: number;
+  /** Each watch's own connection (see watch), closed with it. */
+  private readonly watchClients = new Set<Etcd3>();
 
   constructor(private readonly o: EtcdStoreOptions) {
     this.prefix = o.prefix ?? '/ferry/';
     this.timeoutMs = o.callTimeoutMs ?? 3000;
-    this.client = new Etcd3({
+    this.options = {
       hosts: o.endpoints,
       dialTimeout: this.timeoutMs,
       faultHandling: {
@@ -91,7 +94,8 @@ export class EtcdStore implements ClusterStore {
         : {}),
       // Ferry decides what to do when etcd does not answer; the client only gives each call its deadline.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
-    });
+    };
+    this.client = new Etcd3(this.options);
   }
 
   private key(k: string): Buffer {
@@ -216,10 +220,14 @@ export class EtcdStore implements ClusterStore {
     let stopped = false;
     let cancel: (() => Promise<void>) | undefined;
     let seen = afterRevision;
+    // A connection of its own: a watch started again because it went quiet (a member that stopped answering
+    // without closing its connection, see MirroredStore) must not queue behind the stream that hangs.
+    const client = new Etcd3(this.options);
+    this.watchClients.add(client);
     // The client reconnects a watch it has made; one that cannot be made yet (etcd away) is tried again here.
     const open = (): void => {
       if (stopped) return;
-      this.client
+      client
         .watch()
         .prefix(this.prefix + prefix)
         .startRevision(String(seen + 1))
@@ -228,6 +236,7 @@ export class EtcdStore implements ClusterStore {
           cancel = () => w.cancel();
           if (stopped) void w.cancel();
           w.on('data', (res) => {
+            if (stopped) return;
             for (const ev of res.events) {
               const key = ev.kv.key.toString().slice(this.prefix.length);
               const revision = Number(ev.kv.mod_revision);
@@ -251,11 +260,16 @@ export class EtcdStore implements ClusterStore {
     open();
     return () => {
       stopped = true;
-      void cancel?.().catch(() => {});
+      this.watchClients.delete(client);
+      // Closing the connection ends the watch too, also one whose member no longer answers a cancel.
+      void (cancel?.() ?? Promise.resolve()).catch(() => {});
+      client.close();
     };
   }
 
   async close(): Promise<void> {
+    for (const c of this.watchClients) c.close();
+    this.watchClients.clear();
     this.client.close();
   }
 }

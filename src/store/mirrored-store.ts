@@ -28,13 +28,24 @@ export class MirroredStore implements ClusterStore {
   private loaded = false;
   private probe: NodeJS.Timeout | undefined;
   private trouble: { error: string; sinceMs: number } | undefined;
+  /** The newest revision the watch brought (own writes raise `seen`, not this). */
+  private watched = 0;
+  /** The backend's revision at the last probe, when the watch had not brought it yet. */
+  private behind: number | undefined;
+  /** A watch started again waits this long before the next start (doubled while it does not help, see probeOnce). */
+  private rewatchGapMs: number;
+  private quietUntilMs = 0;
+  /** How often the watch went quiet and was started again. */
+  rewatches = 0;
 
   /** `describe` names the backend for health reports; `probeMs` is how often a quiet store is asked whether it answers. */
   constructor(
     private readonly backend: ClusterStore,
     private readonly describe: { backend: StoreHealth['backend']; at: string } = { backend: 'etcd', at: '' },
     private readonly probeMs = 2000,
-  ) {}
+  ) {
+    this.rewatchGapMs = probeMs;
+  }
 
   /** Whether the backend answered its last call, and the revision seen. */
   health(): StoreHealth {
@@ -67,18 +78,52 @@ export class MirroredStore implements ClusterStore {
     this.copy.clear();
     for (const e of all) this.copy.set(e.key, e);
     this.seen = Math.max(revision, ...all.map((e) => e.modRevision));
+    this.watched = this.seen;
+    this.behind = undefined;
     this.loaded = true;
+    this.follow();
+    if (!this.probe) {
+      this.probe = setInterval(() => void this.probeOnce().catch(() => {}), this.probeMs);
+      this.probe.unref();
+    }
+  }
+
+  /** Follows every change after the newest revision the watch brought. */
+  private follow(): void {
+    this.stopWatch?.();
     this.stopWatch = this.backend.watch(
       '',
-      this.seen,
-      (c) => this.apply(c),
+      this.watched,
+      (c) => {
+        this.watched = Math.max(this.watched, c.revision);
+        this.apply(c);
+      },
       // Fell behind a compaction: read everything again (retrying while the backend is away).
       () => void this.reload(),
     );
-    if (!this.probe) {
-      this.probe = setInterval(() => void this.through(() => this.backend.revision()).catch(() => {}), this.probeMs);
-      this.probe.unref();
-    }
+  }
+
+  /**
+   * Asks whether the backend answers, and whether the watch keeps up: a
+   * revision the backend had at one probe must have come by the watch at
+   * the next. A watch that went quiet (its member stopped answering without
+   * closing the connection, or a stream the client thinks is open) is
+   * started again from what it last brought; the copy catches up. Revisions
+   * outside the prefix (another user of the same etcd) look the same, so
+   * while starting again does not help, it waits twice as long each time.
+   */
+  private async probeOnce(): Promise<void> {
+    const revision = await this.through(() => this.backend.revision());
+    const now = Date.now();
+    if (this.behind !== undefined && this.watched < this.behind) {
+      if (now >= this.quietUntilMs) {
+        this.rewatches++;
+        this.follow();
+        this.quietUntilMs = now + this.rewatchGapMs;
+        this.rewatchGapMs = Math.min(this.rewatchGapMs * 2, 60_000);
+      }
+    } else this.rewatchGapMs = this.probeMs;
+    this.behind = revision > this.watched ? revision : undefined;
   }
 
   private async reload(): Promise<void> {
