@@ -266,8 +266,10 @@ export class Migrations {
   }
 
   /** Starts queued migrations whose nodes have free slots (serialised: one decision at a time). */
-  schedule(): Promise<void> {
+  schedule(o: { orphans?: boolean } = {}): Promise<void> {
     this.scheduling = this.scheduling
+      // Orphans are looked for in the same queue as starts: a migration saved as running is launched before the next look.
+      .then(async () => (o.orphans ? this.recoverOrphans(await this.list()) : undefined))
       .then(() => this.scheduleNow())
       .catch((e: unknown) => this.d.log.error({ err: String(e) }, 'scheduling migrations failed'));
     return this.scheduling;
@@ -280,8 +282,7 @@ export class Migrations {
     try {
       while (!signal.aborted) {
         // The loop starts after restart recovery (runtime.run): from then on a run that ended unsaved is an orphan.
-        this.recoverOrphans(await this.list().catch(() => []));
-        await this.schedule();
+        await this.schedule({ orphans: true });
         await this.d.clock.sleep(everyMs, signal).catch(() => {});
       }
     } finally {
