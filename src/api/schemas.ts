@@ -702,7 +702,7 @@ export const HeartbeatSchema = z
   })
   .openapi('Heartbeat');
 export const HeartbeatAnswerSchema = z
-  .object({ ok: z.literal(true), lease: z.object({ ttlMs: z.number() }), ha: z.array(z.string()) })
+  .object({ ok: z.literal(true), lease: z.object({ ttlMs: z.number() }), ha: z.array(z.string()), controllers: z.array(z.string()).optional() })
   .openapi('HeartbeatAnswer');
 
 // ---- requests -----------------------------------------------------------------

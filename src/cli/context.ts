@@ -25,12 +25,16 @@ export class Cluster {
   static connect(layout: StateLayout): Cluster {
     // A CLI of a cluster of real hosts (`ferry init`, `ferry login`): HTTPS to the controller, verified against the cluster's CA.
     const client = readClientConfig(layout);
-    if (client)
+    if (client) {
+      const urls = [...new Set([client.url, ...(client.controllers ?? [])])];
+      let at = 0;
+      const api = new ApiClient({ baseUrl: () => urls[at]!, token: client.token, fetch: tlsFetch({ caPem: client.caPem }), timeoutMs: 60_000 });
       return new Cluster(
         layout,
-        new ApiClient({ baseUrl: client.url, token: client.token, fetch: tlsFetch({ caPem: client.caPem }), timeoutMs: 60_000 }),
+        nextControllerWhenUnreachable(api, urls.length, () => (at = (at + 1) % urls.length)),
         client.token,
       );
+    }
     const endpoint = readEndpoint(layout, 'controller');
     const token = readToken(layout);
     if (!endpoint || !token || !pidAlive(endpoint.pid)) throw errors.clusterNotRunning(layout.dir);
@@ -41,6 +45,29 @@ export class Cluster {
   get baseUrl(): string {
     return this.api.baseUrl;
   }
+}
+
+/**
+ * A controller nobody listens at (it died, or it was the leader and a
+ * standby took over elsewhere) sends the request to the next one; a request
+ * cut off in the middle is not repeated (it may have happened).
+ */
+function nextControllerWhenUnreachable(api: ApiClient, count: number, next: () => void): ApiClient {
+  const call = api.call.bind(api);
+  const open = api.open.bind(api);
+  const retry = async <T>(fn: () => Promise<T>): Promise<T> => {
+    for (let i = 0; ; i++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (i + 1 >= count || !isFerryError(e, ErrorCode.AgentUnreachable) || e.details.duringRequest === true) throw e;
+        next();
+      }
+    }
+  };
+  api.call = ((route, input, opts) => retry(() => call(route, input, opts))) as ApiClient['call'];
+  api.open = ((route, input, opts) => retry(() => open(route, input, opts))) as ApiClient['open'];
+  return api;
 }
 
 /** A controller that does not answer is a cluster that is not running. */

@@ -190,7 +190,8 @@ export async function down(
   let stoppedVms: string[] = [];
   let forcedVms: string[] = [];
   const controller = readEndpoint(layout, 'controller');
-  if (controller && token && pidAlive(controller.pid)) {
+  // A standby controller (no URL yet) serves nothing to ask: it stops with the other daemons.
+  if (controller?.url && token && pidAlive(controller.pid)) {
     const body = opts.shutdownTimeoutS !== undefined ? { shutdownTimeoutS: opts.shutdownTimeoutS } : {};
     const caPem = readCaPem(layout);
     const res = await new ApiClient({

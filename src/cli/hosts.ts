@@ -311,6 +311,8 @@ export interface JoinOptions {
   nicBackend?: NicBackend;
   memoryMiB?: number;
   cpuModel?: string;
+  /** Run a controller here too (standby until it leads). */
+  controller?: boolean;
   start: boolean;
   progress?: (line: string) => void;
 }
@@ -338,7 +340,8 @@ export async function joinCluster(
     const mine = await hostAddresses();
     const addresses = ownAddresses(info.networks, o.addresses, mine);
     const keys = generateKeyPair();
-    progress(`joining ${info.clusterName} (${info.clusterId}) as ${name}`);
+    const controllerKeys = o.controller ? generateKeyPair() : undefined;
+    progress(`joining ${info.clusterName} (${info.clusterId}) as ${name}${o.controller ? ', with a controller' : ''}`);
     const answer = await api.call(joinRoutes.join, {
       body: {
         token,
@@ -349,10 +352,18 @@ export async function joinCluster(
         ...(o.nicBackend ? { nicBackend: o.nicBackend } : {}),
         ...(o.memoryMiB ? { memoryMiB: o.memoryMiB } : {}),
         ...(o.cpuModel ? { cpuModel: o.cpuModel } : {}),
+        ...(controllerKeys ? { controllerPublicKeyPem: controllerKeys.publicKeyPem } : {}),
       },
     });
     prepareDirs(layout);
     writePki(layout, { 'ca.crt': answer.caPem, 'host.crt': answer.certPem, 'host.key': keys.privateKeyPem });
+    if (answer.controller && controllerKeys) {
+      // What this host's controller runs on: the cluster's configuration (the store's copy wins once it leads),
+      // the API token, the CA's key (a leader signs joining hosts) and its own certificate.
+      writePki(layout, { 'ca.key': answer.controller.caKeyPem, 'controller.crt': answer.controller.certPem, 'controller.key': controllerKeys.privateKeyPem });
+      writePrivate(layout.cluster, JSON.stringify(answer.controller.config, null, 2) + '\n');
+      writePrivate(layout.token, answer.apiToken + '\n');
+    }
     // The CLI on this host talks to the controller like the first host's.
     writeClientConfig(layout, { url: answer.controllers[0] ?? info.url, token: answer.apiToken, caPem: answer.caPem });
     writeHostConfig(layout, {
@@ -373,13 +384,13 @@ export async function joinCluster(
     if (!o.start) return { name, clusterId: answer.clusterId, started: false };
     const hostLayout = new StateLayout(layout.dir, o.shared);
     try {
-      await startHostDaemons(hostLayout, [{ role: 'agent', name }], progress);
+      await startHostDaemons(hostLayout, hostDaemons(hostLayout, name), progress);
     } catch (e) {
       // The agent did not start: the host leaves again, and its files go, so `ferry join` can run again (with a new token).
       await new ApiClient({ baseUrl: info.url, token: answer.apiToken, fetch, timeoutMs: 10_000 })
         .call(nodeRoutes.remove, { params: { name } })
         .catch(() => {});
-      await undo(hostLayout, [layout.hostConfig, layout.clientConfig, layout.pki]);
+      await undo(hostLayout, [layout.hostConfig, layout.clientConfig, layout.pki, ...(answer.controller ? [layout.cluster, layout.token] : [])]);
       throw e;
     }
     return { name, clusterId: answer.clusterId, started: true };
@@ -394,11 +405,25 @@ export async function login(layout: StateLayout, url: string, token: string): Pr
   try {
     const answer = await api.call(joinRoutes.login, { body: { token } });
     fs.mkdirSync(layout.dir, { recursive: true, mode: 0o700 });
-    writeClientConfig(layout, { url: origin, token: answer.token, caPem: answer.caPem });
+    writeClientConfig(layout, { url: origin, token: answer.token, caPem: answer.caPem, ...(answer.controllers?.length ? { controllers: answer.controllers } : {}) });
     return { url: origin };
   } finally {
     await fetch.close();
   }
+}
+
+/** A host's own daemons: the switch and a controller on a host that runs one (the first, or one joined with --controller), and its agent. */
+function hostDaemons(layout: StateLayout, name: string): { role: 'switch' | 'controller' | 'agent'; name: string }[] {
+  const controller = fs.existsSync(layout.cluster);
+  return [
+    ...(controller
+      ? [
+          { role: 'switch' as const, name: 'switch' },
+          { role: 'controller' as const, name: 'controller' },
+        ]
+      : []),
+    { role: 'agent' as const, name },
+  ];
 }
 
 /**
@@ -409,16 +434,7 @@ export async function login(layout: StateLayout, url: string, token: string): Pr
 export async function startHost(layout: StateLayout, progress: (line: string) => void = () => {}): Promise<{ name: string; started: string[] }> {
   const host = readHostConfig(layout);
   if (!host) throw errors.invalidState(`${layout.dir} is not a host of a cluster of real hosts (no host.json)`);
-  const first = fs.existsSync(layout.cluster);
-  const daemons = [
-    ...(first
-      ? [
-          { role: 'switch' as const, name: 'switch' },
-          { role: 'controller' as const, name: 'controller' },
-        ]
-      : []),
-    { role: 'agent' as const, name: host.name },
-  ];
+  const daemons = hostDaemons(layout, host.name);
   const missing = daemons.filter((d) => !daemonAlive(layout, d.name));
   await startHostDaemons(layout, missing, progress);
   return { name: host.name, started: missing.map((d) => d.name) };

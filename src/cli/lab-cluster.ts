@@ -47,7 +47,7 @@ async function ferryIn(stateDir: string, host: LabHost, args: string[]): Promise
 /** Builds the lab and, unless `cluster` is false, a cluster in it; on any failure takes everything down again. */
 export async function labUpWithCluster(
   l: StateLayout,
-  o: LabOptions & { cluster: boolean; members?: number; nodeMemoryMiB?: number },
+  o: LabOptions & { cluster: boolean; members?: number; nodeMemoryMiB?: number; controllers?: number },
   progress: (line: string) => void,
 ): Promise<{ lab: Lab; controllerUrl?: string; nodes?: string[] }> {
   requireRoot();
@@ -55,6 +55,9 @@ export async function labUpWithCluster(
     throw errors.invalidState(`${l.dir} holds a cluster already; the lab makes its own (use another --state)`);
   if (o.members !== undefined && (o.members < 1 || o.members > o.hosts))
     throw errors.invalid('members', `--members must be from 1 to the number of hosts (${o.hosts}), got ${o.members}`);
+  const members = o.members ?? o.hosts;
+  if (o.controllers !== undefined && (o.controllers < 1 || o.controllers > members))
+    throw errors.invalid('controllers', `--controllers must be from 1 to the number of hosts in the cluster (${members}), got ${o.controllers}`);
   const lab = await labUp(l.dir, o, progress);
   if (!o.cluster) return { lab };
   try {
@@ -85,10 +88,13 @@ export async function labUpWithCluster(
       ]),
     ) as { url: string };
     progress(`ferry join on ${others.map((h) => h.name).join(', ') || 'no other host'}`);
+    // Hosts 2..controllers run a controller too: standby, each ready to lead.
+    const controllerHost = (h: LabHost) => lab.hosts.indexOf(h) < (o.controllers ?? 1);
     await Promise.all(
       others.map(async (h) => {
-        const token = await ferryIn(l.dir, first!, ['token', 'join', '--ttl', '10m']);
-        await ferryIn(l.dir, h, ['join', init.url, '--token', token, '--name', h.name, '--shared', l.shared, ...memory, '--json']);
+        const controller = controllerHost(h) ? ['--controller'] : [];
+        const token = await ferryIn(l.dir, first!, ['token', 'join', '--ttl', '10m', ...controller]);
+        await ferryIn(l.dir, h, ['join', init.url, '--token', token, '--name', h.name, '--shared', l.shared, ...memory, ...controller, '--json']);
       }),
     );
     progress('ferry login from the root namespace');

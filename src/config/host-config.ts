@@ -37,6 +37,8 @@ export interface ClientConfig {
   url: string;
   token: string;
   caPem: string;
+  /** Every controller's URL (from the login): tried in turn when the one asked does not answer. */
+  controllers?: string[];
 }
 
 function readJson<T>(file: string): T | undefined {

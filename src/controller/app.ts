@@ -27,7 +27,7 @@ import type { ImageBuilder } from '../ports/image-builder.js';
 import { debianBuilder } from '../guest/debian.js';
 import { AgentClient, identifyAgent } from '../node/client.js';
 import { tlsFetch } from '../api/tls.js';
-import { clientTls, openLayout, readCaKey, serverTls } from '../config/host-config.js';
+import { clientTls, openLayout, readCaKey, readHostConfig, serverTls } from '../config/host-config.js';
 import { PemAuthority } from '../system/pki.js';
 import { probeTcp } from '../node/net-tools.js';
 import type { ClusterAuthority } from '../ports/authority.js';
@@ -62,6 +62,9 @@ import { ClusterNetworks, type Reach } from './network/networks.js';
 import { VirtualSwitches } from './network/switches.js';
 import { Reconciler } from './reconciler.js';
 import { Failover } from './failover.js';
+import { ControllerDirectory } from './core/controllers.js';
+import { SharedConfig } from './core/shared-config.js';
+import { LEADER_KEY, type Lead, type LeaderRecord, Leadership } from './core/leadership.js';
 import { IncomingReplicas } from './replica/incoming.js';
 import { Replicas } from './replica/replicas.js';
 import type { ControllerServices } from './services.js';
@@ -256,6 +259,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     startVm: (n) => lifecycle.start(n),
     ...(p.phaseGate ? { gate: p.phaseGate } : {}),
   });
+  const controllers = new ControllerDirectory(store, p.url);
   const joining = p.authority
     ? new Joining({
         store,
@@ -265,7 +269,8 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
         clock,
         events,
         apiToken: p.token,
-        controllers: () => [p.url()],
+        controllers: () => controllers.urls(),
+        registerController: (entry) => controllers.register(entry),
         volumeMark: p.volumeMark ?? { clusterId: p.config.current().id, mark: '' },
       })
     : undefined;
@@ -301,6 +306,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
     replicas,
     incoming,
     failover,
+    controllers,
     events,
     settings,
     baselines,
@@ -405,6 +411,12 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
 
 export interface RunControllerOptions {
   stateDir: string;
+  /** This controller's name in the leader key and events (default: its address). */
+  name?: string;
+  /** Called when this controller lost the lead (default: the process exits, to be started again as a standby). */
+  onDeposed?: (why: string) => void;
+  /** Wait for etcd to answer at start instead of failing (a controller started again after losing the lead). */
+  waitForStore?: boolean;
   /** The API's port (0: any free port). */
   port?: number;
   host?: string;
@@ -416,19 +428,23 @@ export interface RunControllerOptions {
  * behind a mirror (reads answered from what was last seen, changes followed
  * by one watch). Throws one line if etcd does not answer at start.
  */
-async function openStore(layout: StateLayout, config: ClusterConfig): Promise<{ store: ClusterStore; health: () => StoreHealth }> {
+async function openStore(layout: StateLayout, config: ClusterConfig): Promise<{ store: ClusterStore; health: () => StoreHealth; etcd?: EtcdStore }> {
   if (config.store?.backend !== 'etcd')
     return { store: new SqliteStore(layout.store), health: () => ({ backend: 'sqlite', at: layout.store, reachable: true }) };
   const { endpoints, prefix } = config.store;
-  const store = new MirroredStore(new EtcdStore({ endpoints, ...(prefix ? { prefix } : {}) }), { backend: 'etcd', at: endpoints.join(',') });
+  const etcd = new EtcdStore({ endpoints, ...(prefix ? { prefix } : {}) });
+  const store = new MirroredStore(etcd, { backend: 'etcd', at: endpoints.join(',') });
   try {
     await store.start();
   } catch (e) {
     await store.close();
     throw e;
   }
-  return { store, health: () => store.health() };
+  return { store, health: () => store.health(), etcd };
 }
+
+/** How long a leader that stopped renewing holds the lead: a standby takes over within this (plus its start). */
+export const LEADER_TTL_MS = 3000;
 
 /**
  * Writes a fresh mark on the shared volume: an agent that reads this very
@@ -455,13 +471,55 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   const agentTls = clientTls(layout, 'controller');
   const agentFetch = agentTls ? tlsFetch(agentTls) : undefined;
   const caKey = tls ? readCaKey(layout) : undefined;
-  const { store, health } = await openStore(layout, config);
+  let opened: Awaited<ReturnType<typeof openStore>> | undefined;
+  while (!opened) {
+    try {
+      opened = await openStore(layout, config);
+    } catch (e) {
+      if (!o.waitForStore) throw e;
+      log.warn({ err: String(e) }, 'the store does not answer yet; trying again');
+      await systemClock.sleep(1000);
+    }
+  }
+  const { store, health, etcd } = opened;
+  // On etcd, controllers stand for leader: one leads, the others wait here (standby) until its lease runs out.
+  // From then on every write of this one is fenced by its leadership, and it steps down (exits) once it cannot renew.
+  let leadership: { lead: Lead; election: Leadership; held: { release(): Promise<void> }; waitedFor?: LeaderRecord } | undefined;
+  if (etcd) {
+    const election = new Leadership(store, systemClock, { name: o.name ?? readHostConfig(layout)?.name ?? config.controllerAddress ?? 'controller', pid: process.pid }, LEADER_TTL_MS);
+    let waitedFor: LeaderRecord | undefined;
+    // Running, not yet serving: `ferry up` sees the daemon alive; the URL comes once it leads.
+    writeEndpoint(layout, 'controller', { pid: process.pid, url: '' });
+    const lead = await election.campaign(undefined, (leader) => {
+      waitedFor = leader;
+      log.info(
+        { leader: leader.name, pid: leader.pid },
+        `standby: ${leader.name} leads (pid ${leader.pid}); this controller takes over when its lease runs out`,
+      );
+    });
+    etcd.fenceWith({ key: LEADER_KEY, createRevision: lead.revision });
+    const held = election.hold(lead, (why) => {
+      log.error({ leadership: lead.revision }, `stepping down: ${why}`);
+      (o.onDeposed ?? (() => process.exit(75)))(why);
+    });
+    leadership = { lead, election, held, ...(waitedFor ? { waitedFor } : {}) };
+    log.info({ leadership: lead.revision }, `leading (leadership ${lead.revision})`);
+  }
+  // The configuration as the store holds it once this controller leads (members that joined through another controller).
+  const file = new FileConfigStore(layout, config);
+  const configStore = etcd ? await SharedConfig.open(store, file) : file;
+  const current = configStore.current();
+  // A controller listens on its own host's management address (a host that joined as a controller is not the first).
+  const host = readHostConfig(layout);
+  const management = (current.networks ?? []).find((n) => n.role === 'management')?.name;
+  const ownAddress = host?.addresses.find((a) => a.network === management)?.address;
+  const name = o.name ?? host?.name ?? current.controllerAddress ?? 'controller';
   // The API's address is known once it listens; the parts ask for it later.
   const at = { url: '' };
   const url = () => at.url;
   const runtime = buildController({
     layout,
-    config: new FileConfigStore(layout, config),
+    config: configStore,
     token,
     store,
     clock: systemClock,
@@ -483,7 +541,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   });
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });
-  const listening: Listening = await serve(app, o.host ?? config.controllerAddress ?? '127.0.0.1', o.port ?? config.controllerPort ?? 0, tls);
+  const listening: Listening = await serve(app, o.host ?? ownAddress ?? current.controllerAddress ?? '127.0.0.1', o.port ?? current.controllerPort ?? 0, tls);
   // VM screens for the console (noVNC): the upgrade passes the API's authentication and displayTarget's checks first.
   serveTunnels(listening, app, (p) => {
     const m = DISPLAY_PATH.exec(p);
@@ -492,6 +550,16 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   at.url = listening.url;
   writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
   log.info({ url: listening.url }, `listening on ${listening.url}`);
+  if (leadership) {
+    await runtime.services.controllers.register({ name, url: listening.url }).catch((e: unknown) => log.warn({ err: String(e) }, 'registering the controller failed'));
+    await leadership.election.announce(listening.url).catch((e: unknown) => log.warn({ err: String(e) }, 'announcing the leader URL failed'));
+    const was = leadership.waitedFor;
+    await runtime.services.events.emit({
+      type: 'controller.leader',
+      message: `${leadership.election.name} leads the cluster (leadership ${leadership.lead.revision})${was ? `, after ${was.name} (pid ${was.pid}) stopped renewing` : ''}`,
+      data: { leadership: leadership.lead.revision, url: listening.url, ...(was ? { after: was.name } : {}) },
+    });
+  }
   const loops = new AbortController();
   // Give agents a few heartbeats to report, then settle unfinished work and start the loops.
   void systemClock
@@ -506,6 +574,8 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
       await runtime.stop();
       await listening.close();
       await agentFetch?.close();
+      // A controller stopped on purpose lets the lead go at once: a standby need not wait for the lease.
+      await leadership?.held.release();
       await store.close();
     },
   };

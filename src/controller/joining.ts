@@ -15,6 +15,7 @@ import type { NicBackend } from '../domain/nic.js';
 import { type VolumeSighting, judgeVolume } from '../domain/records.js';
 import type { ClusterAuthority } from '../ports/authority.js';
 import type { ClusterConfigStore } from '../ports/cluster-config.js';
+import type { ClusterConfig } from '../domain/cluster.js';
 import type { EventSink } from '../ports/events.js';
 import type { ClusterStore } from '../ports/store.js';
 import type { Membership } from './membership.js';
@@ -29,7 +30,9 @@ export interface JoiningDeps {
   /** The cluster's API token, handed to a CLI that logs in. */
   apiToken: string;
   /** The controllers' URLs, for a host's configuration. */
-  controllers: () => string[];
+  controllers: () => Promise<string[]>;
+  /** Notes a controller on a host that joined as one. */
+  registerController: (entry: { name: string; url: string }) => Promise<unknown>;
   /** The mark the controller last wrote on the shared volume. */
   volumeMark: { clusterId: string; mark: string };
 }
@@ -43,6 +46,7 @@ export interface JoinRequest {
   memoryMiB?: number;
   cpuModel?: string;
   nicBackend?: NicBackend;
+  controllerPublicKeyPem?: string;
 }
 
 export interface JoinAnswer {
@@ -54,6 +58,8 @@ export interface JoinAnswer {
   migrationAddress: string;
   /** The API token, for the CLI on the new host (a member runs VMs and sees their disks: it is trusted like the first host). */
   apiToken: string;
+  /** For a host that joined as a controller: what its controller runs on. */
+  controller?: { config: ClusterConfig; caKeyPem: string; certPem: string; url: string };
 }
 
 const hash = (secret: string): string => createHash('sha256').update(secret).digest('hex');
@@ -78,18 +84,19 @@ export class Joining {
     };
   }
 
-  async issue(kind: TokenKind, ttlMs: number = TOKEN_TTL.defaultMs): Promise<{ token: string; expiresAtMs: number }> {
+  async issue(kind: TokenKind, ttlMs: number = TOKEN_TTL.defaultMs, o: { controller?: boolean } = {}): Promise<{ token: string; expiresAtMs: number }> {
     if (!Number.isInteger(ttlMs) || ttlMs < TOKEN_TTL.minMs || ttlMs > TOKEN_TTL.maxMs)
       throw errors.invalid('ttl', `a token lives between ${TOKEN_TTL.minMs / 60_000} minute and ${TOKEN_TTL.maxMs / 86_400_000} days`);
     const now = this.d.clock.nowMs();
     await this.sweep(now);
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(24).toString('hex');
-    const record: TokenRecord = { id, kind, secretHash: hash(secret), createdAtMs: now, expiresAtMs: now + ttlMs };
+    if (o.controller && kind !== 'join') throw errors.invalid('controller', 'only a join token can let a host run a controller');
+    const record: TokenRecord = { id, kind, secretHash: hash(secret), createdAtMs: now, expiresAtMs: now + ttlMs, ...(o.controller ? { controller: true as const } : {}) };
     await this.d.store.put(`tokens/${id}`, record, { expectRevision: 0 });
     await this.d.events.emit({
       type: 'token.issued',
-      message: `a ${kind} token was issued, valid until ${new Date(record.expiresAtMs).toISOString()}`,
+      message: `a ${kind} token${o.controller ? ' for a controller host' : ''} was issued, valid until ${new Date(record.expiresAtMs).toISOString()}`,
     });
     return { token: formatToken({ kind, id, secret, fingerprint: this.d.authority.fingerprint }), expiresAtMs: record.expiresAtMs };
   }
@@ -101,11 +108,24 @@ export class Joining {
     if (config.nodes.some((n) => n.name === req.name)) throw errors.alreadyExists('host', req.name);
     const volume = judgeVolume(this.d.volumeMark, req.volume);
     if (!volume.ok) throw errors.invalidState(`host '${req.name}' does not see the cluster's shared volume: ${volume.error ?? 'unknown'}`);
+    if (req.controllerPublicKeyPem && token.entry.value.controller !== true)
+      throw errors.unauthorized("the join token does not let a host run a controller; make one with 'ferry token join --controller'");
+    const management = (config.networks ?? []).find((n) => n.role === 'management');
+    const controllerAddress = management ? req.addresses[management.name] : undefined;
+    if (req.controllerPublicKeyPem && !controllerAddress) throw errors.invalid('addresses', `a controller host needs an address on the management network`);
     let certPem: string;
+    let controllerCertPem: string | undefined;
     try {
       certPem = this.d.authority.issueHost({ publicKeyPem: req.publicKeyPem, name: req.name, addresses: Object.values(req.addresses) });
     } catch {
       throw errors.invalid('publicKeyPem', 'the public key is not an RSA public key in PEM');
+    }
+    if (req.controllerPublicKeyPem) {
+      try {
+        controllerCertPem = this.d.authority.issueController({ publicKeyPem: req.controllerPublicKeyPem, name: req.name, addresses: Object.values(req.addresses) });
+      } catch {
+        throw errors.invalid('controllerPublicKeyPem', 'the public key is not an RSA public key in PEM');
+      }
     }
     await this.spend(token.entry, req.name);
     let member;
@@ -122,22 +142,31 @@ export class Joining {
       await this.d.store.put(`tokens/${token.entry.value.id}`, token.entry.value).catch(() => {});
       throw e;
     }
+    let controller: JoinAnswer['controller'];
+    if (controllerCertPem) {
+      const url = `https://${controllerAddress}:${config.controllerPort ?? 8470}`;
+      await this.d.registerController({ name: req.name, url });
+      controller = { config: this.d.config.current(), caKeyPem: this.d.authority.caKeyPem, certPem: controllerCertPem, url };
+      await this.d.events.emit({ type: 'controller.joined', node: req.name, message: `${req.name} runs a controller too (standby at ${url})` });
+    }
     return {
       clusterId: config.id,
       clusterName: config.name,
       certPem,
       caPem: this.d.authority.caPem,
-      controllers: this.d.controllers(),
+      controllers: await this.d.controllers(),
       migrationAddress: member.migrationAddress,
       apiToken: this.d.apiToken,
+      ...(controller ? { controller } : {}),
     };
   }
 
   /** A CLI logging in gets the API token and the CA, once per login token. */
-  async login(text: string): Promise<{ token: string; caPem: string; url: string }> {
+  async login(text: string): Promise<{ token: string; caPem: string; url: string; controllers: string[] }> {
     const token = await this.check(text, 'login');
     await this.spend(token.entry, 'cli');
-    return { token: this.d.apiToken, caPem: this.d.authority.caPem, url: this.d.controllers()[0] ?? '' };
+    const controllers = await this.d.controllers();
+    return { token: this.d.apiToken, caPem: this.d.authority.caPem, url: controllers[0] ?? '', controllers };
   }
 
   private async check(text: string, kind: TokenKind): Promise<{ entry: { value: TokenRecord; modRevision: number } }> {

@@ -92,7 +92,7 @@ export class Membership {
     }
     member.migrationAddress ||= '127.0.0.1';
     config.nodes.push(member);
-    this.d.config.save(config);
+    await this.d.config.save(config);
     await this.d.store.put<NodeRecord>(`nodes/${name}`, { name, url: '', migrationAddress: member.migrationAddress, state: 'down' });
     // The default switch reaches every node, as on a new cluster.
     const def = await this.d.store.get<VirtualSwitch>('switches/default');
@@ -145,7 +145,7 @@ export class Membership {
       });
     }
     config.nodes = config.nodes.filter((n) => n.name !== name);
-    this.d.config.save(config);
+    await this.d.config.save(config);
     await this.d.store.delete(`nodes/${name}`);
     this.d.nodes.forget(name);
     await this.d.switches.sync().catch(() => {});

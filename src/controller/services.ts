@@ -4,6 +4,7 @@
  * nothing else of the controller.
  */
 import type { Failover } from './failover.js';
+import type { ControllerDirectory } from './core/controllers.js';
 import type { Clock } from '../domain/clock.js';
 import type { ClusterConfig } from '../domain/cluster.js';
 import type { MigrationRecord } from '../domain/migration.js';
@@ -69,6 +70,7 @@ export interface ControllerServices {
   incoming: IncomingReplicas;
   /** Host leases (renewed by heartbeats), HA restarts and lost VMs. */
   failover: Failover;
+  controllers: ControllerDirectory;
   events: EventLog;
   settings: StoreSettings;
   baselines: CpuBaselines;

@@ -9,6 +9,7 @@
  * Each role's composition root builds the daemon; this file only picks it,
  * and removes the daemon's endpoint file on SIGTERM/SIGINT.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { readEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
@@ -57,7 +58,18 @@ async function main(): Promise<void> {
     const d = await runSwitch({ stateDir });
     onExit(layout.daemonFile('switch'), d.close);
   } else if (role === 'controller') {
-    const d = await runController({ stateDir, switchUrl: await waitForEndpoint(layout, 'switch') });
+    const d = await runController({
+      stateDir,
+      switchUrl: await waitForEndpoint(layout, 'switch'),
+      // Started again after losing the lead: etcd may still be away, so wait for it rather than fail.
+      waitForStore: process.argv.includes('--again'),
+      // A controller that lost the lead stops acting at once (it exits), and a new one stands by in its place.
+      onDeposed: () => {
+        const args = process.argv.slice(1).filter((a) => a !== '--again');
+        spawn(process.execPath, [...args, '--again'], { detached: true, stdio: 'inherit', env: process.env }).unref();
+        process.exit(75);
+      },
+    });
     onExit(layout.daemonFile('controller'), d.close);
   } else if (role === 'agent') {
     const node = arg('node');

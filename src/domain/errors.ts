@@ -30,6 +30,8 @@ export const ErrorCode = {
   AgentUnreachable: 'agent-unreachable',
   /** The cluster store (etcd) does not answer. */
   StoreUnavailable: 'store-unavailable',
+  /** A controller that no longer leads tried to write (its leadership ended; another controller leads). */
+  NotLeader: 'not-leader',
   MigrationFailed: 'migration-failed',
   ImageBuild: 'image-build',
   Internal: 'internal',
@@ -63,6 +65,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   aborted: { httpStatus: 499, exitCode: 1, retryable: false },
   'agent-unreachable': { httpStatus: 502, exitCode: 1, retryable: true },
   'store-unavailable': { httpStatus: 503, exitCode: 1, retryable: true },
+  'not-leader': { httpStatus: 503, exitCode: 1, retryable: true },
   'migration-failed': { httpStatus: 500, exitCode: 1, retryable: true },
   'image-build': { httpStatus: 500, exitCode: 1, retryable: false },
   internal: { httpStatus: 500, exitCode: 1, retryable: false },

@@ -26,6 +26,8 @@ export interface TokenRecord {
   createdAtMs: number;
   expiresAtMs: number;
   usedAtMs?: number;
+  /** A join token that lets the host run a controller too (`ferry token join --controller`): it gets the CA's key. */
+  controller?: true;
   /** The host that joined, or 'cli' for a login. */
   usedBy?: string;
 }

@@ -287,6 +287,8 @@ export interface HeartbeatAnswer {
   ok: true;
   lease: { ttlMs: number };
   ha: string[];
+  /** Every controller's URL (the leader's first): where the agent turns when this one stops answering. */
+  controllers?: string[];
 }
 
 /** A VM that holds resources on its node. */

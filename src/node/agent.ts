@@ -43,7 +43,8 @@ export interface AgentDeps {
   clock: Clock;
   log: Logger;
   /** Where the controller is now (it may have restarted on another address). */
-  controllerUrl: () => string | undefined;
+  /** Where the controllers answer (the first that answers is used; a heartbeat's answer may name more). */
+  controllerUrls: () => string[];
   /** Creates an empty disk image (a shared-nothing migration target). */
   createImage: (file: string, sizeBytes: number) => Promise<void>;
   removeFile: (file: string) => void;
@@ -169,9 +170,30 @@ export class Agent {
     this.d.hypervisor.detachAll();
   }
 
+  /** Controllers heard of in heartbeat answers, beside the configured ones. */
+  private learnedControllers: string[] = [];
+  /** The controller that answered last; a failed heartbeat moves on to the next. */
+  private controllerAt = 0;
+
+  /** The controllers to try, the configured ones first. */
+  controllers(): string[] {
+    return [...new Set([...this.d.controllerUrls(), ...this.learnedControllers])];
+  }
+
   private async sendHeartbeat(): Promise<void> {
-    const base = this.d.controllerUrl();
-    if (!base) return;
+    const all = this.controllers();
+    if (!all.length) return;
+    const base = all[this.controllerAt % all.length]!;
+    try {
+      await this.heartbeatTo(base);
+    } catch (e) {
+      // This controller is gone or no longer leads: the next heartbeat tries the next one (a standby listens once it leads).
+      this.controllerAt = (this.controllerAt + 1) % all.length;
+      throw e;
+    }
+  }
+
+  private async heartbeatTo(base: string): Promise<void> {
     const sentMs = this.d.clock.nowMs();
     for (const n of this.d.watchdog?.takeFenced() ?? []) this.fenced.add(n);
     const fenced = [...this.fenced];
@@ -202,6 +224,7 @@ export class Agent {
       },
     });
     for (const n of fenced) this.fenced.delete(n);
+    if (answer.controllers?.length) this.learnedControllers = answer.controllers;
     this.fence = { validUntilMs: fenceDeadline(sentMs, answer.lease.ttlMs), ha: answer.ha };
     this.d.watchdog?.write(this.fence);
   }

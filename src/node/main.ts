@@ -38,7 +38,7 @@ function agentIdentity(layout: StateLayout, node: string | undefined) {
       memoryMiB: host.memoryMiB,
       cpuModel: host.cpuModel,
       nicBackend: host.nicBackend,
-      controllerUrl: () => host.controllers[0],
+      controllerUrls: () => host.controllers,
       fetch: tlsFetch(tls),
       serverTls: serverTls(layout, 'host'),
     };
@@ -58,7 +58,10 @@ function agentIdentity(layout: StateLayout, node: string | undefined) {
     cpuModel: member.cpuModel,
     nicBackend: member.nicBackend ?? 'stream',
     // The controller may have restarted on another address: its endpoint file says where it is now.
-    controllerUrl: () => readEndpoint(layout, 'controller')?.url,
+    controllerUrls: () => {
+      const url = readEndpoint(layout, 'controller')?.url;
+      return url ? [url] : [];
+    },
     fetch: undefined,
     serverTls: undefined,
   };
@@ -94,7 +97,7 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       hypervisor,
       clock: systemClock,
       log,
-      controllerUrl: me.controllerUrl,
+      controllerUrls: me.controllerUrls,
       createImage,
       removeFile: (f) => fs.rmSync(f, { force: true }),
       fileExists: (f) => fs.existsSync(f),

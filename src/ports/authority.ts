@@ -6,4 +6,8 @@ export interface ClusterAuthority {
   readonly fingerprint: string;
   /** A host certificate for `publicKeyPem`, naming the host and its addresses. */
   issueHost(req: { publicKeyPem: string; name: string; addresses: string[] }): string;
+  /** A controller certificate for another host that runs a controller (it serves the API and calls the agents). */
+  issueController(req: { publicKeyPem: string; name: string; addresses: string[] }): string;
+  /** The CA's key (PEM), handed only to a host that joins as a controller: a leader signs the hosts that join. */
+  readonly caKeyPem: string;
 }

@@ -3,5 +3,5 @@ import type { ClusterConfig } from '../domain/cluster.js';
 
 export interface ClusterConfigStore {
   current(): ClusterConfig;
-  save(config: ClusterConfig): void;
+  save(config: ClusterConfig): void | Promise<void>;
 }

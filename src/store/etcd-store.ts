@@ -18,8 +18,11 @@ import {
   EtcdLeaseInvalidError,
   GRPCDeadlineExceededError,
   GRPCUnavailableError,
+  type ICompare as Compare,
   type IKeyValue,
   type IOptions,
+  type IRequestOp as RequestOp,
+  type IResponseOp,
   type IResponseHeader,
   isRecoverableError,
 } from 'etcd3';
@@ -142,37 +145,68 @@ export class EtcdStore implements ClusterStore {
     return r.kvs.map((kv) => this.entry<T>(kv));
   }
 
+  /**
+   * From now on every write also requires `guard.key` to have been created
+   * at `guard.createRevision`: a leader's writes are fenced by its
+   * leadership, so once another controller leads (the key was created
+   * again), a late write of the deposed one fails as `not-leader` and
+   * changes nothing.
+   */
+  fenceWith(guard: { key: string; createRevision: number }): void {
+    this.guard = guard;
+  }
+
+  private guard: { key: string; createRevision: number } | undefined;
+
+  /** A write as one transaction: its own condition (if any) and the guard's; which one failed is read back. */
+  private async write(
+    what: string,
+    key: string,
+    cond: Compare | undefined,
+    op: RequestOp,
+  ): Promise<{ header: IResponseHeader; responses: Partial<IResponseOp>[] }> {
+    const guard = this.guard;
+    if (!guard && !cond) {
+      if (op.request_put) return { header: (await this.call(what, () => this.client.kv.put(op.request_put!))).header, responses: [] };
+      const r = await this.call(what, () => this.client.kv.deleteRange(op.request_delete_range!));
+      return { header: r.header, responses: [{ response_delete_range: r }] };
+    }
+    const g = guard ? this.key(guard.key) : undefined;
+    const compare: Compare[] = [
+      ...(cond ? [cond] : []),
+      ...(g ? [{ key: g, target: 'Create' as const, result: 'Equal' as const, create_revision: guard!.createRevision }] : []),
+    ];
+    const r = await this.call(what, () => this.client.kv.txn({ compare, success: [op], ...(g ? { failure: [{ request_range: { key: g } }] } : {}) }));
+    if (r.succeeded) return r;
+    const leader = r.responses[0]?.response_range?.kvs[0];
+    if (guard && Number(leader?.create_revision ?? 0) !== guard.createRevision) {
+      throw new FerryError(
+        ErrorCode.NotLeader,
+        `this controller no longer leads (its leadership from revision ${guard.createRevision} ended); ${what} was not written`,
+        { details: { key, leadership: guard.createRevision } },
+      );
+    }
+    throw conflict(key, Number((cond as { mod_revision?: number } | undefined)?.mod_revision ?? 0));
+  }
+
   async put<T>(key: string, value: T, options: PutOptions = {}): Promise<number> {
     const k = this.key(key);
     const put = { key: k, value: Buffer.from(JSON.stringify(value)), ...(options.lease ? { lease: options.lease } : {}) };
-    if (options.expectRevision === undefined) {
-      const r = await this.call(`put ${key}`, () => this.client.kv.put(put));
-      return revisionOf(r.header);
-    }
     const expected = options.expectRevision;
-    const compare =
-      expected === 0
-        ? { key: k, target: 'Create' as const, result: 'Equal' as const, create_revision: 0 }
-        : { key: k, target: 'Mod' as const, result: 'Equal' as const, mod_revision: expected };
-    const r = await this.call(`put ${key}`, () => this.client.kv.txn({ compare: [compare], success: [{ request_put: put }] }));
-    if (!r.succeeded) throw conflict(key, expected);
-    return revisionOf(r.header);
+    const cond: Compare | undefined =
+      expected === undefined
+        ? undefined
+        : expected === 0
+          ? { key: k, target: 'Create', result: 'Equal', create_revision: 0 }
+          : { key: k, target: 'Mod', result: 'Equal', mod_revision: expected };
+    return revisionOf((await this.write(`put ${key}`, key, cond, { request_put: put })).header);
   }
 
   async delete(key: string, options: { expectRevision?: number } = {}): Promise<boolean> {
     const k = this.key(key);
-    if (options.expectRevision === undefined) {
-      const r = await this.call(`delete ${key}`, () => this.client.kv.deleteRange({ key: k }));
-      return Number(r.deleted) > 0;
-    }
     const expected = options.expectRevision;
-    const r = await this.call(`delete ${key}`, () =>
-      this.client.kv.txn({
-        compare: [{ key: k, target: 'Mod', result: 'Equal', mod_revision: expected }],
-        success: [{ request_delete_range: { key: k } }],
-      }),
-    );
-    if (!r.succeeded) throw conflict(key, expected);
+    const cond: Compare | undefined = expected === undefined ? undefined : { key: k, target: 'Mod', result: 'Equal', mod_revision: expected };
+    const r = await this.write(`delete ${key}`, key, cond, { request_delete_range: { key: k } });
     return Number(r.responses[0]?.response_delete_range?.deleted ?? 0) > 0;
   }
 

@@ -163,4 +163,10 @@ export class PemAuthority {
   issueHost(req: { publicKeyPem: string; name: string; addresses: string[] }): string {
     return issueCertificate(this.ca, { ...req, role: 'host', clusterId: this.clusterId });
   }
+  issueController(req: { publicKeyPem: string; name: string; addresses: string[] }): string {
+    return issueCertificate(this.ca, { ...req, role: 'controller', clusterId: this.clusterId });
+  }
+  get caKeyPem(): string {
+    return this.ca.keyPem;
+  }
 }

@@ -144,7 +144,7 @@ export class ComponentCluster {
         hypervisor: hv,
         clock: this.clock,
         log: silentLogger,
-        controllerUrl: () => CONTROLLER,
+        controllerUrls: () => [CONTROLLER],
         createImage: async (file) => void this.world.files.add(file),
         removeFile: (file) => void this.world.files.delete(file),
         fileExists: (file) => this.world.files.has(file),

@@ -9,6 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { isFerryError } from '../../src/domain/errors.js';
 import { EtcdStore } from '../../src/store/etcd-store.js';
 import { MirroredStore } from '../../src/store/mirrored-store.js';
+import { LEADER_KEY, Leadership } from '../../src/controller/core/leadership.js';
+import { systemClock } from '../../src/domain/clock.js';
 import { storeContract } from '../../src/testing/store-contract.js';
 import { waitFor } from '../helpers/cluster.js';
 import { type TestEtcd, startEtcd } from '../helpers/etcd.js';
@@ -86,6 +88,63 @@ describe('a mirrored etcd store while etcd is away', () => {
       await store.close();
       await other.close();
       await own.stop();
+    }
+  });
+});
+
+describe('controllers standing for leader on etcd', () => {
+  it('one leads; a standby takes over once it stops renewing, and the deposed one’s late writes fail and change nothing', async () => {
+    const prefix = `/ferry-test/${randomUUID()}/`;
+    const open = () => new EtcdStore({ endpoints: [etcd.endpoint], prefix });
+    const [a, b, reader] = [open(), open(), open()];
+    const ttlMs = 2000;
+    const first = new Leadership(a, systemClock, { name: 'host-1', pid: 1 }, ttlMs);
+    const second = new Leadership(b, systemClock, { name: 'host-2', pid: 2 }, ttlMs);
+    try {
+      const lead = await first.campaign();
+      a.fenceWith({ key: LEADER_KEY, createRevision: lead.revision });
+      await a.put('vms/web', { node: 'host-1' });
+      assert.deepEqual(await second.leader().then((l) => l && [l.name, l.pid]), ['host-1', 1]);
+      // The second waits while the first renews.
+      const waited: string[] = [];
+      const ac = new AbortController();
+      const standing = second.campaign(ac.signal, (l) => waited.push(l.name));
+      const lost: string[] = [];
+      const held = first.hold(lead, (why) => lost.push(why));
+      await new Promise((r) => setTimeout(r, ttlMs * 2));
+      assert.deepEqual(waited, ['host-1'], 'the standby saw who leads and waits');
+      assert.deepEqual(lost, [], 'a leader that renews keeps the lead');
+      // The first stops renewing (hung, or cut off from etcd): the second leads within the lease's TTL.
+      const stoppedAt = Date.now();
+      held.stop();
+      const next = await standing;
+      const tookMs = Date.now() - stoppedAt;
+      assert.ok(tookMs <= ttlMs + 1500, `taken over ${tookMs} ms after the leader stopped renewing`);
+      assert.ok(next.revision > lead.revision);
+      b.fenceWith({ key: LEADER_KEY, createRevision: next.revision });
+      assert.deepEqual((await second.leader())?.name, 'host-2');
+      // A late write of the deposed leader: refused with one line, nothing changed; the new leader writes.
+      for (const write of [
+        () => a.put('vms/web', { node: 'stale' }),
+        () => a.put('vms/web', { node: 'stale' }, { expectRevision: 0 }),
+        () => a.delete('vms/web'),
+      ]) {
+        await assert.rejects(write(), (e: unknown) => {
+          assert.ok(isFerryError(e, 'not-leader'), String(e));
+          assert.match(
+            (e as Error).message,
+            new RegExp(`^this controller no longer leads \\(its leadership from revision ${lead.revision} ended\\); (put|delete) vms/web was not written$`),
+          );
+          return true;
+        });
+      }
+      assert.deepEqual((await reader.get('vms/web'))?.value, { node: 'host-1' });
+      await b.put('vms/web', { node: 'host-2' });
+      assert.deepEqual((await reader.get('vms/web'))?.value, { node: 'host-2' });
+      // A compare-and-set the new leader loses is still a conflict, not a lost lead.
+      await assert.rejects(b.put('vms/web', { node: 'x' }, { expectRevision: 1 }), (e: unknown) => isFerryError(e, 'conflict'));
+    } finally {
+      await Promise.all([a.close(), b.close(), reader.close()]);
     }
   });
 });

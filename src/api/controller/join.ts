@@ -16,6 +16,6 @@ export function mountJoin(app: OpenAPIHono, s: ControllerServices): void {
   app.openapi(joinRoutes.login, async (c) => c.json(await joiningOf(s).login(c.req.valid('json').token), 200));
   app.openapi(joinRoutes.issue, async (c) => {
     const b = c.req.valid('json');
-    return c.json(await joiningOf(s).issue(b.kind, b.ttlMs), 200);
+    return c.json(await joiningOf(s).issue(b.kind, b.ttlMs, { controller: b.controller === true }), 200);
   });
 }

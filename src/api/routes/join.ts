@@ -38,6 +38,8 @@ export const JoinBody = z
       .regex(/^[A-Za-z0-9_.-]{1,40}$/)
       .optional(),
     nicBackend: z.enum(NIC_BACKENDS as unknown as ['stream', 'tap', 'bridge']).optional(),
+    /** The key for this host's controller certificate: it joins as a controller too (its token must allow that). */
+    controllerPublicKeyPem: Pem.optional(),
   })
   .openapi('JoinRequest');
 
@@ -50,6 +52,8 @@ export const JoinAnswerSchema = z
     controllers: z.array(z.string()),
     migrationAddress: z.string(),
     apiToken: z.string(),
+    /** For a host that joined as a controller: the cluster's configuration, the CA's key, its controller certificate and URL. */
+    controller: z.object({ config: z.record(z.string(), z.unknown()), caKeyPem: z.string(), certPem: z.string(), url: z.string() }).optional(),
   })
   .openapi('JoinAnswer');
 
@@ -62,7 +66,10 @@ export const TokenBody = z
       .min(TOKEN_TTL.minMs, { error: `a token lives at least ${TOKEN_TTL.minMs / 60_000} minute` })
       .max(TOKEN_TTL.maxMs, { error: `a token lives at most ${TOKEN_TTL.maxMs / 86_400_000} days` })
       .optional(),
+    /** A join token that lets the host run a controller too. */
+    controller: z.boolean().optional(),
   })
+  .refine((b) => !b.controller || b.kind === 'join', { error: 'only a join token can let a host run a controller' })
   .openapi('TokenRequest');
 
 export const joinRoutes = {
@@ -87,7 +94,7 @@ export const joinRoutes = {
     tags: tag,
     summary: "A CLI logs in with a login token and gets the API token and the cluster's CA",
     request: body(z.strictObject({ token: Token })),
-    responses: answers(z.object({ token: z.string(), caPem: z.string(), url: z.string() })),
+    responses: answers(z.object({ token: z.string(), caPem: z.string(), url: z.string(), controllers: z.array(z.string()).optional() })),
   }),
   issue: createRoute({
     method: 'post',

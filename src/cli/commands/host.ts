@@ -81,12 +81,14 @@ export function hostCommands(program: Command, layout: () => StateLayout, connec
     .option('--nic-backend <B>', "VMs' NICs on this host: bridge (default), tap or stream", nicBackend)
     .option('--node-memory <MiB>', 'memory this host offers to VMs (default: all of it)', wholeNumber('--node-memory'))
     .option('--cpu-model <MODEL>', 'the CPU model guests get on this host')
+    .option('--controller', "run a controller here too, standing by to lead when the leading one is gone (the token must come from 'ferry token join --controller')")
     .option('--no-start', 'write everything but leave starting the agent to systemd (ferry-agent)')
     .option('--json', 'print the result as JSON')
     .action(
       async (
         url: string,
         o: {
+          controller?: boolean;
           token: string;
           name?: string;
           shared: string;
@@ -106,12 +108,14 @@ export function hostCommands(program: Command, layout: () => StateLayout, connec
           ...(o.nicBackend ? { nicBackend: o.nicBackend } : {}),
           ...(o.nodeMemory ? { memoryMiB: o.nodeMemory } : {}),
           ...(o.cpuModel ? { cpuModel: o.cpuModel } : {}),
+          ...(o.controller ? { controller: true } : {}),
           start: o.start,
           progress: (line) => progress.update(line),
         });
         progress.done();
         if (o.json) return json(res);
-        print(`${res.name} joined cluster ${res.clusterId}${res.started ? '; its agent runs' : '; start its agent: systemctl start ferry-agent'}`);
+        const daemons = o.controller ? 'its agent and its standby controller' : 'its agent';
+        print(`${res.name} joined cluster ${res.clusterId}${res.started ? `; ${daemons} run${o.controller ? '' : 's'}` : `; start ${daemons}: systemctl start ferry-agent${o.controller ? ' ferry-switch ferry-controller' : ''}`}`);
       },
     );
 
@@ -119,9 +123,13 @@ export function hostCommands(program: Command, layout: () => StateLayout, connec
   for (const kind of ['join', 'login'] as const) {
     command(token, kind, kind === 'join' ? 'a token for `ferry join` on a new host' : 'a token for `ferry login` on another machine')
       .option('--ttl <DURATION>', 'how long it is valid: 90s, 30m, 1h (default), up to 7d', ttl)
+      .option('--controller', 'the host may run a controller too (it gets the CA key: only for hosts trusted like the first)')
       .option('--json', 'print the token and its expiry as JSON')
-      .action(async (o: { ttl?: number; json?: boolean }) => {
-        const res = await connect().api.call(joinRoutes.issue, { body: { kind, ...(o.ttl !== undefined ? { ttlMs: o.ttl } : {}) } });
+      .action(async (o: { ttl?: number; controller?: boolean; json?: boolean }) => {
+        if (o.controller && kind !== 'join') throw errors.usage('--controller applies to join tokens only');
+        const res = await connect().api.call(joinRoutes.issue, {
+          body: { kind, ...(o.ttl !== undefined ? { ttlMs: o.ttl } : {}), ...(o.controller ? { controller: true } : {}) },
+        });
         if (o.json) return json(res);
         print(res.token);
         process.stderr.write(`valid once, until ${new Date(res.expiresAtMs).toISOString()}\n`);

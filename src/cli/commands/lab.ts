@@ -17,8 +17,9 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     .option('--no-cluster', 'only the hosts and etcd: no Ferry cluster in them')
     .option('--members <N>', 'only the first N hosts join the cluster (the others are left to join by hand)', wholeNumber('--members'))
     .option('--node-memory <MiB>', 'memory each host offers to VMs (default: all of it)', wholeNumber('--node-memory'))
+    .option('--controllers <N>', 'hosts host-1..N run a controller (one leads, the others stand by; needs the store in etcd)', wholeNumber('--controllers'))
     .option('--json', 'print the lab as JSON')
-    .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; cluster: boolean; members?: number; nodeMemory?: number; json?: boolean }) => {
+    .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; cluster: boolean; members?: number; nodeMemory?: number; controllers?: number; json?: boolean }) => {
       const progress = new Progress();
       const {
         lab: made,
@@ -31,6 +32,7 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
           cluster: o.cluster,
           ...(o.members !== undefined ? { members: o.members } : {}),
           ...(o.nodeMemory !== undefined ? { nodeMemoryMiB: o.nodeMemory } : {}),
+          ...(o.controllers !== undefined ? { controllers: o.controllers } : {}),
           ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}),
           ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}),
         },
