@@ -47,26 +47,34 @@ export class Cluster {
   }
 }
 
+/** How long the CLI keeps looking for a controller that answers: a standby leads within its lease and a start. */
+const TAKEOVER_WAIT_MS = 15_000;
+
 /**
  * A controller nobody listens at (it died, or it was the leader and a
- * standby took over elsewhere) sends the request to the next one; a request
- * cut off in the middle is not repeated (it may have happened).
+ * standby is taking over) sends the request to the next one, round and
+ * round for up to TAKEOVER_WAIT_MS; a request cut off in the middle is not
+ * repeated (it may have happened).
  */
 function nextControllerWhenUnreachable(api: ApiClient, count: number, next: () => void): ApiClient {
   const call = api.call.bind(api);
   const open = api.open.bind(api);
-  const retry = async <T>(fn: () => Promise<T>): Promise<T> => {
-    for (let i = 0; ; i++) {
+  const retry = async <T>(fn: () => Promise<T>, method: string): Promise<T> => {
+    const deadline = Date.now() + TAKEOVER_WAIT_MS;
+    for (let i = 1; ; i++) {
       try {
         return await fn();
       } catch (e) {
-        if (i + 1 >= count || !isFerryError(e, ErrorCode.AgentUnreachable) || e.details.duringRequest === true) throw e;
+        // A read cut off in the middle is asked again (it changed nothing); a change is not.
+        const again = isFerryError(e, ErrorCode.AgentUnreachable) && (e.details.duringRequest !== true || method === 'get');
+        if (!again || Date.now() > deadline) throw e;
         next();
+        if (i % count === 0) await new Promise((r) => setTimeout(r, 300));
       }
     }
   };
-  api.call = ((route, input, opts) => retry(() => call(route, input, opts))) as ApiClient['call'];
-  api.open = ((route, input, opts) => retry(() => open(route, input, opts))) as ApiClient['open'];
+  api.call = ((route, input, opts) => retry(() => call(route, input, opts), route.method)) as ApiClient['call'];
+  api.open = ((route, input, opts) => retry(() => open(route, input, opts), route.method)) as ApiClient['open'];
   return api;
 }
 

@@ -405,7 +405,12 @@ export async function login(layout: StateLayout, url: string, token: string): Pr
   try {
     const answer = await api.call(joinRoutes.login, { body: { token } });
     fs.mkdirSync(layout.dir, { recursive: true, mode: 0o700 });
-    writeClientConfig(layout, { url: origin, token: answer.token, caPem: answer.caPem, ...(answer.controllers?.length ? { controllers: answer.controllers } : {}) });
+    writeClientConfig(layout, {
+      url: origin,
+      token: answer.token,
+      caPem: answer.caPem,
+      ...(answer.controllers?.length ? { controllers: answer.controllers } : {}),
+    });
     return { url: origin };
   } finally {
     await fetch.close();

@@ -486,7 +486,12 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   // From then on every write of this one is fenced by its leadership, and it steps down (exits) once it cannot renew.
   let leadership: { lead: Lead; election: Leadership; held: { release(): Promise<void> }; waitedFor?: LeaderRecord } | undefined;
   if (etcd) {
-    const election = new Leadership(store, systemClock, { name: o.name ?? readHostConfig(layout)?.name ?? config.controllerAddress ?? 'controller', pid: process.pid }, LEADER_TTL_MS);
+    const election = new Leadership(
+      store,
+      systemClock,
+      { name: o.name ?? readHostConfig(layout)?.name ?? config.controllerAddress ?? 'controller', pid: process.pid },
+      LEADER_TTL_MS,
+    );
     let waitedFor: LeaderRecord | undefined;
     // Running, not yet serving: `ferry up` sees the daemon alive; the URL comes once it leads.
     writeEndpoint(layout, 'controller', { pid: process.pid, url: '' });
@@ -551,7 +556,9 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
   log.info({ url: listening.url }, `listening on ${listening.url}`);
   if (leadership) {
-    await runtime.services.controllers.register({ name, url: listening.url }).catch((e: unknown) => log.warn({ err: String(e) }, 'registering the controller failed'));
+    await runtime.services.controllers
+      .register({ name, url: listening.url })
+      .catch((e: unknown) => log.warn({ err: String(e) }, 'registering the controller failed'));
     await leadership.election.announce(listening.url).catch((e: unknown) => log.warn({ err: String(e) }, 'announcing the leader URL failed'));
     const was = leadership.waitedFor;
     await runtime.services.events.emit({

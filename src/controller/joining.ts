@@ -92,7 +92,14 @@ export class Joining {
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(24).toString('hex');
     if (o.controller && kind !== 'join') throw errors.invalid('controller', 'only a join token can let a host run a controller');
-    const record: TokenRecord = { id, kind, secretHash: hash(secret), createdAtMs: now, expiresAtMs: now + ttlMs, ...(o.controller ? { controller: true as const } : {}) };
+    const record: TokenRecord = {
+      id,
+      kind,
+      secretHash: hash(secret),
+      createdAtMs: now,
+      expiresAtMs: now + ttlMs,
+      ...(o.controller ? { controller: true as const } : {}),
+    };
     await this.d.store.put(`tokens/${id}`, record, { expectRevision: 0 });
     await this.d.events.emit({
       type: 'token.issued',
@@ -122,7 +129,11 @@ export class Joining {
     }
     if (req.controllerPublicKeyPem) {
       try {
-        controllerCertPem = this.d.authority.issueController({ publicKeyPem: req.controllerPublicKeyPem, name: req.name, addresses: Object.values(req.addresses) });
+        controllerCertPem = this.d.authority.issueController({
+          publicKeyPem: req.controllerPublicKeyPem,
+          name: req.name,
+          addresses: Object.values(req.addresses),
+        });
       } catch {
         throw errors.invalid('controllerPublicKeyPem', 'the public key is not an RSA public key in PEM');
       }

@@ -88,7 +88,7 @@ describe('a switch that restarts', () => {
   });
 
   it('fails a migration whose network step finds no switch, naming the step; the VM runs on the target and gets its network back', async () => {
-    const m = await requestMigration(c.api, 'web', { to: 'node-2', policy: { bandwidthMiBps: 4 } });
+    const m = await requestMigration(c.api, 'web', { to: 'node-2', policy: { bandwidthMiBps: 12 } });
     await waitFor('the memory copy', 30_000, async () => (await c.ferryJson<{ phase: string }>(['migration', 'show', m.id])).phase === 'memory');
     await killSwitch();
     const { report } = await finalReport(c, m.id);

@@ -81,7 +81,10 @@ export function hostCommands(program: Command, layout: () => StateLayout, connec
     .option('--nic-backend <B>', "VMs' NICs on this host: bridge (default), tap or stream", nicBackend)
     .option('--node-memory <MiB>', 'memory this host offers to VMs (default: all of it)', wholeNumber('--node-memory'))
     .option('--cpu-model <MODEL>', 'the CPU model guests get on this host')
-    .option('--controller', "run a controller here too, standing by to lead when the leading one is gone (the token must come from 'ferry token join --controller')")
+    .option(
+      '--controller',
+      "run a controller here too, standing by to lead when the leading one is gone (the token must come from 'ferry token join --controller')",
+    )
     .option('--no-start', 'write everything but leave starting the agent to systemd (ferry-agent)')
     .option('--json', 'print the result as JSON')
     .action(
@@ -115,7 +118,9 @@ export function hostCommands(program: Command, layout: () => StateLayout, connec
         progress.done();
         if (o.json) return json(res);
         const daemons = o.controller ? 'its agent and its standby controller' : 'its agent';
-        print(`${res.name} joined cluster ${res.clusterId}${res.started ? `; ${daemons} run${o.controller ? '' : 's'}` : `; start ${daemons}: systemctl start ferry-agent${o.controller ? ' ferry-switch ferry-controller' : ''}`}`);
+        print(
+          `${res.name} joined cluster ${res.clusterId}${res.started ? `; ${daemons} run${o.controller ? '' : 's'}` : `; start ${daemons}: systemctl start ferry-agent${o.controller ? ' ferry-switch ferry-controller' : ''}`}`,
+        );
       },
     );
 

@@ -19,30 +19,41 @@ export function labCommands(program: Command, layout: () => StateLayout, done: (
     .option('--node-memory <MiB>', 'memory each host offers to VMs (default: all of it)', wholeNumber('--node-memory'))
     .option('--controllers <N>', 'hosts host-1..N run a controller (one leads, the others stand by; needs the store in etcd)', wholeNumber('--controllers'))
     .option('--json', 'print the lab as JSON')
-    .action(async (o: { hosts: number; linkMbit?: number; etcd?: number; cluster: boolean; members?: number; nodeMemory?: number; controllers?: number; json?: boolean }) => {
-      const progress = new Progress();
-      const {
-        lab: made,
-        controllerUrl,
-        nodes,
-      } = await labUpWithCluster(
-        layout(),
-        {
-          hosts: o.hosts,
-          cluster: o.cluster,
-          ...(o.members !== undefined ? { members: o.members } : {}),
-          ...(o.nodeMemory !== undefined ? { nodeMemoryMiB: o.nodeMemory } : {}),
-          ...(o.controllers !== undefined ? { controllers: o.controllers } : {}),
-          ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}),
-          ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}),
-        },
-        (l) => progress.update(l),
-      );
-      progress.done();
-      if (controllerUrl && !o.json) print(`cluster up in the lab: ${nodes!.join(', ')}; controller ${controllerUrl}`);
-      if (o.json) return json(made);
-      print(`lab ${made.id} up: ${made.hosts.map((h) => h.name).join(', ')} and client; etcd ${made.etcd.map((m) => m.clientUrl).join(',')}`);
-    });
+    .action(
+      async (o: {
+        hosts: number;
+        linkMbit?: number;
+        etcd?: number;
+        cluster: boolean;
+        members?: number;
+        nodeMemory?: number;
+        controllers?: number;
+        json?: boolean;
+      }) => {
+        const progress = new Progress();
+        const {
+          lab: made,
+          controllerUrl,
+          nodes,
+        } = await labUpWithCluster(
+          layout(),
+          {
+            hosts: o.hosts,
+            cluster: o.cluster,
+            ...(o.members !== undefined ? { members: o.members } : {}),
+            ...(o.nodeMemory !== undefined ? { nodeMemoryMiB: o.nodeMemory } : {}),
+            ...(o.controllers !== undefined ? { controllers: o.controllers } : {}),
+            ...(o.linkMbit !== undefined ? { linkMbit: o.linkMbit } : {}),
+            ...(o.etcd !== undefined ? { etcd: o.etcd as 1 | 3 } : {}),
+          },
+          (l) => progress.update(l),
+        );
+        progress.done();
+        if (controllerUrl && !o.json) print(`cluster up in the lab: ${nodes!.join(', ')}; controller ${controllerUrl}`);
+        if (o.json) return json(made);
+        print(`lab ${made.id} up: ${made.hosts.map((h) => h.name).join(', ')} and client; etcd ${made.etcd.map((m) => m.clientUrl).join(',')}`);
+      },
+    );
 
   command(lab, 'show', 'the lab: hosts, addresses, bridges, etcd')
     .option('--json', 'print as JSON')

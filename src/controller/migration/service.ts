@@ -443,7 +443,14 @@ export class Migrations {
       if (isFinal(r.status) || r.status === 'queued' || this.running.has(r.id)) continue;
       this.d.log.info({ migration: r.id, vm: r.vm, phase: r.phase }, 'recovering migration');
       await new Promise<void>((resolve) =>
-        this.relaunch(r, { completed: 'completed by a restarted controller', failed: 'the controller restarted during the migration' }, resolve),
+        this.relaunch(
+          r,
+          {
+            completed: 'completed by a restarted controller (or the one that took over)',
+            failed: 'the controller restarted (or another took over) during the migration',
+          },
+          resolve,
+        ),
       );
     }
     await this.schedule();
