@@ -20,6 +20,7 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { VmRecord } from '../../src/domain/records.js';
 import { parseConsole } from '../../src/guest/console.js';
@@ -70,6 +71,32 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     const v = await vm(name);
     return v.state === 'running' && v.node === node;
   };
+  /** Waits for both VMs to run on `node`; a timeout says where they are and what happened since `since`. */
+  const bothRunOn = async (node: string, since: number) => {
+    try {
+      await waitFor(`db and web to run on ${node}`, 60_000, async () => (await runsOn('db', node)) && (await runsOn('web', node)));
+    } catch (e) {
+      const where = await Promise.all(
+        VMS.map(async (n) => {
+          const v = await vm(n).catch(() => undefined);
+          return `${n}: ${v?.state} on ${v?.node}${v?.error ? ` (${v.error})` : ''}`;
+        }),
+      );
+      const seen = (await events().catch(() => [] as Event[])).filter((ev) => ev.atMs >= since);
+      // The controller's warnings and errors since then, from its log in host-1.
+      const log = fs.existsSync(path.join(c.hostLayout('host-1').logs, 'controller.log'))
+        ? fs
+            .readFileSync(path.join(c.hostLayout('host-1').logs, 'controller.log'), 'utf8')
+            .split('\n')
+            .filter((l) => /"level":(4|5)0/.test(l) && Number(/"time":(\d+)/.exec(l)?.[1] ?? 0) >= since)
+            .slice(-30)
+        : [];
+      throw new Error(
+        `${(e as Error).message}\nVMs: ${where.join('; ')}\nevents since:\n${seen.map((ev) => `${new Date(ev.atMs).toISOString()} ${ev.type} ${ev.message}`).join('\n')}\ncontroller warnings:\n${log.join('\n')}`,
+        { cause: e },
+      );
+    }
+  };
 
   it('shows HA in vm show', async () => {
     assert.match(await c.ferryOk(['vm', 'show', 'db']), /^ha +on \(priority 200\)$/m);
@@ -78,7 +105,7 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
   it('fences the VMs of a host whose agent is frozen past its lease, then restarts them elsewhere, never twice', async () => {
     const since = Date.now();
     assert.match(await c.ferryOk(['lab', 'freeze', 'host-2']), /frozen/);
-    await waitFor('db and web to run on host-3', 60_000, async () => (await runsOn('db', 'host-3')) && (await runsOn('web', 'host-3')));
+    await bothRunOn('host-3', since);
     const all = await events();
     const failed = all.find((e) => e.type === 'node.failed' && e.node === 'host-2' && e.atMs >= since)!;
     assert.ok(failed, 'host-2 failed');
@@ -105,7 +132,7 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     const since = Date.now();
     const ns = (host: string) => c.labbed!.hosts.find((h) => h.name === host)!.netns;
     assert.equal(await c.ferryOk(['lab', 'isolate', 'host-3']), 'host-3 is isolated: its LAN link is down\n');
-    await waitFor('db and web to run on host-2', 60_000, async () => (await runsOn('db', 'host-2')) && (await runsOn('web', 'host-2')));
+    await bothRunOn('host-2', since);
     for (const name of VMS) {
       const seen = history.filter((h) => h.vm === name && h.atMs >= since);
       const gone = seen.find((h) => !h.where.includes(ns('host-3')));
@@ -130,7 +157,7 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     const acked = c.console('db').diskAcked!;
     const from = c.consoleText('db').length;
     const fresh = () => parseConsole(c.consoleText('db').slice(from));
-    await waitFor('db and web to run on host-3', 60_000, async () => (await runsOn('db', 'host-3')) && (await runsOn('web', 'host-3')));
+    await bothRunOn('host-3', since);
     await waitFor('db to boot again and write', 60_000, () => fresh().boots.length === 1 && (fresh().diskAcked ?? 0) > acked + 5);
     const start = fresh().diskStart!;
     assert.ok(start >= acked, `the new boot found every acknowledged record (${acked}) and goes on after the last one on the disk: ${start}`);
