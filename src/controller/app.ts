@@ -503,10 +503,24 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
       );
     });
     etcd.fenceWith({ key: LEADER_KEY, createRevision: lead.revision });
-    const held = election.hold(lead, (why) => {
-      log.error({ leadership: lead.revision }, `stepping down: ${why}`);
-      (o.onDeposed ?? (() => process.exit(75)))(why);
-    });
+    // Whether another controller is registered (kept from the mirror): only then can one take over from this one.
+    const me = election.name;
+    let others = false;
+    const look = () =>
+      void store
+        .list<{ name: string }>('controllers/')
+        .then((all) => (others = all.some((e) => e.value.name !== me)))
+        .catch(() => {});
+    look();
+    setInterval(look, 2000).unref();
+    const held = election.hold(
+      lead,
+      (why) => {
+        log.error({ leadership: lead.revision }, `stepping down: ${why}`);
+        (o.onDeposed ?? (() => process.exit(75)))(why);
+      },
+      { othersStandBy: () => others },
+    );
     leadership = { lead, election, held, ...(waitedFor ? { waitedFor } : {}) };
     log.info({ leadership: lead.revision }, `leading (leadership ${lead.revision})`);
   }

@@ -80,13 +80,13 @@ export class Leadership {
   }
 
   /**
-   * Keeps the lead: renews its lease three times per TTL. `onLost` is called
-   * once (and renewing stops) when no renewal succeeded for most of the TTL,
-   * before the lease can have run out for anyone else, or when the lease is
-   * gone. `stop` stops renewing (the lead then runs out by itself);
+   * Keeps the lead: renews its lease six times per TTL. `onLost` is called
+   * once (and renewing stops) when no renewal succeeded for two thirds of the
+   * TTL while `othersStandBy` says another controller could take over
+   * (before the lease can have run out for it), or when the lease is gone. `stop` stops renewing (the lead then runs out by itself);
    * `release` also lets the key go at once.
    */
-  hold(lead: Lead, onLost: (why: string) => void): { stop(): void; release(): Promise<void> } {
+  hold(lead: Lead, onLost: (why: string) => void, o: { othersStandBy?: () => boolean } = {}): { stop(): void; release(): Promise<void> } {
     let stopped = false;
     let renewedMs = this.clock.nowMs();
     // Step down with a third of the TTL to spare: a standby takes over only once the whole TTL passed.
@@ -111,7 +111,9 @@ export class Leadership {
     void (async () => {
       while (!stopped) {
         const since = this.clock.nowMs() - renewedMs;
-        if (since > this.ttlMs - marginMs) return lost(`no renewal of the leader lease for ${since} ms`);
+        // Only a controller that could be replaced steps down on silence: alone, it holds on (its writes stay
+        // fenced) until etcd answers again and says whether its lease is still there.
+        if (since > this.ttlMs - marginMs && (o.othersStandBy?.() ?? true)) return lost(`no renewal of the leader lease for ${since} ms`);
         await this.clock.sleep(50);
       }
     })();
