@@ -513,14 +513,33 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
         .catch(() => {});
     look();
     setInterval(look, 2000).unref();
-    const held = election.hold(
-      lead,
-      (why) => {
-        log.error({ leadership: lead.revision }, `stepping down: ${why}`);
-        (o.onDeposed ?? (() => process.exit(75)))(why);
-      },
-      { othersStandBy: () => others },
-    );
+    // The lead held now (a lone controller whose lease ran out takes it again, see below).
+    let current = { lead, held: { stop() {}, release: async () => {} } as { stop(): void; release(): Promise<void> } };
+    const keep = (l: Lead): void => {
+      current = {
+        lead: l,
+        held: election.hold(
+          l,
+          (why) => {
+            if (others) {
+              log.error({ leadership: l.revision }, `stepping down: ${why}`);
+              (o.onDeposed ?? (() => process.exit(75)))(why);
+              return;
+            }
+            // Alone, nobody can have taken over: lead again under a new leadership (writes fail as not-leader meanwhile).
+            log.warn({ leadership: l.revision }, `${why}; no other controller: standing again`);
+            void election.campaign().then((again) => {
+              etcd.fenceWith({ key: LEADER_KEY, createRevision: again.revision });
+              log.info({ leadership: again.revision }, `leading again (leadership ${again.revision})`);
+              keep(again);
+            });
+          },
+          { othersStandBy: () => others },
+        ),
+      };
+    };
+    keep(lead);
+    const held = { stop: () => current.held.stop(), release: () => current.held.release() };
     leadership = { lead, election, held, ...(waitedFor ? { waitedFor } : {}) };
     log.info({ leadership: lead.revision }, `leading (leadership ${lead.revision})`);
   }

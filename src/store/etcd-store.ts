@@ -220,11 +220,23 @@ export class EtcdStore implements ClusterStore {
     return String(r.ID);
   }
 
+  /** One client per member, for renewals (see keepAlive), made when first needed. */
+  private memberClients: Etcd3[] | undefined;
+
+  /**
+   * Renews a lease through every member at once; the first that renews it
+   * wins. A renewal through one member only would wait out its deadline when
+   * that member went silent (its host cut off), and a short lease (the
+   * leader's) would run out meanwhile. The lease has expired only if a
+   * member says so and none renewed it.
+   */
   async keepAlive(lease: string): Promise<void> {
-    const ttl = await this.call(`keep lease ${lease} alive`, async () => {
-      const stream = await this.client.leaseClient.leaseKeepAlive();
+    this.memberClients ??= this.o.endpoints.length > 1 ? this.o.endpoints.map((e) => new Etcd3({ ...this.options, hosts: [e] })) : [this.client];
+    const expired = new Error(`lease ${lease} has expired`);
+    const renewOn = async (client: Etcd3): Promise<void> => {
+      const stream = await client.leaseClient.leaseKeepAlive();
       try {
-        return await new Promise<number>((resolve, reject) => {
+        const ttl = await new Promise<number>((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
           stream.on('data', (res) => {
             clearTimeout(timer);
@@ -236,11 +248,21 @@ export class EtcdStore implements ClusterStore {
           });
           stream.write({ ID: lease });
         });
+        if (ttl <= 0) throw expired;
       } finally {
         stream.cancel();
       }
-    });
-    if (ttl <= 0) throw errors.invalid('lease', `lease ${lease} has expired`);
+    };
+    try {
+      await this.call(`keep lease ${lease} alive`, () =>
+        Promise.any(this.memberClients!.map(renewOn)).catch((e: AggregateError) => {
+          throw e.errors.includes(expired) ? expired : (e.errors[0] as Error);
+        }),
+      );
+    } catch (e) {
+      if ((e as FerryError).cause === expired) throw errors.invalid('lease', expired.message);
+      throw e;
+    }
   }
 
   async revokeLease(lease: string): Promise<void> {
@@ -302,6 +324,7 @@ export class EtcdStore implements ClusterStore {
   }
 
   async close(): Promise<void> {
+    for (const c of this.memberClients ?? []) if (c !== this.client) c.close();
     for (const c of this.watchClients) c.close();
     this.watchClients.clear();
     this.client.close();
