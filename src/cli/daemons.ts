@@ -144,7 +144,8 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     spawnDaemon(layout, role, name);
   }
   for (const name of missing.filter((n) => n === 'switch' || n === 'controller')) {
-    await waitUntil(() => daemonAlive(layout, name), 20_000, `starting ${name} (see ${layout.daemonLog(name)})`);
+    // On etcd the controller is alive before it serves (it stands for leader first): wait for its URL too.
+    await waitUntil(() => daemonAlive(layout, name) && readEndpoint(layout, name)?.url !== '', 20_000, `starting ${name} (see ${layout.daemonLog(name)})`);
   }
   const controllerUrl = readEndpoint(layout, 'controller')!.url;
   progress('waiting for the nodes to report');

@@ -511,8 +511,13 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
         .list<{ name: string }>('controllers/')
         .then((all) => (others = all.some((e) => e.value.name !== me)))
         .catch(() => {});
-    look();
-    setInterval(look, 2000).unref();
+    const looking = new AbortController();
+    void (async () => {
+      while (!looking.signal.aborted) {
+        look();
+        await systemClock.sleep(2000, looking.signal).catch(() => {});
+      }
+    })();
     // The lead held now (a lone controller whose lease ran out takes it again, see below).
     let current = { lead, held: { stop() {}, release: async () => {} } as { stop(): void; release(): Promise<void> } };
     const keep = (l: Lead): void => {
@@ -539,7 +544,13 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
       };
     };
     keep(lead);
-    const held = { stop: () => current.held.stop(), release: () => current.held.release() };
+    const held = {
+      stop: () => current.held.stop(),
+      release: () => {
+        looking.abort();
+        return current.held.release();
+      },
+    };
     leadership = { lead, election, held, ...(waitedFor ? { waitedFor } : {}) };
     log.info({ leadership: lead.revision }, `leading (leadership ${lead.revision})`);
   }
