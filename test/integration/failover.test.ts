@@ -72,9 +72,12 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     return v.state === 'running' && v.node === node;
   };
   /** Waits for both VMs to run on `node`; a timeout says where they are and what happened since `since`. */
-  const bothRunOn = async (node: string, since: number) => {
+  const bothRunOn = (node: string, since: number) =>
+    telling(since, () => waitFor(`db and web to run on ${node}`, 60_000, async () => (await runsOn('db', node)) && (await runsOn('web', node))));
+  /** Runs a wait; a timeout says where the VMs are, the events since `since` and the controller's warnings. */
+  const telling = async <T>(since: number, wait: () => Promise<T>): Promise<T> => {
     try {
-      await waitFor(`db and web to run on ${node}`, 60_000, async () => (await runsOn('db', node)) && (await runsOn('web', node)));
+      return await wait();
     } catch (e) {
       const where = await Promise.all(
         VMS.map(async (n) => {
@@ -141,12 +144,15 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     }
     assert.ok((await events()).some((e) => e.type === 'node.failed' && e.node === 'host-3' && e.atMs >= since));
     assert.match(await c.ferryOk(['lab', 'heal', 'host-3']), /LAN link up/);
-    await waitFor('host-3 to rejoin and report its fencing', 30_000, async () => {
-      const after = (await events()).filter((e) => e.atMs >= since);
-      return (
-        after.some((e) => e.type === 'node.rejoined' && e.node === 'host-3') && after.filter((e) => e.type === 'vm.fenced' && e.node === 'host-3').length === 2
-      );
-    });
+    await telling(since, () =>
+      waitFor('host-3 to rejoin and report its fencing', 30_000, async () => {
+        const after = (await events()).filter((e) => e.atMs >= since);
+        return (
+          after.some((e) => e.type === 'node.rejoined' && e.node === 'host-3') &&
+          after.filter((e) => e.type === 'vm.fenced' && e.node === 'host-3').length === 2
+        );
+      }),
+    );
     assert.deepEqual(doubles, [], 'no VM ran twice');
   });
 
