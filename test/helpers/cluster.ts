@@ -227,6 +227,12 @@ export class TestCluster {
     return new SwitchClient(readEndpoint(this.layout, 'switch')!.url, this.token);
   }
 
+  /** The lab namespaces a VM's QEMU processes run in, as the lab hosts' agents report them. */
+  async whereQemuRuns(vm: string): Promise<string[]> {
+    const all = await this.instances(this.labbed!.hosts.map((h) => h.name));
+    return [...all.values()].flat().flatMap((i) => (i.name === vm && i.pid ? [TestCluster.netnsOf(i.pid)] : []));
+  }
+
   /** What every node's agent says runs there, keyed by node. */
   async instances(nodes: string[]): Promise<Map<string, VmInstance[]>> {
     const out = new Map<string, VmInstance[]>();

@@ -36,10 +36,7 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
   const leaders = async (since = 0) => (await events()).filter((e) => e.type === 'controller.leader' && e.atMs >= since);
   const controllerPid = (host: string) => readEndpoint(c.hostLayout(host), 'controller')?.pid;
   const controllerLog = (host: string) => fs.readFileSync(path.join(c.hostLayout(host).logs, 'controller.log'), 'utf8');
-  const whereQemuRuns = async (vm: string) => {
-    const all = await c.instances(['host-1', 'host-2', 'host-3']);
-    return [...all.values()].flat().flatMap((i) => (i.name === vm && i.pid ? [TestCluster.netnsOf(i.pid)] : []));
-  };
+  const whereQemuRuns = (vm: string) => c.whereQemuRuns(vm);
   const host = (name: string) => c.labbed!.hosts.find((h) => h.name === name)!;
   /** `ferry up` inside a host: it starts whichever of that host's daemons is not running. */
   const upIn = (name: string) =>

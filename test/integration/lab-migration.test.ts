@@ -32,12 +32,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     await c?.stop();
   });
 
-  /** The lab namespaces the VM's QEMU processes run in. */
-  const whereQemuRuns = async (vm: string): Promise<string[]> => {
-    const all = await c.instances(['host-1', 'host-2', 'host-3']);
-    const pids = [...all.values()].flat().flatMap((i) => (i.name === vm && i.pid ? [i.pid] : []));
-    return pids.map((p) => TestCluster.netnsOf(p));
-  };
+  const whereQemuRuns = (vm: string) => c.whereQemuRuns(vm);
   const host = (name: string) => c.labbed!.hosts.find((h) => h.name === name)!;
   const lanPortOf = (mac: string) => labLanPortOf(c.labbed!, mac);
   /** Runs a command in the lab client namespace; resolves with its output once it ends. */
