@@ -702,7 +702,15 @@ export const HeartbeatSchema = z
   })
   .openapi('Heartbeat');
 export const HeartbeatAnswerSchema = z
-  .object({ ok: z.literal(true), lease: z.object({ ttlMs: z.number() }), ha: z.array(z.string()), controllers: z.array(z.string()).optional() })
+  .object({
+    ok: z.literal(true),
+    lease: z.object({
+      ttlMs: z.number(),
+      renew: z.object({ endpoints: z.array(z.string()).min(1), prefix: z.string().optional(), key: z.string() }).optional(),
+    }),
+    ha: z.array(z.string()),
+    controllers: z.array(z.string()).optional(),
+  })
   .openapi('HeartbeatAnswer');
 
 // ---- requests -----------------------------------------------------------------

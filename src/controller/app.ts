@@ -23,6 +23,7 @@ import { StateLayout } from '../domain/layout.js';
 import type { NodeLoad } from '../domain/placement.js';
 import { isActive, VOLUME_MARKER, type VmRecord, VmState } from '../domain/records.js';
 import { usesImage } from '../domain/images.js';
+import { LIVENESS_PREFIX, type LivenessRecord } from '../domain/ha.js';
 import type { ImageBuilder } from '../ports/image-builder.js';
 import { debianBuilder } from '../guest/debian.js';
 import { AgentClient, identifyAgent } from '../node/client.js';
@@ -61,7 +62,7 @@ import { Migrations } from './migration/service.js';
 import { ClusterNetworks, type Reach } from './network/networks.js';
 import { VirtualSwitches } from './network/switches.js';
 import { Reconciler } from './reconciler.js';
-import { Failover } from './failover.js';
+import { Failover, type FailoverDeps } from './failover.js';
 import { ControllerDirectory } from './core/controllers.js';
 import { SharedConfig } from './core/shared-config.js';
 import { LEADER_KEY, type Lead, type LeaderRecord, Leadership } from './core/leadership.js';
@@ -102,6 +103,8 @@ export interface ControllerPorts {
   phaseGate?: PhaseGate;
   /** Builds images from recipes (`ferry image build debian`). */
   builder: ImageBuilder;
+  /** On etcd: agents renew their hosts' leases there themselves (absent: each heartbeat renews it here). */
+  agentLeases?: FailoverDeps['agentLeases'];
 }
 
 export interface ControllerRuntime {
@@ -275,7 +278,18 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
       })
     : undefined;
   const reconciler = new Reconciler({ nodes, vms, locks, events, clock, log, syncSwitches: () => switches.sync() });
-  const failover = new Failover({ store, nodes, vms, locks, events, settings, clock, log: log.child({ part: 'failover' }), start: (n) => lifecycle.start(n) });
+  const failover = new Failover({
+    store,
+    nodes,
+    vms,
+    locks,
+    events,
+    settings,
+    clock,
+    log: log.child({ part: 'failover' }),
+    start: (n) => lifecycle.start(n),
+    ...(p.agentLeases ? { agentLeases: p.agentLeases } : {}),
+  });
 
   const services: ControllerServices = {
     config: () => p.config.current(),
@@ -585,6 +599,14 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     consoleUrl: () => `${url()}/`,
     pid: process.pid,
     storeHealth: health,
+    ...(etcd && config.store?.backend === 'etcd'
+      ? {
+          agentLeases: {
+            at: { endpoints: config.store.endpoints, ...(config.store.prefix ? { prefix: config.store.prefix } : {}) },
+            read: () => etcd.list<LivenessRecord>(LIVENESS_PREFIX),
+          },
+        }
+      : {}),
     volumeMark: writeVolumeMark(layout, config.id),
     ...(tls && caKey ? { authority: new PemAuthority({ certPem: tls.caPem, keyPem: caKey }, config.id) } : {}),
   });

@@ -2,10 +2,13 @@
  * Failover: host leases, HA restarts and lost VMs (see domain/ha.ts for the
  * timing that keeps a VM from running twice).
  *
- * - Each answered heartbeat renews the host's lease in the store
- *   (`liveness/NODE`, attached to a store lease of `hostLeaseTtlS`) and
- *   tells the agent which of its VMs are HA: those it must fence (kill)
- *   when the lease lapses before it can renew again.
+ * - Each host holds a lease (`liveness/NODE`, attached to a store lease of
+ *   `hostLeaseTtlS`). On etcd the agent renews it there itself, and its key
+ *   names the HA VMs the agent fences (node/host-lease.ts): no controller
+ *   stands between a host and its lease. On the SQLite store each answered
+ *   heartbeat renews it here. Either way the heartbeat's answer tells the
+ *   agent which of its VMs are HA: those it must fence (kill) when the
+ *   lease lapses before it can renew again.
  * - A host whose lease key is gone has failed. RESTART_MARGIN_MS later its
  *   HA VMs that its agent knew to fence start on other hosts, highest
  *   priority first; one that fails to start HA_MAX_FAILURES times in a row
@@ -17,18 +20,19 @@
  * - An HA VM whose QEMU died on a healthy host starts again in place, with
  *   backoff, under the same limit.
  *
- * The controller judges no host until one lease period after it started:
- * agents renew through it, so after its own restart every lease looks lapsed.
+ * On SQLite the controller judges no host until one lease period after it
+ * started: agents renew through it, so after its own restart every lease
+ * looks lapsed. On etcd the leases are there to read at once.
  */
 import type { Clock } from '../domain/clock.js';
 import { toFerryError } from '../domain/errors.js';
-import { HA_MAX_FAILURES, QEMU_EXITED, RESTART_MARGIN_MS, restartBackoffMs, restartOrder } from '../domain/ha.js';
-import { type Heartbeat, type HeartbeatAnswer, isActive, type VmRecord, VmState } from '../domain/records.js';
+import { HA_MAX_FAILURES, LIVENESS_PREFIX, type LivenessRecord, QEMU_EXITED, RESTART_MARGIN_MS, restartBackoffMs, restartOrder } from '../domain/ha.js';
+import { type Heartbeat, type HeartbeatAnswer, isActive, type LeaseRenewal, type VmRecord, VmState } from '../domain/records.js';
 import type { EventSink } from '../ports/events.js';
 import type { VmLocks } from '../ports/locks.js';
 import type { Logger } from '../ports/logger.js';
 import type { Settings } from '../ports/settings.js';
-import type { ClusterStore } from '../ports/store.js';
+import type { ClusterStore, Entry } from '../ports/store.js';
 import type { VmRepository } from '../ports/vm-repository.js';
 import type { StoreNodes } from './core/nodes.js';
 
@@ -42,6 +46,11 @@ export interface FailoverDeps {
   clock: Clock;
   log: Logger;
   start: (vm: string) => Promise<VmRecord>;
+  /**
+   * On etcd: where agents renew their hosts' leases themselves, and a read of the lease keys from etcd
+   * (not a mirror that follows it: a lapsed lease must be seen when it lapses).
+   */
+  agentLeases?: { at: Omit<LeaseRenewal, 'key'>; read: () => Promise<Entry<LivenessRecord>[]> };
 }
 
 interface HostLease {
@@ -60,6 +69,8 @@ interface Failure {
 
 export class Failover {
   private readonly leases = new Map<string, HostLease>();
+  /** Agent-renewed leases: when each key was last seen, and the HA VMs it named. */
+  private readonly seen = new Map<string, { atMs: number; ha: Set<string> }>();
   private readonly failed = new Map<string, Failure>();
   /** The next moment an HA VM may be tried again. */
   private readonly retryAt = new Map<string, number>();
@@ -73,6 +84,10 @@ export class Failover {
   async heartbeat(hb: Heartbeat): Promise<HeartbeatAnswer> {
     await this.d.nodes.heartbeat(hb);
     const ttlMs = (await this.d.settings.get()).hostLeaseTtlS * 1000;
+    if (this.d.agentLeases) {
+      await this.noteFenced(hb);
+      return { ok: true, lease: { ttlMs, renew: { ...this.d.agentLeases.at, key: LIVENESS_PREFIX + hb.name } }, ha: await this.haOn(hb.name) };
+    }
     const now = this.d.clock.nowMs();
     const held = this.leases.get(hb.name);
     let renewed = false;
@@ -84,37 +99,75 @@ export class Failover {
     }
     if (!renewed) {
       const id = await this.d.store.grantLease(ttlMs);
-      await this.d.store.put(`liveness/${hb.name}`, { node: hb.name, sinceMs: now }, { lease: id });
+      await this.d.store.put<LivenessRecord>(LIVENESS_PREFIX + hb.name, { node: hb.name, sinceMs: now }, { lease: id });
       this.leases.set(hb.name, { id, ttlMs, renewedMs: now, armed: held?.armed ?? new Set() });
     } else held!.renewedMs = now;
-    const ha = (await this.d.vms.list()).filter((v) => v.ha && v.node === hb.name && isActive(v.state)).map((v) => v.name);
+    const ha = await this.haOn(hb.name);
     this.leases.get(hb.name)!.armed = new Set(ha);
+    await this.noteFenced(hb);
+    return { ok: true, lease: { ttlMs }, ha };
+  }
+
+  /** The HA VMs a host runs: those its agent must fence when its lease lapses. */
+  private async haOn(node: string): Promise<string[]> {
+    return (await this.d.vms.list()).filter((v) => v.ha && v.node === node && isActive(v.state)).map((v) => v.name);
+  }
+
+  private async noteFenced(hb: Heartbeat): Promise<void> {
     for (const vm of hb.fenced ?? []) {
       await this.d.events.emit({ type: 'vm.fenced', vm, node: hb.name, message: `${hb.name} fenced HA VM ${vm}: its lease had run out` });
     }
-    return { ok: true, lease: { ttlMs }, ha };
+  }
+
+  /**
+   * Each member's lease as this controller knows it: whether it holds, when it was last renewed (or, renewed by
+   * the agent, at most how long ago), and the HA VMs its agent fences. Undefined: never heard of since start.
+   */
+  private async hostLeases(now: number, ttlMs: number): Promise<Map<string, { holds: boolean; renewedMs: number; armed: Set<string> }>> {
+    const out = new Map<string, { holds: boolean; renewedMs: number; armed: Set<string> }>();
+    if (this.d.agentLeases) {
+      const held = new Set<string>();
+      for (const e of await this.d.agentLeases.read()) {
+        held.add(e.value.node);
+        this.seen.set(e.value.node, { atMs: now, ha: new Set(e.value.ha ?? []) });
+      }
+      for (const [node, s] of this.seen) {
+        // Gone since it was last seen: its last renewal was at least a TTL before it went, at most a TTL before then.
+        out.set(node, { holds: held.has(node), renewedMs: held.has(node) ? now : s.atMs - ttlMs, armed: s.ha });
+      }
+      return out;
+    }
+    const alive = new Set((await this.d.store.list<LivenessRecord>(LIVENESS_PREFIX)).map((e) => e.value.node));
+    for (const [node, l] of this.leases) {
+      // This controller renews the leases itself, so it knows when one lapses without waiting for the store to say
+      // so (a watch on a member that went down with the host would say it seconds late). The key gone counts too.
+      out.set(node, { holds: alive.has(node) && now - l.renewedMs <= ttlMs, renewedMs: l.renewedMs, armed: l.armed });
+    }
+    return out;
   }
 
   async tick(): Promise<void> {
     const now = this.d.clock.nowMs();
     const ttlMs = (await this.d.settings.get()).hostLeaseTtlS * 1000;
-    if (now - this.startedMs < ttlMs + RESTART_MARGIN_MS) return;
-    const alive = new Set((await this.d.store.list<{ node: string }>('liveness/')).map((e) => e.value.node));
+    if (!this.d.agentLeases && now - this.startedMs < ttlMs + RESTART_MARGIN_MS) return;
+    const leases = await this.hostLeases(now, ttlMs);
     const vms = await this.d.vms.list();
     for (const node of this.d.nodes.members()) {
-      const renewed = this.leases.get(node)?.renewedMs;
-      // This controller renews the leases itself, so it knows when one lapses without waiting for the store to say
-      // so (a watch on a member that went down with the host would say it seconds late). The key gone counts too.
-      const lapsed = renewed !== undefined && now - renewed > ttlMs;
-      if (alive.has(node) && !lapsed) {
-        if (this.failed.delete(node)) await this.rejoined(node, vms);
+      const lease = leases.get(node);
+      // A host never heard from since this controller started has nothing it knows of to recover.
+      if (!lease) continue;
+      if (lease.holds) {
+        const was = this.failed.get(node);
+        // Back: judged on what it reports now. Its lease may be back (renewed by the agent) before its first heartbeat.
+        if (was && (this.d.nodes.reported(node)?.atMs ?? 0) > was.detectedMs) {
+          this.failed.delete(node);
+          await this.rejoined(node, vms);
+        }
         continue;
       }
       let failure = this.failed.get(node);
       if (!failure) {
-        // A host never heard from since this controller started has nothing it knows of to recover.
-        if (renewed === undefined) continue;
-        failure = { detectedMs: now, detectionMs: now - renewed };
+        failure = { detectedMs: now, detectionMs: now - lease.renewedMs };
         this.failed.set(node, failure);
         const on = vms.filter((v) => v.node === node && isActive(v.state)).map((v) => v.name);
         await this.d.events.emit({
@@ -125,14 +178,13 @@ export class Failover {
         });
       }
       if (now < failure.detectedMs + RESTART_MARGIN_MS) continue;
-      await this.recover(node, failure, vms);
+      await this.recover(node, failure, lease.armed, vms);
     }
     await this.restartPending(vms);
   }
 
   /** The VMs a failed host ran: HA ones its agent fences are marked for a restart elsewhere, the rest are lost. */
-  private async recover(node: string, failure: Failure, vms: VmRecord[]): Promise<void> {
-    const armed = this.leases.get(node)?.armed ?? new Set<string>();
+  private async recover(node: string, failure: Failure, armed: Set<string>, vms: VmRecord[]): Promise<void> {
     for (const vm of vms.filter((v) => v.node === node && isActive(v.state))) {
       if (this.d.locks.isHeld(vm.name)) continue; // its operation ends first (a migration fails and leaves it here)
       const restart = vm.ha && !vm.haHeld && armed.has(vm.name);

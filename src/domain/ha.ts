@@ -3,11 +3,14 @@
  * host fails. Pure: the controller's failover and the agent's watchdogs
  * both read their timing from here.
  *
- * Each agent's heartbeat renews its host's lease (TTL `hostLeaseTtlS`). The
- * agent counts from the moment it *sent* a heartbeat that was answered, so
- * its clock runs ahead of the controller's, which counts from the renewal:
+ * Each host holds a lease (TTL `hostLeaseTtlS`). On etcd the agent renews
+ * it in etcd itself (node/host-lease.ts), so a controller that is down or
+ * changing hands fences nothing; on the single-machine SQLite store each
+ * answered heartbeat renews it at the controller. The agent counts from the
+ * moment it *sent* the renewal (or heartbeat) that succeeded, so its clock
+ * runs ahead of the store's, which counts from the renewal:
  *
- *   t0 heartbeat sent ── renewed at the controller ── … no answer …
+ *   t0 renewal sent ── renewed in the store ── … no answer …
  *   t0 + TTL − FENCE_GUARD   the agent and its watchdog kill every HA VM's QEMU
  *   renewal + TTL            the lease expires: the controller declares the host failed
  *   expiry + RESTART_MARGIN  the controller starts the host's HA VMs elsewhere
@@ -33,6 +36,16 @@ export function restartBackoffMs(failures: number): number {
 export const QEMU_EXITED = 'QEMU exited';
 
 export const HA_PRIORITY = { min: 0, max: 1000, default: 100 } as const;
+
+/** Host leases' keys: `liveness/NODE`. */
+export const LIVENESS_PREFIX = 'liveness/';
+
+/** A host lease's key, on the lease: since when, and (renewed by the agent itself) the HA VMs it fences. */
+export interface LivenessRecord {
+  node: string;
+  sinceMs: number;
+  ha?: string[];
+}
 
 /** Until when an agent may run HA VMs after a heartbeat sent at `sentMs` was answered. */
 export function fenceDeadline(sentMs: number, ttlMs: number): number {

@@ -283,9 +283,17 @@ export interface Heartbeat {
 }
 
 /** The controller's answer to a heartbeat: the host's lease is renewed for ttlMs, and these of its VMs are HA (fence them if it lapses). */
+/** Where an agent renews its host's lease itself (etcd): the members, the store's key prefix, and the key. */
+export interface LeaseRenewal {
+  endpoints: string[];
+  prefix?: string;
+  key: string;
+}
+
 export interface HeartbeatAnswer {
   ok: true;
-  lease: { ttlMs: number };
+  /** `renew`: the agent renews the lease in the store itself; absent, this answer renewed it. */
+  lease: { ttlMs: number; renew?: LeaseRenewal };
   ha: string[];
   /** Every controller's URL (the leader's first): where the agent turns when this one stops answering. */
   controllers?: string[];

@@ -12,11 +12,12 @@ import { nodeRoutes } from '../api/routes/nodes.js';
 import type { Clock } from '../domain/clock.js';
 import { errors } from '../domain/errors.js';
 import type { NicBackend } from '../domain/nic.js';
-import type { HostLink, NodeCapabilities, VmInstance, VmSpec, VolumeSighting } from '../domain/records.js';
+import type { HostLink, LeaseRenewal, NodeCapabilities, VmInstance, VmSpec, VolumeSighting } from '../domain/records.js';
 import { DEFAULT_SWITCH } from '../domain/switches.js';
 import { type FenceFile, fenceDeadline } from '../domain/ha.js';
 import type { Hypervisor, NicAttachment } from '../ports/hypervisor.js';
 import type { Logger } from '../ports/logger.js';
+import { HostLease, type LeaseStore } from './host-lease.js';
 
 export interface AgentOptions {
   node: string;
@@ -70,6 +71,8 @@ export interface AgentDeps {
   /** The host interface holding an address, as the kernel reports it (absent: not asked). */
   linksOf?: (addresses: string[]) => Promise<Map<string, HostLink>>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
+  /** A client of the store where this host renews its own lease, when a controller says where (absent: never). */
+  leaseStore?: (at: LeaseRenewal) => LeaseStore;
 }
 
 export class Agent {
@@ -83,6 +86,13 @@ export class Agent {
   private fence: FenceFile | undefined;
   /** HA VMs fenced since the last answered heartbeat. */
   private readonly fenced = new Set<string>();
+  /**
+   * HA VMs whose fencing a controller has heard of, until they are launched here again: the agent and the
+   * watchdog process both fence on the same lapsed lease, and one QEMU killed is one fencing, reported once.
+   */
+  private readonly fenceReported = new Set<string>();
+  /** The lease this agent renews in the store itself, the TTL and the HA VMs the last heartbeat answer named. */
+  private own: { lease: HostLease; ttlMs: number; ha: string[]; failing?: string } | undefined;
 
   constructor(
     readonly o: AgentOptions,
@@ -133,6 +143,13 @@ export class Agent {
         await this.d.clock.sleep(1000, signal).catch(() => {});
       }
     })();
+    // The host's own lease, renewed in the store once a controller said where (etcd): not through any controller.
+    void (async () => {
+      while (!signal.aborted) {
+        await this.renewOwnLease();
+        await this.d.clock.sleep(Math.min(1000, (this.own?.ttlMs ?? 4000) / 4), signal).catch(() => {});
+      }
+    })();
     // The watchdog in the agent: the lease ran out, so the controller may start these HA VMs elsewhere soon.
     void (async () => {
       while (!signal.aborted) {
@@ -157,6 +174,30 @@ export class Agent {
     return killed;
   }
 
+  /**
+   * Renews this host's own lease (see host-lease.ts). The key names the HA VMs from the last heartbeat answer;
+   * the fence took them on when the answer came, and drops those no longer named only once the key no longer does.
+   */
+  private async renewOwnLease(): Promise<void> {
+    const own = this.own;
+    if (!own) return;
+    const ha = own.ha;
+    try {
+      const validUntilMs = await own.lease.renew(own.ttlMs, ha);
+      // Fence first what a lapsed lease no longer protects: a renewal never revives it.
+      if (this.fence && this.d.clock.nowMs() > this.fence.validUntilMs) await this.fenceIfLapsed();
+      this.fence = { validUntilMs, ha };
+      this.d.watchdog?.write(this.fence);
+      if (own.failing) this.d.log.info({}, `renewing this host's lease again (it had failed: ${own.failing})`);
+      delete own.failing;
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      if (!own.failing)
+        this.d.log.warn({ err: why }, `could not renew this host's lease; HA VMs are fenced at ${new Date(this.fence?.validUntilMs ?? 0).toISOString()}`);
+      own.failing = why;
+    }
+  }
+
   /** Whether an HA VM runs here that only the lease protects (the watchdog must outlive a stopped agent). */
   runsHaVms(): boolean {
     return (this.fence?.ha ?? []).some((n) => this.d.hypervisor.has(n));
@@ -164,6 +205,8 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.heartbeats?.abort();
+    await this.own?.lease.close();
+    this.own = undefined;
     await Promise.all(this.beacons.map((b) => b.close()));
     this.beacons = [];
     // Guests keep running: a restarted agent adopts them.
@@ -201,6 +244,7 @@ export class Agent {
   private async heartbeatTo(base: string, all = this.controllers().length): Promise<void> {
     const sentMs = this.d.clock.nowMs();
     for (const n of this.d.watchdog?.takeFenced() ?? []) this.fenced.add(n);
+    for (const n of this.fenceReported) this.fenced.delete(n);
     const fenced = [...this.fenced];
     const controller = new ApiClient({
       baseUrl: base,
@@ -229,10 +273,34 @@ export class Agent {
         ...(fenced.length ? { fenced } : {}),
       },
     });
-    for (const n of fenced) this.fenced.delete(n);
+    for (const n of fenced) {
+      this.fenced.delete(n);
+      this.fenceReported.add(n);
+    }
     if (answer.controllers?.length) this.learnedControllers = answer.controllers;
+    const renew = answer.lease.renew;
+    if (renew && this.d.leaseStore) {
+      this.renewsItself(renew, answer.lease.ttlMs, answer.ha);
+      return;
+    }
     this.fence = { validUntilMs: fenceDeadline(sentMs, answer.lease.ttlMs), ha: answer.ha };
     this.d.watchdog?.write(this.fence);
+  }
+
+  /** A heartbeat answer on a store where the agent renews its lease itself: it renews nothing, but names the HA VMs. */
+  private renewsItself(at: LeaseRenewal, ttlMs: number, ha: string[]): void {
+    if (!this.own?.lease.renewsAt(at)) {
+      void this.own?.lease.close();
+      this.own = { lease: new HostLease(this.d.leaseStore!(at), at, this.o.node, this.d.clock), ttlMs, ha };
+      this.d.log.info({ key: at.key }, `this host renews its own lease in the cluster store (${at.endpoints.join(', ')})`);
+    }
+    this.own.ttlMs = ttlMs;
+    this.own.ha = ha;
+    // Newly named HA VMs are fenced from now on (until the deadline the lease last gave); none is dropped before the key says so.
+    if (this.fence) {
+      this.fence = { ...this.fence, ha: [...new Set([...this.fence.ha, ...ha])] };
+      this.d.watchdog?.write(this.fence);
+    }
   }
 
   private linkCache: { at: number; links: Map<string, HostLink> } | undefined;
@@ -274,6 +342,7 @@ export class Agent {
   }
 
   private async launch(spec: VmSpec, incoming: boolean): Promise<VmInstance> {
+    this.fenceReported.delete(spec.name);
     const sw = spec.switch ?? DEFAULT_SWITCH;
     let nic: NicAttachment = { kind: 'none' };
     let bridge: string | undefined;

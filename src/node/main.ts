@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { readVolumeMark } from './volume-mark.js';
 import { serve, serveTunnels } from '../api/http.js';
 import { DISPLAY_PATH } from './routes.js';
+import { EtcdStore } from '../store/etcd-store.js';
 import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
 import type { StateLayout } from '../domain/layout.js';
@@ -106,6 +107,8 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       linksOf,
       readVolume: () => readVolumeMark(layout.shared),
       watchdog: fenceFiles,
+      // On etcd the host renews its own lease there (short calls: the lease loop must not stall on a silent member).
+      leaseStore: (at) => new EtcdStore({ endpoints: at.endpoints, ...(at.prefix ? { prefix: at.prefix } : {}), callTimeoutMs: 1500 }),
       ...(me.fetch ? { fetch: me.fetch } : {}),
     },
   );

@@ -14,7 +14,10 @@ import type { ClusterConfig } from '../domain/cluster.js';
 import { ErrorCode, FerryError } from '../domain/errors.js';
 import { StateLayout } from '../domain/layout.js';
 import { defaultNetworks } from '../domain/networks.js';
+import { LIVENESS_PREFIX, type LivenessRecord } from '../domain/ha.js';
+import type { LeaseRenewal } from '../domain/records.js';
 import { Agent } from '../node/agent.js';
+import type { LeaseStore } from '../node/host-lease.js';
 import { AgentClient } from '../node/client.js';
 import { agentApp } from '../node/http.js';
 import { silentLogger } from '../ports/logger.js';
@@ -28,6 +31,7 @@ type Fetch = (input: string, init: RequestInit) => Promise<Response>;
 
 const TOKEN = 'component-token';
 const CONTROLLER = 'http://controller.component';
+const STORE = 'http://store.component';
 
 /** Faults at phases: `fail` throws before the phase runs, `hang` never lets it run (a controller crash). */
 export interface PhaseFault {
@@ -57,6 +61,9 @@ export class ComponentCluster {
   /** Hosts cut off from the controller (both ways), as by a management link that is down. */
   private readonly isolated = new Set<string>();
 
+  /** Agents renew their hosts' leases in the store themselves (as on etcd), not through heartbeats. */
+  private agentLeases = false;
+
   private constructor(nodes: string[], factor: number) {
     this.clock = new ScaledClock(factor);
     this.store = this.faultyWrites(new SqliteStore(':memory:', this.clock));
@@ -75,9 +82,11 @@ export class ComponentCluster {
   }
 
   /** `authority`: a cluster of real hosts, whose hosts join with tokens (absent: the single-machine cluster). */
-  static async start(opts: { nodes?: number; factor?: number; authority?: ClusterAuthority } = {}): Promise<ComponentCluster> {
+  /** `agentLeases`: each agent renews its host's lease in the store itself, as on etcd (default: through its heartbeats). */
+  static async start(opts: { nodes?: number; factor?: number; authority?: ClusterAuthority; agentLeases?: boolean } = {}): Promise<ComponentCluster> {
     const nodes = Array.from({ length: opts.nodes ?? 2 }, (_, i) => `node-${i + 1}`);
     const c = new ComponentCluster(nodes, opts.factor ?? 25);
+    c.agentLeases = opts.agentLeases ?? false;
     await c.startController(opts.authority);
     for (const node of nodes) await c.startAgent(node);
     await c.until('every node to be up', async () => (await c.runtime.services.nodes.list()).every((n) => n.state === 'up'));
@@ -117,6 +126,7 @@ export class ComponentCluster {
       pid: 1,
       phaseGate: this.gate,
       ...(authority ? { authority } : {}),
+      ...(this.agentLeases ? { agentLeases: { at: { endpoints: [STORE] }, read: () => this.store.list<LivenessRecord>(LIVENESS_PREFIX) } } : {}),
     });
     await runtime.start();
     const app = controllerApp(runtime.services, { assetDirs: [] });
@@ -162,6 +172,7 @@ export class ComponentCluster {
         },
         beacon: async () => ({ port: this.world.port(), close: async () => {} }),
         fetch: (input, init) => this.cut(node) ?? this.controllerFetch(input, init),
+        ...(this.agentLeases ? { leaseStore: (at: LeaseRenewal) => this.leaseStoreOf(node, at) } : {}),
       },
     );
     await agent.prepare();
@@ -173,7 +184,38 @@ export class ComponentCluster {
     agent.startHeartbeats(`http://${node}.component`);
   }
 
+  /** The store as a host that renews its own lease reaches it: not while the host is cut off; closing it closes nothing. */
+  private leaseStoreOf(node: string, at: LeaseRenewal): LeaseStore {
+    if (at.endpoints.join() !== STORE) throw new Error(`component agents renew leases only at ${STORE}, not ${at.endpoints.join()}`);
+    const reach = () => {
+      if (this.isolated.has(node)) throw new FerryError(ErrorCode.StoreUnavailable, `the cluster store did not answer: ${node} is isolated`);
+    };
+    return {
+      grantLease: async (ttlMs) => {
+        reach();
+        return this.store.grantLease(ttlMs);
+      },
+      keepAlive: async (lease) => {
+        reach();
+        return this.store.keepAlive(lease);
+      },
+      put: async (key, value, options) => {
+        reach();
+        return this.store.put(key, value, options);
+      },
+      close: async () => {},
+    };
+  }
+
+  /** While true no agent reaches the controller (stopped, or cut off from every host); the store still answers. */
+  private away = false;
+
+  controllerAway(on: boolean): void {
+    this.away = on;
+  }
+
   private cut(node: string): Promise<Response> | undefined {
+    if (this.away) return Promise.reject(new TypeError('fetch failed: the controller does not answer'));
     return this.isolated.has(node) ? Promise.reject(new TypeError(`fetch failed: ${node} is isolated`)) : undefined;
   }
 
