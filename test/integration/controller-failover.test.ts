@@ -8,7 +8,9 @@
  * CLI that follows the migration turns to it by itself, and the HA VM is
  * not fenced: the agents' heartbeats reach the new leader in time. A leader
  * that is frozen past its lease is deposed; thawed, it steps down and
- * stands by again.
+ * stands by again. With every controller frozen for longer than the host
+ * lease, nothing is fenced: the agents renew their leases in etcd
+ * themselves.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -120,5 +122,35 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
     const shown = await c.vm('web');
     assert.equal(shown.state, 'running');
     assert.deepEqual(await whereQemuRuns('web'), [host(shown.node).netns]);
+  });
+
+  it('fences nothing while no controller answers for longer than the host lease: each agent renews its own lease in etcd', async () => {
+    const { node } = await c.vm('web');
+    assert.match(
+      fs.readFileSync(c.hostLayout(node).daemonLog(node), 'utf8'),
+      /this host renews its own lease in the cluster store/,
+      "the agent renews its host's lease itself",
+    );
+    const pidOf = async () => (await c.instances([node])).get(node)!.find((i) => i.name === 'web')?.pid;
+    const pid = await pidOf();
+    assert.ok(pid, 'web runs');
+    const since = Date.now();
+    const frozen = ['host-1', 'host-2'].map((h) => controllerPid(h)!);
+    for (const p of frozen) process.kill(p, 'SIGSTOP');
+    try {
+      // Longer than the host lease (8 s) and the restart margin: heartbeats go unanswered all along.
+      await new Promise((r) => setTimeout(r, 12_000));
+    } finally {
+      for (const p of frozen) process.kill(p, 'SIGCONT');
+    }
+    await waitFor('a controller to lead again and answer', 30_000, async () => (await c.ferry(['status'])).code === 0);
+    const t = c.console('web').ticks.length;
+    await waitFor('the guest to keep ticking', 20_000, () => c.console('web').ticks.length > t + 3);
+    assert.equal(await pidOf(), pid, 'the same QEMU runs web');
+    assert.equal(c.console('web').boots.length, 1, 'no reboot');
+    assert.deepEqual(
+      (await events()).filter((e) => e.atMs >= since && ['vm.fenced', 'node.failed', 'vm.failover', 'vm.restarted'].includes(e.type)).map((e) => e.message),
+      [],
+    );
   });
 });
