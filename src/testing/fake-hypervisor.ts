@@ -12,6 +12,7 @@
  *   - a fault the scenario injected (`world.fault`) fails or hangs the call.
  */
 import { PassThrough, type Duplex } from 'node:stream';
+import type { Clock } from '../domain/clock.js';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { FreezeResult, NbdEndpoint, ReplicaSyncResult } from '../domain/block-jobs.js';
 import type { Offload } from '../domain/nic.js';
@@ -40,6 +41,8 @@ interface Transfer {
   direction: 'in' | 'out';
   status: TransferStatus;
   polls: number;
+  /** When it began, by the world's clock (a transfer of `transferMs`). */
+  startedMs?: number;
   to?: { node: string; vm: string };
   file?: string;
   pauseBeforeSwitchover: boolean;
@@ -74,6 +77,12 @@ export class FakeWorld {
   private nextPort = 40000;
   /** Polls of a transfer before it completes. */
   transferPolls = 2;
+  /**
+   * Besides the polls, how long a transfer lasts by `clock` (0: no longer than its polls). By the clock, not by
+   * polls alone: a scaled clock runs on while a loaded machine polls slowly, and polls would stretch the transfer.
+   */
+  transferMs = 0;
+  clock: Clock | undefined;
   private readonly hangs: (() => void)[] = [];
 
   pid(): number {
@@ -323,7 +332,7 @@ export class FakeHypervisor implements Hypervisor {
     if (g.transfer?.direction === 'out' && !['completed', 'failed', 'cancelled'].includes(g.transfer.status)) this.refuse(`a second transfer of '${name}'`);
     if (g.runState !== RunState.Running && g.runState !== RunState.Paused) this.refuse(`send the state of '${name}', which is ${g.runState}`);
     if ('file' in target) {
-      g.transfer = { direction: 'out', status: 'active', polls: 0, file: target.file, pauseBeforeSwitchover: false };
+      g.transfer = { direction: 'out', status: 'active', polls: 0, ...this.begun(), file: target.file, pauseBeforeSwitchover: false };
       return;
     }
     const to = this.world.endpoints.get(`${target.address}:${target.port}`);
@@ -331,15 +340,33 @@ export class FakeHypervisor implements Hypervisor {
       g.transfer = { direction: 'out', status: 'failed', polls: 0, pauseBeforeSwitchover: false, error: `nothing listens on ${target.address}:${target.port}` };
       return;
     }
-    g.transfer = { direction: 'out', status: 'active', polls: 0, to, pauseBeforeSwitchover: tuning.pauseBeforeSwitchover === true };
+    g.transfer = { direction: 'out', status: 'active', polls: 0, ...this.begun(), to, pauseBeforeSwitchover: tuning.pauseBeforeSwitchover === true };
+  }
+
+  private begun(): { startedMs?: number } {
+    return this.world.transferMs && this.world.clock ? { startedMs: this.world.clock.nowMs() } : {};
+  }
+
+  /** How far a transfer is, 0 to 1 (1: it may complete). */
+  private done(t: Transfer): number {
+    const byPolls = Math.min(1, t.polls / this.world.transferPolls);
+    if (t.startedMs === undefined) return byPolls;
+    return Math.min(byPolls, (this.world.clock!.nowMs() - t.startedMs) / this.world.transferMs);
   }
 
   private progress(t: Transfer, totalBytes: number): TransferProgress {
     const done = t.status === 'completed';
     return {
       status: t.status,
-      transferredBytes: done ? totalBytes : Math.round((totalBytes * t.polls) / (this.world.transferPolls + 1)),
-      remainingBytes: done ? 0 : Math.round(totalBytes / (t.polls + 1)),
+      ...(t.startedMs === undefined
+        ? {
+            transferredBytes: done ? totalBytes : Math.round((totalBytes * t.polls) / (this.world.transferPolls + 1)),
+            remainingBytes: done ? 0 : Math.round(totalBytes / (t.polls + 1)),
+          }
+        : {
+            transferredBytes: done ? totalBytes : Math.round(totalBytes * this.done(t) * 0.99),
+            remainingBytes: done ? 0 : Math.round(totalBytes * (1 - this.done(t) * 0.99)),
+          }),
       totalBytes,
       dirtyRateBytesPerSec: 0,
       throughputBytesPerSec: 100 * 1048576,
@@ -365,13 +392,13 @@ export class FakeHypervisor implements Hypervisor {
         if (!target) {
           t.status = 'failed';
           t.error = 'the target went away';
-        } else if (t.polls >= this.world.transferPolls) {
+        } else if (this.done(t) >= 1) {
           if (t.pauseBeforeSwitchover) {
             t.status = 'pre-switchover';
             g.runState = RunState.Paused;
           } else this.complete(g, t);
         }
-      } else if (t.file && t.polls >= this.world.transferPolls) {
+      } else if (t.file && this.done(t) >= 1) {
         this.world.files.add(t.file);
         t.status = 'completed';
         g.runState = RunState.Migrated;
