@@ -710,6 +710,7 @@ export const HeartbeatAnswerSchema = z
     }),
     ha: z.array(z.string()),
     controllers: z.array(z.string()).optional(),
+    leadership: z.number().int().positive().optional(),
   })
   .openapi('HeartbeatAnswer');
 

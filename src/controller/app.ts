@@ -105,6 +105,8 @@ export interface ControllerPorts {
   builder: ImageBuilder;
   /** On etcd: agents renew their hosts' leases there themselves (absent: each heartbeat renews it here). */
   agentLeases?: FailoverDeps['agentLeases'];
+  /** On etcd: the leadership this controller leads under, told to agents in heartbeat answers (and sent with calls by `connect`). */
+  leadership?: () => number | undefined;
 }
 
 export interface ControllerRuntime {
@@ -293,6 +295,7 @@ export function buildController(p: ControllerPorts): ControllerRuntime {
 
   const services: ControllerServices = {
     config: () => p.config.current(),
+    ...(p.leadership ? { leadership: p.leadership } : {}),
     info: {
       pid: p.pid,
       url: p.url,
@@ -499,6 +502,8 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   // On etcd, controllers stand for leader: one leads, the others wait here (standby) until its lease runs out.
   // From then on every write of this one is fenced by its leadership, and it steps down (exits) once it cannot renew.
   let leadership: { lead: Lead; election: Leadership; held: { release(): Promise<void> }; waitedFor?: LeaderRecord } | undefined;
+  /** The leadership every store write is fenced by and every agent call carries (it changes when a lone controller stands again). */
+  let revision: number | undefined;
   if (etcd) {
     const election = new Leadership(
       store,
@@ -517,6 +522,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
       );
     });
     etcd.fenceWith({ key: LEADER_KEY, createRevision: lead.revision });
+    revision = lead.revision;
     // Whether another controller is registered (kept from the mirror): only then can one take over from this one.
     const me = election.name;
     let others = false;
@@ -549,6 +555,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
             log.warn({ leadership: l.revision }, `${why}; no other controller: standing again`);
             void election.campaign().then((again) => {
               etcd.fenceWith({ key: LEADER_KEY, createRevision: again.revision });
+              revision = again.revision;
               log.info({ leadership: again.revision }, `leading again (leadership ${again.revision})`);
               keep(again);
             });
@@ -589,7 +596,8 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     log,
     // The switch daemon may restart at another port: its endpoint file says where it is now.
     switch: new SwitchClient(() => readEndpoint(layout, 'switch')?.url ?? o.switchUrl, token),
-    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch, agentTls),
+    connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch, agentTls, () => revision),
+    leadership: () => revision,
     volume: new QemuVolume(layout.run),
     builder: debianBuilder,
     reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),

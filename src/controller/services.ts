@@ -71,6 +71,8 @@ export interface ControllerServices {
   /** Host leases (renewed by heartbeats), HA restarts and lost VMs. */
   failover: Failover;
   controllers: ControllerDirectory;
+  /** The leadership this controller leads under (on etcd; absent: a lone controller on SQLite). */
+  leadership?: () => number | undefined;
   events: EventLog;
   settings: StoreSettings;
   baselines: CpuBaselines;

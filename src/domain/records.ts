@@ -297,6 +297,8 @@ export interface HeartbeatAnswer {
   ha: string[];
   /** Every controller's URL (the leader's first): where the agent turns when this one stops answering. */
   controllers?: string[];
+  /** The answering leader's leadership (on etcd): calls under an older one are refused from now on. */
+  leadership?: number;
 }
 
 /** A VM that holds resources on its node. */

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { ApiClient } from '../api/client.js';
 import { nodeRoutes } from '../api/routes/nodes.js';
 import type { Clock } from '../domain/clock.js';
-import { errors } from '../domain/errors.js';
+import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import type { NicBackend } from '../domain/nic.js';
 import type { HostLink, LeaseRenewal, NodeCapabilities, VmInstance, VmSpec, VolumeSighting } from '../domain/records.js';
 import { DEFAULT_SWITCH } from '../domain/switches.js';
@@ -91,6 +91,8 @@ export class Agent {
    * watchdog process both fence on the same lapsed lease, and one QEMU killed is one fencing, reported once.
    */
   private readonly fenceReported = new Set<string>();
+  /** The newest controller leadership heard of (calls and heartbeat answers); 0: none yet. */
+  private leadership = 0;
   /** The lease this agent renews in the store itself, the TTL and the HA VMs the last heartbeat answer named. */
   private own: { lease: HostLease; ttlMs: number; ha: string[]; failing?: string } | undefined;
 
@@ -198,6 +200,24 @@ export class Agent {
     }
   }
 
+  /**
+   * Takes a controller's leadership claim: a newer one from now on, an older one refused (see routes.ts). A
+   * restarted agent has heard of none and takes the first it hears; the store's fence still guards the leader's writes.
+   */
+  admitLeadership(n: number): FerryError | undefined {
+    if (n < this.leadership)
+      return new FerryError(
+        ErrorCode.NotLeader,
+        `refused: this call comes from a controller whose leadership (${n}) has ended; leadership ${this.leadership} leads the cluster`,
+        { details: { leadership: n, leads: this.leadership } },
+      );
+    if (n > this.leadership) {
+      if (this.leadership) this.d.log.info({ leadership: n }, `a new controller leadership (${n}, after ${this.leadership}): older ones' calls are refused`);
+      this.leadership = n;
+    }
+    return undefined;
+  }
+
   /** Whether an HA VM runs here that only the lease protects (the watchdog must outlive a stopped agent). */
   runsHaVms(): boolean {
     return (this.fence?.ha ?? []).some((n) => this.d.hypervisor.has(n));
@@ -278,6 +298,7 @@ export class Agent {
       this.fenceReported.add(n);
     }
     if (answer.controllers?.length) this.learnedControllers = answer.controllers;
+    if (answer.leadership) this.admitLeadership(answer.leadership);
     const renew = answer.lease.renew;
     if (renew && this.d.leaseStore) {
       this.renewsItself(renew, answer.lease.ttlMs, answer.ha);

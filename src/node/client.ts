@@ -7,7 +7,7 @@ import type { GuestReport, NodeCapabilities, VmInstance, VmSpec } from '../domai
 import type { TransferProgress, TransferTuning } from '../domain/transfer.js';
 import type { GuestMeasurement, ShutdownResult, TransferTarget } from '../ports/hypervisor.js';
 import type { CallOptions, NodeAgent, StartOptions } from '../ports/node-agent.js';
-import { agentRoutes as r } from './routes.js';
+import { LEADERSHIP_HEADER, agentRoutes as r } from './routes.js';
 import { loadWs } from '../api/http.js';
 import type { ClientTls } from '../api/tls.js';
 import type { Duplex } from 'node:stream';
@@ -24,6 +24,8 @@ export class AgentClient implements NodeAgent {
     fetcher?: (input: string, init: RequestInit) => Promise<Response>,
     /** The controller's certificate for the agent's TLS (a cluster of real hosts): what a WebSocket presents. */
     private readonly tls?: ClientTls,
+    /** The leadership this controller calls under (on etcd), sent with every call; absent: none. */
+    private readonly leadership?: () => number | undefined,
   ) {
     this.api = new ApiClient({ baseUrl: url, token, timeoutMs: 20_000, ...(fetcher ? { fetch: fetcher } : {}) });
   }
@@ -56,8 +58,10 @@ export class AgentClient implements NodeAgent {
   }
 
   private async call<R extends RouteDef>(route: R, input: Input<R>, opts: CallOptions = {}, timeoutMs?: number): Promise<Output<R>> {
+    const lead = this.leadership?.();
     try {
       return await this.api.call(route, input, {
+        ...(lead !== undefined ? { headers: { [LEADERSHIP_HEADER]: String(lead) } } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...((opts.timeoutMs ?? timeoutMs) ? { timeoutMs: opts.timeoutMs ?? timeoutMs } : {}),
       });

@@ -7,9 +7,10 @@ import type { OpenAPIHono } from '@hono/zod-openapi';
 import { stream } from 'hono/streaming';
 import { timingSafeEqual } from 'node:crypto';
 import { errors } from '../domain/errors.js';
+import { shown } from '../api/schemas.js';
 import { createApp, errorResponse, limitBody } from '../api/http.js';
 import { peerIdentity } from '../api/tls.js';
-import { agentRoutes as r } from './routes.js';
+import { LEADERSHIP_HEADER, agentRoutes as r } from './routes.js';
 import type { Agent } from './agent.js';
 
 /** Network tools the agent's API runs on the host. */
@@ -43,6 +44,15 @@ export function agentApp(agent: Agent, net: NetTools): OpenAPIHono {
     const auth = c.req.header('authorization') ?? '';
     if (!sameSecret(auth, `Bearer ${o.token}`)) return errorResponse(c, errors.unauthorized());
     return next();
+  });
+  // After the credentials: only a controller's claim counts. A deposed leader's late call changes nothing here.
+  app.use('/v1/*', async (c, next) => {
+    const claimed = c.req.header(LEADERSHIP_HEADER);
+    if (claimed === undefined) return next();
+    if (!/^[1-9]\d{0,15}$/.test(claimed))
+      return errorResponse(c, errors.invalid('header', `${LEADERSHIP_HEADER} must be a whole number, not '${shown(claimed)}'`));
+    const refusal = agent.admitLeadership(Number(claimed));
+    return refusal ? errorResponse(c, refusal) : next();
   });
   app.use('/v1/*', limitBody());
 

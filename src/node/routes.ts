@@ -44,6 +44,12 @@ import {
 import { OFFLOADS } from '../domain/nic.js';
 import { FIRMWARES, LIMITS } from '../domain/records.js';
 
+/**
+ * The leadership (the etcd revision that made it leader) a controller calls an agent under. An agent refuses a
+ * call under an older one than it has heard of (calls and heartbeat answers): a deposed leader's late call.
+ */
+export const LEADERSHIP_HEADER = 'x-ferry-leadership';
+
 const params = z.object({ name: VmName });
 const path = (s: string) =>
   z

@@ -63,9 +63,12 @@ export class ComponentCluster {
 
   /** Agents renew their hosts' leases in the store themselves (as on etcd), not through heartbeats. */
   private agentLeases = false;
+  /** The leadership the controller leads under, as on etcd (a test may raise it: a new leader); undefined: none. */
+  leadership: number | undefined;
 
   private constructor(nodes: string[], factor: number) {
     this.clock = new ScaledClock(factor);
+    this.world.clock = this.clock;
     this.store = this.faultyWrites(new SqliteStore(':memory:', this.clock));
     const networks = defaultNetworks(nodes, 77);
     this.config = {
@@ -83,10 +86,14 @@ export class ComponentCluster {
 
   /** `authority`: a cluster of real hosts, whose hosts join with tokens (absent: the single-machine cluster). */
   /** `agentLeases`: each agent renews its host's lease in the store itself, as on etcd (default: through its heartbeats). */
-  static async start(opts: { nodes?: number; factor?: number; authority?: ClusterAuthority; agentLeases?: boolean } = {}): Promise<ComponentCluster> {
+  /** `leadership`: the controller leads under it and calls agents with it, as on etcd. */
+  static async start(
+    opts: { nodes?: number; factor?: number; authority?: ClusterAuthority; agentLeases?: boolean; leadership?: number } = {},
+  ): Promise<ComponentCluster> {
     const nodes = Array.from({ length: opts.nodes ?? 2 }, (_, i) => `node-${i + 1}`);
     const c = new ComponentCluster(nodes, opts.factor ?? 25);
     c.agentLeases = opts.agentLeases ?? false;
+    c.leadership = opts.leadership;
     await c.startController(opts.authority);
     for (const node of nodes) await c.startAgent(node);
     await c.until('every node to be up', async () => (await c.runtime.services.nodes.list()).every((n) => n.state === 'up'));
@@ -113,7 +120,8 @@ export class ComponentCluster {
       log: silentLogger,
       builder: this.builder,
       switch: this.switch,
-      connect: (node, url) => new AgentClient(node, url, TOKEN, (input, init) => this.cut(node) ?? this.agents.get(node)!.fetch(input, init)),
+      connect: (node, url) => this.agentClient(node, url, () => this.leadership),
+      leadership: () => this.leadership,
       volume: this.volume,
       reach: async () => ({ ok: true }),
       remote: () => this.remote,
@@ -182,6 +190,16 @@ export class ComponentCluster {
     });
     this.agents.set(node, { agent, hv, fetch: (input, init) => Promise.resolve(app.request(input, init)) });
     agent.startHeartbeats(`http://${node}.component`);
+  }
+
+  /** A client of a node's agent as a controller calling under `leadership` (a deposed leader: an older one). */
+  agentClient(node: string, url = `http://${node}.component`, leadership: () => number | undefined = () => undefined): AgentClient {
+    return new AgentClient(node, url, TOKEN, (input, init) => this.cut(node) ?? this.agents.get(node)!.fetch(input, init), undefined, leadership);
+  }
+
+  /** A node's agent app, in process: raw requests as any caller makes them. */
+  agentFetch(node: string): Fetch {
+    return (input, init) => this.agents.get(node)!.fetch(input, init);
   }
 
   /** The store as a host that renews its own lease reaches it: not while the host is cut off; closing it closes nothing. */

@@ -21,7 +21,8 @@ export function mountNodes(app: OpenAPIHono, s: ControllerServices): void {
     const peer = peerIdentity(c);
     if (peer?.role === 'host' && peer.name !== b.name)
       throw errors.unauthorized(`the certificate of host '${peer.name}' cannot send heartbeats for '${b.name}'`);
-    return c.json({ ...(await s.failover.heartbeat(b)), controllers: await s.controllers.urls() }, 200);
+    const leadership = s.leadership?.();
+    return c.json({ ...(await s.failover.heartbeat(b)), controllers: await s.controllers.urls(), ...(leadership ? { leadership } : {}) }, 200);
   });
   app.openapi(nodeRoutes.maintenance, async (c) => {
     const b = DrainBody.parse(c.req.valid('json'));

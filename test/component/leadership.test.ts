@@ -1,0 +1,66 @@
+/**
+ * Component tests: agent calls fenced by the controller's leadership. On
+ * etcd a controller leads under the revision that made it leader and sends
+ * it with every call to an agent; an agent that has heard of a newer one
+ * (from a call or a heartbeat answer) refuses the call of a deposed leader
+ * that thawed late, and its VMs are left as they were.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { vmRoutes } from '../../src/api/routes/vms.js';
+import { ErrorCode, isFerryError } from '../../src/domain/errors.js';
+import { LEADERSHIP_HEADER } from '../../src/node/routes.js';
+import { ComponentCluster } from '../../src/testing/component.js';
+
+describe('agent calls fenced by the leadership', () => {
+  let c: ComponentCluster;
+  before(async () => {
+    c = await ComponentCluster.start({ nodes: 2, leadership: 5 });
+    await c.runVm('web', 'node-1');
+  });
+  after(() => c?.stop());
+
+  /** The error a call threw, or undefined when it went through. */
+  const refusal = async (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+
+  it("refuses a deposed leader's late call once a newer leadership called, and the VM runs on", async () => {
+    const deposed = c.agentClient('node-1', undefined, () => 4);
+    const e = await refusal(deposed.kill('web'));
+    assert.ok(isFerryError(e), String(e));
+    assert.equal(e.code, ErrorCode.NotLeader);
+    assert.equal(e.message, 'refused: this call comes from a controller whose leadership (4) has ended; leadership 5 leads the cluster');
+    assert.deepEqual(c.copiesOf('web'), [{ node: 'node-1', runState: 'running' }]);
+    // The leader's own calls go on.
+    assert.equal((await c.agentClient('node-1', undefined, () => 5).list()).length, 1);
+  });
+
+  it('learns a new leadership from heartbeat answers before any call carries it', async () => {
+    c.leadership = 9;
+    const old = c.agentClient('node-2', undefined, () => 5);
+    // node-2 runs nothing and is called by nobody: only its heartbeats can tell it of leadership 9.
+    await c.until('node-2 to hear of leadership 9', async () => (await refusal(old.list())) !== undefined);
+    const e = await refusal(old.list());
+    assert.ok(isFerryError(e, ErrorCode.NotLeader), String(e));
+    // The cluster goes on under the new leadership: a change through the controller reaches node-1.
+    await c.api.call(vmRoutes.stop, { params: { name: 'web' }, body: { force: true } });
+    assert.deepEqual(c.copiesOf('web'), []);
+  });
+
+  it('takes no claim that is not a whole number, and a call without one is a lone controller on SQLite', async () => {
+    const agent = c.agentFetch('node-1');
+    const ask = (claim?: string) =>
+      agent('http://node-1.component/v1/vms', {
+        headers: { authorization: 'Bearer component-token', ...(claim !== undefined ? { [LEADERSHIP_HEADER]: claim } : {}) },
+      });
+    const bad = await ask('5; drop');
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { error: { message: string } }).error.message, `${LEADERSHIP_HEADER} must be a whole number, not '5; drop'`);
+    assert.equal((await ask('0')).status, 400);
+    assert.equal((await ask()).status, 200);
+    assert.equal((await ask('9')).status, 200);
+  });
+});
