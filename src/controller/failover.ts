@@ -25,7 +25,8 @@
  * looks lapsed. On etcd the leases are there to read at once.
  */
 import type { Clock } from '../domain/clock.js';
-import { toFerryError } from '../domain/errors.js';
+import { errors, toFerryError } from '../domain/errors.js';
+import { VmOperation } from '../domain/vm-locks.js';
 import { HA_MAX_FAILURES, LIVENESS_PREFIX, type LivenessRecord, QEMU_EXITED, RESTART_MARGIN_MS, restartBackoffMs, restartOrder } from '../domain/ha.js';
 import { type Heartbeat, type HeartbeatAnswer, isActive, type LeaseRenewal, type VmRecord, VmState } from '../domain/records.js';
 import type { EventSink } from '../ports/events.js';
@@ -259,6 +260,50 @@ export class Failover {
         }
       }
     }
+  }
+
+  /**
+   * An operator's claim on a VM lost with its failed host: they say that host is off (powered down, or cut off for
+   * good), so the VM may start elsewhere. It becomes stopped, on no host; `vm start` places it. Refused while the
+   * host is back (its rejoin settles the VM). QEMU's lock on the shared disk stays the backstop: a start fails
+   * while a QEMU the host still runs holds the disk, and once the host reports again that copy is removed.
+   */
+  async claim(name: string): Promise<VmRecord> {
+    return this.d.locks.with(name, VmOperation.Configure, async () => {
+      const vm = await this.d.vms.get(name);
+      const lost = vm.lost;
+      if (vm.state !== VmState.Lost || !lost)
+        throw errors.invalidState(
+          `VM '${name}' is not lost (it is ${vm.state}${vm.node ? ` on ${vm.node}` : ''}): only a VM lost with a failed host can be claimed`,
+          {
+            vm: name,
+            state: vm.state,
+          },
+        );
+      if ((this.d.nodes.reported(lost.node)?.atMs ?? 0) > lost.sinceMs)
+        throw errors.invalidState(`host ${lost.node} is back: it rejoins and settles VM '${name}' itself`, { vm: name, node: lost.node });
+      const since = new Date(lost.sinceMs).toISOString();
+      const claimed = await this.d.vms.update(name, (cur) => {
+        if (cur.state !== VmState.Lost) throw errors.invalidState(`VM '${name}' is no longer lost (it is ${cur.state})`, { vm: name, state: cur.state });
+        const next: VmRecord = {
+          ...cur,
+          state: VmState.Stopped,
+          stateSinceMs: this.d.clock.nowMs(),
+          node: '',
+          error: `claimed from host ${lost.node}, failed since ${since}`,
+        };
+        delete next.lost;
+        return next;
+      });
+      await this.d.events.emit({
+        type: 'vm.claimed',
+        vm: name,
+        node: lost.node,
+        message: `VM ${name} claimed from ${lost.node} (failed since ${since}): it is stopped and may start on another host`,
+        data: { from: lost.node, lostSinceMs: lost.sinceMs },
+      });
+      return claimed;
+    });
   }
 
   /** A failed host is back: its lost VMs run there again or are stopped. */

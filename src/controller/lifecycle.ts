@@ -251,6 +251,11 @@ export class Lifecycle {
     const { vms, nodes, clock } = this.d;
     return this.d.locks.with(name, VmOperation.Start, async () => {
       const vm = await vms.get(name);
+      if (vm.state === VmState.Lost && vm.lost)
+        throw errors.invalidState(
+          `VM '${name}' is lost with host ${vm.lost.node}: it rejoins and settles it, or once that host is off for good 'ferry vm claim ${name}' frees it to start elsewhere`,
+          { vm: name, state: vm.state },
+        );
       if (vm.state !== VmState.Stopped && vm.state !== VmState.Error && vm.state !== VmState.Saved) {
         throw errors.invalidState(`VM '${name}' is ${vm.state}, not stopped`, { vm: name, state: vm.state });
       }

@@ -244,6 +244,37 @@ for (const agentLeases of [false, true]) {
           }
         },
       );
+
+      it('lets an operator claim a VM lost with a host that stays off and start it elsewhere; refuses what is not lost', async () => {
+        const claim = (name: string) => c.api.call(vmRoutes.claim, { params: { name }, body: {} });
+        const start = (name: string) => c.api.call(vmRoutes.start, { params: { name }, body: {} });
+        const up = (await c.api.call(nodeRoutes.list, {})).filter((n) => n.state === 'up').map((n) => n.name);
+        assert.ok(up.length >= 2, `two hosts up: ${up.join(', ')}`);
+        const [gone, other] = up as [string, string];
+        await c.runVm('orphan', gone);
+        await assert.rejects(claim('orphan'), {
+          message: `VM 'orphan' is not lost (it is running on ${gone}): only a VM lost with a failed host can be claimed`,
+        });
+        await assert.rejects(claim('nobody'), { message: "unknown VM 'nobody'" });
+        // Power loss: the host stays off; orphan is not HA, so nobody starts it by themselves.
+        await c.crash(gone);
+        await c.until('orphan to be lost', async () => (await vm('orphan')).state === 'lost', 60_000);
+        await assert.rejects(start('orphan'), {
+          message: `VM 'orphan' is lost with host ${gone}: it rejoins and settles it, or once that host is off for good 'ferry vm claim orphan' frees it to start elsewhere`,
+        });
+        const claimed = await claim('orphan');
+        assert.deepEqual([claimed.state, claimed.node, claimed.lost], ['stopped', '', undefined]);
+        assert.match(claimed.error ?? '', new RegExp(`^claimed from host ${gone}, failed since \\d{4}-`));
+        const [event] = await events('vm.claimed');
+        assert.equal(event?.vm, 'orphan');
+        assert.equal(event?.data?.from, gone);
+        const started = await start('orphan');
+        assert.deepEqual([started.state, started.node], ['running', other]);
+        assert.deepEqual(c.copiesOf('orphan'), [{ node: other, runState: 'running' }]);
+        await assert.rejects(claim('orphan'), {
+          message: `VM 'orphan' is not lost (it is running on ${other}): only a VM lost with a failed host can be claimed`,
+        });
+      });
     },
   );
 }

@@ -45,6 +45,7 @@ export function mountVms(app: OpenAPIHono, s: ControllerServices): void {
     const runState = await s.lifecycle.resume(name);
     return c.json({ ...(await s.viewVm(await s.vms.get(name))), runState }, 200);
   });
+  app.openapi(vmRoutes.claim, async (c) => c.json(await s.failover.claim(c.req.valid('param').name), 200));
   app.openapi(vmRoutes.save, async (c) => c.json(await s.lifecycle.save(c.req.valid('param').name), 200));
   app.openapi(vmRoutes.moveStorage, async (c) => c.json(await s.lifecycle.moveStorage(c.req.valid('param').name, c.req.valid('json').to), 200));
   app.openapi(vmRoutes.display, async (c) => c.json(await s.displayTarget(c.req.valid('param').name), 200));

@@ -82,6 +82,14 @@ export const vmRoutes = {
     request: { params, ...body(Empty, false) },
     responses: answers(VmViewSchema),
   }),
+  claim: createRoute({
+    method: 'post',
+    path: '/api/v1/vms/{name}/claim',
+    tags: tag,
+    summary: 'Take a VM lost with its failed host (which you say is off): it becomes stopped, to start on another host',
+    request: { params, ...body(Empty, false) },
+    responses: answers(VmSchema),
+  }),
   save: createRoute({
     method: 'post',
     path: '/api/v1/vms/{name}/save',

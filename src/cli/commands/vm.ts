@@ -361,6 +361,15 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
       else print(`VM ${v.name} saved (its memory is in ${v.savedState}); 'ferry vm start ${v.name}' restores it`);
     });
 
+  command(vm, 'claim', 'take a VM lost with its failed host, once that host is off for good: it becomes stopped, to start elsewhere')
+    .argument('<name>', 'a VM name')
+    .option('--json', 'print the record as JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const v = await connect().api.call(vmRoutes.claim, { ...enc(name), body: {} });
+      if (o.json) json(v);
+      else print(`VM ${v.name} claimed (${v.error ?? 'it was lost'}): it is stopped; 'ferry vm start ${v.name} [--node HOST]' starts it`);
+    });
+
   command(vm, 'delete', 'delete a stopped VM and its disk')
     .argument('<name>', 'a VM name')
     .action(async (name: string) => {
