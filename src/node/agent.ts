@@ -183,7 +183,7 @@ export class Agent {
   private async renewOwnLease(): Promise<void> {
     const own = this.own;
     if (!own) return;
-    const ha = own.ha;
+    const { ha } = own;
     try {
       const validUntilMs = await own.lease.renew(own.ttlMs, ha);
       // Fence first what a lapsed lease no longer protects: a renewal never revives it.
@@ -318,8 +318,9 @@ export class Agent {
     this.own.ttlMs = ttlMs;
     this.own.ha = ha;
     // Newly named HA VMs are fenced from now on (until the deadline the lease last gave); none is dropped before the key says so.
-    if (this.fence) {
-      this.fence = { ...this.fence, ha: [...new Set([...this.fence.ha, ...ha])] };
+    const added = ha.filter((n) => !this.fence?.ha.includes(n));
+    if (this.fence && added.length) {
+      this.fence = { ...this.fence, ha: [...this.fence.ha, ...added] };
       this.d.watchdog?.write(this.fence);
     }
   }
