@@ -23,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { systemClock } from '../domain/clock.js';
 import { ErrorCode, FerryError, errors } from '../domain/errors.js';
 import { EtcdMember } from '../system/etcd.js';
 import { pidAlive } from '../system/process.js';
@@ -116,14 +117,57 @@ async function sh(cmd: string, args: string[]): Promise<string> {
 const linkExists = (name: string) => fs.existsSync(`/sys/class/net/${name}`);
 const netnsExists = (name: string) => fs.existsSync(`/run/netns/${name}`);
 
-/** A 10.X block no address or route of the root namespace uses. */
-async function freeBlock(): Promise<string> {
+/** Where labs claim their 10.X blocks: labs brought up at the same time (tests in two lanes) never pick the same one. */
+const BLOCK_CLAIMS = '/run/ferry-lab-blocks';
+
+/**
+ * Whether a claim's lab is gone: its state directory holds no lab, or one on another block (a lab that crashed
+ * before `lab down`). A claim younger than a minute is never stale: its lab may be about to save its plan.
+ */
+function claimStale(file: string, net: string): boolean {
+  try {
+    if (systemClock.nowMs() - fs.statSync(file).mtimeMs < 60_000) return false;
+    const dir = fs.readFileSync(file, 'utf8').trim();
+    return readLab(dir)?.net !== net;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * A 10.X block no address or route of the root namespace uses, claimed for
+ * `stateDir` by a file made exclusively (released by labDown); a claim whose
+ * lab is gone is taken over.
+ */
+async function freeBlock(stateDir: string): Promise<string> {
   const used = (await sh('ip', ['-4', 'route', 'show', 'table', 'all'])) + (await sh('ip', ['-4', 'addr', 'show']));
+  fs.mkdirSync(BLOCK_CLAIMS, { recursive: true, mode: 0o700 });
   for (let tries = 0; tries < 200; tries++) {
     const x = 100 + Math.floor(Math.random() * 150);
-    if (!new RegExp(`\\b10\\.${x}\\.`).test(used)) return `10.${x}`;
+    if (new RegExp(`\\b10\\.${x}\\.`).test(used)) continue;
+    const file = path.join(BLOCK_CLAIMS, `10.${x}`);
+    try {
+      fs.writeFileSync(file, path.resolve(stateDir) + '\n', { flag: 'wx', mode: 0o600 });
+      return `10.${x}`;
+    } catch {
+      // Claimed: by a lab that is up (try another), or by one that is gone (take it over, then check it is ours).
+      if (!claimStale(file, `10.${x}`)) continue;
+      fs.writeFileSync(file + `.${process.pid}`, path.resolve(stateDir) + '\n', { mode: 0o600 });
+      fs.renameSync(file + `.${process.pid}`, file);
+      if (fs.readFileSync(file, 'utf8').trim() === path.resolve(stateDir)) return `10.${x}`;
+    }
   }
   throw errors.invalidState('no free 10.X.0.0/16 block for the lab');
+}
+
+/** Lets the lab's block go (only if the claim is still this lab's). */
+function releaseBlock(lab: Lab): void {
+  const file = path.join(BLOCK_CLAIMS, lab.net);
+  try {
+    if (fs.readFileSync(file, 'utf8').trim() === path.resolve(path.dirname(lab.dir))) fs.rmSync(file, { force: true });
+  } catch {
+    /* no claim (a lab made before claims) */
+  }
 }
 
 /** Plans the lab's names and addresses (nothing is made yet). */
@@ -210,7 +254,7 @@ export async function labUp(stateDir: string, o: LabOptions, progress: (line: st
   const existing = readLab(stateDir);
   if (existing) throw errors.conflict(`a lab is up already in ${stateDir} (${existing.hosts.length} hosts, id ${existing.id}); 'ferry lab down' first`);
 
-  const lab = plan(stateDir, { ...o, etcd: members }, await freeBlock());
+  const lab = plan(stateDir, { ...o, etcd: members }, await freeBlock(stateDir));
   saveLab(lab);
   try {
     progress('making the LAN and migration bridges');
@@ -303,6 +347,7 @@ export async function labDown(stateDir: string): Promise<{ removed: boolean; lab
       });
   }
   fs.rmSync(lab.dir, { recursive: true, force: true });
+  releaseBlock(lab);
   return { removed: true, lab };
 }
 
