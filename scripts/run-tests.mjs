@@ -4,11 +4,9 @@
 //   component    controller and agents in one process over the strict fake hypervisor
 //   integration  real QEMU guests, a real switch, real sockets, one file at a time
 //   guests       real operating systems (the Debian image) in the lab
-// Integration files run in two lanes, one file at a time in each: a file
-// keeps on average 60% of the two cores busy (it waits for guests to boot,
-// migrations to converge, leases to run out), so two at once finish in
-// about two thirds of the time. The lanes are balanced by each file's
-// usual run time (SECONDS, measured one at a time on this machine kind).
+// Integration files run one at a time, except that the few that start no
+// guest worth the name (BESIDE) run in a second lane next to replica.test,
+// which spends most of its two minutes waiting for its 30 s sync interval.
 // `node scripts/run-tests.mjs unit component` runs some layers; further
 // arguments filter test files by name.
 import { spawn, spawnSync } from 'node:child_process';
@@ -21,57 +19,8 @@ const args = process.argv.slice(2);
 const chosen = args.filter((a) => LAYERS.includes(a));
 const filters = args.filter((a) => !LAYERS.includes(a));
 const parts = chosen.length ? chosen : LAYERS;
-// Seconds each integration file took alone (2 cores, TCG); a file not listed counts as DEFAULT_SECONDS.
-const SECONDS = {
-  failover: 148,
-  replica: 130,
-  'lab-migration': 118,
-  'controller-failover': 80,
-  'cpu-compat': 76,
-  'migration-queue': 70,
-  core: 62,
-  backup: 61,
-  demo: 59,
-  'migration-quick': 59,
-  'backup-recovery': 58,
-  migration: 54,
-  'start-actions': 53,
-  lab: 53,
-  switches: 53,
-  'switch-restart': 51,
-  'migration-failures': 50,
-  'own-os': 48,
-  maintenance: 45,
-  'backup-schedule': 44,
-  'migration-policy': 44,
-  balance: 42,
-  dashboard: 34,
-  'full-disk': 29,
-  networks: 27,
-  'nic-offloads': 27,
-  'migration-refusals': 26,
-  'storage-move': 26,
-  'shared-nothing': 22,
-  init: 20,
-  'store-etcd': 17,
-  'hostile-requests': 17,
-  images: 16,
-  'cluster-etcd': 15,
-  'hypervisor-contract': 2,
-};
-const DEFAULT_SECONDS = 40;
-const seconds = (f) => SECONDS[path.basename(f, '.test.js')] ?? DEFAULT_SECONDS;
-
-/** Longest first, each to the lane with less to do: two lanes that end close together. */
-function balance(list, count) {
-  const lanes = Array.from({ length: count }, () => ({ files: [], total: 0 }));
-  for (const f of [...list].sort((a, b) => seconds(b) - seconds(a))) {
-    const lane = lanes.reduce((x, y) => (y.total < x.total ? y : x));
-    lane.files.push(f);
-    lane.total += seconds(f);
-  }
-  return lanes.map((l) => l.files).filter((f) => f.length);
-}
+const FIRST = 'replica.test.js';
+const BESIDE = ['cluster-etcd', 'hostile-requests', 'hypervisor-contract', 'images', 'init', 'lab', 'store-etcd'].map((n) => `${n}.test.js`);
 
 function files(dir) {
   const abs = path.join(root, 'dist', 'test', dir);
@@ -139,13 +88,14 @@ for (const p of parts) {
   if (list.length === 0) continue;
   const concurrency = p === 'integration' || p === 'guests' ? 1 : 2;
   process.stdout.write(`\n# ${p} tests (${list.length} files)\n`);
-  const lanes =
-    p === 'integration'
-      ? balance(list, 2).map((files, i) => ({ name: i ? `${p}-${i + 1}` : p, files, inherit: i === 0 }))
-      : [{ name: p, files: list, inherit: true }];
+  // The second lane only where its neighbour waits: replica.test runs first in the main lane.
+  const beside = p === 'integration' && list.some((f) => f.endsWith(FIRST)) ? list.filter((f) => BESIDE.includes(path.basename(f))) : [];
+  const main = list.filter((f) => !beside.includes(f)).sort((x, y) => Number(y.endsWith(FIRST)) - Number(x.endsWith(FIRST)));
+  const lanes = [{ name: p, files: main, inherit: true }];
+  if (beside.length) lanes.push({ name: `${p}-beside`, files: beside, inherit: false });
   const results = await Promise.all(lanes.filter((l) => l.files.length).map((l) => runLane(l, concurrency)));
   for (const r of results) {
-    if (r.spec) process.stdout.write(`\n# ${r.name} (the second lane)\n${r.spec}`);
+    if (r.spec) process.stdout.write(`\n# ${r.name} (beside ${FIRST})\n${r.spec}`);
     if (r.status !== 0) failed = true;
     const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(r.tap)?.[1] ?? 0);
     passed += count('pass');

@@ -76,6 +76,8 @@ export class Failover {
   /** The next moment an HA VM may be tried again. */
   private readonly retryAt = new Map<string, number>();
   private readonly startedMs: number;
+  /** Fencings already told as events (`host/vm`), until that VM runs on that host again. */
+  private readonly fencingsNoted = new Set<string>();
 
   constructor(private readonly d: FailoverDeps) {
     this.startedMs = d.clock.nowMs();
@@ -114,8 +116,17 @@ export class Failover {
     return (await this.d.vms.list()).filter((v) => v.ha && v.node === node && isActive(v.state)).map((v) => v.name);
   }
 
+  /**
+   * One `vm.fenced` per fencing. An agent names what it fenced until a heartbeat carrying it is answered, so a
+   * heartbeat that reached the controller but timed out at the agent names the same fencing again: a name
+   * already noted for this host is a repeat until the host reports that VM running again (launched anew).
+   */
   private async noteFenced(hb: Heartbeat): Promise<void> {
+    for (const v of hb.vms) this.fencingsNoted.delete(`${hb.name}/${v.name}`);
     for (const vm of hb.fenced ?? []) {
+      const key = `${hb.name}/${vm}`;
+      if (this.fencingsNoted.has(key)) continue;
+      this.fencingsNoted.add(key);
       await this.d.events.emit({ type: 'vm.fenced', vm, node: hb.name, message: `${hb.name} fenced HA VM ${vm}: its lease had run out` });
     }
   }

@@ -124,6 +124,26 @@ for (const agentLeases of [false, true]) {
         assert.deepEqual(c.copiesOf('db').length, 1);
       });
 
+      it('tells a fencing once, though a heartbeat whose answer the host never got names it again', async () => {
+        const node = (await c.api.call(nodeRoutes.list, {})).find((n) => n.name === 'node-1')!;
+        // What the agent sends again after a heartbeat that reached the controller but timed out on its way back.
+        const again = async () =>
+          c.api.call(nodeRoutes.heartbeat, {
+            body: {
+              name: 'node-1',
+              url: node.url,
+              clusterId: c.config.id,
+              migrationAddress: node.migrationAddress,
+              capabilities: node.capabilities!,
+              vms: await c.hypervisor('node-1').list(),
+              fenced: ['db', 'web'],
+            },
+          });
+        await again();
+        await again();
+        assert.deepEqual((await events('vm.fenced')).map((e) => e.vm).sort(), ['db', 'web'], 'no second event for the same fencing');
+      });
+
       it('restarts an HA VM whose QEMU died in place, and only HA VMs', async () => {
         const db = await vm('db');
         c.hypervisor(db.node).crash('db');
