@@ -117,7 +117,7 @@ async function sh(cmd: string, args: string[]): Promise<string> {
 const linkExists = (name: string) => fs.existsSync(`/sys/class/net/${name}`);
 const netnsExists = (name: string) => fs.existsSync(`/run/netns/${name}`);
 
-/** Where labs claim their 10.X blocks: labs brought up at the same time (tests in two lanes) never pick the same one. */
+/** Where labs claim their 10.X blocks: labs brought up at the same time (by hand, or by tests side by side) never pick the same one. */
 const BLOCK_CLAIMS = '/run/ferry-lab-blocks';
 
 /**
