@@ -134,6 +134,8 @@ export function serveTunnels(
   listening: Listening,
   app: { fetch: (req: Request, env?: object) => Response | Promise<Response> },
   open: (path: string) => Promise<Duplex> | undefined,
+  /** Hands an upgrade on before the app sees it (a standby controller relays it to the leader); true when it did. */
+  relay?: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<boolean>,
 ): void {
   let wss: WebSocketServer | undefined;
   const refuse = (socket: Duplex, status: number, text: string) => {
@@ -142,6 +144,7 @@ export function serveTunnels(
   listening.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     void (async () => {
       socket.on('error', () => {});
+      if (relay && (await relay(req, socket, head))) return;
       const url = new URL(req.url ?? '/', 'http://tunnel');
       const headers = new Headers();
       for (const [k, v] of Object.entries(req.headers))

@@ -53,8 +53,12 @@ export function peerRefusal(c: Context): string | undefined {
 type Fetch = (input: string, init: RequestInit) => Promise<Response>;
 
 /** A fetch over TLS that trusts only `tls.caPem` and presents the client certificate, if any (undici is loaded at the first call). */
-export function tlsFetch(tls: ClientTls): Fetch & { close(): Promise<void> } {
-  return undiciFetchWith({ ca: tls.caPem, ...(tls.certPem && tls.keyPem ? { cert: tls.certPem, key: tls.keyPem } : {}) });
+export function tlsFetch(tls: ClientTls, o: { connectTimeoutMs?: number } = {}): Fetch & { close(): Promise<void> } {
+  return undiciFetchWith({
+    ca: tls.caPem,
+    ...(tls.certPem && tls.keyPem ? { cert: tls.certPem, key: tls.keyPem } : {}),
+    ...(o.connectTimeoutMs !== undefined ? { timeout: o.connectTimeoutMs } : {}),
+  });
 }
 
 /** A fetch that checks no certificate at all: only for a newcomer fetching the CA it then checks against its token. */
@@ -62,7 +66,13 @@ export function unverifiedFetch(): Fetch & { close(): Promise<void> } {
   return undiciFetchWith({ rejectUnauthorized: false });
 }
 
-function undiciFetchWith(connect: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean }): Fetch & { close(): Promise<void> } {
+function undiciFetchWith(connect: {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized?: boolean;
+  timeout?: number;
+}): Fetch & { close(): Promise<void> } {
   let loaded: Promise<{ dispatcher: Agent; fetch: typeof import('undici').fetch }> | undefined;
   const load = () => (loaded ??= import('undici').then((u) => ({ dispatcher: new u.Agent({ connect, keepAliveTimeout: 4_000 }), fetch: u.fetch })));
   const f = (async (input: string, init: RequestInit) => {

@@ -52,22 +52,30 @@ const TAKEOVER_WAIT_MS = 15_000;
 
 /**
  * A controller nobody listens at (it died, or it was the leader and a
- * standby is taking over) sends the request to the next one, round and
- * round for up to TAKEOVER_WAIT_MS; a request cut off in the middle is not
- * repeated (it may have happened).
+ * standby is taking over) or a standby that knows no leader yet sends the
+ * request to the next one, round and round for up to TAKEOVER_WAIT_MS; a
+ * request cut off in the middle is not repeated (it may have happened).
  */
 function nextControllerWhenUnreachable(api: ApiClient, count: number, next: () => void): ApiClient {
   const call = api.call.bind(api);
   const open = api.open.bind(api);
   const retry = async <T>(fn: () => Promise<T>, method: string): Promise<T> => {
     const deadline = Date.now() + TAKEOVER_WAIT_MS;
+    let refusals = 0;
     for (let i = 1; ; i++) {
       try {
         return await fn();
       } catch (e) {
-        // A read cut off in the middle is asked again (it changed nothing); a change is not.
-        const again = isFerryError(e, ErrorCode.AgentUnreachable) && (e.details.duringRequest !== true || method === 'get');
-        if (!again || Date.now() > deadline) throw e;
+        // A read cut off in the middle is asked again (it changed nothing); a change is not. A standby that
+        // could not forward (no leader yet) did nothing with the request.
+        const unreachable = isFerryError(e, ErrorCode.AgentUnreachable) && (e.details.duringRequest !== true || method === 'get');
+        const standby = isFerryError(e, ErrorCode.NotLeader) && e.details.standby === true;
+        if (!(unreachable || standby) || Date.now() > deadline) throw e;
+        // A standby that answered is asked again (it leads or knows the new leader soon); one that did not answer is passed over.
+        if (standby && ++refusals % 3 !== 0) {
+          await new Promise((r) => setTimeout(r, 300));
+          continue;
+        }
         next();
         if (i % count === 0) await new Promise((r) => setTimeout(r, 300));
       }

@@ -144,7 +144,7 @@ export async function up(layout: StateLayout, opts: UpOptions = {}): Promise<UpR
     spawnDaemon(layout, role, name);
   }
   for (const name of missing.filter((n) => n === 'switch' || n === 'controller')) {
-    // On etcd the controller is alive before it serves (it stands for leader first): wait for its URL too.
+    // Wait for its URL too: on etcd a controller listens once it stands for leader (a standby answers by forwarding).
     await waitUntil(() => daemonAlive(layout, name) && readEndpoint(layout, name)?.url !== '', 20_000, `starting ${name} (see ${layout.daemonLog(name)})`);
   }
   const controllerUrl = readEndpoint(layout, 'controller')!.url;

@@ -13,6 +13,8 @@ export { type ClusterConfig, type NodeMember, type StoreConfig, nodeName };
 export interface DaemonEndpoint {
   pid: number;
   url: string;
+  /** A controller that stands by: it answers at `url` by forwarding to the leader. */
+  standby?: boolean;
 }
 
 export function defaultMembers(count: number, networks: ClusterNetwork[], memoryMiB?: number): NodeMember[] {

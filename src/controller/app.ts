@@ -11,6 +11,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { controllerApp } from '../api/controller/app.js';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { forwardToLeader, relayUpgrade } from '../api/forward.js';
 import { type Listening, serve, serveTunnels } from '../api/http.js';
 import { DISPLAY_PATH } from '../api/routes/vms.js';
 import { errors } from '../domain/errors.js';
@@ -462,6 +465,8 @@ async function openStore(layout: StateLayout, config: ClusterConfig): Promise<{ 
 
 /** How long a leader that stopped renewing holds the lead: a standby takes over within this (plus its start). */
 export const LEADER_TTL_MS = 3000;
+/** How long a standby waits for the leader to take a forwarded request's connection. */
+const FORWARD_CONNECT_MS = 2000;
 
 /**
  * Writes a fresh mark on the shared volume: an agent that reads this very
@@ -487,6 +492,8 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   const tls = serverTls(layout, 'controller');
   const agentTls = clientTls(layout, 'controller');
   const agentFetch = agentTls ? tlsFetch(agentTls) : undefined;
+  // A standby forwarding to a leader that hangs gives up on connecting soon: the leader's peers are on one network.
+  const forwardFetch = agentTls ? tlsFetch(agentTls, { connectTimeoutMs: FORWARD_CONNECT_MS }) : undefined;
   const caKey = tls ? readCaKey(layout) : undefined;
   let opened: Awaited<ReturnType<typeof openStore>> | undefined;
   while (!opened) {
@@ -499,21 +506,49 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     }
   }
   const { store, health, etcd } = opened;
+  // A controller listens on its own host's management address (a host that joined as a controller is not the first).
+  const host = readHostConfig(layout);
+  const addressIn = (c: ClusterConfig): string => {
+    const management = (c.networks ?? []).find((n) => n.role === 'management')?.name;
+    return o.host ?? host?.addresses.find((a) => a.network === management)?.address ?? c.controllerAddress ?? '127.0.0.1';
+  };
+  const name = o.name ?? host?.name ?? config.controllerAddress ?? 'controller';
+  // What answers the API: while standing by, forwarding to the leader; once leading, the controller's own app.
+  let answer: (req: Request, env?: object) => Response | Promise<Response>;
+  let relay: ((req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<boolean>) | undefined;
+  let screens: (path: string) => Promise<Duplex> | undefined = () => undefined;
+  const front = { fetch: (req: Request, env?: object) => answer(req, env) };
+  const listen = async (address: string, port: number): Promise<Listening> => {
+    const l = await serve(front, address, port, tls);
+    serveTunnels(
+      l,
+      front,
+      (p) => screens(p),
+      (req, socket, head) => relay?.(req, socket, head) ?? Promise.resolve(false),
+    );
+    return l;
+  };
+  let listening: Listening | undefined;
   // On etcd, controllers stand for leader: one leads, the others wait here (standby) until its lease runs out.
   // From then on every write of this one is fenced by its leadership, and it steps down (exits) once it cannot renew.
   let leadership: { lead: Lead; election: Leadership; held: { release(): Promise<void> }; waitedFor?: LeaderRecord } | undefined;
   /** The leadership every store write is fenced by and every agent call carries (it changes when a lone controller stands again). */
   let revision: number | undefined;
   if (etcd) {
-    const election = new Leadership(
-      store,
-      systemClock,
-      { name: o.name ?? readHostConfig(layout)?.name ?? config.controllerAddress ?? 'controller', pid: process.pid },
-      LEADER_TTL_MS,
-    );
+    const election = new Leadership(store, systemClock, { name, pid: process.pid }, LEADER_TTL_MS);
     let waitedFor: LeaderRecord | undefined;
-    // Running, not yet serving: `ferry up` sees the daemon alive; the URL comes once it leads.
-    writeEndpoint(layout, 'controller', { pid: process.pid, url: '' });
+    // Standing by, it answers already: every request goes on to the leader (any controller answers the API).
+    const self = () => listening?.url ?? '';
+    const leaderUrl = async () => (await election.leader())?.url;
+    answer = forwardToLeader({ by: name, self, leader: leaderUrl, fetch: forwardFetch ?? fetch });
+    relay = async (req, socket, head) => {
+      const leader = await leaderUrl().catch(() => undefined);
+      relayUpgrade(req, socket, head, { by: name, leader, self: self(), ...(agentTls ? { tls: agentTls } : {}) });
+      return true;
+    };
+    listening = await listen(addressIn(config), o.port ?? config.controllerPort ?? 0);
+    writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url, standby: true });
+    log.info({ url: listening.url }, `listening on ${listening.url}: requests go on to the leader until this controller leads`);
     const lead = await election.campaign(undefined, (leader) => {
       waitedFor = leader;
       log.info(
@@ -579,11 +614,6 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   const file = new FileConfigStore(layout, config);
   const configStore = etcd ? await SharedConfig.open(store, file) : file;
   const current = configStore.current();
-  // A controller listens on its own host's management address (a host that joined as a controller is not the first).
-  const host = readHostConfig(layout);
-  const management = (current.networks ?? []).find((n) => n.role === 'management')?.name;
-  const ownAddress = host?.addresses.find((a) => a.network === management)?.address;
-  const name = o.name ?? host?.name ?? current.controllerAddress ?? 'controller';
   // The API's address is known once it listens; the parts ask for it later.
   const at = { url: '' };
   const url = () => at.url;
@@ -620,12 +650,15 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
   });
   await runtime.start();
   const app = controllerApp(runtime.services, { assetDirs: [path.join(projectRoot(), 'dist', 'dashboard')] });
-  const listening: Listening = await serve(app, o.host ?? ownAddress ?? current.controllerAddress ?? '127.0.0.1', o.port ?? current.controllerPort ?? 0, tls);
   // VM screens for the console (noVNC): the upgrade passes the API's authentication and displayTarget's checks first.
-  serveTunnels(listening, app, (p) => {
+  screens = (p) => {
     const m = DISPLAY_PATH.exec(p);
     return m ? runtime.services.displayOf(decodeURIComponent(m[1]!)) : undefined;
-  });
+  };
+  // A standby's listener serves on, now with this controller's own app.
+  answer = (req, env) => app.fetch(req, env);
+  relay = undefined;
+  listening ??= await listen(addressIn(current), o.port ?? current.controllerPort ?? 0);
   at.url = listening.url;
   writeEndpoint(layout, 'controller', { pid: process.pid, url: listening.url });
   log.info({ url: listening.url }, `listening on ${listening.url}`);
@@ -655,6 +688,7 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
       await runtime.stop();
       await listening.close();
       await agentFetch?.close();
+      await forwardFetch?.close();
       // A controller stopped on purpose lets the lead go at once: a standby need not wait for the lease.
       await leadership?.held.release();
       await store.close();

@@ -2,7 +2,7 @@
  * Controller failover in the lab (root): host-1 and host-2 each run a
  * controller (`lab up --controllers 2`, host-2 joined with `--controller`),
  * the store in etcd. One leads, through a leader key on a short lease; the
- * other stands by without serving. Killing the leader during a live
+ * other stands by and answers the API by forwarding to the leader. Killing the leader during a live
  * migration, the standby takes over within the lease, carries the migration
  * on from its saved phase and ends it with the VM on exactly one host; the
  * CLI that follows the migration turns to it by itself, and the HA VM is
@@ -23,7 +23,8 @@ import type { MigrationReport } from '../../src/domain/migration.js';
 import { projectRoot } from '../../src/config/paths.js';
 import { labRun } from '../../src/lab/lab.js';
 import { pidAlive } from '../../src/system/process.js';
-import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { StateLayout } from '../../src/domain/layout.js';
+import { runFerry, TestCluster, waitFor } from '../helpers/cluster.js';
 
 describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
   let c: TestCluster;
@@ -44,15 +45,34 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
   const upIn = (name: string) =>
     labRun(host(name), [process.execPath, path.join(projectRoot(), 'dist/src/cli/main.js'), '--state', c.hostLayout(name).dir, 'up']);
 
-  it('runs a controller on host-1 and on host-2: host-1 leads, host-2 stands by and serves nothing', async () => {
+  it('runs a controller on host-1 and on host-2: host-1 leads, host-2 stands by and answers by forwarding to it', async () => {
     const [first] = await leaders();
     assert.match(first!.message, /^host-1 leads the cluster \(leadership \d+\)$/);
     assert.match(controllerLog('host-2'), /"msg":"standby: host-1 leads \(pid \d+\); this controller takes over when its lease runs out"/);
-    assert.equal(readEndpoint(c.hostLayout('host-2'), 'controller')?.url, '', 'a standby has no URL: it does not listen');
+    const standbyUrl = `https://${host('host-2').lan}:8470`;
+    assert.deepEqual(
+      { ...readEndpoint(c.hostLayout('host-2'), 'controller'), pid: 0 },
+      { pid: 0, url: standbyUrl, standby: true },
+      'a standby listens at its own address',
+    );
     assert.ok((await events()).some((e) => e.type === 'controller.joined' && e.node === 'host-2'));
     // The CLI knows both; so does every agent (from the heartbeat answers).
-    const client = JSON.parse(fs.readFileSync(c.layout.clientConfig, 'utf8')) as { controllers?: string[] };
-    assert.deepEqual(client.controllers, [`https://${host('host-1').lan}:8470`, `https://${host('host-2').lan}:8470`]);
+    const client = JSON.parse(fs.readFileSync(c.layout.clientConfig, 'utf8')) as { controllers?: string[]; url: string };
+    assert.deepEqual(client.controllers, [`https://${host('host-1').lan}:8470`, standbyUrl]);
+    // A CLI that knows only the standby reads and writes through it: the leader answers.
+    const viaStandby = path.join(c.dir, 'via-host-2');
+    fs.mkdirSync(viaStandby);
+    fs.writeFileSync(new StateLayout(viaStandby).clientConfig, JSON.stringify({ ...client, url: standbyUrl, controllers: [standbyUrl] }), { mode: 0o600 });
+    const ferryVia = async (args: string[]) => {
+      const r = await runFerry(viaStandby, args);
+      assert.equal(r.code, 0, `ferry ${args.join(' ')} through the standby: ${r.stderr}`);
+      return r.stdout;
+    };
+    assert.match(await ferryVia(['status']), new RegExp(`^console: https://${host('host-1').lan.replace(/\./g, '\\.')}:8470/`, 'm'));
+    await ferryVia(['vm', 'create', 'probe', '--memory', '128']);
+    assert.equal((await c.vm('probe')).state, 'stopped', 'the leader made it');
+    await ferryVia(['vm', 'delete', 'probe']);
+    assert.equal((await c.ferry(['vm', 'show', 'probe'])).code, 2);
   });
 
   it('kills the leading controller during a live migration: the standby leads within the lease, ends the migration, the VM on one host', async () => {
@@ -115,7 +135,7 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
     );
     await waitFor('it to stand by again', 20_000, () => {
       const e = readEndpoint(c.hostLayout('host-2'), 'controller');
-      return e !== undefined && e.pid !== frozen && e.url === '';
+      return e !== undefined && e.pid !== frozen && e.standby === true;
     });
     assert.equal(pidAlive(frozen), false, 'the deposed process is gone');
     // The VM ran on through it all, once.
