@@ -6,8 +6,10 @@
  *   node dist/src/daemon/main.js agent      --state DIR --node NAME
  *   node dist/src/daemon/main.js watchdog   --state DIR --node NAME --agent PID   (started by the agent)
  *
- * Each role's composition root builds the daemon; this file only picks it,
- * and removes the daemon's endpoint file on SIGTERM/SIGINT.
+ * Each role's composition root builds the daemon; this file only picks it
+ * (and loads only that role's code: a watchdog or switch starts in a
+ * fraction of the controller's time), and removes the daemon's endpoint file
+ * on SIGTERM/SIGINT.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,10 +17,6 @@ import { readEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
 import type { StateLayout } from '../domain/layout.js';
 import { openLayout, readHostConfig } from '../config/host-config.js';
-import { runController } from '../controller/app.js';
-import { runAgent } from '../node/main.js';
-import { runSwitch } from '../switch/main.js';
-import { runWatchdog } from '../node/watchdog.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -55,12 +53,16 @@ async function main(): Promise<void> {
   if (!stateDir) throw new Error('--state DIR is required');
   const layout = openLayout(stateDir);
   if (role === 'switch') {
+    const { runSwitch } = await import('../switch/main.js');
     const d = await runSwitch({ stateDir });
     onExit(layout.daemonFile('switch'), d.close);
   } else if (role === 'controller') {
+    const loading = import('../controller/app.js');
+    const switchUrl = await waitForEndpoint(layout, 'switch');
+    const { runController } = await loading;
     const d = await runController({
       stateDir,
-      switchUrl: await waitForEndpoint(layout, 'switch'),
+      switchUrl,
       // Started again after losing the lead: etcd may still be away, so wait for it rather than fail.
       waitForStore: process.argv.includes('--again'),
       // A controller that lost the lead stops acting at once (it exits), and a new one stands by in its place.
@@ -74,13 +76,16 @@ async function main(): Promise<void> {
   } else if (role === 'agent') {
     const node = arg('node');
     // On the single-machine cluster the agent finds its controller's endpoint file; a real host knows it from host.json.
+    const loading = import('../node/main.js');
     if (!readHostConfig(layout)) await waitForEndpoint(layout, 'controller');
+    const { runAgent } = await loading;
     const d = await runAgent({ stateDir, ...(node ? { node } : {}) });
     onExit(layout.daemonFile(d.node), d.close);
   } else if (role === 'watchdog') {
     const node = arg('node');
     const agentPid = Number(arg('agent'));
     if (!node || !agentPid) throw new Error('watchdog needs --node NAME --agent PID');
+    const { runWatchdog } = await import('../node/watchdog.js');
     await runWatchdog({
       runDir: layout.nodeRun(node),
       agentPid,

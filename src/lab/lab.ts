@@ -311,22 +311,6 @@ function signalAll(pids: number[], signal: NodeJS.Signals): number[] {
   });
 }
 
-async function killAll(pids: number[], graceMs: number): Promise<void> {
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGTERM');
-    } catch {}
-  }
-  const deadline = Date.now() + graceMs;
-  while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  for (const p of pids.filter(pidAlive)) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {}
-  }
-  while (pids.some(pidAlive)) await new Promise((r) => setTimeout(r, 20));
-}
-
 /** Takes the lab down: every process in its namespaces, the namespaces, links, bridges and files. */
 export async function labDown(stateDir: string): Promise<{ removed: boolean; lab?: Lab }> {
   requireRoot();
@@ -334,9 +318,10 @@ export async function labDown(stateDir: string): Promise<{ removed: boolean; lab
   if (!lab) return { removed: false };
   const spaces = [...lab.hosts, lab.client];
   const pids = [...lab.etcd.flatMap((m) => (m.pid ? [m.pid] : [])), ...(await Promise.all(spaces.map((h) => pidsIn(h.netns)))).flat()];
-  // A frozen agent hears SIGTERM only once it runs again.
-  signalAll(pids, 'SIGCONT');
-  await killAll([...new Set(pids)], 5000);
+  // Powered off: the lab's state goes with it, so nothing needs to stop in order (an etcd member left without
+  // its peers spends seconds on SIGTERM trying to hand its leadership on). SIGKILL reaches a frozen agent too.
+  const killed = signalAll([...new Set(pids)], 'SIGKILL');
+  while (killed.some(pidAlive)) await new Promise((r) => setTimeout(r, 20));
   for (const h of spaces) if (netnsExists(h.netns)) await sh('ip', ['netns', 'del', h.netns]);
   // A veth goes with its namespace; one whose peer never moved in (up failed halfway) is removed here.
   for (const name of [...spaces.flatMap((h) => [h.lanPort, h.migrationPort]), lab.bridges.lan, lab.bridges.migration]) {
