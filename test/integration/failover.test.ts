@@ -19,6 +19,7 @@
  *   again, once each, the disk records intact.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -107,7 +108,7 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
 
   it('fences the VMs of a host whose agent is frozen past its lease, then restarts them elsewhere, never twice', async () => {
     const since = Date.now();
-    assert.match(await c.ferryOk(['lab', 'freeze', 'host-2']), /frozen/);
+    assert.match(await c.ferryOk(['lab', 'freeze', 'host-2']), /^host-2's agent is frozen \(pid \d+\); 'ferry lab heal host-2' thaws it\n$/);
     await bothRunOn('host-3', since);
     const all = await events();
     const failed = all.find((e) => e.type === 'node.failed' && e.node === 'host-2' && e.atMs >= since)!;
@@ -125,7 +126,7 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     const log = (fs.readdirSync(c.dir, { recursive: true }) as string[]).find((f) => f.endsWith('host-2-watchdog.log'));
     assert.ok(log, "host-2's watchdog log");
     assert.match(fs.readFileSync(`${c.dir}/${log}`, 'utf8'), /fenced HA VM 'db'/);
-    assert.match(await c.ferryOk(['lab', 'heal', 'host-2']), /thawed/);
+    assert.equal(await c.ferryOk(['lab', 'heal', 'host-2']), 'host-2 healed: LAN link up, agent thawed\n');
     await waitFor('host-2 to rejoin', 30_000, async () => (await events()).some((e) => e.type === 'node.rejoined' && e.node === 'host-2'));
     await waitFor('the fencing to be reported', 15_000, async () => (await events()).filter((e) => e.type === 'vm.fenced').length === 2);
     assert.deepEqual(doubles, [], 'no VM ran twice');
@@ -158,7 +159,9 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
 
   it('restarts them on the remaining host after a power loss; the disk records go on after the last acknowledged one', async () => {
     const since = Date.now();
-    await c.ferryOk(['lab', 'crash', 'host-2']);
+    assert.match(await c.ferryOk(['lab', 'crash', 'host-2']), /^host-2 crashed: killed [2-9]\d* process\(es\)\n$/);
+    const host2 = c.labbed!.hosts.find((h) => h.name === 'host-2')!.netns;
+    assert.equal(execFileSync('ip', ['netns', 'pids', host2], { encoding: 'utf8' }).trim(), '', 'no process left on host-2');
     // Read once the old QEMU is dead: its last report, and where the new boot's lines begin.
     const acked = c.console('db').diskAcked!;
     const from = c.consoleText('db').length;

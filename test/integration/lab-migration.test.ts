@@ -239,28 +239,14 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
 
   const nodeState = async (name: string) => (await c.ferryJson<NodeRecord[]>(['node', 'list'])).find((n) => n.name === name)?.state;
 
-  it('fakes a long pause and a power loss on a host: lab freeze and lab crash', async () => {
-    // A frozen agent sends no heartbeat: its host is down meanwhile, and up again once it runs.
+  // Freezing past the lease, healing and crashing a host are failover.test's; here the timed freeze and the refusals.
+  it('fakes a pause on a host for a while (lab freeze --for) and refuses a fault on the client', async () => {
     const since = Date.now();
-    const frozen = c.ferryOk(['lab', 'freeze', 'host-2', '--for', '8']);
-    await waitFor('host-2 to be down while its agent is frozen', 15_000, async () => (await nodeState('host-2')) === 'down');
-    assert.equal(await frozen, "host-2's agent was frozen for 8 s\n");
-    assert.ok(Date.now() - since >= 8000);
-    await waitFor('host-2 to be up again', 15_000, async () => (await nodeState('host-2')) === 'up');
-    // Frozen until healed.
-    assert.match(await c.ferryOk(['lab', 'freeze', 'host-2']), /^host-2's agent is frozen \(pid \d+\); 'ferry lab heal host-2' thaws it\n$/);
-    assert.equal(await c.ferryOk(['lab', 'heal', 'host-2']), 'host-2 healed: LAN link up, agent thawed\n');
-    await waitFor('host-2 to answer', 15_000, async () => (await nodeState('host-2')) === 'up');
-    // Power loss: nothing runs on host-3 any more (its agent, blind's QEMU), and it is down.
-    const where = await whereQemuRuns('blind');
-    assert.deepEqual(where, [host('host-3').netns]);
-    const crashed = await c.ferryOk(['lab', 'crash', 'host-3']);
-    assert.match(crashed, /^host-3 crashed: killed [2-9]\d* process\(es\)\n$/);
-    assert.equal(execFileSync('ip', ['netns', 'pids', host('host-3').netns], { encoding: 'utf8' }).trim(), '', 'no process left on host-3');
-    await waitFor('host-3 to be down', 15_000, async () => (await nodeState('host-3')) === 'down');
-    const events = await c.ferryJson<{ type: string; node?: string; atMs: number }[]>(['events']);
-    assert.ok(events.some((e) => e.type === 'node.down' && e.node === 'host-2' && e.atMs >= since));
-    assert.ok(events.some((e) => e.type === 'node.down' && e.node === 'host-3'));
+    assert.equal(await c.ferryOk(['lab', 'freeze', 'host-2', '--for', '1']), "host-2's agent was frozen for 1 s\n");
+    assert.ok(Date.now() - since >= 1000);
+    const agent = readEndpoint(c.hostLayout('host-2'), 'host-2')!.pid;
+    assert.notEqual(/^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${agent}/status`, 'utf8'))?.[1], 'T', 'the agent runs again');
+    await waitFor('host-2 to be up', 15_000, async () => (await nodeState('host-2')) === 'up');
     const bad = await c.ferry(['lab', 'crash', 'client']);
     assert.deepEqual([bad.code, bad.stderr], [2, "error: the lab has no host 'client' (it has host-1, host-2, host-3)\n"]);
   });

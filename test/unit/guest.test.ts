@@ -65,7 +65,7 @@ describe('QEMU command line', () => {
   it('passes identity and workload on the kernel command line', () => {
     assert.equal(
       kernelCommandLine(spec),
-      'console=ttyS0 quiet panic=-1 ferry.name=web ferry.ip=10.99.0.1/16 ferry.workload=tcp-client:db ferry.peer=10.99.0.2',
+      'console=ttyS0 quiet panic=-1 cryptomgr.notests ferry.name=web ferry.ip=10.99.0.1/16 ferry.workload=tcp-client:db ferry.peer=10.99.0.2',
     );
   });
 
