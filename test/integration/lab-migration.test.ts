@@ -14,7 +14,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readEndpoint } from '../../src/config/cluster-config.js';
-import type { NodeRecord } from '../../src/domain/records.js';
 import { projectRoot } from '../../src/config/paths.js';
 import type { StreamCheck } from '../../src/lab/stream-check.js';
 import { labLanPortOf, labRun } from '../../src/lab/lab.js';
@@ -161,7 +160,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     inAgent(['mount', '--bind', empty, c.layout.shared]);
     try {
       const seen = await waitFor('host-3 to be marked', 15_000, async () => {
-        const n = (await c.ferryJson<NodeRecord[]>(['node', 'list'])).find((x) => x.name === 'host-3')!;
+        const n = (await c.nodes()).find((x) => x.name === 'host-3')!;
         return n.volume?.ok === false ? n : undefined;
       });
       assert.equal(seen.volume!.error, `${path.join(c.layout.shared, '.ferry-volume')} does not exist (is the shared volume mounted at ${c.layout.shared}?)`);
@@ -184,7 +183,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     await waitFor(
       'host-3 to see the volume again',
       15_000,
-      async () => (await c.ferryJson<NodeRecord[]>(['node', 'list'])).find((x) => x.name === 'host-3')!.volume?.ok === true,
+      async () => (await c.nodes()).find((x) => x.name === 'host-3')!.volume?.ok === true,
     );
     await c.ferryOk(['vm', 'start', 'blind']);
     assert.deepEqual(await whereQemuRuns('blind'), [host('host-3').netns]);
@@ -237,7 +236,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
     await waitFor(`${to} to be up again`, 20_000, async () => (await nodeState(to)) === 'up');
   });
 
-  const nodeState = async (name: string) => (await c.ferryJson<NodeRecord[]>(['node', 'list'])).find((n) => n.name === name)?.state;
+  const nodeState = async (name: string) => (await c.nodes()).find((n) => n.name === name)?.state;
 
   // Freezing past the lease, healing and crashing a host are failover.test's; here the timed freeze and the refusals.
   it('fakes a pause on a host for a while (lab freeze --for) and refuses a fault on the client', async () => {
