@@ -27,7 +27,15 @@ export interface QemuLaunch {
 
 export function kernelCommandLine(spec: VmSpec): string {
   // cryptomgr.notests: the kernel's crypto self-tests are a tenth of the built-in guest's boot under TCG, and it uses no kernel crypto.
-  const parts = ['console=ttyS0', 'quiet', 'panic=-1', 'cryptomgr.notests', `ferry.name=${spec.name}`, `ferry.ip=${spec.ip}`, `ferry.workload=${spec.workload}`];
+  const parts = [
+    'console=ttyS0',
+    'quiet',
+    'panic=-1',
+    'cryptomgr.notests',
+    `ferry.name=${spec.name}`,
+    `ferry.ip=${spec.ip}`,
+    `ferry.workload=${spec.workload}`,
+  ];
   if (spec.peerIp) parts.push(`ferry.peer=${spec.peerIp}`);
   return parts.join(' ');
 }

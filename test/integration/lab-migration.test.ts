@@ -180,11 +180,7 @@ describe('a cluster in the lab', { skip: process.getuid?.() !== 0 ? 'needs root'
       inAgent(['umount', c.layout.shared]);
       fs.rmSync(empty, { recursive: true, force: true });
     }
-    await waitFor(
-      'host-3 to see the volume again',
-      15_000,
-      async () => (await c.nodes()).find((x) => x.name === 'host-3')!.volume?.ok === true,
-    );
+    await waitFor('host-3 to see the volume again', 15_000, async () => (await c.nodes()).find((x) => x.name === 'host-3')!.volume?.ok === true);
     await c.ferryOk(['vm', 'start', 'blind']);
     assert.deepEqual(await whereQemuRuns('blind'), [host('host-3').netns]);
     // The CLI on a joined host speaks to the controller too; it will not take its host down under a running VM.
