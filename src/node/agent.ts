@@ -17,7 +17,7 @@ import { DEFAULT_SWITCH } from '../domain/switches.js';
 import { type FenceFile, fenceDeadline } from '../domain/ha.js';
 import type { Hypervisor, NicAttachment } from '../ports/hypervisor.js';
 import type { Logger } from '../ports/logger.js';
-import { HostLease, type LeaseStore } from './host-lease.js';
+import { HostLease, type LeaseStore, type LeaseTarget } from './host-lease.js';
 
 export interface AgentOptions {
   node: string;
@@ -67,12 +67,14 @@ export interface AgentDeps {
    * The fence file the host's independent watchdog reads (until when HA VMs may run, which are HA), and
    * the names it fenced since the last read; absent: no watchdog process (component tests).
    */
-  watchdog?: { write(f: FenceFile): void; takeFenced(): string[] };
+  watchdog?: { write(f: FenceFile): void; read(): FenceFile | undefined; takeFenced(): string[] };
   /** The host interface holding an address, as the kernel reports it (absent: not asked). */
   linksOf?: (addresses: string[]) => Promise<Map<string, HostLink>>;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** A client of the store where this host renews its own lease, when a controller says where (absent: never). */
   leaseStore?: (at: LeaseRenewal) => LeaseStore;
+  /** Where the lease is renewed, kept across a restart of the agent (absent: learnt again from a heartbeat answer). */
+  leaseTarget?: { read(): LeaseTarget | undefined; write(t: LeaseTarget): void };
 }
 
 export class Agent {
@@ -95,6 +97,8 @@ export class Agent {
   private leadership = 0;
   /** The lease this agent renews in the store itself, the TTL and the HA VMs the last heartbeat answer named. */
   private own: { lease: HostLease; ttlMs: number; ha: string[]; failing?: string } | undefined;
+  /** The lease target as last kept (leaseTarget), to write it only when it changes. */
+  private keptTarget: string | undefined;
 
   constructor(
     readonly o: AgentOptions,
@@ -139,6 +143,13 @@ export class Agent {
     this.url = url;
     this.heartbeats = new AbortController();
     const signal = this.heartbeats.signal;
+    // A restarted agent renews where the one before it did, before any controller answers (none may, while one
+    // takes over): from the deadline the last lease gave, so one that lapsed meanwhile fences first.
+    const kept = this.d.leaseTarget?.read();
+    if (kept && this.d.leaseStore && !this.own) {
+      this.fence = this.d.watchdog?.read() ?? { validUntilMs: 0, ha: kept.ha };
+      this.renewsItself(kept.at, kept.ttlMs, kept.ha);
+    }
     void (async () => {
       while (!signal.aborted) {
         await this.sendHeartbeat().catch(() => {});
@@ -317,6 +328,11 @@ export class Agent {
     }
     this.own.ttlMs = ttlMs;
     this.own.ha = ha;
+    const target = JSON.stringify({ at, ttlMs, ha } satisfies LeaseTarget);
+    if (target !== this.keptTarget) {
+      this.d.leaseTarget?.write(JSON.parse(target) as LeaseTarget);
+      this.keptTarget = target;
+    }
     // Newly named HA VMs are fenced from now on (until the deadline the lease last gave); none is dropped before the key says so.
     const added = ha.filter((n) => !this.fence?.ha.includes(n));
     if (this.fence && added.length) {

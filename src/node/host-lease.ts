@@ -10,12 +10,43 @@
  * it *sent* the renewal that succeeded (domain/ha.ts), so it runs out before
  * the lease can expire in etcd.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Clock } from '../domain/clock.js';
 import { fenceDeadline, type LivenessRecord } from '../domain/ha.js';
 import type { LeaseRenewal } from '../domain/records.js';
 import type { ClusterStore } from '../ports/store.js';
 
 export type LeaseStore = Pick<ClusterStore, 'grantLease' | 'keepAlive' | 'put' | 'close'>;
+
+/** Where and how this host renews its lease, and the HA VMs its key names: kept so a restarted agent renews at once. */
+export interface LeaseTarget {
+  at: LeaseRenewal;
+  ttlMs: number;
+  ha: string[];
+}
+
+/** The lease target in the agent's run directory (`lease-target.json`), written atomically. */
+export class LeaseTargetFile {
+  constructor(private readonly runDir: string) {}
+
+  private get file(): string {
+    return path.join(this.runDir, 'lease-target.json');
+  }
+
+  read(): LeaseTarget | undefined {
+    try {
+      return JSON.parse(fs.readFileSync(this.file, 'utf8')) as LeaseTarget;
+    } catch {
+      return undefined;
+    }
+  }
+
+  write(t: LeaseTarget): void {
+    fs.writeFileSync(`${this.file}.tmp`, JSON.stringify(t));
+    fs.renameSync(`${this.file}.tmp`, this.file);
+  }
+}
 
 export class HostLease {
   private lease: { id: string; ttlMs: number } | undefined;

@@ -22,6 +22,7 @@ import { agentApp } from './http.js';
 import { linksOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
 import { FenceFiles, startWatchdog, stopWatchdog } from './watchdog.js';
+import { LeaseTargetFile } from './host-lease.js';
 import path from 'node:path';
 
 /** Who this agent is and where its controller is: host.json on a real host, cluster.json and the token on the single-machine cluster. */
@@ -108,6 +109,7 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       readVolume: () => readVolumeMark(layout.shared),
       watchdog: fenceFiles,
       // On etcd the host renews its own lease there (short calls: the lease loop must not stall on a silent member).
+      leaseTarget: new LeaseTargetFile(runDir),
       leaseStore: (at) => new EtcdStore({ endpoints: at.endpoints, ...(at.prefix ? { prefix: at.prefix } : {}), callTimeoutMs: 1500 }),
       ...(me.fetch ? { fetch: me.fetch } : {}),
     },

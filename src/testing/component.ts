@@ -14,10 +14,10 @@ import type { ClusterConfig } from '../domain/cluster.js';
 import { ErrorCode, FerryError } from '../domain/errors.js';
 import { StateLayout } from '../domain/layout.js';
 import { defaultNetworks } from '../domain/networks.js';
-import { LIVENESS_PREFIX, type LivenessRecord } from '../domain/ha.js';
+import { type FenceFile, LIVENESS_PREFIX, type LivenessRecord } from '../domain/ha.js';
 import type { LeaseRenewal } from '../domain/records.js';
 import { Agent } from '../node/agent.js';
-import type { LeaseStore } from '../node/host-lease.js';
+import type { LeaseStore, LeaseTarget } from '../node/host-lease.js';
 import { AgentClient } from '../node/client.js';
 import { agentApp } from '../node/http.js';
 import { silentLogger } from '../ports/logger.js';
@@ -143,8 +143,14 @@ export class ComponentCluster {
     this.api = new ApiClient({ baseUrl: CONTROLLER, token: TOKEN, fetch: (input, init) => this.controllerFetch(input, init) });
   }
 
+  /** What each host keeps in its run directory across agent restarts: the watchdog's fence file and the lease target. */
+  private readonly runFiles = new Map<string, { fence?: FenceFile; leaseTarget?: LeaseTarget }>();
+
   private async startAgent(node: string): Promise<void> {
-    const hv = new FakeHypervisor(node, this.world);
+    // A restarted agent finds its host's guests still running.
+    const hv = this.agents.get(node)?.hv ?? new FakeHypervisor(node, this.world);
+    const files = this.runFiles.get(node) ?? {};
+    this.runFiles.set(node, files);
     const member = this.config.nodes.find((n) => n.name === node)!;
     const agent = new Agent(
       {
@@ -181,6 +187,15 @@ export class ComponentCluster {
         beacon: async () => ({ port: this.world.port(), close: async () => {} }),
         fetch: (input, init) => this.cut(node) ?? this.controllerFetch(input, init),
         ...(this.agentLeases ? { leaseStore: (at: LeaseRenewal) => this.leaseStoreOf(node, at) } : {}),
+        watchdog: {
+          write: (f) => void (files.fence = f),
+          read: () => files.fence,
+          takeFenced: () => [],
+        },
+        leaseTarget: {
+          read: () => files.leaseTarget,
+          write: (t) => void (files.leaseTarget = t),
+        },
       },
     );
     await agent.prepare();
@@ -256,6 +271,12 @@ export class ComponentCluster {
 
   agent(node: string): Agent {
     return this.agents.get(node)!.agent;
+  }
+
+  /** The agent stops and a new one starts (its guests run on, and it adopts them), as systemd restarts it. */
+  async restartAgent(node: string): Promise<void> {
+    await this.agents.get(node)!.agent.stop();
+    await this.startAgent(node);
   }
 
   hypervisor(node: string): FakeHypervisor {

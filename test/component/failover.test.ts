@@ -265,6 +265,26 @@ for (const agentLeases of [false, true]) {
         },
       );
 
+      // Only where agents renew their own leases: over SQLite the heartbeat answer is the renewal.
+      if (agentLeases)
+        it('has a restarted agent renew its lease where the one before it did, while no controller answers', async () => {
+          const db = await vm('db');
+          assert.ok(db.ha, 'db is HA');
+          const failedBefore = (await events('node.failed')).length;
+          const fencedBefore = (await events('vm.fenced')).length;
+          c.controllerAway(true);
+          try {
+            await c.restartAgent(db.node);
+            await c.clock.sleep(24_000);
+          } finally {
+            c.controllerAway(false);
+          }
+          assert.deepEqual(c.copiesOf('db'), [{ node: db.node, runState: 'running' }], 'db ran on where it was');
+          assert.equal((await events('node.failed')).length, failedBefore, 'its host did not fail');
+          await c.clock.sleep(2000);
+          assert.equal((await events('vm.fenced')).length, fencedBefore, 'nothing was fenced');
+        });
+
       it('lets an operator claim a VM lost with a host that stays off and start it elsewhere; refuses what is not lost', async () => {
         const claim = (name: string) => c.api.call(vmRoutes.claim, { params: { name }, body: {} });
         const start = (name: string) => c.api.call(vmRoutes.start, { params: { name }, body: {} });
