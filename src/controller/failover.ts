@@ -62,6 +62,16 @@ interface HostLease {
   armed: Set<string>;
 }
 
+/** A host's lease as this controller knows it (see hostLeases). */
+interface HostLeaseView {
+  holds: boolean;
+  renewedMs: number;
+  /** The HA VMs its agent fences. */
+  armed: Set<string>;
+  /** Its key was gone before this controller started: what it named is unknown. */
+  unseen?: true;
+}
+
 interface Failure {
   detectedMs: number;
   /** From the last renewal to the detection (at most the TTL plus one tick). */
@@ -135,8 +145,8 @@ export class Failover {
    * Each member's lease as this controller knows it: whether it holds, when it was last renewed (or, renewed by
    * the agent, at most how long ago), and the HA VMs its agent fences. Undefined: never heard of since start.
    */
-  private async hostLeases(now: number, ttlMs: number): Promise<Map<string, { holds: boolean; renewedMs: number; armed: Set<string> }>> {
-    const out = new Map<string, { holds: boolean; renewedMs: number; armed: Set<string> }>();
+  private async hostLeases(now: number, ttlMs: number, vms: VmRecord[]): Promise<Map<string, HostLeaseView>> {
+    const out = new Map<string, HostLeaseView>();
     if (this.d.agentLeases) {
       const held = new Set<string>();
       for (const e of await this.d.agentLeases.read()) {
@@ -147,6 +157,13 @@ export class Failover {
         // Gone since it was last seen: its last renewal was at least a TTL before it went, at most a TTL before then.
         out.set(node, { holds: held.has(node), renewedMs: held.has(node) ? now : s.atMs - ttlMs, armed: s.ha });
       }
+      // A host whose key was gone before this controller started (it lost power while no controller led): a live
+      // agent renews its key whether or not a controller answers, so none for a lease period and the margin means
+      // it failed. What its key last named is unknown, so it was told to fence nothing: its VMs are lost, none restarts.
+      if (now - this.startedMs >= ttlMs + RESTART_MARGIN_MS)
+        for (const node of this.d.nodes.members())
+          if (!this.seen.has(node) && vms.some((v) => v.node === node && isActive(v.state)))
+            out.set(node, { holds: false, renewedMs: this.startedMs - ttlMs, armed: new Set(), unseen: true });
       return out;
     }
     const alive = new Set((await this.d.store.list<LivenessRecord>(LIVENESS_PREFIX)).map((e) => e.value.node));
@@ -162,8 +179,8 @@ export class Failover {
     const now = this.d.clock.nowMs();
     const ttlMs = (await this.d.settings.get()).hostLeaseTtlS * 1000;
     if (!this.d.agentLeases && now - this.startedMs < ttlMs + RESTART_MARGIN_MS) return;
-    const leases = await this.hostLeases(now, ttlMs);
     const vms = await this.d.vms.list();
+    const leases = await this.hostLeases(now, ttlMs, vms);
     for (const node of this.d.nodes.members()) {
       const lease = leases.get(node);
       // A host never heard from since this controller started has nothing it knows of to recover.
@@ -185,18 +202,21 @@ export class Failover {
         await this.d.events.emit({
           type: 'node.failed',
           node,
-          message: `node ${node} failed: its lease was not renewed for ${(failure.detectionMs / 1000).toFixed(1)} s${on.length ? ` (it ran ${on.join(', ')})` : ''}`,
-          data: { detectionMs: failure.detectionMs, vms: on },
+          message: lease.unseen
+            ? `node ${node} failed: its lease was gone before this controller led, and not renewed since${on.length ? ` (it ran ${on.join(', ')})` : ''}`
+            : `node ${node} failed: its lease was not renewed for ${(failure.detectionMs / 1000).toFixed(1)} s${on.length ? ` (it ran ${on.join(', ')})` : ''}`,
+          data: { detectionMs: failure.detectionMs, vms: on, ...(lease.unseen ? { unseen: true } : {}) },
         });
       }
       if (now < failure.detectedMs + RESTART_MARGIN_MS) continue;
-      await this.recover(node, failure, lease.armed, vms);
+      await this.recover(node, failure, lease, vms);
     }
     await this.restartPending(vms);
   }
 
   /** The VMs a failed host ran: HA ones its agent fences are marked for a restart elsewhere, the rest are lost. */
-  private async recover(node: string, failure: Failure, armed: Set<string>, vms: VmRecord[]): Promise<void> {
+  private async recover(node: string, failure: Failure, lease: HostLeaseView, vms: VmRecord[]): Promise<void> {
+    const armed = lease.armed;
     for (const vm of vms.filter((v) => v.node === node && isActive(v.state))) {
       if (this.d.locks.isHeld(vm.name)) continue; // its operation ends first (a migration fails and leaves it here)
       const restart = vm.ha && !vm.haHeld && armed.has(vm.name);
@@ -216,7 +236,15 @@ export class Failover {
           type: 'vm.lost',
           vm: vm.name,
           node,
-          message: `VM ${vm.name} is lost with ${node}${vm.ha ? (vm.haHeld ? ' (HA held)' : ' (its agent had not been told to fence it)') : ' (not HA)'}`,
+          message: `VM ${vm.name} is lost with ${node}${
+            vm.ha
+              ? vm.haHeld
+                ? ' (HA held)'
+                : lease.unseen
+                  ? ' (this controller never saw which VMs its agent fences)'
+                  : ' (its agent had not been told to fence it)'
+              : ' (not HA)'
+          }`,
         });
       }
     }

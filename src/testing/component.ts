@@ -361,11 +361,15 @@ export class ComponentCluster {
    * on) and a new one starts over the same store, agents and hosts, then
    * settles unfinished work from the saved phases.
    */
-  async restartController(): Promise<void> {
+  async restartController(o: { meanwhile?: () => Promise<void> } = {}): Promise<void> {
     this.loops.abort();
     this.loops = new AbortController();
+    // Whatever happens while no controller runs (the old one's app still answers heartbeats, but nothing watches).
+    await o.meanwhile?.();
     await this.startController();
-    await this.until('the agents to report to the new controller', async () => (await this.runtime.services.nodes.list()).every((n) => n.state === 'up'));
+    await this.until('the agents to report to the new controller', async () =>
+      (await this.runtime.services.nodes.list()).every((n) => n.state === 'up' || this.isolated.has(n.name)),
+    );
     await this.runtime.recover();
     this.runtime.run(this.loops.signal);
   }

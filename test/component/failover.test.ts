@@ -315,6 +315,39 @@ for (const agentLeases of [false, true]) {
           message: `VM 'orphan' is not lost (it is running on ${other}): only a VM lost with a failed host can be claimed`,
         });
       });
+
+      if (agentLeases)
+        it('judges a host whose lease was gone before this controller started: its VMs are lost, none restarts', async () => {
+          const [host] = (await c.api.call(nodeRoutes.list, {})).filter((n) => n.state === 'up').map((n) => n.name);
+          assert.ok(host, 'a host is up');
+          await c.runVm('late', host);
+          await set('late', { ha: true });
+          await c.until(`${host} to arm late`, () => c.agent(host)['fence']?.ha.includes('late') === true);
+          // Power loss while no controller runs, for longer than the lease: the new one never sees its key.
+          await c.restartController({
+            meanwhile: async () => {
+              await c.crash(host);
+              await c.clock.sleep(12_000);
+            },
+          });
+          await c.until('late to be lost', async () => (await vm('late')).state === 'lost', 60_000);
+          const failed = (await events('node.failed')).filter((e) => e.node === host).at(-1)!;
+          assert.match(
+            failed.message,
+            new RegExp(`^node ${host} failed: its lease was gone before this controller led, and not renewed since \\(it ran .*\\blate\\b`),
+          );
+          // Everything it ran is lost (HA or not): nothing said which of them its agent had fenced.
+          for (const name of failed.data!.vms as string[]) {
+            assert.equal((await vm(name)).state, 'lost', name);
+            assert.deepEqual(c.copiesOf(name), [], name);
+          }
+          assert.equal(
+            (await events('vm.lost')).find((e) => e.vm === 'late')?.message,
+            `VM late is lost with ${host} (this controller never saw which VMs its agent fences)`,
+          );
+          assert.deepEqual(c.copiesOf('late'), []);
+          assert.equal((await vm('late')).lost?.node, host);
+        });
     },
   );
 }
