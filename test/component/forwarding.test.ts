@@ -22,6 +22,7 @@ describe('a standby forwarding to the leader', () => {
   const seen: { path: string; forwardedBy: string | null; auth: string | null }[] = [];
   const screens: net.Socket[] = [];
   let vnc: net.Server;
+  let endStream: () => void = () => {};
 
   /** A standby named `by` that forwards to whatever `to()` says leads. */
   async function standby(by: string, to: () => string | undefined): Promise<Listening> {
@@ -52,6 +53,16 @@ describe('a standby forwarding to the leader', () => {
     app.post('/api/v1/echo', async (c) => c.json({ bytes: (await c.req.text()).length }, 201));
     app.get('/api/v1/missing', (c) => c.json({ error: { code: 'vm-not-found', message: "no VM named 'x'" } }, 404));
     app.get('/api/v1/vms/:name/display', (c) => c.json({ vm: c.req.param('name') }));
+    // Server-sent events (ferry events --follow): the first one is sent, the stream ends only when the test says.
+    app.get('/api/v1/events', () => {
+      const body = new ReadableStream<Uint8Array>({
+        start(ctl) {
+          ctl.enqueue(new TextEncoder().encode('data: {"type":"first"}\n\n'));
+          endStream = () => ctl.close();
+        },
+      });
+      return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
+    });
     leader = await serve(app);
     // A stand-in for QEMU's VNC socket: it speaks first, so the greeting must reach the browser through both hops.
     vnc = net.createServer((conn) => {
@@ -94,6 +105,17 @@ describe('a standby forwarding to the leader', () => {
     const missing = await fetch(`${s.url}/api/v1/missing`);
     assert.equal(missing.status, 404);
     assert.deepEqual(await missing.json(), { error: { code: 'vm-not-found', message: "no VM named 'x'" } });
+  });
+
+  it('streams an answer as it comes (server-sent events): the first event arrives while the stream is open', async () => {
+    const s = await standby('host-2', () => leaderUrl);
+    const r = await fetch(`${s.url}/api/v1/events`, { headers: { accept: 'text/event-stream' } });
+    assert.equal(r.headers.get('content-type'), 'text/event-stream');
+    const reader = r.body!.getReader();
+    const first = await reader.read();
+    assert.equal(new TextDecoder().decode(first.value), 'data: {"type":"first"}\n\n');
+    endStream();
+    assert.equal((await reader.read()).done, true);
   });
 
   it('forwards once: two standbys that each name the other as leader refuse instead of bouncing the request', async () => {
