@@ -119,10 +119,10 @@ describe('a standby forwarding to the leader', () => {
   });
 
   it('forwards once: two standbys that each name the other as leader refuse instead of bouncing the request', async () => {
-    let a!: Listening;
-    let b!: Listening;
-    a = await standby('host-a', () => b.url);
-    b = await standby('host-b', () => a.url);
+    // Each names the other, which exists only once both listen.
+    const at: { a?: Listening; b?: Listening } = {};
+    const a = (at.a = await standby('host-a', () => at.b?.url));
+    at.b = await standby('host-b', () => at.a?.url);
     const before = seen.length;
     const r = await fetch(`${a.url}/api/v1/echo`);
     assert.equal(r.status, 503);
