@@ -5,8 +5,9 @@
 //   integration  real QEMU guests, a real switch, real sockets, one file at a time
 //   guests       real operating systems (the Debian image) in the lab
 // Integration files run one at a time, except that the few that start no
-// guest worth the name (BESIDE) run in a second lane next to replica.test,
-// which spends most of its two minutes waiting for its 30 s sync interval.
+// guest worth the name (BESIDE) run in a second lane next to replica.test
+// (a run of its own, first), which spends most of its two minutes waiting
+// for its 30 s sync interval.
 // `node scripts/run-tests.mjs unit component` runs some layers; further
 // arguments filter test files by name.
 import { spawn, spawnSync } from 'node:child_process';
@@ -38,9 +39,9 @@ function bin(name) {
 }
 
 // One `node --test` run; a lane that does not inherit stdout keeps its spec output to print after.
-function runLane(lane, concurrency) {
-  const tap = path.join(root, 'dist', `.${lane.name}-results.tap`);
-  const spec = path.join(root, 'dist', `.${lane.name}-results.txt`);
+function runOnce(name, files, inherit, concurrency) {
+  const tap = path.join(root, 'dist', `.${name}-results.tap`);
+  const spec = path.join(root, 'dist', `.${name}-results.txt`);
   fs.rmSync(tap, { force: true });
   const child = spawn(
     process.execPath,
@@ -48,19 +49,32 @@ function runLane(lane, concurrency) {
       '--test',
       `--test-concurrency=${concurrency}`,
       '--test-reporter=spec',
-      `--test-reporter-destination=${lane.inherit ? 'stdout' : spec}`,
+      `--test-reporter-destination=${inherit ? 'stdout' : spec}`,
       '--test-reporter=tap',
       `--test-reporter-destination=${tap}`,
-      ...lane.files,
+      ...files,
     ],
     { stdio: 'inherit', cwd: root, env: { ...process.env, FERRY_TEST: '1' } },
   );
   return new Promise((resolve) => {
     child.on('exit', (code, signal) => {
       const read = (f) => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
-      resolve({ name: lane.name, status: signal ? 1 : code, tap: read(tap), spec: lane.inherit ? '' : read(spec) });
+      resolve({ status: signal ? 1 : code, tap: read(tap), spec: inherit ? '' : read(spec) });
     });
   });
+}
+
+// A lane: its runs one after another. Node runs the files of one run in the order of their names, whatever
+// order they are given in, so a file that must come first is a run of its own.
+async function runLane(lane, concurrency) {
+  const out = { name: lane.name, status: 0, tap: '', spec: '' };
+  for (const [i, files] of lane.runs.entries()) {
+    const r = await runOnce(`${lane.name}-${i}`, files, lane.inherit, concurrency);
+    if (r.status !== 0) out.status = r.status;
+    out.tap += r.tap;
+    out.spec += r.spec;
+  }
+  return out;
 }
 
 let failed = false;
@@ -90,14 +104,15 @@ for (const p of parts) {
   process.stdout.write(`\n# ${p} tests (${list.length} files)\n`);
   // The second lane only where its neighbour waits: replica.test runs first in the main lane.
   const beside = p === 'integration' && list.some((f) => f.endsWith(FIRST)) ? list.filter((f) => BESIDE.includes(path.basename(f))) : [];
-  const main = list.filter((f) => !beside.includes(f)).sort((x, y) => Number(y.endsWith(FIRST)) - Number(x.endsWith(FIRST)));
-  const lanes = [{ name: p, files: main, inherit: true }];
-  if (beside.length) lanes.push({ name: `${p}-beside`, files: beside, inherit: false });
-  const results = await Promise.all(lanes.filter((l) => l.files.length).map((l) => runLane(l, concurrency)));
+  const main = list.filter((f) => !beside.includes(f));
+  const first = beside.length ? main.filter((f) => f.endsWith(FIRST)) : [];
+  const lanes = [{ name: p, runs: [first, main.filter((f) => !first.includes(f))].filter((r) => r.length), inherit: true }];
+  if (beside.length) lanes.push({ name: `${p}-beside`, runs: [beside], inherit: false });
+  const results = await Promise.all(lanes.filter((l) => l.runs.length).map((l) => runLane(l, concurrency)));
   for (const r of results) {
     if (r.spec) process.stdout.write(`\n# ${r.name} (beside ${FIRST})\n${r.spec}`);
     if (r.status !== 0) failed = true;
-    const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(r.tap)?.[1] ?? 0);
+    const count = (name) => [...r.tap.matchAll(new RegExp(`^# ${name} (\\d+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
     passed += count('pass');
     failures += count('fail') + count('cancelled');
     skipped += count('skipped') + count('todo');
