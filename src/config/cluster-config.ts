@@ -4,6 +4,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import { writeFileAtomic } from '../system/json-file.js';
 import type { ClusterNetwork } from '../domain/networks.js';
 import type { StateLayout } from './paths.js';
 
@@ -58,8 +59,7 @@ export function writeConfig(
 
 /** Rewrites cluster.json atomically (membership changed). */
 export function saveConfig(layout: StateLayout, config: ClusterConfig): void {
-  fs.writeFileSync(layout.cluster + '.tmp', JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
-  fs.renameSync(layout.cluster + '.tmp', layout.cluster);
+  writeFileAtomic(layout.cluster, JSON.stringify(config, null, 2) + '\n', 0o600);
 }
 
 /** One node's address on each network. */
@@ -92,9 +92,7 @@ export function readEndpoint(layout: StateLayout, daemon: string): DaemonEndpoin
 }
 
 export function writeEndpoint(layout: StateLayout, daemon: string, endpoint: DaemonEndpoint): void {
-  const file = layout.daemonFile(daemon);
-  fs.writeFileSync(file + '.tmp', JSON.stringify(endpoint), { mode: 0o600 });
-  fs.renameSync(file + '.tmp', file);
+  writeFileAtomic(layout.daemonFile(daemon), JSON.stringify(endpoint), 0o600);
 }
 
 /** The cluster configuration in cluster.json, kept in memory and saved atomically when membership changes. */

@@ -12,6 +12,7 @@
  * host.json, never from another host's files.
  */
 import fs from 'node:fs';
+import { readJsonFile, writeFileAtomic } from '../system/json-file.js';
 import type { NicBackend } from '../domain/nic.js';
 import { StateLayout } from '../domain/layout.js';
 import type { ClientTls, ServerTls } from '../api/tls.js';
@@ -41,22 +42,13 @@ export interface ClientConfig {
   controllers?: string[];
 }
 
-function readJson<T>(file: string): T | undefined {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Written whole or not at all, for its owner only. */
 export function writePrivate(file: string, text: string): void {
-  fs.writeFileSync(file + '.tmp', text, { mode: 0o600 });
-  fs.renameSync(file + '.tmp', file);
+  writeFileAtomic(file, text, 0o600);
 }
 
 export function readHostConfig(layout: StateLayout): HostConfig | undefined {
-  return readJson<HostConfig>(layout.hostConfig);
+  return readJsonFile<HostConfig>(layout.hostConfig);
 }
 
 export function writeHostConfig(layout: StateLayout, config: HostConfig): void {
@@ -64,7 +56,7 @@ export function writeHostConfig(layout: StateLayout, config: HostConfig): void {
 }
 
 export function readClientConfig(layout: StateLayout): ClientConfig | undefined {
-  return readJson<ClientConfig>(layout.clientConfig);
+  return readJsonFile<ClientConfig>(layout.clientConfig);
 }
 
 export function writeClientConfig(layout: StateLayout, config: ClientConfig): void {

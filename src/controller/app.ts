@@ -8,7 +8,7 @@
  *   runController(options)   the daemon: real adapters, the HTTP app, the loops
  */
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
+import { writeFileAtomic } from '../system/json-file.js';
 import path from 'node:path';
 import { controllerApp } from '../api/controller/app.js';
 import type { IncomingMessage } from 'node:http';
@@ -476,8 +476,7 @@ const FORWARD_CONNECT_MS = 2000;
 function writeVolumeMark(layout: StateLayout, clusterId: string): { clusterId: string; mark: string } {
   const mark = { clusterId, mark: randomBytes(8).toString('hex') };
   const file = path.join(layout.shared, VOLUME_MARKER);
-  fs.writeFileSync(file + '.tmp', JSON.stringify(mark) + '\n', { mode: 0o600 });
-  fs.renameSync(file + '.tmp', file);
+  writeFileAtomic(file, JSON.stringify(mark) + '\n', 0o600);
   return mark;
 }
 

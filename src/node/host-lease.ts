@@ -10,12 +10,12 @@
  * it *sent* the renewal that succeeded (domain/ha.ts), so it runs out before
  * the lease can expire in etcd.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../domain/clock.js';
 import { fenceDeadline, type LivenessRecord } from '../domain/ha.js';
 import type { LeaseRenewal } from '../domain/records.js';
 import type { ClusterStore } from '../ports/store.js';
+import { readJsonFile, writeFileAtomic } from '../system/json-file.js';
 
 export type LeaseStore = Pick<ClusterStore, 'grantLease' | 'keepAlive' | 'put' | 'close'>;
 
@@ -35,16 +35,11 @@ export class LeaseTargetFile {
   }
 
   read(): LeaseTarget | undefined {
-    try {
-      return JSON.parse(fs.readFileSync(this.file, 'utf8')) as LeaseTarget;
-    } catch {
-      return undefined;
-    }
+    return readJsonFile<LeaseTarget>(this.file);
   }
 
   write(t: LeaseTarget): void {
-    fs.writeFileSync(`${this.file}.tmp`, JSON.stringify(t));
-    fs.renameSync(`${this.file}.tmp`, this.file);
+    writeFileAtomic(this.file, JSON.stringify(t));
   }
 }
 

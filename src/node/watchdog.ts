@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Clock } from '../domain/clock.js';
 import type { FenceFile } from '../domain/ha.js';
+import { readJsonFile, writeFileAtomic } from '../system/json-file.js';
 import { pidAlive } from '../system/process.js';
 
 /** The files the agent and its watchdog share in the host's run directory. */
@@ -32,17 +33,11 @@ export class FenceFiles {
   }
 
   write(f: FenceFile): void {
-    const tmp = `${this.file}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(f));
-    fs.renameSync(tmp, this.file);
+    writeFileAtomic(this.file, JSON.stringify(f));
   }
 
   read(): FenceFile | undefined {
-    try {
-      return JSON.parse(fs.readFileSync(this.file, 'utf8')) as FenceFile;
-    } catch {
-      return undefined;
-    }
+    return readJsonFile<FenceFile>(this.file);
   }
 
   noteFenced(name: string): void {
