@@ -21,6 +21,7 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { writeFileAtomic } from '../system/json-file.js';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { systemClock } from '../domain/clock.js';
@@ -96,8 +97,7 @@ export function readLab(stateDir: string): Lab | undefined {
 export function saveLab(lab: Lab): void {
   fs.mkdirSync(lab.dir, { recursive: true, mode: 0o700 });
   const f = path.join(lab.dir, 'lab.json');
-  fs.writeFileSync(f + '.tmp', JSON.stringify(lab, null, 2) + '\n', { mode: 0o600 });
-  fs.renameSync(f + '.tmp', f);
+  writeFileAtomic(f, JSON.stringify(lab, null, 2) + '\n', 0o600);
 }
 
 export function requireRoot(): void {
@@ -311,6 +311,13 @@ function signalAll(pids: number[], signal: NodeJS.Signals): number[] {
   });
 }
 
+/** SIGKILL to each process, then waits until every one is gone; the pids it reached. */
+async function powerOff(pids: number[]): Promise<number[]> {
+  const killed = signalAll(pids, 'SIGKILL');
+  while (killed.some(pidAlive)) await new Promise((r) => setTimeout(r, 20));
+  return killed;
+}
+
 /** Takes the lab down: every process in its namespaces, the namespaces, links, bridges and files. */
 export async function labDown(stateDir: string): Promise<{ removed: boolean; lab?: Lab }> {
   requireRoot();
@@ -320,8 +327,7 @@ export async function labDown(stateDir: string): Promise<{ removed: boolean; lab
   const pids = [...lab.etcd.flatMap((m) => (m.pid ? [m.pid] : [])), ...(await Promise.all(spaces.map((h) => pidsIn(h.netns)))).flat()];
   // Powered off: the lab's state goes with it, so nothing needs to stop in order (an etcd member left without
   // its peers spends seconds on SIGTERM trying to hand its leadership on). SIGKILL reaches a frozen agent too.
-  const killed = signalAll([...new Set(pids)], 'SIGKILL');
-  while (killed.some(pidAlive)) await new Promise((r) => setTimeout(r, 20));
+  await powerOff([...new Set(pids)]);
   for (const h of spaces) if (netnsExists(h.netns)) await sh('ip', ['netns', 'del', h.netns]);
   // A veth goes with its namespace; one whose peer never moved in (up failed halfway) is removed here.
   for (const name of [...spaces.flatMap((h) => [h.lanPort, h.migrationPort]), lab.bridges.lan, lab.bridges.migration]) {
@@ -359,10 +365,7 @@ async function agentPids(h: LabHost): Promise<number[]> {
 export async function labCrash(lab: Lab, name: string): Promise<number[]> {
   requireRoot();
   const h = labHost(lab, name);
-  const pids = await pidsIn(h.netns);
-  const killed = signalAll(pids, 'SIGKILL');
-  while (killed.some(pidAlive)) await new Promise((r) => setTimeout(r, 20));
-  return killed;
+  return powerOff(await pidsIn(h.netns));
 }
 
 /**
