@@ -14,6 +14,7 @@ import tls from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ErrorCode, FerryError } from '../domain/errors.js';
+import { refuseUpgrade } from './http.js';
 import type { ClientTls } from './tls.js';
 
 /** Says which standby a request came through (and that it must not be forwarded again). */
@@ -97,9 +98,7 @@ export function relayUpgrade(
 ): void {
   const refuse = (text: string) => {
     const err = new FerryError(ErrorCode.NotLeader, text, { details: { standby: true, by: o.by } });
-    socket.end(
-      `HTTP/1.1 ${err.httpStatus} Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${JSON.stringify({ error: err.toJSON() })}`,
-    );
+    refuseUpgrade(socket, err.httpStatus, JSON.stringify({ error: err.toJSON() }));
   };
   if (req.headers[FORWARDED_HEADER] !== undefined) return refuse(`${o.by} does not lead and will not forward a request already forwarded; try again`);
   if (!o.leader || o.leader === o.self) return refuse(`${o.by} does not lead and no leader answers yet; try again`);

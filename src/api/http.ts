@@ -123,6 +123,11 @@ export async function serve(
   };
 }
 
+/** Answers an upgrade request with an HTTP error (its JSON body `text`) and closes the connection. */
+export function refuseUpgrade(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${text}`);
+}
+
 /**
  * WebSocket tunnels on a listening server (a VM's graphical console): an
  * upgrade request is first asked of `app` as a plain GET of the same path,
@@ -138,9 +143,6 @@ export function serveTunnels(
   relay?: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<boolean>,
 ): void {
   let wss: WebSocketServer | undefined;
-  const refuse = (socket: Duplex, status: number, text: string) => {
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${text}`);
-  };
   listening.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     void (async () => {
       socket.on('error', () => {});
@@ -150,15 +152,15 @@ export function serveTunnels(
       for (const [k, v] of Object.entries(req.headers))
         if (v !== undefined && k !== 'upgrade' && k !== 'connection') headers.set(k, Array.isArray(v) ? v.join(', ') : v);
       const answer = await app.fetch(new Request(url, { method: 'GET', headers }), { incoming: req });
-      if (answer.status !== 200) return refuse(socket, answer.status, await answer.text());
+      if (answer.status !== 200) return refuseUpgrade(socket, answer.status, await answer.text());
       let far: Duplex;
       try {
         const opening = open(url.pathname);
-        if (!opening) return refuse(socket, 404, JSON.stringify({ error: { code: 'not-found', message: `no tunnel at ${url.pathname}` } }));
+        if (!opening) return refuseUpgrade(socket, 404, JSON.stringify({ error: { code: 'not-found', message: `no tunnel at ${url.pathname}` } }));
         far = await opening;
       } catch (e) {
         const err = toFerryError(e);
-        return refuse(socket, err.httpStatus, JSON.stringify({ error: err.toJSON() }));
+        return refuseUpgrade(socket, err.httpStatus, JSON.stringify({ error: err.toJSON() }));
       }
       const { WebSocketServer, createWebSocketStream } = await loadWs();
       wss ??= new WebSocketServer({ noServer: true });
