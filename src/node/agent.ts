@@ -19,6 +19,9 @@ import type { Hypervisor, NicAttachment } from '../ports/hypervisor.js';
 import type { Logger } from '../ports/logger.js';
 import { HostLease, type LeaseStore, type LeaseTarget } from './host-lease.js';
 
+/** How often an agent reports to the controller (start to start). */
+const HEARTBEAT_EVERY_MS = 1000;
+
 export interface AgentOptions {
   node: string;
   clusterId: string;
@@ -131,6 +134,7 @@ export class Agent {
     for (const name of await this.d.hypervisor.adoptRunning()) this.d.log.info({ vm: name }, `adopted running QEMU of '${name}'`);
     this.d.hypervisor.onExit((name, lastWords) => this.d.log.warn({ vm: name }, `QEMU of '${name}' exited unexpectedly${lastWords ? `: ${lastWords}` : ''}`));
     for (const n of this.o.networks) this.beacons.push({ ...n, ...(await this.d.beacon(n.address)) });
+    await this.refreshLinks();
   }
 
   /** The management address the API serves on. */
@@ -151,9 +155,25 @@ export class Agent {
       this.renewsItself(kept.at, kept.ttlMs, kept.ha);
     }
     void (async () => {
+      // One heartbeat a second, counted from the start of the one before: a slow one delays the next by no more
+      // than it took itself (the controller marks a host down after NODE_DOWN_AFTER_MS without one).
+      let failing: { sinceMs: number; why: string } | undefined;
       while (!signal.aborted) {
-        await this.sendHeartbeat().catch(() => {});
-        await this.d.clock.sleep(1000, signal).catch(() => {});
+        const startMs = this.d.clock.nowMs();
+        await this.sendHeartbeat().then(
+          () => {
+            if (failing) this.d.log.info({}, `heartbeats are answered again (after ${this.d.clock.nowMs() - failing.sinceMs} ms without: ${failing.why})`);
+            failing = undefined;
+          },
+          (e: unknown) => {
+            const why = e instanceof Error ? e.message : String(e);
+            if (!failing && !signal.aborted) this.d.log.warn({ err: why }, `a heartbeat was not answered: ${why}`);
+            failing ??= { sinceMs: startMs, why };
+          },
+        );
+        const tookMs = this.d.clock.nowMs() - startMs;
+        if (tookMs > HEARTBEAT_EVERY_MS) this.d.log.warn({ ms: tookMs }, `a heartbeat took ${tookMs} ms`);
+        await this.d.clock.sleep(Math.max(0, HEARTBEAT_EVERY_MS - tookMs), signal).catch(() => {});
       }
     })();
     // The host's own lease, renewed in the store once a controller said where (etcd): not through any controller.
@@ -281,22 +301,21 @@ export class Agent {
       baseUrl: base,
       ...(this.o.token ? { token: this.o.token } : {}),
       // Short: a controller that hangs (stopped, cut off) must not hold the heartbeats up past the takeover.
-      timeoutMs: all > 1 ? 1500 : 3000,
+      timeoutMs: all > 1 ? 1500 : 2000,
       ...(this.d.fetch ? { fetch: this.d.fetch } : {}),
     });
+    const links = this.links();
     const answer = await controller.call(nodeRoutes.heartbeat, {
       body: {
         name: this.o.node,
         url: this.url,
         clusterId: this.o.clusterId,
         migrationAddress: this.o.migrationAddress,
-        networks: await this.links().then((links) =>
-          Object.fromEntries(
-            this.beacons.map((b) => {
-              const link = links.get(b.address);
-              return [b.network, { address: b.address, port: b.port, ...(link ? { link } : {}) }] as const;
-            }),
-          ),
+        networks: Object.fromEntries(
+          this.beacons.map((b) => {
+            const link = links.get(b.address);
+            return [b.network, { address: b.address, port: b.port, ...(link ? { link } : {}) }] as const;
+          }),
         ),
         capabilities: this.currentCapabilities(),
         vms: await this.d.hypervisor.list(),
@@ -341,16 +360,27 @@ export class Agent {
     }
   }
 
-  private linkCache: { at: number; links: Map<string, HostLink> } | undefined;
+  private linkCache: { at: number; links: Map<string, HostLink> } = { at: -Infinity, links: new Map() };
+  private linkRefresh: Promise<void> | undefined;
 
-  /** The interface behind each of this host's addresses, asked of the kernel (once for all) at most every 5 s. */
-  private async links(): Promise<Map<string, HostLink>> {
-    if (!this.d.linksOf) return new Map();
-    const now = this.d.clock.nowMs();
-    if (this.linkCache && now - this.linkCache.at < 5000) return this.linkCache.links;
-    const links = await this.d.linksOf(this.beacons.map((b) => b.address)).catch(() => new Map<string, HostLink>());
-    this.linkCache = { at: now, links };
-    return links;
+  /**
+   * The links under the beacons' addresses, as last read: a read older than five seconds is renewed in the
+   * background. The kernel answers `ip addr` only under its network lock, which a namespace being torn down
+   * elsewhere on the host can hold for seconds, and a heartbeat must not wait for that.
+   */
+  private links(): Map<string, HostLink> {
+    if (!this.linkRefresh && this.d.clock.nowMs() - this.linkCache.at >= 5000) void this.refreshLinks();
+    return this.linkCache.links;
+  }
+
+  private refreshLinks(): Promise<void> {
+    if (!this.d.linksOf) return Promise.resolve();
+    this.linkRefresh ??= this.d
+      .linksOf(this.beacons.map((b) => b.address))
+      .then((links) => void (this.linkCache = { at: this.d.clock.nowMs(), links }))
+      .catch(() => void (this.linkCache = { ...this.linkCache, at: this.d.clock.nowMs() }))
+      .finally(() => (this.linkRefresh = undefined));
+    return this.linkRefresh;
   }
 
   currentCapabilities(): NodeCapabilities {

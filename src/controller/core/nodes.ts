@@ -146,7 +146,8 @@ export class StoreNodes implements NodeDirectory {
       if (node.state !== 'down' && (!live || now - live.lastSeenMs > NODE_DOWN_AFTER_MS)) {
         this.liveness.delete(node.name);
         await this.store.put<NodeRecord>(entry.key, { ...node, state: 'down' }, { expectRevision: entry.modRevision }).catch(() => {});
-        await this.events.emit({ type: 'node.down', node: node.name, message: `node ${node.name} stopped answering` });
+        const silence = live ? `no heartbeat for ${((now - live.lastSeenMs) / 1000).toFixed(1)} s` : 'no heartbeat since this controller started';
+        await this.events.emit({ type: 'node.down', node: node.name, message: `node ${node.name} stopped answering (${silence})` });
       }
     }
   }
