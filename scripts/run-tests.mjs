@@ -13,6 +13,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const LAYERS = ['lint', 'unit', 'component', 'integration', 'guests'];
@@ -77,6 +78,23 @@ async function runLane(lane, concurrency) {
   return out;
 }
 
+/**
+ * Waits for better-sqlite3's build, which scripts/setup.sh leaves running in the background under npm test
+ * (FERRY_SETUP_NATIVE_LATER=1) while the lint runs; every layer after the lint needs it.
+ */
+async function nativeBuilt() {
+  const dir = path.join(root, 'node_modules', '.ferry-native');
+  if (!fs.existsSync(dir)) return;
+  const status = path.join(dir, 'status');
+  for (let i = 0; i < 3000 && !fs.existsSync(status); i++) await sleep(200);
+  if ((fs.existsSync(status) ? fs.readFileSync(status, 'utf8').trim() : '') !== '0') {
+    const log = path.join(dir, 'log');
+    process.stdout.write(`${fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : ''}\nFAILED: building better-sqlite3 (scripts/setup.sh)\n`);
+    process.exit(1);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 let failed = false;
 let passed = 0;
 let failures = 0;
@@ -95,9 +113,10 @@ for (const p of parts) {
       process.stdout.write(`${r.status === 0 ? 'ok' : 'FAILED'}: ${what}\n`);
       if (r.status !== 0) failed = true;
     }
-    timings.push(`lint ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    timings.push(`lint ${failed ? 'FAILED ' : ''}${((Date.now() - started) / 1000).toFixed(1)} s`);
     continue;
   }
+  await nativeBuilt();
   const list = files(p);
   if (list.length === 0) continue;
   const concurrency = p === 'integration' || p === 'guests' ? 1 : 2;

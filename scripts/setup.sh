@@ -61,9 +61,21 @@ if [ "${FERRY_SETUP_DEBIAN:-0}" = 1 ]; then
   debian_pid=$!
 fi
 
-if [ ! -d node_modules/better-sqlite3 ] || [ ! -d node_modules/typescript ] || [ ! -d node_modules/playwright-core ] || [ package.json -nt node_modules/.package-lock.json ]; then
+# npm dependencies without their install scripts first, then the scripts. better-sqlite3's compiles SQLite (a
+# minute and a half on one core), so it runs beside the TypeScript build and the guest image below; it leaves
+# its exit status and log in node_modules/.ferry-native. Setup waits for it at the end, unless
+# FERRY_SETUP_NATIVE_LATER=1 (npm test: the lint runs meanwhile, and run-tests.mjs waits before the unit tests).
+native=node_modules/.ferry-native
+if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ] || [ ! -d node_modules/typescript ] || [ ! -d node_modules/playwright-core ] || [ package.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
+  if [ -f package-lock.json ]; then npm ci --ignore-scripts --no-audit --no-fund >&2; else npm install --ignore-scripts --no-audit --no-fund >&2; fi
+  rm -rf "$native" && mkdir -p "$native"
+  (
+    status=0
+    npm rebuild better-sqlite3 >"$native/log" 2>&1 || status=$?
+    echo "$status" >"$native/status.tmp" && mv "$native/status.tmp" "$native/status"
+  ) &
+  npm rebuild esbuild protobufjs >&2
 fi
 
 stamp=dist/.build-stamp
@@ -78,6 +90,16 @@ node --input-type=module -e "
 import { findImage, ensureImage } from './dist/src/guest/image.js';
 if (!findImage()) { await ensureImage((l) => process.stderr.write('setup: ' + l + '\n')); }
 "
+
+if [ -d "$native" ] && [ "${FERRY_SETUP_NATIVE_LATER:-0}" != 1 ]; then
+  for _ in $(seq 3000); do [ -f "$native/status" ] && break; sleep 0.2; done
+  if [ "$(cat "$native/status" 2>/dev/null)" != 0 ]; then
+    cat "$native/log" >&2
+    say "building better-sqlite3 failed"
+    exit 1
+  fi
+  rm -rf "$native"
+fi
 
 if [ -n "$debian_pid" ]; then
   if ! wait "$debian_pid"; then
