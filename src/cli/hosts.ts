@@ -114,23 +114,31 @@ function checkShared(shared: string): void {
     throw errors.invalid('shared', `${shared} is not a directory (mount the cluster's shared volume there first)`);
 }
 
-/** Starts this host's missing daemons and waits until each wrote its endpoint. */
+/**
+ * Starts this host's missing daemons all at once and waits until each wrote its endpoint: each waits for the
+ * one it needs by itself (the controller for the switch, an agent for a controller), as `ferry up` starts them.
+ */
 async function startHostDaemons(layout: StateLayout, names: { role: 'switch' | 'controller' | 'agent'; name: string }[], progress: (l: string) => void) {
   await ensureImage(progress);
-  for (const d of names) {
-    if (daemonAlive(layout, d.name)) continue;
-    progress(`starting ${d.name}`);
-    const pid = spawnDaemon(layout, d.role, d.name);
-    await waitUntil(
-      () => {
-        if (daemonAlive(layout, d.name)) return true;
-        if (!pidAlive(pid)) throw errors.internal(`${d.name} did not start: ${lastLogLine(layout, d.name)} (see ${layout.daemonLog(d.name)})`);
-        return false;
-      },
-      60_000,
-      `starting ${d.name} (see ${layout.daemonLog(d.name)})`,
-    );
-  }
+  const started = names
+    .filter((d) => !daemonAlive(layout, d.name))
+    .map((d) => {
+      progress(`starting ${d.name}`);
+      return { ...d, pid: spawnDaemon(layout, d.role, d.name) };
+    });
+  await Promise.all(
+    started.map((d) =>
+      waitUntil(
+        () => {
+          if (daemonAlive(layout, d.name)) return true;
+          if (!pidAlive(d.pid)) throw errors.internal(`${d.name} did not start: ${lastLogLine(layout, d.name)} (see ${layout.daemonLog(d.name)})`);
+          return false;
+        },
+        60_000,
+        `starting ${d.name} (see ${layout.daemonLog(d.name)})`,
+      ),
+    ),
+  );
 }
 
 async function waitForNode(api: ApiClient, name: string, url: () => string | undefined): Promise<void> {
