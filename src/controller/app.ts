@@ -674,12 +674,16 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     });
   }
   const loops = new AbortController();
-  // Give agents a few heartbeats to report, then settle unfinished work and start the loops.
-  void systemClock
-    .sleep(3000, loops.signal)
-    .then(() => runtime.recover())
-    .then(() => runtime.run(loops.signal))
-    .catch(() => {});
+  // Settle unfinished work and start the loops once every member has reported to this controller (each
+  // heartbeat names all its QEMUs), or after three seconds, whichever is first: a host that is down never will.
+  void (async () => {
+    const sinceMs = systemClock.nowMs();
+    const nodes = runtime.services.nodes;
+    const allHeard = () => nodes.members().every((m) => nodes.reported(m) !== undefined);
+    while (!allHeard() && systemClock.nowMs() - sinceMs < 3000) await systemClock.sleep(100, loops.signal);
+    await runtime.recover();
+    runtime.run(loops.signal);
+  })().catch(() => {});
   return {
     url: listening.url,
     async close() {
