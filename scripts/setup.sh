@@ -79,7 +79,7 @@ if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ] || [ !
 fi
 
 stamp=dist/.build-stamp
-if [ ! -f "$stamp" ] || [ -n "$(find src test bench scripts/build-console.mjs tsconfig.json package.json -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find src test bench scripts/build-console.mjs scripts/bundle.mjs tsconfig.json package.json -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
   say "building"
   rm -rf dist
   npm run --silent build >&2

@@ -43,7 +43,7 @@ import type { ClusterStore, StoreHealth } from '../ports/store.js';
 import type { SwitchControl } from '../ports/switch-control.js';
 import type { Volume } from '../ports/volume.js';
 import { QemuVolume } from '../qemu/volume.js';
-import { EtcdStore } from '../store/etcd-store.js';
+import type { EtcdStore } from '../store/etcd-store.js';
 import { MirroredStore } from '../store/mirrored-store.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import { SwitchClient } from '../switch/client.js';
@@ -452,6 +452,8 @@ async function openStore(layout: StateLayout, config: ClusterConfig): Promise<{ 
   if (config.store?.backend !== 'etcd')
     return { store: new SqliteStore(layout.store), health: () => ({ backend: 'sqlite', at: layout.store, reachable: true }) };
   const { endpoints, prefix } = config.store;
+  // Loaded only here: etcd's gRPC client takes a quarter of a second to load, which a cluster on SQLite never needs.
+  const { EtcdStore } = await import('../store/etcd-store.js');
   const etcd = new EtcdStore({ endpoints, ...(prefix ? { prefix } : {}) });
   const store = new MirroredStore(etcd, { backend: 'etcd', at: endpoints.join(',') });
   try {

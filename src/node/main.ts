@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import { readVolumeMark } from './volume-mark.js';
 import { serve, serveTunnels } from '../api/http.js';
 import { DISPLAY_PATH } from './routes.js';
-import { EtcdStore } from '../store/etcd-store.js';
 import { memberAddresses, readConfig, readEndpoint, readToken, writeEndpoint } from '../config/cluster-config.js';
 import { systemClock } from '../domain/clock.js';
 import type { StateLayout } from '../domain/layout.js';
@@ -22,7 +21,8 @@ import { agentApp } from './http.js';
 import { linksOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
 import { FenceFiles, startWatchdog, stopWatchdog } from './watchdog.js';
-import { LeaseTargetFile } from './host-lease.js';
+import { type LeaseStore, LeaseTargetFile } from './host-lease.js';
+import type { LeaseRenewal } from '../domain/records.js';
 import path from 'node:path';
 
 /** Who this agent is and where its controller is: host.json on a real host, cluster.json and the token on the single-machine cluster. */
@@ -69,6 +69,23 @@ function agentIdentity(layout: StateLayout, node: string | undefined) {
   };
 }
 
+/**
+ * The store where this host renews its own lease (etcd; short calls: the lease loop must not stall on a silent
+ * member). The etcd client loads at the first call: its gRPC stack takes a quarter of a second to load, which
+ * an agent of a cluster on SQLite never needs.
+ */
+function etcdLeaseStore(at: LeaseRenewal): LeaseStore {
+  const store = import('../store/etcd-store.js').then(
+    ({ EtcdStore }) => new EtcdStore({ endpoints: at.endpoints, ...(at.prefix ? { prefix: at.prefix } : {}), callTimeoutMs: 1500 }),
+  );
+  return {
+    grantLease: async (ttlMs) => (await store).grantLease(ttlMs),
+    keepAlive: async (lease) => (await store).keepAlive(lease),
+    put: async (key, value, options) => (await store).put(key, value, options),
+    close: async () => (await store).close(),
+  };
+}
+
 export async function runAgent(o: { stateDir: string; node?: string }): Promise<{ close(): Promise<void>; url: string; node: string }> {
   const layout = openLayout(o.stateDir);
   const me = agentIdentity(layout, o.node);
@@ -108,9 +125,9 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       linksOf,
       readVolume: () => readVolumeMark(layout.shared),
       watchdog: fenceFiles,
-      // On etcd the host renews its own lease there (short calls: the lease loop must not stall on a silent member).
+      // On etcd the host renews its own lease there.
       leaseTarget: new LeaseTargetFile(runDir),
-      leaseStore: (at) => new EtcdStore({ endpoints: at.endpoints, ...(at.prefix ? { prefix: at.prefix } : {}), callTimeoutMs: 1500 }),
+      leaseStore: etcdLeaseStore,
       ...(me.fetch ? { fetch: me.fetch } : {}),
     },
   );
