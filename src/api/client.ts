@@ -12,7 +12,7 @@
 import type { z } from '@hono/zod-openapi';
 import { ErrorCode, FerryError, type FerryErrorJson, errors } from '../domain/errors.js';
 
-type Fetch = (input: string, init: RequestInit) => Promise<Response>;
+export type Fetch = (input: string, init: RequestInit) => Promise<Response>;
 
 /** What every route definition looks like to the client (a subset of @hono/zod-openapi's RouteConfig). */
 export interface RouteDef {

@@ -14,13 +14,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { ApiClient } from '../api/client.js';
+import { ApiClient, type Fetch } from '../api/client.js';
 import { joinRoutes } from '../api/routes/join.js';
 import { nodeRoutes } from '../api/routes/nodes.js';
 import { tlsFetch, unverifiedFetch } from '../api/tls.js';
 import type { ClusterConfig } from '../config/cluster-config.js';
 import { ensureToken, readEndpoint } from '../config/cluster-config.js';
-import { type HostConfig, readHostConfig, writeClientConfig, writeHostConfig, writePki, writePrivate } from '../config/host-config.js';
+import { type HostConfig, readClientConfig, readHostConfig, writeClientConfig, writeHostConfig, writePki, writePrivate } from '../config/host-config.js';
 import { errors } from '../domain/errors.js';
 import { parseToken, type TokenKind } from '../domain/join-token.js';
 import { StateLayout } from '../domain/layout.js';
@@ -141,9 +141,13 @@ async function startHostDaemons(layout: StateLayout, names: { role: 'switch' | '
   );
 }
 
-async function waitForNode(api: ApiClient, name: string, url: () => string | undefined): Promise<void> {
+/** Waits until a controller (any of `urls`: a standby forwards to the leader) lists host `name` up at the agent's URL. */
+async function waitForNode(urls: string[], token: string, fetch: Fetch, name: string, url: () => string | undefined): Promise<void> {
+  const apis = urls.map((baseUrl) => new ApiClient({ baseUrl, token, fetch, timeoutMs: 5000 }));
+  let at = 0;
   await waitUntil(
     async () => {
+      const api = apis[at++ % apis.length]!;
       const nodes = await api.call(nodeRoutes.list, {}).catch(() => []);
       return nodes.some((n) => n.name === name && n.state === 'up' && n.url === url());
     },
@@ -264,9 +268,8 @@ export async function initCluster(layout: StateLayout, o: InitOptions): Promise<
       ],
       progress,
     );
-    const api = new ApiClient({ baseUrl: url, token, fetch, timeoutMs: 5000 });
     progress(`waiting for ${name} to report`);
-    await waitForNode(api, name, () => readEndpoint(hostLayout, name)?.url);
+    await waitForNode([url], token, fetch, name, () => readEndpoint(hostLayout, name)?.url);
   } catch (e) {
     // Nothing half-made: the daemons stop and the files go, so `ferry init` can run again.
     await undo(hostLayout, [
@@ -450,5 +453,17 @@ export async function startHost(layout: StateLayout, progress: (line: string) =>
   const daemons = hostDaemons(layout, host.name);
   const missing = daemons.filter((d) => !daemonAlive(layout, d.name));
   await startHostDaemons(layout, missing, progress);
+  // As `ferry init` and the local `ferry up`: done once the controller sees this host up, not when its agent listens.
+  const client = missing.length ? readClientConfig(layout) : undefined;
+  if (client) {
+    const fetch = tlsFetch({ caPem: client.caPem });
+    try {
+      progress(`waiting for ${host.name} to report`);
+      const urls = [...new Set([client.url, ...(client.controllers ?? [])])];
+      await waitForNode(urls, client.token, fetch, host.name, () => readEndpoint(layout, host.name)?.url);
+    } finally {
+      await fetch.close();
+    }
+  }
   return { name: host.name, started: missing.map((d) => d.name) };
 }
