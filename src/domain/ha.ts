@@ -37,6 +37,12 @@ export const QEMU_EXITED = 'QEMU exited';
 
 export const HA_PRIORITY = { min: 0, max: 1000, default: 100 } as const;
 
+/**
+ * The key whose holder leads the controllers (on etcd, see controller/core/leadership.ts): its create revision is
+ * the leadership, which every agent call carries and a restarted agent reads back.
+ */
+export const LEADER_KEY = 'controller/leader';
+
 /** Host leases' keys: `liveness/NODE`. */
 export const LIVENESS_PREFIX = 'liveness/';
 

@@ -135,6 +135,25 @@ export class Agent {
     this.d.hypervisor.onExit((name, lastWords) => this.d.log.warn({ vm: name }, `QEMU of '${name}' exited unexpectedly${lastWords ? `: ${lastWords}` : ''}`));
     for (const n of this.o.networks) this.beacons.push({ ...n, ...(await this.d.beacon(n.address)) });
     await this.refreshLinks();
+    await this.resumeOwnLease();
+  }
+
+  /**
+   * A restarted agent renews where the one before it did, before any controller answers (none may, while one
+   * takes over): from the deadline the last lease gave, so one that lapsed meanwhile fences first. And before it
+   * answers a call it reads the leadership from the store, so a leader deposed while it was away is refused from
+   * its first call (when the store does not answer, the first leadership heard of counts, as on a first start).
+   */
+  private async resumeOwnLease(): Promise<void> {
+    const kept = this.d.leaseTarget?.read();
+    if (!kept || !this.d.leaseStore || this.own) return;
+    this.fence = this.d.watchdog?.read() ?? { validUntilMs: 0, ha: kept.ha };
+    const lease = this.renewsItself(kept.at, kept.ttlMs, kept.ha);
+    const leads = await lease.leadership().catch((e: unknown) => {
+      this.d.log.warn({ err: String(e) }, `could not read the controllers' leadership from the cluster store: ${String(e)}`);
+      return undefined;
+    });
+    if (leads) this.admitLeadership(leads);
   }
 
   /** The management address the API serves on. */
@@ -147,13 +166,6 @@ export class Agent {
     this.url = url;
     this.heartbeats = new AbortController();
     const signal = this.heartbeats.signal;
-    // A restarted agent renews where the one before it did, before any controller answers (none may, while one
-    // takes over): from the deadline the last lease gave, so one that lapsed meanwhile fences first.
-    const kept = this.d.leaseTarget?.read();
-    if (kept && this.d.leaseStore && !this.own) {
-      this.fence = this.d.watchdog?.read() ?? { validUntilMs: 0, ha: kept.ha };
-      this.renewsItself(kept.at, kept.ttlMs, kept.ha);
-    }
     void (async () => {
       // One heartbeat a second, counted from the start of the one before: a slow one delays the next by no more
       // than it took itself (the controller marks a host down after NODE_DOWN_AFTER_MS without one).
@@ -233,8 +245,8 @@ export class Agent {
   }
 
   /**
-   * Takes a controller's leadership claim: a newer one from now on, an older one refused (see routes.ts). A
-   * restarted agent has heard of none and takes the first it hears; the store's fence still guards the leader's writes.
+   * Takes a controller's leadership claim: a newer one from now on, an older one refused (see routes.ts). An agent
+   * that has heard of none (a first start) takes the first it hears; the store's fence still guards the leader's writes.
    */
   admitLeadership(n: number): FerryError | undefined {
     if (n < this.leadership)
@@ -340,7 +352,7 @@ export class Agent {
   }
 
   /** A heartbeat answer on a store where the agent renews its lease itself: it renews nothing, but names the HA VMs. */
-  private renewsItself(at: LeaseRenewal, ttlMs: number, ha: string[]): void {
+  private renewsItself(at: LeaseRenewal, ttlMs: number, ha: string[]): HostLease {
     if (!this.own?.lease.renewsAt(at)) {
       void this.own?.lease.close();
       this.own = { lease: new HostLease(this.d.leaseStore!(at), at, this.o.node, this.d.clock), ttlMs, ha };
@@ -359,6 +371,7 @@ export class Agent {
       this.fence = { ...this.fence, ha: [...this.fence.ha, ...added] };
       this.d.watchdog?.write(this.fence);
     }
+    return this.own.lease;
   }
 
   private linkCache: { at: number; links: Map<string, HostLink> } = { at: -Infinity, links: new Map() };

@@ -12,12 +12,12 @@
  */
 import path from 'node:path';
 import type { Clock } from '../domain/clock.js';
-import { fenceDeadline, type LivenessRecord } from '../domain/ha.js';
+import { LEADER_KEY, fenceDeadline, type LivenessRecord } from '../domain/ha.js';
 import type { LeaseRenewal } from '../domain/records.js';
 import type { ClusterStore } from '../ports/store.js';
-import { readJsonFile, writeFileAtomic } from '../system/json-file.js';
+import { KeptFile } from '../system/json-file.js';
 
-export type LeaseStore = Pick<ClusterStore, 'grantLease' | 'keepAlive' | 'put' | 'close'>;
+export type LeaseStore = Pick<ClusterStore, 'grantLease' | 'keepAlive' | 'put' | 'get' | 'close'>;
 
 /** Where and how this host renews its lease, and the HA VMs its key names: kept so a restarted agent renews at once. */
 export interface LeaseTarget {
@@ -27,20 +27,8 @@ export interface LeaseTarget {
 }
 
 /** The lease target in the agent's run directory (`lease-target.json`), written atomically. */
-export class LeaseTargetFile {
-  constructor(private readonly runDir: string) {}
-
-  private get file(): string {
-    return path.join(this.runDir, 'lease-target.json');
-  }
-
-  read(): LeaseTarget | undefined {
-    return readJsonFile<LeaseTarget>(this.file);
-  }
-
-  write(t: LeaseTarget): void {
-    writeFileAtomic(this.file, JSON.stringify(t));
-  }
+export function leaseTargetFile(runDir: string): KeptFile<LeaseTarget> {
+  return new KeptFile<LeaseTarget>(path.join(runDir, 'lease-target.json'));
 }
 
 export class HostLease {
@@ -86,6 +74,11 @@ export class HostLease {
       this.written = names;
     }
     return fenceDeadline(sentMs, ttlMs);
+  }
+
+  /** The controllers' leadership as the store has it now (the leader key's create revision); undefined: nobody leads. */
+  async leadership(): Promise<number | undefined> {
+    return (await this.store.get(LEADER_KEY))?.createRevision;
   }
 
   async close(): Promise<void> {

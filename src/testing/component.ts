@@ -212,6 +212,16 @@ export class ComponentCluster {
     return new AgentClient(node, url, TOKEN, (input, init) => this.cut(node) ?? this.agents.get(node)!.fetch(input, init), undefined, leadership);
   }
 
+  /**
+   * A client of a node's agent from a controller other than the cluster's (a deposed leader that thawed): it
+   * reaches the agent while the cluster's controller is away, though not an isolated host.
+   */
+  strayClient(node: string, leadership: number): AgentClient {
+    const fetch: Fetch = (input, init) =>
+      this.isolated.has(node) ? Promise.reject(new TypeError(`fetch failed: ${node} is isolated`)) : this.agents.get(node)!.fetch(input, init);
+    return new AgentClient(node, `http://${node}.component`, TOKEN, fetch, undefined, () => leadership);
+  }
+
   /** A node's agent app, in process: raw requests as any caller makes them. */
   agentFetch(node: string): Fetch {
     return (input, init) => this.agents.get(node)!.fetch(input, init);
@@ -235,6 +245,10 @@ export class ComponentCluster {
       put: async (key, value, options) => {
         reach();
         return this.store.put(key, value, options);
+      },
+      get: async (key) => {
+        reach();
+        return this.store.get(key);
       },
       close: async () => {},
     };

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { vmRoutes } from '../../src/api/routes/vms.js';
 import { ErrorCode, isFerryError } from '../../src/domain/errors.js';
+import { LEADER_KEY } from '../../src/domain/ha.js';
 import { LEADERSHIP_HEADER } from '../../src/node/routes.js';
 import { ComponentCluster } from '../../src/testing/component.js';
 
@@ -62,5 +63,43 @@ describe('agent calls fenced by the leadership', () => {
     assert.equal((await ask('0')).status, 400);
     assert.equal((await ask()).status, 200);
     assert.equal((await ask('9')).status, 200);
+  });
+});
+
+describe('a restarted agent and the leadership (agents renew their own leases, as on etcd)', () => {
+  let c: ComponentCluster;
+  before(async () => {
+    c = await ComponentCluster.start({ nodes: 2, agentLeases: true });
+    c.leadership = await c.store.put(LEADER_KEY, { name: 'controller-a', pid: 1, sinceMs: 0 });
+    await c.runVm('web', 'node-1');
+  });
+  after(() => c?.stop());
+
+  it('reads the leadership from the store before it answers: a leader deposed while it was away is refused from its first call', async () => {
+    const deposed = c.leadership!;
+    const old = c.strayClient('node-1', deposed);
+    await c.until('node-1 to renew its own lease', async () => (await c.store.get(`liveness/node-1`)) !== undefined);
+    await old.list();
+    // node-1's agent stops; meanwhile another controller leads, and none answers node-1's heartbeats when it is back.
+    await c.store.delete(LEADER_KEY);
+    c.leadership = await c.store.put(LEADER_KEY, { name: 'controller-b', pid: 2, sinceMs: 0 });
+    c.controllerAway(true);
+    try {
+      await c.restartAgent('node-1');
+      const e = await old.kill('web').then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      assert.ok(isFerryError(e, ErrorCode.NotLeader), String(e));
+      assert.equal(
+        e.message,
+        `refused: this call comes from a controller whose leadership (${deposed}) has ended; leadership ${c.leadership} leads the cluster`,
+      );
+      assert.deepEqual(c.copiesOf('web'), [{ node: 'node-1', runState: 'running' }], 'web runs on');
+      // The new leader's calls go through.
+      assert.equal((await c.strayClient('node-1', c.leadership).list()).length, 1);
+    } finally {
+      c.controllerAway(false);
+    }
   });
 });

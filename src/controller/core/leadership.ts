@@ -12,9 +12,8 @@
  * another controller took over fails and changes nothing.
  */
 import type { Clock } from '../../domain/clock.js';
+import { LEADER_KEY } from '../../domain/ha.js';
 import type { ClusterStore } from '../../ports/store.js';
-
-export const LEADER_KEY = 'controller/leader';
 
 /** What the leader key says. */
 export interface LeaderRecord {
