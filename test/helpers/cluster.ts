@@ -332,3 +332,11 @@ export class TestCluster {
     }
   }
 }
+
+/**
+ * Where a browser test puts its screenshots: docs/screenshots/ only when asked (FERRY_SCREENSHOTS=docs, to
+ * refresh the README's pictures), else the test's own state directory, so a test run leaves the work tree as it was.
+ */
+export function screenshotDir(stateDir: string): string {
+  return process.env.FERRY_SCREENSHOTS === 'docs' ? path.join(projectRoot(), 'docs', 'screenshots') : stateDir;
+}

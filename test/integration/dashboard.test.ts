@@ -4,7 +4,9 @@
  * token is refused), create and start a VM, live-migrate it from the UI and
  * watch its steps and progress update until the report shows, drain a node
  * from the maintenance view, and see events arrive live. The page must log
- * no errors; it is used at 1280×800. Screenshots go to docs/screenshots/.
+ * no errors; it is used at 1280×800. Screenshots go to the test's state
+ * directory, or to docs/screenshots/ with FERRY_SCREENSHOTS=docs (to refresh
+ * the README's pictures): a test run leaves the work tree as it was.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -12,13 +14,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, type Page, chromium } from 'playwright-core';
 import { readEndpoint } from '../../src/config/cluster-config.js';
-import { projectRoot } from '../../src/config/paths.js';
-import { TestCluster } from '../helpers/cluster.js';
+import { TestCluster, screenshotDir } from '../helpers/cluster.js';
 import { backupRoutes } from '../../src/api/routes/storage.js';
 import { clusterRoutes } from '../../src/api/routes/cluster.js';
 
 const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = path.join(projectRoot(), 'docs', 'screenshots');
 
 describe('dashboard in Chromium', () => {
   let c: TestCluster;
@@ -103,7 +103,7 @@ describe('dashboard in Chromium', () => {
     await page.waitForFunction(() => document.querySelector('pre.console')?.textContent?.includes('ferry-tick'), undefined, { timeout: 60_000 });
     await page.goto(`${base}/#/overview`);
     await page.waitForSelector('#nodes tr[data-node=node-1] td.vm-count');
-    await page.screenshot({ path: path.join(SHOTS, 'overview.png') });
+    await page.screenshot({ path: path.join(screenshotDir(c.layout.dir), 'overview.png') });
   });
 
   it('live-migrates it from the UI, with the pre-flight check, live steps and progress, then the report', async () => {
@@ -147,7 +147,7 @@ describe('dashboard in Chromium', () => {
     });
     assert.match(await page.locator('#chart .u-legend').innerText(), /dirty rate\s*[\d.]+ (B|KiB|MiB|GiB)\/s/);
     assert.match(await page.locator('#chart .u-legend').innerText(), /time\s*[\d.]+ s/);
-    await page.screenshot({ path: path.join(SHOTS, 'migration.png') });
+    await page.screenshot({ path: path.join(screenshotDir(c.layout.dir), 'migration.png') });
     assert.ok((await page.locator('#steps li.done').count()) >= 3, 'connect, config and create are done');
     await page.waitForSelector('#report', { timeout: 120_000 });
     assert.match(await page.locator('#report').innerText(), /Status\s+completed/);

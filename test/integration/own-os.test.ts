@@ -18,12 +18,10 @@ import { after, before, describe, it } from 'node:test';
 import type { VmRecord } from '../../src/domain/records.js';
 import { chromium } from 'playwright-core';
 import { readEndpoint } from '../../src/config/cluster-config.js';
-import { projectRoot } from '../../src/config/paths.js';
 import { findImage } from '../../src/guest/image.js';
-import { TestCluster, waitFor } from '../helpers/cluster.js';
+import { TestCluster, screenshotDir, waitFor } from '../helpers/cluster.js';
 
 const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = path.join(projectRoot(), 'docs', 'screenshots');
 const sha256 = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 describe('VMs that boot through their firmware', () => {
@@ -140,13 +138,14 @@ describe('VMs that boot through their firmware', () => {
         });
       await page.waitForSelector('body[data-state=connected]', { timeout: 20_000 });
       await waitFor('the guest screen to be drawn', 20_000, async () => (await lit()) > 0.005);
-      fs.mkdirSync(SHOTS, { recursive: true });
-      await page.screenshot({ path: path.join(SHOTS, 'vnc-before-migration.png') });
+      const shots = screenshotDir(c.layout.dir);
+      fs.mkdirSync(shots, { recursive: true });
+      await page.screenshot({ path: path.join(shots, 'vnc-before-migration.png') });
       await c.ferryOk(['vm', 'migrate', 'cd-uefi', '--to', 'node-1']);
       // The source QEMU closed the stream; the page connects again, now through node-1's agent.
       await page.waitForSelector('body[data-connects="2"][data-state=connected]', { timeout: 30_000 });
       await waitFor('the screen after the move', 20_000, async () => (await lit()) > 0.005);
-      await page.screenshot({ path: path.join(SHOTS, 'vnc-after-migration.png') });
+      await page.screenshot({ path: path.join(shots, 'vnc-after-migration.png') });
       assert.deepEqual(problems, []);
     } finally {
       await browser.close();
