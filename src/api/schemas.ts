@@ -678,6 +678,11 @@ export const StatusSchema = z
       sinceMs: z.number().optional(),
       revision: z.number().optional(),
     }),
+    controllers: z
+      .array(z.object({ name: z.string(), url: z.string(), leads: z.boolean() }))
+      .optional()
+      .openapi({ description: 'on etcd: every controller of the cluster, and the one that leads (it answers; the others forward to it)' }),
+    leadership: z.number().optional().openapi({ description: "on etcd: the leader's leadership (the leader key's create revision)" }),
   })
   .openapi('Status');
 

@@ -14,6 +14,7 @@ import { backupRoutes } from '../api/routes/storage.js';
 import { requestMigration, vmRoutes } from '../api/routes/vms.js';
 import type { ClusterEvent } from '../domain/events.js';
 import { STEPS } from '../domain/migration.js';
+import { describeControllers, describeHa } from '../domain/ha.js';
 import { describeRunState } from '../domain/records.js';
 import { api } from './api.js';
 import { MigrationChart } from './chart.js';
@@ -76,6 +77,7 @@ const views: Record<string, View> = {
         <div class="card"><b>${status.vms.running}/${status.vms.total}</b><span>VMs running</span></div>
         <div class="card"><b>${status.migrations.running}</b><span>migrations running</span></div>
       </div>
+      ${status.controllers ? `<p id="controllers">Controllers: ${esc(describeControllers(status.controllers, status.leadership))}</p>` : ''}
       <h3>Nodes</h3>${table(['Node', 'State', 'CPU', 'Accel', 'Memory', 'VMs', 'Running here'], rows, 'id="nodes"')}`;
   },
 
@@ -239,6 +241,8 @@ async function vmDetail(name: string, nodes: NodeRow[]): Promise<string> {
     <dl class="facts"><dt>Node</dt><dd>${esc(vm.node || '–')}</dd><dt>Memory</dt><dd>${vm.memoryMiB} MiB</dd><dt>CPUs</dt><dd>${vm.cpus}</dd>
       ${vm.runState && vm.runState !== 'running' ? `<dt>Run state</dt><dd>${esc(describeRunState(vm.runState))}</dd>` : ''}
       ${vm.network ? `<dt>Network</dt><dd>${vm.network === 'connected' ? 'connected' : 'cut off from its switch'}</dd>` : ''}
+      <dt>HA</dt><dd class="ha">${esc(describeHa(vm))}</dd>
+      ${vm.lost ? `<dt>Lost</dt><dd>with ${esc(vm.lost.node)} since ${time(vm.lost.sinceMs)}</dd>` : ''}
       <dt>Workload</dt><dd>${esc(vm.workload)}</dd><dt>IP / MAC</dt><dd>${esc(vm.ip)} / ${esc(vm.mac)}</dd><dt>CPU</dt><dd>${esc(cpu)}${vm.compat ? ' (compat)' : ''}</dd>
       ${vm.migration?.id ? `<dt>Migration</dt><dd><a href="#/migrations/${encodeURIComponent(vm.migration.id)}">${esc(vm.migration.phase)} → ${esc(vm.migration.to)}</a></dd>` : ''}</dl>
     <div class="actions" data-vm="${esc(vm.name)}">

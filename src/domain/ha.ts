@@ -63,6 +63,11 @@ export function restartOrder<T extends Pick<VmRecord, 'name' | 'ha'>>(vms: T[]):
   return [...vms].sort((a, b) => (b.ha?.priority ?? 0) - (a.ha?.priority ?? 0) || a.name.localeCompare(b.name));
 }
 
+/** `host-1 (leads, leadership 88), host-2, host-3`: the controllers, the leader marked. */
+export function describeControllers(controllers: { name: string; leads: boolean }[], leadership: number | undefined): string {
+  return controllers.map((c) => (c.leads ? `${c.name} (leads${leadership !== undefined ? `, leadership ${leadership}` : ''})` : c.name)).join(', ');
+}
+
 /** The VM's HA status, one line: off, on (priority), held (why). */
 export function describeHa(vm: Pick<VmRecord, 'ha' | 'haHeld'>): string {
   if (!vm.ha) return 'off';

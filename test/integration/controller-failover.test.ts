@@ -68,7 +68,10 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
       assert.equal(r.code, 0, `ferry ${args.join(' ')} through the standby: ${r.stderr}`);
       return r.stdout;
     };
-    assert.match(await ferryVia(['status']), new RegExp(`^console: https://${host('host-1').lan.replace(/\./g, '\\.')}:8470/`, 'm'));
+    const status = await ferryVia(['status']);
+    assert.match(status, new RegExp(`^console: https://${host('host-1').lan.replace(/\./g, '\\.')}:8470/`, 'm'));
+    const leadership = /^host-1 leads the cluster \(leadership (\d+)\)$/.exec(first!.message)![1];
+    assert.match(status, new RegExp(`^controllers: host-1 \\(leads, leadership ${leadership}\\), host-2$`, 'm'), 'status names the leader');
     await ferryVia(['vm', 'create', 'probe', '--memory', '128']);
     assert.equal((await c.vm('probe')).state, 'stopped', 'the leader made it');
     await ferryVia(['vm', 'delete', 'probe']);
@@ -113,8 +116,10 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
       since.filter((e) => ['vm.fenced', 'node.failed'].includes(e.type)).map((e) => e.message),
       [],
     );
-    // The new leader serves the API at its own address.
-    assert.match(await c.ferryOk(['status']), new RegExp(`^console: https://${host('host-2').lan.replace(/\./g, '\\.')}:8470/`, 'm'));
+    // The new leader serves the API at its own address, and says it leads.
+    const status = await c.ferryOk(['status']);
+    assert.match(status, new RegExp(`^console: https://${host('host-2').lan.replace(/\./g, '\\.')}:8470/`, 'm'));
+    assert.match(status, /^controllers: host-1, host-2 \(leads, leadership \d+\)$/m, 'status names the new leader');
   });
 
   it('deposes a leader frozen past its lease; thawed, it steps down and stands by again', async () => {

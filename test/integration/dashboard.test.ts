@@ -101,6 +101,10 @@ describe('dashboard in Chromium', () => {
     await page.click('.actions button[data-action=start]');
     await page.waitForSelector('#vms tr[data-vm=web] .badge.running', { timeout: 60_000 });
     await page.waitForFunction(() => document.querySelector('pre.console')?.textContent?.includes('ferry-tick'), undefined, { timeout: 60_000 });
+    // Its HA status, as `vm show` has it; a change made by the CLI shows at once (the event re-renders the view).
+    assert.equal(await page.locator('#vm-detail dd.ha').innerText(), 'off');
+    await c.ferryOk(['vm', 'set', 'web', '--ha', 'on', '--ha-priority', '300']);
+    await page.waitForFunction(() => document.querySelector('#vm-detail dd.ha')?.textContent === 'on (priority 300)', undefined, { timeout: 10_000 });
     await page.goto(`${base}/#/overview`);
     await page.waitForSelector('#nodes tr[data-node=node-1] td.vm-count');
     await page.screenshot({ path: path.join(screenshotDir(c.layout.dir), 'overview.png') });

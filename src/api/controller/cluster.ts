@@ -14,6 +14,10 @@ export function mountCluster(app: OpenAPIHono, s: ControllerServices): void {
       .filter((v) => v.state === 'running' && v.runState !== undefined && v.runState !== 'running')
       .map((v) => ({ vm: v.name, runState: v.runState! }));
     const cfg = s.config();
+    // The controller answering leads: a standby forwards every request to it.
+    const leadership = s.leadership?.();
+    const controllers =
+      leadership !== undefined ? (await s.controllers.list()).map((x) => ({ name: x.name, url: x.url, leads: x.url === s.info.url() })) : undefined;
     return c.json(
       {
         cluster: { id: cfg.id, name: cfg.name, createdAtMs: cfg.createdAtMs },
@@ -22,6 +26,7 @@ export function mountCluster(app: OpenAPIHono, s: ControllerServices): void {
         vms: { total: vms.length, running: vms.filter((v) => v.state === 'running').length - stalled.length, stalled },
         migrations: { running: (await s.migrations.open()).length },
         store: s.info.store(),
+        ...(controllers ? { controllers, leadership } : {}),
       },
       200,
     );

@@ -16,6 +16,7 @@ import { Progress, json, print, table } from '../output.js';
 import { namedPolicy } from '../../domain/policy.js';
 import { policyFromFlags } from './vm.js';
 import { shown } from '../../api/schemas.js';
+import { describeControllers } from '../../domain/ha.js';
 
 /** `--etcd`: client URLs of etcd members, comma-separated. */
 export function etcdEndpoints(raw: string): string[] {
@@ -123,6 +124,7 @@ export function clusterCommands(program: Command, layout: () => StateLayout, con
               ? ''
               : `, NOT ANSWERING since ${new Date(st.sinceMs ?? Date.now()).toISOString()} (reads show what was last seen; changes are refused)`),
         );
+        if (s.controllers) print(`controllers: ${describeControllers(s.controllers, s.leadership)}`);
         print(`console: ${s.controller.consoleUrl} (sign in with the token in ${s.controller.tokenFile})`);
       }
     });
