@@ -8,11 +8,16 @@
  * believe the other leads never bounce a request between them. While no
  * leader is known, or the leader does not answer, the answer is a
  * `not-leader` error the CLI tries again (the request did not happen).
+ * A leader that stops leading while it has a request (frozen, or gone
+ * with its connection kept open) is not waited for: once the leader key
+ * names another controller or none, the request is dropped and the
+ * answer says so, for a read as one the CLI tries again.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { type Clock, systemClock } from '../domain/clock.js';
 import { ErrorCode, FerryError } from '../domain/errors.js';
 import { refuseUpgrade } from './http.js';
 import type { ClientTls } from './tls.js';
@@ -32,11 +37,38 @@ export interface ForwardOptions {
   leader: () => Promise<string | undefined>;
   /** The fetch that reaches the leader (HTTPS with the cluster's CA on real hosts). */
   fetch: (input: string, init: RequestInit) => Promise<Response>;
+  /** How often the leader key is read again while the leader has not answered (default LEADER_WATCH_MS). */
+  watchMs?: number;
+  clock?: Clock;
 }
+
+/** A leader that has not answered yet is checked on this often: it may have stopped leading meanwhile. */
+export const LEADER_WATCH_MS = 500;
 
 function notLeader(message: string, details: Record<string, unknown>): Response {
   const err = new FerryError(ErrorCode.NotLeader, message, { details: { standby: true, ...details } });
   return Response.json({ error: err.toJSON() }, { status: err.httpStatus });
+}
+
+/**
+ * Reads the leader key every `watchMs` until `stop`: `changed` once it no longer names `leader`, with the URL it
+ * names now (undefined: none). A key that cannot be read is no news.
+ */
+async function watchLeader(o: ForwardOptions, leader: string, stop: AbortSignal): Promise<{ changed: false } | { changed: true; now: string | undefined }> {
+  const clock = o.clock ?? systemClock;
+  for (;;) {
+    const stopped = await clock.sleep(o.watchMs ?? LEADER_WATCH_MS, stop).then(
+      () => false,
+      () => true,
+    );
+    if (stopped) return { changed: false };
+    const now = await o.leader().then(
+      (url) => ({ url }),
+      () => undefined,
+    );
+    if (stop.aborted) return { changed: false };
+    if (now && now.url !== leader) return { changed: true, now: now.url };
+  }
 }
 
 /** A fetch handler that sends every request on to the leader. */
@@ -61,20 +93,34 @@ export function forwardToLeader(o: ForwardOptions): (req: Request) => Promise<Re
     // The answer streams through as it is: no compressed body to decode and encode again.
     headers.set('accept-encoding', 'identity');
     let answer: Response;
+    const read = req.method === 'GET' || req.method === 'HEAD';
+    // Until the answer's headers come, the leader key is watched: a leader that stopped leading is not waited for.
+    const watching = new AbortController();
+    const stopped = new AbortController();
+    void watchLeader(o, leader, watching.signal).then((w) => w.changed && stopped.abort({ now: w.now }));
     try {
-      const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && req.body !== null;
       answer = await o.fetch(target.href, {
         method: req.method,
         headers,
         redirect: 'manual',
-        signal: req.signal,
-        ...(hasBody ? { body: req.body, duplex: 'half' } : {}),
+        signal: AbortSignal.any([req.signal, stopped.signal]),
+        ...(!read && req.body !== null ? { body: req.body, duplex: 'half' } : {}),
       } as RequestInit);
     } catch (e) {
-      return notLeader(`${o.by} does not lead and the leader at ${leader} does not answer (${(e as Error).message}); try again`, {
-        by: o.by,
-        leader,
-      });
+      if (!stopped.signal.aborted)
+        return notLeader(`${o.by} does not lead and the leader at ${leader} does not answer (${(e as Error).message}); try again`, {
+          by: o.by,
+          leader,
+        });
+      const { now } = stopped.signal.reason as { now: string | undefined };
+      // A read is asked again; a change may have been made before the leader stopped, so it is not repeated blindly.
+      return notLeader(
+        `${o.by} does not lead and the leader at ${leader} stopped leading while it had the request (${now ? `${now} leads now` : 'none leads yet'}); ` +
+          (read ? 'try again' : 'it may have been done: look before trying again'),
+        { by: o.by, leader, standby: read },
+      );
+    } finally {
+      watching.abort();
     }
     const back = new Headers();
     answer.headers.forEach((v, k) => {

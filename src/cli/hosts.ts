@@ -141,7 +141,10 @@ async function startHostDaemons(layout: StateLayout, names: { role: 'switch' | '
   );
 }
 
-/** Waits until a controller (any of `urls`: a standby forwards to the leader) lists host `name` up at the agent's URL. */
+/**
+ * Waits until a controller (any of `urls`: a standby forwards to the leader) hears host `name` at its agent's URL:
+ * up, or in maintenance (an operator's state that a restart keeps).
+ */
 async function waitForNode(urls: string[], token: string, fetch: Fetch, name: string, url: () => string | undefined): Promise<void> {
   const apis = urls.map((baseUrl) => new ApiClient({ baseUrl, token, fetch, timeoutMs: 5000 }));
   let at = 0;
@@ -149,7 +152,7 @@ async function waitForNode(urls: string[], token: string, fetch: Fetch, name: st
     async () => {
       const api = apis[at++ % apis.length]!;
       const nodes = await api.call(nodeRoutes.list, {}).catch(() => []);
-      return nodes.some((n) => n.name === name && n.state === 'up' && n.url === url());
+      return nodes.some((n) => n.name === name && n.state !== 'down' && n.url === url());
     },
     60_000,
     `host ${name} to report to the controller`,
@@ -453,7 +456,7 @@ export async function startHost(layout: StateLayout, progress: (line: string) =>
   const daemons = hostDaemons(layout, host.name);
   const missing = daemons.filter((d) => !daemonAlive(layout, d.name));
   await startHostDaemons(layout, missing, progress);
-  // As `ferry init` and the local `ferry up`: done once the controller sees this host up, not when its agent listens.
+  // As `ferry init` and the local `ferry up`: done once the controller hears this host, not when its agent listens.
   const client = missing.length ? readClientConfig(layout) : undefined;
   if (client) {
     const fetch = tlsFetch({ caPem: client.caPem });

@@ -155,6 +155,43 @@ describe('a standby forwarding to the leader', () => {
     assert.ok(!e2.message.includes('\n'));
   });
 
+  it('drops a request the leader holds once another leads or none does (a frozen leader), a read as one the CLI tries again', async () => {
+    // A frozen leader: the kernel takes its connections, nothing ever answers on them.
+    const held: net.Socket[] = [];
+    const frozen = net.createServer((conn) => void held.push(conn.on('error', () => {})));
+    await new Promise<void>((resolve) => frozen.listen(0, '127.0.0.1', resolve));
+    const frozenUrl = `http://127.0.0.1:${(frozen.address() as net.AddressInfo).port}`;
+    try {
+      let to: string | undefined = frozenUrl;
+      const s = await standby('host-2', () => to);
+      const ask = async (method: 'GET' | 'POST', next: string | undefined) => {
+        to = frozenUrl;
+        const startMs = Date.now();
+        const answer = fetch(`${s.url}/api/v1/echo`, { method, ...(method === 'POST' ? { body: '{}' } : {}) });
+        await new Promise((r) => setTimeout(r, 1200));
+        to = next; // the frozen leader's lease ran out: another leads, or none yet
+        const changedMs = Date.now();
+        const r = await answer;
+        const { error } = (await r.json()) as { error: { code: string; message: string; details: Record<string, unknown> } };
+        return { status: r.status, error, waitedMs: Date.now() - startMs, afterChangeMs: Date.now() - changedMs };
+      };
+      const get = await ask('GET', undefined);
+      assert.deepEqual([get.status, get.error.code, get.error.details.standby], [503, 'not-leader', true]);
+      assert.equal(get.error.message, `host-2 does not lead and the leader at ${frozenUrl} stopped leading while it had the request (none leads yet); try again`);
+      assert.ok(get.waitedMs >= 1200, `it waited for the leader while the key named it (${get.waitedMs} ms)`);
+      assert.ok(get.afterChangeMs < 5000, `it gave up soon after the key changed (${get.afterChangeMs} ms)`);
+      const post = await ask('POST', leaderUrl);
+      assert.deepEqual([post.status, post.error.details.standby], [503, false], 'a change is not asked again blindly');
+      assert.equal(
+        post.error.message,
+        `host-2 does not lead and the leader at ${frozenUrl} stopped leading while it had the request (${leaderUrl} leads now); it may have been done: look before trying again`,
+      );
+    } finally {
+      for (const conn of held) conn.destroy();
+      await new Promise<void>((resolve) => frozen.close(() => resolve()));
+    }
+  });
+
   it("relays a console's WebSocket to the leader: the screen's first bytes arrive", async () => {
     const s = await standby('host-2', () => leaderUrl);
     const ws = new WebSocket(`${s.url.replace('http', 'ws')}/api/v1/vms/web/display`);

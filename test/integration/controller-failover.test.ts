@@ -123,8 +123,10 @@ describe('controller failover in the lab', { skip: process.getuid?.() !== 0 ? 'n
   });
 
   it('deposes a leader frozen past its lease; thawed, it steps down and stands by again', async () => {
-    // host-1's controller comes back (systemd's part on a real host): as the standby now.
-    await upIn('host-1');
+    // host-1's controller comes back (systemd's part on a real host): as the standby now. host-1 is in
+    // maintenance, and `ferry up` is done once the controller hears it so.
+    const up = await upIn('host-1');
+    assert.deepEqual([up.code, up.stdout], [0, 'host-1: started controller\n'], up.stderr);
     await waitFor('host-1 to stand by', 20_000, () => /standby: host-2 leads/.test(controllerLog('host-1')));
     const frozen = controllerPid('host-2')!;
     const since = Date.now();
