@@ -177,7 +177,10 @@ describe('a standby forwarding to the leader', () => {
       };
       const get = await ask('GET', undefined);
       assert.deepEqual([get.status, get.error.code, get.error.details.standby], [503, 'not-leader', true]);
-      assert.equal(get.error.message, `host-2 does not lead and the leader at ${frozenUrl} stopped leading while it had the request (none leads yet); try again`);
+      assert.equal(
+        get.error.message,
+        `host-2 does not lead and the leader at ${frozenUrl} stopped leading while it had the request (none leads yet); try again`,
+      );
       assert.ok(get.waitedMs >= 1200, `it waited for the leader while the key named it (${get.waitedMs} ms)`);
       assert.ok(get.afterChangeMs < 5000, `it gave up soon after the key changed (${get.afterChangeMs} ms)`);
       const post = await ask('POST', leaderUrl);
