@@ -102,8 +102,12 @@ describe('failover in the lab', { skip: process.getuid?.() !== 0 ? 'needs root' 
     }
   };
 
-  it('shows HA in vm show', async () => {
+  it('shows HA in vm show and vm list', async () => {
     assert.match(await c.ferryOk(['vm', 'show', 'db']), /^ha +on \(priority 200\)$/m);
+    const list = await c.ferryOk(['vm', 'list']);
+    assert.match(list, /^NAME +STATE +NODE +MEMORY +CPUS +IP +WORKLOAD +HA$/m);
+    assert.match(list, /^db +running +host-2 +128 MiB +1 +\S+ +disk:20 +on 200$/m);
+    assert.match(list, /^web +running +host-2 +128 MiB +1 +\S+ +tcp +on 100$/m);
   });
 
   it('fences the VMs of a host whose agent is frozen past its lease, then restarts them elsewhere, never twice', async () => {

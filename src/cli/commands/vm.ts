@@ -213,6 +213,12 @@ async function readCloudInit(userDataFile: string | undefined, keyFile: string |
   return out;
 }
 
+/** `vm list`'s HA column: `on 200`, `held` (vm show says why) or `-`. */
+function haColumn(v: Pick<VmView, 'ha' | 'haHeld'>): string {
+  if (!v.ha) return '-';
+  return v.haHeld ? 'held' : `on ${v.ha.priority}`;
+}
+
 function bootLine(b: NonNullable<VmView['boot']>): string {
   const disk = b.image ? `${b.linked ? 'linked clone of' : 'copy of'} image ${b.image}` : 'own disk';
   return [`${b.firmware === 'uefi' ? 'UEFI' : 'BIOS'} from ${disk}`, ...(b.iso ? [`ISO ${b.iso} first`] : []), ...(b.seedPath ? ['cloud-init seed'] : [])].join(
@@ -391,7 +397,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
         );
     });
 
-  command(vm, 'list', 'every VM')
+  command(vm, 'list', 'every VM, with its HA (on and its priority, held, or -)')
     .option('--json', 'print as JSON')
     .action(async (o: { json?: boolean }) => {
       const vms = await connect().api.call(vmRoutes.list, {});
@@ -400,7 +406,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
         const { table } = await import('../output.js');
         print(
           table(
-            ['NAME', 'STATE', 'NODE', 'MEMORY', 'CPUS', 'IP', 'WORKLOAD'],
+            ['NAME', 'STATE', 'NODE', 'MEMORY', 'CPUS', 'IP', 'WORKLOAD', 'HA'],
             vms.map((v) => [
               v.name,
               shownState(v) + (v.migration ? ` (${v.migration.phase} → ${v.migration.to})` : ''),
@@ -409,6 +415,7 @@ export function vmCommands(program: Command, connect: () => Cluster, done: (code
               v.cpus,
               v.ip,
               v.workload,
+              haColumn(v),
             ]),
           ),
         );
