@@ -7,7 +7,7 @@ import { Command, type CommanderError } from 'commander';
 import { ApiClient } from '../api/client.js';
 import { migrationRoutes } from '../api/routes/migrations.js';
 import { readEndpoint, readToken } from '../config/cluster-config.js';
-import { readClientConfig } from '../config/host-config.js';
+import { controllerUrls, readClientConfig } from '../config/host-config.js';
 import { tlsFetch } from '../api/tls.js';
 import { ErrorCode, FerryError, errors, isFerryError } from '../domain/errors.js';
 import type { StateLayout } from '../domain/layout.js';
@@ -26,7 +26,7 @@ export class Cluster {
     // A CLI of a cluster of real hosts (`ferry init`, `ferry login`): HTTPS to the controller, verified against the cluster's CA.
     const client = readClientConfig(layout);
     if (client) {
-      const urls = [...new Set([client.url, ...(client.controllers ?? [])])];
+      const urls = controllerUrls(client);
       let at = 0;
       const api = new ApiClient({ baseUrl: () => urls[at]!, token: client.token, fetch: tlsFetch({ caPem: client.caPem }), timeoutMs: 60_000 });
       return new Cluster(

@@ -20,7 +20,16 @@ import { nodeRoutes } from '../api/routes/nodes.js';
 import { tlsFetch, unverifiedFetch } from '../api/tls.js';
 import type { ClusterConfig } from '../config/cluster-config.js';
 import { ensureToken, readEndpoint } from '../config/cluster-config.js';
-import { type HostConfig, readClientConfig, readHostConfig, writeClientConfig, writeHostConfig, writePki, writePrivate } from '../config/host-config.js';
+import {
+  type HostConfig,
+  controllerUrls,
+  readClientConfig,
+  readHostConfig,
+  writeClientConfig,
+  writeHostConfig,
+  writePki,
+  writePrivate,
+} from '../config/host-config.js';
 import { errors } from '../domain/errors.js';
 import { parseToken, type TokenKind } from '../domain/join-token.js';
 import { StateLayout } from '../domain/layout.js';
@@ -462,8 +471,7 @@ export async function startHost(layout: StateLayout, progress: (line: string) =>
     const fetch = tlsFetch({ caPem: client.caPem });
     try {
       progress(`waiting for ${host.name} to report`);
-      const urls = [...new Set([client.url, ...(client.controllers ?? [])])];
-      await waitForNode(urls, client.token, fetch, host.name, () => readEndpoint(layout, host.name)?.url);
+      await waitForNode(controllerUrls(client), client.token, fetch, host.name, () => readEndpoint(layout, host.name)?.url);
     } finally {
       await fetch.close();
     }

@@ -59,6 +59,11 @@ export function readClientConfig(layout: StateLayout): ClientConfig | undefined 
   return readJsonFile<ClientConfig>(layout.clientConfig);
 }
 
+/** The controllers a CLI asks, in the order it asks them: the one it logged in at first, then the others. */
+export function controllerUrls(client: ClientConfig): string[] {
+  return [...new Set([client.url, ...(client.controllers ?? [])])];
+}
+
 export function writeClientConfig(layout: StateLayout, config: ClientConfig): void {
   writePrivate(layout.clientConfig, JSON.stringify(config, null, 2) + '\n');
 }

@@ -217,8 +217,7 @@ export class ComponentCluster {
    * reaches the agent while the cluster's controller is away, though not an isolated host.
    */
   strayClient(node: string, leadership: number): AgentClient {
-    const fetch: Fetch = (input, init) =>
-      this.isolated.has(node) ? Promise.reject(new TypeError(`fetch failed: ${node} is isolated`)) : this.agents.get(node)!.fetch(input, init);
+    const fetch: Fetch = (input, init) => this.cutOff(node) ?? this.agents.get(node)!.fetch(input, init);
     return new AgentClient(node, `http://${node}.component`, TOKEN, fetch, undefined, () => leadership);
   }
 
@@ -263,6 +262,11 @@ export class ComponentCluster {
 
   private cut(node: string): Promise<Response> | undefined {
     if (this.away) return Promise.reject(new TypeError('fetch failed: the controller does not answer'));
+    return this.cutOff(node);
+  }
+
+  /** A call to or from an isolated host fails as fetch fails on a link that is down. */
+  private cutOff(node: string): Promise<Response> | undefined {
     return this.isolated.has(node) ? Promise.reject(new TypeError(`fetch failed: ${node} is isolated`)) : undefined;
   }
 
