@@ -15,7 +15,7 @@ import type { Clock } from '../domain/clock.js';
 import { LEADER_KEY, fenceDeadline, type LivenessRecord } from '../domain/ha.js';
 import type { LeaseRenewal } from '../domain/records.js';
 import type { ClusterStore } from '../ports/store.js';
-import { KeptFile } from '../system/json-file.js';
+import { readJsonFile, writeFileAtomic } from '../system/json-file.js';
 
 export type LeaseStore = Pick<ClusterStore, 'grantLease' | 'keepAlive' | 'put' | 'get' | 'close'>;
 
@@ -27,8 +27,20 @@ export interface LeaseTarget {
 }
 
 /** The lease target in the agent's run directory (`lease-target.json`), written atomically. */
-export function leaseTargetFile(runDir: string): KeptFile<LeaseTarget> {
-  return new KeptFile<LeaseTarget>(path.join(runDir, 'lease-target.json'));
+export class LeaseTargetFile {
+  constructor(private readonly runDir: string) {}
+
+  private get file(): string {
+    return path.join(this.runDir, 'lease-target.json');
+  }
+
+  read(): LeaseTarget | undefined {
+    return readJsonFile<LeaseTarget>(this.file);
+  }
+
+  write(t: LeaseTarget): void {
+    writeFileAtomic(this.file, JSON.stringify(t));
+  }
 }
 
 export class HostLease {

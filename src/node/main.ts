@@ -21,7 +21,7 @@ import { agentApp } from './http.js';
 import { linksOf, listenBeacon, measureThroughput, probeTcp } from './net-tools.js';
 import { TapUplinks } from './tap-uplink.js';
 import { FenceFiles, startWatchdog, stopWatchdog } from './watchdog.js';
-import { type LeaseStore, leaseTargetFile } from './host-lease.js';
+import { type LeaseStore, LeaseTargetFile } from './host-lease.js';
 import type { LeaseRenewal } from '../domain/records.js';
 import path from 'node:path';
 
@@ -127,7 +127,7 @@ export async function runAgent(o: { stateDir: string; node?: string }): Promise<
       readVolume: () => readVolumeMark(layout.shared),
       watchdog: fenceFiles,
       // On etcd the host renews its own lease there.
-      leaseTarget: leaseTargetFile(runDir),
+      leaseTarget: new LeaseTargetFile(runDir),
       leaseStore: etcdLeaseStore,
       ...(me.fetch ? { fetch: me.fetch } : {}),
     },

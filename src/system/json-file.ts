@@ -15,16 +15,3 @@ export function writeFileAtomic(file: string, text: string, mode?: number): void
   fs.writeFileSync(file + '.tmp', text, mode === undefined ? {} : { mode });
   fs.renameSync(file + '.tmp', file);
 }
-
-/** One such file, typed: what a daemon keeps across its own restart. */
-export class KeptFile<T> {
-  constructor(readonly file: string) {}
-
-  read(): T | undefined {
-    return readJsonFile<T>(this.file);
-  }
-
-  write(value: T): void {
-    writeFileAtomic(this.file, JSON.stringify(value));
-  }
-}
