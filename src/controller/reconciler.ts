@@ -142,7 +142,10 @@ export class Reconciler {
     }
   }
 
-  /** A running VM whose QEMU its node no longer reports has exited. */
+  /**
+   * A running VM whose QEMU its node (a healthy one: it reports) no longer lists, with no operation on it, has
+   * crashed: `vm.crashed` for every VM; HA VMs start again in place (failover.ts), the others stay stopped.
+   */
   private async exited(): Promise<void> {
     const { vms, nodes, locks, clock, events } = this.d;
     for (const vm of await vms.list()) {
@@ -159,7 +162,12 @@ export class Reconciler {
         )
         .catch(() => undefined);
       if (changed?.error === QEMU_EXITED && changed.stateSinceMs === now) {
-        await events.emit({ type: 'vm.exited', vm: vm.name, node: vm.node, message: `VM ${vm.name} exited on ${vm.node}` });
+        await events.emit({
+          type: 'vm.crashed',
+          vm: vm.name,
+          node: vm.node,
+          message: `VM ${vm.name} crashed on ${vm.node}: its QEMU exited without being asked${vm.ha && !vm.haHeld ? ' (HA: it starts again in place)' : ''}`,
+        });
       }
     }
   }

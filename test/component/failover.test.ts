@@ -153,6 +153,14 @@ for (const agentLeases of [false, true]) {
         await c.until('batch to be stopped', async () => (await vm('batch')).state === 'stopped');
         await c.clock.sleep(5000);
         assert.equal((await vm('batch')).state, 'stopped', 'not HA: not restarted');
+        // Both crashes are told, HA or not.
+        assert.deepEqual(
+          (await events('vm.crashed')).map((e) => e.message),
+          [
+            `VM db crashed on ${db.node}: its QEMU exited without being asked (HA: it starts again in place)`,
+            'VM batch crashed on node-1: its QEMU exited without being asked',
+          ],
+        );
       });
 
       it('holds an HA VM whose restarts keep failing, with the reason, and vm start releases it', async () => {
