@@ -28,7 +28,7 @@ import { runMirrorJob } from './mirror-job.js';
 import { endNbdMirror, startNbdExport, startNbdMirror, stopNbdExport } from './nbd-mirror.js';
 import { nicStatus, probeBackendOffloads } from './nic.js';
 import type { QemuRunState } from './qmp/types.js';
-import { QemuVm } from './qemu-vm.js';
+import { QemuVm, lastWords } from './qemu-vm.js';
 import { cancelReplicaJob, runReplicaJob } from './replica-job.js';
 
 /** QEMU's run states in Ferry's words. */
@@ -149,8 +149,7 @@ export class QemuHypervisor implements Hypervisor {
       if (this.vms.get(vm.name) !== vm) return;
       this.vms.delete(vm.name);
       this.removeRuntimeFiles(vm.name);
-      const stderrPath = path.join(this.o.runDir, `${vm.name}.stderr`);
-      const stderr = fs.existsSync(stderrPath) ? fs.readFileSync(stderrPath, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+      const stderr = lastWords(path.join(this.o.runDir, `${vm.name}.stderr`));
       this.lastExit.set(vm.name, stderr);
       for (const l of this.exitListeners) l(vm.name, stderr);
     });

@@ -36,6 +36,11 @@ export interface QemuVmDescriptor {
   startedAtMs: number;
 }
 
+/** What a QEMU printed last on stderr (an error and the hint under it: up to three lines, ` | ` between); '' when nothing. */
+export function lastWords(stderrPath: string): string {
+  return fs.existsSync(stderrPath) ? fs.readFileSync(stderrPath, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+}
+
 async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, stepMs = 20): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -101,13 +106,12 @@ export class QemuVm {
     // QEMU creates its chardev sockets one after the other: wait for both.
     const sockets = [launch.qmpSocket, launch.serialSocket, ...(launch.qgaSocket ? [launch.qgaSocket] : [])];
     const ready = await waitFor(() => exited || sockets.every((p) => fs.existsSync(p)), 15_000);
+    /** QEMU's own last words, or `otherwise`: why it did not start. */
+    const didNotStart = (otherwise: string) =>
+      new FerryError(ErrorCode.QemuDied, `QEMU for '${launch.spec.name}' did not start: ${lastWords(stderrPath) || otherwise}`);
     if (exited || !ready || pid === undefined) {
-      const stderr = fs.existsSync(stderrPath) ? fs.readFileSync(stderrPath, 'utf8').trim() : '';
       if (pid !== undefined && !exited) killHard(pid);
-      throw new FerryError(
-        ErrorCode.QemuDied,
-        `QEMU for '${launch.spec.name}' did not start: ${stderr.split('\n').pop() || (ready ? 'it exited' : 'no QMP socket within 15 s')}`,
-      );
+      throw didNotStart(ready ? 'it exited' : 'no QMP socket within 15 s');
     }
     let qmp: QmpClient;
     try {
@@ -116,7 +120,9 @@ export class QemuVm {
       for (const p of [launch.qgaSocket, launch.vncSocket]) if (p && fs.existsSync(p)) fs.chmodSync(p, 0o600);
       qmp = await QmpClient.connect(launch.qmpSocket);
     } catch (e) {
-      // Never leave a QEMU behind that nobody manages.
+      // Never leave a QEMU behind that nobody manages. One that exited after making its sockets (a disk it could
+      // not open or lock: another QEMU holds it) says why in its last words.
+      if (await waitFor(() => exited, 1000)) throw didNotStart(e instanceof Error ? e.message : String(e));
       killHard(pid);
       throw e;
     }

@@ -225,6 +225,13 @@ export class FakeHypervisor implements Hypervisor {
   async launch(spec: VmSpec, opts: LaunchOptions): Promise<VmInstance> {
     await this.world.enter(this.node, 'launch', spec.name);
     if (this.vms.has(spec.name)) throw errors.alreadyExists('VM process', `${spec.name}@${this.node}`);
+    // QEMU's image lock: a guest that runs (not one waiting for a migration, nor its source once it handed over) holds its disk.
+    const holder = (g: Guest) => !g.incoming && g.runState !== RunState.Migrated && g.spec.diskPath === spec.diskPath;
+    if (!opts.incoming && [...this.world.hosts.values()].some((hv) => hv.guests().some(holder)))
+      throw new FerryError(
+        ErrorCode.QemuDied,
+        `QEMU for '${spec.name}' did not start: fake: Failed to get "write" lock | Is another process using the image [${spec.diskPath}]?`,
+      );
     const g: Guest = {
       spec: structuredClone(spec),
       pid: this.world.pid(),

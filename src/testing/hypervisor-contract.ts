@@ -119,5 +119,21 @@ export function hypervisorContract(name: string, make: () => Promise<Hypervisors
       await assert.rejects(t.a.mergeOverlay('c5', true), (e: unknown) => isFerryError(e, 'invalid-state'));
       await t.a.kill('c5');
     });
+
+    it("refuses a second guest on a disk a running one holds (QEMU's image lock, failover's backstop)", async () => {
+      const spec = await t.spec('c6');
+      await t.a.launch(spec, { incoming: false, nic: none, cpuModel: t.cpuModel });
+      await assert.rejects(t.b.launch(spec, { incoming: false, nic: none, cpuModel: t.cpuModel }), (e: unknown) => {
+        assert.ok(isFerryError(e), String(e));
+        assert.match(e.message, /Failed to get "write" lock/);
+        return true;
+      });
+      assert.equal(t.b.has('c6'), false, 'nothing half-started on b');
+      assert.equal((await t.a.get('c6')).runState, RunState.Running, 'the holder runs on');
+      // Once the holder is gone, the disk opens elsewhere.
+      await t.a.kill('c6');
+      await t.b.launch(spec, { incoming: false, nic: none, cpuModel: t.cpuModel });
+      await t.b.kill('c6');
+    });
   });
 }
