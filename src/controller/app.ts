@@ -628,7 +628,8 @@ export async function runController(o: RunControllerOptions): Promise<{ close():
     // The switch daemon may restart at another port: its endpoint file says where it is now.
     switch: new SwitchClient(() => readEndpoint(layout, 'switch')?.url ?? o.switchUrl, token),
     connect: (node, agentUrl) => new AgentClient(node, agentUrl, token, agentFetch, agentTls, () => revision),
-    leadership: () => revision,
+    // A lone controller on SQLite has none (services.leadership is absent there, as its doc says).
+    ...(etcd ? { leadership: () => revision } : {}),
     volume: new QemuVolume(layout.run),
     builder: debianBuilder,
     reach: (address, port) => probeTcp(address, port, { timeoutMs: 300 }),

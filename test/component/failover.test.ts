@@ -223,6 +223,7 @@ for (const agentLeases of [false, true]) {
         assert.equal(value('ferry_failover_detection_seconds_bucket{le="15"}'), 2);
         assert.equal(value('ferry_failover_restart_seconds_count'), value('ferry_ha_restarts_total{kind="failover"}'));
         assert.equal(value('ferry_failover_restart_seconds_bucket{le="1"}'), 0, 'none before the 1 s margin');
+        assert.ok(!text.includes('\nferry_controller_leadership{'), 'a controller that leads under no leadership shows none');
       });
 
       it('settles a start whose outcome the store did not take from what the host reports', async () => {

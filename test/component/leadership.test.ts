@@ -40,7 +40,10 @@ describe('agent calls fenced by the leadership', () => {
   });
 
   it('learns a new leadership from heartbeat answers before any call carries it', async () => {
+    const leads = async () => (await c.metrics()).split('\n').filter((l) => l.startsWith('ferry_controller_leadership'));
+    assert.deepEqual(await leads(), [`ferry_controller_leadership{controller="${c.api.baseUrl}"} 5`]);
     c.leadership = 9;
+    assert.deepEqual(await leads(), [`ferry_controller_leadership{controller="${c.api.baseUrl}"} 9`], 'a leader change shows in /metrics');
     const old = c.agentClient('node-2', undefined, () => 5);
     // node-2 runs nothing and is called by nobody: only its heartbeats can tell it of leadership 9.
     await c.until('node-2 to hear of leadership 9', async () => (await refusal(old.list())) !== undefined);

@@ -4,7 +4,8 @@
  * blackout as histograms, bytes transferred, the queue, VMs per node and
  * state, nodes up; failover (host failures, fencing, HA restarts with their
  * detection and restart times, held VMs) counted from the events as this
- * controller records them; plus the controller process's own metrics.
+ * controller records them; on etcd the leadership (a new value: a leader
+ * change); plus the controller process's own metrics.
  */
 import { type OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -36,7 +37,12 @@ export interface Snapshot {
 /** A registry whose cluster metrics are filled from `snapshot()` at every scrape, and failover's from `subscribe`'s events. */
 export function clusterMetrics(
   snapshot: () => Promise<Snapshot>,
-  opts: { processMetrics?: boolean; subscribe?: (listener: (event: ClusterEvent) => void) => void } = {},
+  opts: {
+    processMetrics?: boolean;
+    subscribe?: (listener: (event: ClusterEvent) => void) => void;
+    /** On etcd: the leadership the answering controller leads under, and its URL. */
+    leadership?: () => { leadership: number; url: string } | undefined;
+  } = {},
 ): Registry {
   const registry = new Registry();
   let current: Promise<Snapshot> | undefined;
@@ -148,6 +154,20 @@ export function clusterMetrics(
     },
   });
   if (opts.subscribe) failoverMetrics(registry, opts.subscribe);
+  const leadership = opts.leadership;
+  if (leadership)
+    new Gauge({
+      name: 'ferry_controller_leadership',
+      help: "On etcd: the leadership the leading controller (its URL) leads under, the leader key's create revision; each new value is a leader change (changes() counts them).",
+      labelNames: ['controller'],
+      registers: [registry],
+      collect() {
+        // No series at all while none leads (a labelled gauge without values shows none, not a 0).
+        this.reset();
+        const lead = leadership();
+        if (lead) this.set({ controller: lead.url }, lead.leadership);
+      },
+    });
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'ferry_controller_' });
   return registry;
 }
@@ -221,7 +241,13 @@ export function mountMetrics(app: OpenAPIHono, s: ControllerServices): void {
       vms: await Promise.all((await s.vms.list()).map((v) => s.viewVm(v))),
       nodes: await s.nodes.list(),
     }),
-    { subscribe: (listener) => s.events.subscribe((_id, e) => listener(e)) },
+    {
+      subscribe: (listener) => s.events.subscribe((_id, e) => listener(e)),
+      leadership: () => {
+        const n = s.leadership?.();
+        return n === undefined ? undefined : { leadership: n, url: s.info.url() };
+      },
+    },
   );
   app.openapi(metricsRoute, async (c) => {
     c.header('content-type', registry.contentType);
